@@ -1,0 +1,7 @@
+"""si_jax: scale-invariant networks trained with weight decay, in JAX.
+
+A reimplementation of Lobacheva et al., "On the Periodic Behavior of Neural Network
+Training with Batch Normalization and Weight Decay" (NeurIPS 2021).
+"""
+
+__version__ = "0.1.0"

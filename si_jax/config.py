@@ -1,0 +1,70 @@
+"""Base config for every experiment: the paper's scale-invariant ConvNet on CIFAR-10 (appendix B).
+
+Every experiment config imports this one and overrides only what changes. Fields:
+
+  seed                 seeds init, data order and augmentation.
+  model.name           convnet_si | resnet18_si;  width: k (None: 32 / 64)
+  model.norm           batch | layer | instance;  train_non_si: trainable norm affine
+                       + last layer (the "practical" setting);  last_layer_norm: the
+                       fixed last layer's Frobenius norm (None: keep PyTorch's init).
+  data.name/source     digits/embedded | cifar10, cifar100 / archive, tfds
+  data.train_size...   first-N or seeded random subsets; augment: crop 32 pad 4 + flip.
+  optim                sgd | adam; lr eta; wd lambda (Eq. 2); momentum; wd_mode
+                       coupled | decoupled; fix_si_norm (+ si_norm, None = initial);
+                       fixed_effective_lr (lr is then the effective LR).
+  train.mode           sgd (mini-batches) | gd (full batch, micro_batch_size ghost BN
+                       statistics; None = one pass with exact statistics).
+  train.log_every      epoch | step (per-step records in steps.jsonl).
+  train.invariance_every  check the scale-invariance identities every N steps (0: off).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "convnet_si"
+  config.model.width = config_dict.placeholder(int)
+  config.model.norm = "batch"
+  config.model.train_non_si = False
+  config.model.last_layer_norm = config_dict.FieldReference(10.0, field_type=float)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "cifar10"
+  config.data.source = "archive"
+  config.data.data_dir = ""
+  config.data.train_size = config_dict.placeholder(int)
+  config.data.test_size = config_dict.placeholder(int)
+  config.data.subset = "first"
+  config.data.subset_seed = 0
+  config.data.augment = False
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = "sgd"
+  config.optim.lr = 0.01
+  config.optim.wd = 0.001
+  config.optim.momentum = 0.0
+  config.optim.wd_mode = "coupled"
+  config.optim.fix_si_norm = False
+  config.optim.si_norm = config_dict.placeholder(float)
+  config.optim.fixed_effective_lr = False
+  config.optim.adam_b1 = 0.9
+  config.optim.adam_b2 = 0.999
+  config.optim.adam_eps = 1e-8
+
+  config.train = ml_collections.ConfigDict()
+  config.train.mode = "sgd"
+  config.train.epochs = 1001
+  config.train.batch_size = 128
+  config.train.drop_last = False
+  config.train.micro_batch_size = config_dict.placeholder(int)
+  config.train.log_every = "epoch"
+  config.train.eval_every = 1
+  config.train.eval_batch_size = 1000
+  config.train.invariance_every = 0
+  config.train.invariance_scale = 2.0
+  return config

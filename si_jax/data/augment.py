@@ -1,0 +1,24 @@
+"""Standard CIFAR augmentation on the accelerator, inside jit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+PAD = 4
+
+
+def augment_batch(key: jax.Array, x_NHWC: jax.Array, pad_value: jax.Array) -> jax.Array:
+  """Random crop (size H x W from a zero-padded image, padding 4) and horizontal flip.
+
+  Each example gets its own offsets and flip, as torchvision's RandomCrop(32,
+  padding=4) + RandomHorizontalFlip. ``pad_value`` is the normalized black pixel.
+  """
+  n, h, w, c = x_NHWC.shape
+  crop_key, flip_key = jax.random.split(key)
+  padded = jnp.pad(x_NHWC - pad_value, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0))) + pad_value
+  offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * PAD + 1)
+  crop = lambda img, off: jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
+  cropped = jax.vmap(crop)(padded, offsets)
+  flip = jax.random.bernoulli(flip_key, 0.5, (n, 1, 1, 1))
+  return jnp.where(flip, cropped[:, :, ::-1, :], cropped)

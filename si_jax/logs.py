@@ -1,0 +1,56 @@
+"""Metrics as JSON lines in the workdir.
+
+* ``metrics.jsonl``: one record per epoch: the epoch means of the in-step metrics
+  (``loss``, ``accuracy``, ``weight_norm``, ``effective_lr``, ... see
+  ``si_jax.metrics``) and, after each evaluation, ``train_loss``/``train_accuracy``
+  (a pass over the train set with train-mode BN, appendix B "Logging") and
+  ``test_loss``/``test_error`` (eval-mode BN).
+* ``steps.jsonl`` (``train.log_every='step'``): one record per step with the in-step
+  metrics of that step, computed on its batch (as for Figs. 4, 11 and 13).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+METRICS_FILE = "metrics.jsonl"
+STEPS_FILE = "steps.jsonl"
+
+
+class MetricWriter:
+
+  def __init__(self, workdir: str, per_step: bool):
+    self._epochs = open(os.path.join(workdir, METRICS_FILE), "a")
+    self._steps = open(os.path.join(workdir, STEPS_FILE), "a") if per_step else None
+
+  def write_steps(self, records: list[dict], invariance_every: int = 0) -> None:
+    if self._steps is None:
+      return
+    for r in records:
+      if not invariance_every or r["step"] % invariance_every:
+        r = {k: v for k, v in r.items() if not k.startswith("invariance/")}
+      self._steps.write(json.dumps(r) + "\n")
+    self._steps.flush()
+
+  def write_epoch(self, record: dict) -> None:
+    self._epochs.write(json.dumps(record) + "\n")
+    self._epochs.flush()
+
+  def close(self) -> None:
+    self._epochs.close()
+    if self._steps is not None:
+      self._steps.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def read_run(workdir: str, steps: bool = False) -> list[dict]:
+  """The per-epoch (or per-step) records of a run directory."""
+  path = os.path.join(workdir, STEPS_FILE if steps else METRICS_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} an si_jax run directory?")
+  return read_jsonl(path)

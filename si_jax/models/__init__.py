@@ -1,0 +1,141 @@
+"""Scale-invariant models chosen by name, and their parameter groups.
+
+Each model declares its scale-invariant (SI) groups explicitly (``si_groups()``):
+tuples of parameter paths whose joint rescaling leaves the function unchanged. All
+other parameters (norm scale/shift, the last layer) are non-SI; they are frozen
+unless ``train_non_si`` is on (the paper's "practical" setting, Fig. 21).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from si_jax.models.convnet import ConvNetSI
+from si_jax.models.layers import NORMS, ParamPath
+from si_jax.models.resnet import ResNet18SI
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "convnet_si": ConvNetSI,
+    "resnet18_si": ResNet18SI,
+}
+DEFAULT_WIDTH = {"convnet_si": 32, "resnet18_si": 64}
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    width: int | None = None,
+    norm: str = "batch",
+    train_non_si: bool = False,
+) -> nn.Module:
+  """Returns the named model; raises ValueError naming the field on bad input."""
+  if name not in MODELS:
+    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
+  if norm not in NORMS:
+    raise ValueError(f"model.norm must be one of {NORMS}, got {norm!r}")
+  width = DEFAULT_WIDTH[name] if width is None else width
+  if not isinstance(width, int) or width <= 0:
+    raise ValueError(f"model.width must be a positive integer, got {width!r}")
+  if not isinstance(num_classes, int) or num_classes <= 1:
+    raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+  return MODELS[name](width=width, num_classes=num_classes, norm=norm, train_non_si=train_non_si)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroups:
+  """Which parameters are scale-invariant, and how they are grouped.
+
+  Attributes:
+    si_groups: group name -> paths of the parameters that are jointly SI.
+    last_layer: path of the last layer's weight matrix.
+    train_non_si: whether the non-SI parameters are trained.
+  """
+
+  si_groups: Mapping[str, tuple[ParamPath, ...]]
+  last_layer: ParamPath
+  train_non_si: bool
+
+  @property
+  def si_paths(self) -> tuple[ParamPath, ...]:
+    return tuple(p for paths in self.si_groups.values() for p in paths)
+
+  def si_mask(self, params) -> Any:
+    """Pytree of bools: True for SI parameters."""
+    si = set(self.si_paths)
+    return _map_with_path(lambda path, _: path in si, params)
+
+  def trainable_mask(self, params) -> Any:
+    """Pytree of bools: SI parameters always, non-SI ones iff train_non_si."""
+    si = set(self.si_paths)
+    return _map_with_path(lambda path, _: self.train_non_si or path in si, params)
+
+  def check(self, params) -> None:
+    """Every declared path exists and is a floating array; groups are disjoint."""
+    paths = self.si_paths
+    if len(set(paths)) != len(paths):
+      raise ValueError("SI groups overlap")
+    existing = {path for path, _ in flatten_with_paths(params)}
+    missing = [p for p in paths + (self.last_layer,) if p not in existing]
+    if missing:
+      raise ValueError(f"declared parameter paths not in the model: {missing}")
+
+
+def param_groups(model: nn.Module) -> ParamGroups:
+  return ParamGroups(model.si_groups(), model.last_layer, model.train_non_si)
+
+
+def flatten_with_paths(tree) -> list[tuple[ParamPath, Any]]:
+  """[(('conv_0', 'kernel'), leaf), ...] for a nested dict of parameters."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return [(tuple(str(k.key) for k in path), leaf) for path, leaf in leaves]
+
+
+def _map_with_path(fn, tree):
+  return jax.tree_util.tree_map_with_path(lambda kp, x: fn(tuple(str(k.key) for k in kp), x), tree)
+
+
+def get_path(tree, path: ParamPath):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def set_path(tree, path: ParamPath, value):
+  """Functional update of a nested dict."""
+  if not path:
+    return value
+  return {**tree, path[0]: set_path(tree[path[0]], path[1:], value)}
+
+
+def init_variables(
+    model: nn.Module,
+    rng: jax.Array,
+    input_shape: tuple[int, ...],
+    last_layer_norm: float | None = 10.0,
+) -> dict[str, Any]:
+  """Initializes {'params', 'batch_stats'} as PyTorch would, then rescales the last layer.
+
+  The last layer's weight matrix is rescaled to Frobenius norm ``last_layer_norm``
+  (appendix B and G; the bias is not rescaled). ``None`` keeps the random init.
+  """
+  if last_layer_norm is not None and not last_layer_norm > 0:
+    raise ValueError(f"model.last_layer_norm must be positive or None, got {last_layer_norm!r}")
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      rng, jnp.zeros((1, *input_shape), jnp.float32)
+  )
+  variables = {"batch_stats": {}, **variables}
+  params = variables["params"]
+  groups = param_groups(model)
+  groups.check(params)
+  if last_layer_norm is not None:
+    w = get_path(params, groups.last_layer)
+    params = set_path(params, groups.last_layer, w * (last_layer_norm / jnp.linalg.norm(w)))
+  return {"params": params, "batch_stats": variables["batch_stats"]}

@@ -1,0 +1,101 @@
+"""Building blocks shared by the scale-invariant models.
+
+PyTorch's defaults are reproduced on purpose: the weight norms at initialization set
+the initial effective learning rate eta / rho_0^2, so they must match the original runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ("batch", "layer", "instance")
+
+# nn.Conv2d / nn.Linear reset_parameters(): kaiming_uniform(a=sqrt(5)) gives
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)); a uniform variance-scaling init with scale 1/3
+# has bound sqrt(3 * scale / fan_in), the same interval.
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in of the kernel."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> nn.Conv:
+  """Bias-free conv with PyTorch's symmetric padding (kernel // 2 on both sides)."""
+  pad = kernel // 2
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      use_bias=False,
+      kernel_init=torch_kernel_init,
+      name=name,
+  )
+
+
+class Norm(nn.Module):
+  """Batch, layer or instance normalization over NHWC features.
+
+  With ``affine=False`` (the fully scale-invariant setting) it has no parameters, so
+  the conv weights before it are scale-invariant (property (1a)-(1b) of the paper).
+
+  Batch norm follows torch.nn.BatchNorm2d exactly: biased variance to normalize,
+  running statistics updated as r <- (1 - momentum) r + momentum s with the
+  *unbiased* batch variance, momentum 0.1 in PyTorch's convention.
+  Layer norm normalizes each sample over (H, W, C) (GroupNorm with one group);
+  instance norm each sample and channel over (H, W). Both use the same statistics in
+  train and eval mode. The affine scale/shift, when present, is per channel.
+  """
+
+  kind: str = "batch"
+  affine: bool = False
+  epsilon: float = 1e-5
+  momentum: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if self.kind not in NORMS:
+      raise ValueError(f"model.norm must be one of {NORMS}, got {self.kind!r}")
+    channels = x.shape[-1]
+    if self.kind == "batch":
+      running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,))
+      running_var = self.variable("batch_stats", "var", jnp.ones, (channels,))
+      if train:
+        mean = jnp.mean(x, axis=(0, 1, 2))
+        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        if not self.is_initializing():
+          n = x.size // channels
+          m = self.momentum
+          running_mean.value = (1 - m) * running_mean.value + m * mean
+          running_var.value = (1 - m) * running_var.value + m * var * (n / max(n - 1, 1))
+      else:
+        mean, var = running_mean.value, running_var.value
+    else:
+      axes = (1, 2, 3) if self.kind == "layer" else (1, 2)
+      mean = jnp.mean(x, axis=axes, keepdims=True)
+      var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+    if self.affine:
+      y = y * self.param("scale", nn.initializers.ones, (channels,))
+      y = y + self.param("bias", nn.initializers.zeros, (channels,))
+    return y
+
+
+ParamPath = tuple[str, ...]
+
+
+def paths_of(prefixes: Sequence[str], leaf: str = "kernel") -> tuple[ParamPath, ...]:
+  """('a/b', 'c') -> (('a', 'b', 'kernel'), ('c', 'kernel'))."""
+  return tuple(tuple(p.split("/")) + (leaf,) for p in prefixes)

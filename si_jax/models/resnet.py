@@ -1,0 +1,97 @@
+"""Pre-activation ResNet-18 made scale-invariant as in Li & Arora (2020, App. C)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from si_jax.models import layers
+
+STAGES = 4
+BLOCKS_PER_STAGE = 2
+
+
+class PreActBlock(nn.Module):
+  """Norm -> ReLU -> Conv3x3(stride) -> Norm -> ReLU -> Conv3x3, plus the shortcut.
+
+  A downsampling shortcut is Norm -> Conv1x1(stride): the inserted norm makes its
+  output independent of the scale of the incoming residual stream.
+  """
+
+  features: int
+  stride: int
+  downsample: bool
+  norm: str
+  affine: bool
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    norm = lambda name: layers.Norm(self.norm, affine=self.affine, name=name)
+    if self.downsample:
+      shortcut = norm("shortcut_norm")(x, train)
+      shortcut = layers.conv(self.features, 1, self.stride, name="shortcut_conv")(shortcut)
+    else:
+      shortcut = x
+    out = nn.relu(norm("norm1")(x, train))
+    out = layers.conv(self.features, 3, self.stride, name="conv1")(out)
+    out = nn.relu(norm("norm2")(out, train))
+    out = layers.conv(self.features, 3, name="conv2")(out)
+    return out + shortcut
+
+
+class ResNet18SI(nn.Module):
+  """Pre-activation ResNet-18 of width k: stages k, 2k, 4k, 8k, two blocks each.
+
+  Stem Conv3x3(3 -> k), blocks, then Norm -> ReLU -> global average pool ->
+  Linear(8k -> classes, no bias).
+  """
+
+  width: int = 64
+  num_classes: int = 10
+  norm: str = "batch"
+  train_non_si: bool = False
+
+  @nn.compact
+  def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
+    x = layers.conv(self.width, 3, name="stem")(x_NHWC)
+    in_features = self.width
+    for stage in range(STAGES):
+      features = self.width * 2**stage
+      for block in range(BLOCKS_PER_STAGE):
+        stride = 2 if (stage > 0 and block == 0) else 1
+        x = PreActBlock(
+            features,
+            stride,
+            downsample=(stride != 1 or in_features != features),
+            norm=self.norm,
+            affine=self.train_non_si,
+            name=f"layer{stage + 1}_{block}",
+        )(x, train)
+        in_features = features
+    x = nn.relu(layers.Norm(self.norm, affine=self.train_non_si, name="final_norm")(x, train))
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(
+        self.num_classes, use_bias=False, kernel_init=layers.torch_kernel_init, name="classifier"
+    )(x)
+
+  def si_groups(self) -> dict[str, tuple[layers.ParamPath, ...]]:
+    """Scale-invariant groups.
+
+    * Each block's ``conv1`` is followed by a norm: scale-invariant on its own.
+    * The residual stream of a stage is written by the stem (stage 1) or by the
+      downsampling shortcut conv (stages 2-4) and by the ``conv2`` of both blocks;
+      it is read only through norms (the next block's norm1, the next stage's
+      shortcut norm, the final norm). These convs are *jointly* scale-invariant:
+      f is unchanged when all of them are scaled by the same c, not one alone.
+    """
+    groups = {}
+    for stage in range(1, STAGES + 1):
+      writers = ["stem"] if stage == 1 else [f"layer{stage}_0/shortcut_conv"]
+      writers += [f"layer{stage}_{b}/conv2" for b in range(BLOCKS_PER_STAGE)]
+      groups[f"stage{stage}_stream"] = layers.paths_of(writers)
+      for b in range(BLOCKS_PER_STAGE):
+        groups[f"layer{stage}_{b}_conv1"] = layers.paths_of([f"layer{stage}_{b}/conv1"])
+    return groups
+
+  last_layer = ("classifier", "kernel")

@@ -1,0 +1,188 @@
+"""Optimizers as optax chains, with weight decay as its own transform.
+
+The update rules (one step, SI and trainable non-SI parameters alike):
+
+* SGD, Eq. (2):          x_{t+1} = x_t - eta (grad f(x_t) + lambda x_t)
+* momentum, ``coupled`` (torch.optim.SGD, the paper's runs, default):
+                         m_{t+1} = mu m_t + grad f(x_t) + lambda x_t
+                         x_{t+1} = x_t - eta m_{t+1}
+* momentum, ``decoupled`` (SGDW):
+                         m_{t+1} = mu m_t + grad f(x_t)
+                         x_{t+1} = (1 - eta lambda) x_t - eta m_{t+1}
+  Without momentum the two modes coincide.
+* Adam, ``coupled`` (torch.optim.Adam's weight_decay): lambda x_t joins the
+  gradient before the moment estimates, so the decay is rescaled by Adam's
+  preconditioner. ``decoupled`` (AdamW): x_{t+1} = x_t - eta (adam_t + lambda x_t).
+
+The order of transforms is the whole meaning of "coupled" and "decoupled", so it is
+written in one place, ``_chain``. Frozen (non-trainable) parameters get a zero
+update and no decay. The hyperparameters ``learning_rate``, ``weight_decay`` and
+``momentum`` are injected into the optimizer state (``optax.inject_hyperparams``),
+so a vmapped sweep can give each member its own values.
+
+Two ablations project the SI parameters after each step:
+
+* ``fix_si_norm``: rescale the SI parameters (all together) to norm rho_0, given or
+  taken at initialization (the fixed-weight-norm ablation, Figs. 5 and 12);
+* ``fixed_effective_lr``: ``learning_rate`` is read as the effective learning rate
+  eta~ and the SI step uses eta_t = eta~ * rho_t^2, so eta_t / rho_t^2 stays fixed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("sgd", "adam")
+WD_MODES = ("coupled", "decoupled")
+
+
+def sq_norm(tree) -> jax.Array:
+  """Sum of squares over all leaves, in float32 or better."""
+  return sum(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))))
+             for x in jax.tree.leaves(tree))
+
+
+def _select(mask, tree):
+  """Leaves of ``tree`` where ``mask`` is True, zeros elsewhere."""
+  return jax.tree.map(lambda m, x: x if m else jnp.zeros_like(x), mask, tree)
+
+
+def zero_frozen(trainable_mask) -> optax.GradientTransformation:
+  """Zero update for every parameter that is not trainable."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    return _select(trainable_mask, updates), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+def scale_si_by_norm_squared(si_mask) -> optax.GradientTransformation:
+  """Multiplies the SI updates by rho_t^2 = ||x_t||^2 (fixed effective LR)."""
+
+  def update_fn(updates, state, params):
+    rho_sq = sq_norm(_select(si_mask, params))
+    return jax.tree.map(lambda m, u: u * rho_sq if m else u, si_mask, updates), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+class FixedNormState(NamedTuple):
+  target_norm: jax.Array
+
+
+def project_si_to_norm(si_mask, target_norm: float | None) -> optax.GradientTransformation:
+  """Makes x_{t+1} = rho_0 (x_t + u) / ||x_t + u|| on the SI parameters.
+
+  ``target_norm=None`` takes rho_0 = ||x_0|| at ``init``.
+  """
+
+  def init_fn(params):
+    if target_norm is None:
+      return FixedNormState(jnp.sqrt(sq_norm(_select(si_mask, params))))
+    return FixedNormState(jnp.asarray(target_norm, jnp.float32))
+
+  def update_fn(updates, state, params):
+    new = jax.tree.map(lambda x, u: x + u, params, updates)
+    scale = state.target_norm / jnp.sqrt(sq_norm(_select(si_mask, new)))
+    projected = jax.tree.map(lambda m, x, y: y * scale - x if m else y - x, si_mask, params, new)
+    return projected, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _chain(
+    learning_rate,
+    weight_decay,
+    momentum,
+    *,
+    name: str,
+    wd_mode: str,
+    trainable_mask,
+    si_mask,
+    fix_si_norm: bool,
+    si_norm: float | None,
+    fixed_effective_lr: bool,
+    adam_b1: float,
+    adam_b2: float,
+    adam_eps: float,
+) -> optax.GradientTransformation:
+  decay = optax.add_decayed_weights(weight_decay, mask=trainable_mask)
+  if name == "sgd":
+    precondition = optax.trace(decay=momentum)
+  else:
+    precondition = optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps)
+  if wd_mode == "coupled":
+    parts = [decay, precondition]
+  else:
+    parts = [precondition, decay]
+  if fixed_effective_lr:
+    parts.append(scale_si_by_norm_squared(si_mask))
+  parts += [optax.scale(-learning_rate), zero_frozen(trainable_mask)]
+  if fix_si_norm:
+    parts.append(project_si_to_norm(si_mask, si_norm))
+  return optax.chain(*parts)
+
+
+def make_optimizer(
+    params,
+    groups,
+    *,
+    name: str = "sgd",
+    lr: float = 0.01,
+    wd: float = 0.0,
+    momentum: float = 0.0,
+    wd_mode: str = "coupled",
+    fix_si_norm: bool = False,
+    si_norm: float | None = None,
+    fixed_effective_lr: bool = False,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.999,
+    adam_eps: float = 1e-8,
+) -> optax.GradientTransformation:
+  """Builds the optimizer for ``params`` given a models.ParamGroups.
+
+  Raises ValueError, naming the config field, for any bad value.
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")
+  if wd_mode not in WD_MODES:
+    raise ValueError(f"optim.wd_mode must be one of {WD_MODES}, got {wd_mode!r}")
+  if not lr > 0:
+    raise ValueError(f"optim.lr must be positive, got {lr!r}")
+  if not wd >= 0:
+    raise ValueError(f"optim.wd must be non-negative, got {wd!r}")
+  if not 0 <= momentum < 1:
+    raise ValueError(f"optim.momentum must be in [0, 1), got {momentum!r}")
+  if name == "adam" and momentum:
+    raise ValueError("optim.momentum is for sgd; adam uses optim.adam_b1")
+  if si_norm is not None and not si_norm > 0:
+    raise ValueError(f"optim.si_norm must be positive or None, got {si_norm!r}")
+  if si_norm is not None and not fix_si_norm:
+    raise ValueError("optim.si_norm is set but optim.fix_si_norm is False")
+  factory = functools.partial(
+      _chain,
+      name=name,
+      wd_mode=wd_mode,
+      trainable_mask=groups.trainable_mask(params),
+      si_mask=groups.si_mask(params),
+      fix_si_norm=fix_si_norm,
+      si_norm=si_norm,
+      fixed_effective_lr=fixed_effective_lr,
+      adam_b1=adam_b1,
+      adam_b2=adam_b2,
+      adam_eps=adam_eps,
+  )
+  return optax.inject_hyperparams(factory)(
+      learning_rate=lr, weight_decay=wd, momentum=momentum
+  )
+
+
+def hyperparams(opt_state) -> dict[str, Any]:
+  """The injected hyperparameters (learning_rate, weight_decay, momentum)."""
+  return opt_state.hyperparams

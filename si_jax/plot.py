@@ -1,0 +1,22 @@
+"""python -m si_jax.plot RUN_DIR [RUN_DIR ...] --out fig.png"""
+
+from __future__ import annotations
+
+import argparse
+
+from si_jax import plotting
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description="Four-panel figure of si_jax runs.")
+  parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
+  parser.add_argument("--out", required=True, help="output image (png, pdf, svg)")
+  parser.add_argument("--labels", nargs="*", help="legend labels, one per run")
+  args = parser.parse_args(argv)
+  if args.labels and len(args.labels) != len(args.runs):
+    parser.error(f"--labels needs {len(args.runs)} values, got {len(args.labels)}")
+  print(plotting.plot_runs(args.runs, args.out, args.labels))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,294 @@
+"""The jitted train step and the training loop.
+
+State is one pytree (``TrainState``): parameters, BN running statistics, optimizer
+state (which holds the hyperparameters), step and RNG key. The data order of epoch e
+is a function of (seed, e) alone, so a run is reproducible from its step count.
+
+The host loop dispatches jitted steps asynchronously and only pulls metrics to the
+host once per epoch (a Python loop over jitted steps, not a rolled ``lax.scan``: on
+XLA:CPU a conv weight-gradient inside a rolled loop ran ~100x slower).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from si_jax import data as data_lib
+from si_jax import invariance, metrics, models, optim
+from si_jax import validate
+from si_jax.logs import MetricWriter
+
+
+class TrainingDiverged(FloatingPointError):
+  """Raised when a loss, gradient or weight norm becomes non-finite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+@flax.struct.dataclass
+class Task:
+  """What the pure step functions close over (static, not part of the state)."""
+
+  model: nn.Module = flax.struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  groups: models.ParamGroups = flax.struct.field(pytree_node=False)
+  fixed_effective_lr: bool = flax.struct.field(pytree_node=False, default=False)
+
+
+def loss_and_aux(model, params, batch_stats, x, y, train: bool = True):
+  """Mean cross-entropy; train mode uses batch statistics and returns the new running ones."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  if train:
+    logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    new_stats = updated["batch_stats"]
+  else:
+    logits, new_stats = model.apply(variables, x, train=False), batch_stats
+  loss = jnp.mean(metrics.cross_entropy(logits, y))
+  return loss, (logits, new_stats)
+
+
+def apply_gradients(task: Task, state: TrainState, grads, new_batch_stats, loss, accuracy):
+  """One optimizer step from given loss gradients, with the dynamics metrics."""
+  updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  lr = optim.hyperparams(opt_state)["learning_rate"]
+  if task.fixed_effective_lr:  # the SI step used eta_t = eta~ rho_t^2
+    lr = lr * optim.sq_norm(optim._select(task.groups.si_mask(state.params), state.params))
+  step_metrics = metrics.dynamics_metrics(
+      state.params, grads, new_params, lr, task.groups.si_groups)
+  step_metrics.update(loss=loss, accuracy=accuracy)
+  new_state = state.replace(
+      step=state.step + 1, params=new_params, batch_stats=new_batch_stats, opt_state=opt_state)
+  return new_state, step_metrics
+
+
+def train_step(task: Task, state: TrainState, images, labels, idx, *, augment: bool = False,
+               pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0):
+  """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics)."""
+  x, y = images[idx], labels[idx]
+  if augment:
+    x = data_lib.augment_batch(jax.random.fold_in(state.rng, state.step), x, pad_value)
+  grad_fn = jax.value_and_grad(
+      lambda p: loss_and_aux(task.model, p, state.batch_stats, x, y), has_aux=True)
+  (loss, (logits, new_stats)), grads = grad_fn(state.params)
+  accuracy = jnp.mean(metrics.correct(logits, y))
+  new_state, step_metrics = apply_gradients(task, state, grads, new_stats, loss, accuracy)
+  if invariance_every:
+    loss_fn = lambda p: loss_and_aux(task.model, p, state.batch_stats, x, y)[0]
+    check = lambda: invariance.invariance_residuals(
+        loss_fn, state.params, task.groups.si_groups, invariance_scale)
+    skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(check))
+    step_metrics.update(jax.lax.cond(state.step % invariance_every == 0, check, skip))
+  return new_state, step_metrics
+
+
+def micro_batch_grads(task: Task, params, batch_stats, grad_sum, images, labels, idx):
+  """Adds sum_i grad loss_i over the micro-batch to ``grad_sum`` (full-batch GD).
+
+  BN statistics are those of the micro-batch ("ghost" statistics, as the original
+  full-batch code did); one micro-batch of the whole subset gives exact statistics.
+  """
+  x, y = images[idx], labels[idx]
+  n = idx.shape[0]
+  grad_fn = jax.value_and_grad(
+      lambda p: loss_and_aux(task.model, p, batch_stats, x, y), has_aux=True)
+  (loss, (logits, new_stats)), grads = grad_fn(params)
+  grad_sum = jax.tree.map(lambda s, g: s + n * g, grad_sum, grads)
+  return grad_sum, new_stats, loss * n, jnp.sum(metrics.correct(logits, y))
+
+
+def gd_apply(task: Task, state: TrainState, grad_sum, new_batch_stats, loss_sum, correct_sum, n):
+  grads = jax.tree.map(lambda g: g / n, grad_sum)
+  return apply_gradients(task, state, grads, new_batch_stats, loss_sum / n, correct_sum / n)
+
+
+def eval_sums(task: Task, params, batch_stats, images, labels, idx, train: bool):
+  """(sum of losses, number correct) on ``images[idx]``; BN statistics are not updated."""
+  x, y = images[idx], labels[idx]
+  logits = loss_and_aux(task.model, params, batch_stats, x, y, train=train)[1][0]
+  return jnp.sum(metrics.cross_entropy(logits, y)), jnp.sum(metrics.correct(logits, y))
+
+
+def create_task_and_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset):
+  """Model, optimizer and initial state from a validated config."""
+  mc, oc = config.model, config.optim
+  model = models.create_model(
+      mc.name, num_classes=dataset.num_classes, width=mc.width, norm=mc.norm,
+      train_non_si=mc.train_non_si)
+  init_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0))
+  variables = models.init_variables(model, init_key, dataset.image_shape, mc.last_layer_norm)
+  groups = models.param_groups(model)
+  tx = optim.make_optimizer(variables["params"], groups, **oc.to_dict())
+  state = TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables["params"],
+      batch_stats=variables["batch_stats"],
+      opt_state=tx.init(variables["params"]),
+      rng=aug_key,
+  )
+  return Task(model, tx, groups, oc.fixed_effective_lr), state
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The example order of an epoch: a function of (seed, epoch) only."""
+  return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+
+
+def batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
+  cut = len(order) if not drop_last else len(order) - len(order) % batch_size
+  return [order[i:i + batch_size] for i in range(0, cut, batch_size)]
+
+
+class Progress:
+  """One line per epoch with loss and effective LR; rewritten in place on a terminal."""
+
+  def __init__(self, total: int, stream=sys.stderr, enabled: bool = True):
+    self.total, self.stream, self.enabled = total, stream, enabled
+    self.tty = hasattr(stream, "isatty") and stream.isatty()
+    self.start = time.time()
+
+  def update(self, epoch: int, record: dict) -> None:
+    if not self.enabled:
+      return
+    elapsed = time.time() - self.start
+    eta = elapsed / epoch * (self.total - epoch) if epoch else 0.0
+    width = 20
+    done = int(width * epoch / self.total)
+    line = (f"[{'#' * done}{'.' * (width - done)}] epoch {epoch}/{self.total} "
+            f"loss {record.get('loss', float('nan')):.4g} "
+            f"eff_lr {record.get('effective_lr', float('nan')):.3g} "
+            f"rho {record.get('weight_norm', float('nan')):.3g} "
+            f"{elapsed:.0f}s<{eta:.0f}s")
+    if self.tty:
+      self.stream.write("\r" + line + ("\n" if epoch == self.total else ""))
+    elif epoch == self.total or epoch % max(1, self.total // 20) == 0 or epoch == 1:
+      self.stream.write(line + "\n")
+    self.stream.flush()
+
+
+def _check_finite(records: list[dict], first_step: int) -> None:
+  watched = ("loss", "grad_norm", "weight_norm")
+  for i, rec in enumerate(records):
+    bad = [k for k in watched if not math.isfinite(rec[k])]
+    if bad:
+      values = ", ".join(f"{k}={rec[k]:.6g}" for k in watched)
+      prev = records[i - 1] if i else None
+      before = (", ".join(f"{k}={prev[k]:.6g}" for k in watched) if prev else "n/a")
+      hint = ""
+      if rec["weight_norm"] < 1e-3 or (prev and prev["weight_norm"] < 1e-3):
+        hint = (" The SI weight norm was tiny: the float32 forward pass divides by "
+                "sqrt(var + 1e-5) with var ~ rho^2, so BN's epsilon dominates and the "
+                "gradients blow up (phase C pushed to the limit).")
+      raise TrainingDiverged(
+          f"non-finite {bad} at step {first_step + i}: {values}; previous step: {before}.{hint}")
+
+
+def _epoch_summary(records: list[dict], invariance_every: int) -> dict[str, float]:
+  """Epoch means of the in-step metrics; the worst invariance residual of the epoch."""
+  out = {k: float(np.mean([r[k] for r in records]))
+         for k in records[0] if not k.startswith("invariance/") and k not in ("step", "epoch")}
+  checked = [r for r in records if invariance_every and r["step"] % invariance_every == 0]
+  for k in (checked[0] if checked else {}):
+    if k.startswith("invariance/"):
+      out[k] = max(r[k] for r in checked)
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       progress: bool = True) -> dict[str, Any]:
+  """Trains as the config says; writes config.json, metrics.jsonl (and steps.jsonl).
+
+  Returns a summary dict (final record, wall time, paths).
+  """
+  validate.validate_config(config)
+  dataset = data_lib.load_dataset(**{k: v for k, v in config.data.to_dict().items()
+                                     if k != "augment"})
+  tc = config.train
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  task, state = create_task_and_state(config, dataset)
+
+  train_x, train_y = jax.device_put(dataset.train_images), jax.device_put(dataset.train_labels)
+  test_x, test_y = jax.device_put(dataset.test_images), jax.device_put(dataset.test_labels)
+  n_train = len(dataset.train_labels)
+
+  step_fn = jax.jit(functools.partial(
+      train_step, task, augment=config.data.augment, pad_value=jnp.asarray(dataset.pad_value),
+      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale),
+      donate_argnums=0)
+  micro_fn = jax.jit(functools.partial(micro_batch_grads, task), donate_argnums=2)
+  gd_fn = jax.jit(functools.partial(gd_apply, task), donate_argnums=(0, 1), static_argnums=5)
+  eval_fn = jax.jit(functools.partial(eval_sums, task), static_argnums=5)
+
+  def evaluate(params, batch_stats, x, y, batch_size, train):
+    loss, correct = 0.0, 0.0
+    for idx in batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
+      l, c = eval_fn(params, batch_stats, x, y, idx, train)
+      loss, correct = loss + l, correct + c
+    loss, correct = jax.device_get((loss, correct))
+    return float(loss) / len(y), float(correct) / len(y)
+
+  writer = MetricWriter(workdir, per_step=(tc.log_every == "step"))
+  bar = Progress(tc.epochs, enabled=progress)
+  start = time.time()
+  record: dict[str, Any] = {}
+  for epoch in range(tc.epochs):
+    first_step = int(state.step)
+    pending = []
+    if tc.mode == "sgd":
+      for idx in batches(epoch_order(config.seed, epoch, n_train), tc.batch_size, tc.drop_last):
+        state, m = step_fn(state, train_x, train_y, idx)
+        pending.append(m)
+    else:
+      micro = tc.micro_batch_size or n_train
+      grad_sum = jax.tree.map(jnp.zeros_like, state.params)
+      loss_sum, correct_sum, stats = 0.0, 0.0, state.batch_stats
+      for idx in batches(np.arange(n_train, dtype=np.int32), micro, drop_last=False):
+        grad_sum, stats, l, c = micro_fn(state.params, stats, grad_sum, train_x, train_y, idx)
+        loss_sum, correct_sum = loss_sum + l, correct_sum + c
+      state, m = gd_fn(state, grad_sum, stats, loss_sum, correct_sum, n_train)
+      pending.append(m)
+    step_records = [{k: float(v) for k, v in r.items()} for r in jax.device_get(pending)]
+    for i, r in enumerate(step_records):
+      r.update(step=first_step + i, epoch=epoch)
+    try:
+      _check_finite(step_records, first_step)
+    finally:
+      writer.write_steps(step_records, tc.invariance_every)
+    record = {"epoch": epoch + 1, "step": int(state.step),
+              **_epoch_summary(step_records, tc.invariance_every)}
+    if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+      record["test_loss"], test_acc = evaluate(
+          state.params, state.batch_stats, test_x, test_y, tc.eval_batch_size, False)
+      record["test_error"] = 1.0 - test_acc
+      record["train_loss"], record["train_accuracy"] = evaluate(
+          state.params, state.batch_stats, train_x, train_y, tc.batch_size, True)
+    record["wall_time"] = time.time() - start
+    writer.write_epoch(record)
+    bar.update(epoch + 1, record)
+  writer.close()
+  return {"final": record, "wall_time": time.time() - start, "workdir": workdir,
+          "state": state, "task": task}
