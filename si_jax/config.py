@@ -4,7 +4,7 @@ Every experiment config imports this one and overrides only what changes. Fields
 
   seed                 seeds init, data order and augmentation.
   model.name           convnet_si | resnet18_si;  width: k (None: 32 / 64)
-  model.norm           batch | layer | instance;  train_non_si: trainable norm affine
+  model.norm           batch | layer | instance (norm_epsilon: PyTorch's 1e-5);  train_non_si: trainable norm affine
                        + last layer (the "practical" setting);  last_layer_norm: the
                        fixed last layer's Frobenius norm (None: keep PyTorch's init).
   data.name/source     digits/embedded | cifar10, cifar100 / archive, tfds
@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.width = config_dict.placeholder(int)
   config.model.norm = "batch"
   config.model.train_non_si = False
+  config.model.norm_epsilon = 1e-5
   config.model.last_layer_norm = config_dict.FieldReference(10.0, field_type=float)
 
   config.data = ml_collections.ConfigDict()

@@ -136,7 +136,7 @@ def create_task_and_state(config: ml_collections.ConfigDict, dataset: data_lib.D
   mc, oc = config.model, config.optim
   model = models.create_model(
       mc.name, num_classes=dataset.num_classes, width=mc.width, norm=mc.norm,
-      train_non_si=mc.train_non_si)
+      train_non_si=mc.train_non_si, norm_epsilon=mc.norm_epsilon)
   init_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0))
   variables = models.init_variables(model, init_key, dataset.image_shape, mc.last_layer_norm)
   groups = models.param_groups(model)

@@ -36,6 +36,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _one_of(m.norm, models.NORMS, "model.norm")
   if m.width is not None:
     _positive_int(m.width, "model.width")
+  if not m.norm_epsilon >= 0:
+    raise ValueError(f"model.norm_epsilon must be non-negative, got {m.norm_epsilon!r}")
   if m.last_layer_norm is not None and not m.last_layer_norm > 0:
     raise ValueError(f"model.last_layer_norm must be positive or None, got {m.last_layer_norm!r}")
   _one_of(d.name, data_lib.NAMES, "data.name")

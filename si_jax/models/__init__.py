@@ -35,8 +35,14 @@ def create_model(
     width: int | None = None,
     norm: str = "batch",
     train_non_si: bool = False,
+    norm_epsilon: float = 1e-5,
 ) -> nn.Module:
-  """Returns the named model; raises ValueError naming the field on bad input."""
+  """Returns the named model; raises ValueError naming the field on bad input.
+
+  ``norm_epsilon`` is the normalization's epsilon (PyTorch's 1e-5). It is what breaks
+  exact scale invariance at small weight norms; 0 makes the model exactly SI (up to
+  float round-off) for invariance studies.
+  """
   if name not in MODELS:
     raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
   if norm not in NORMS:
@@ -46,7 +52,10 @@ def create_model(
     raise ValueError(f"model.width must be a positive integer, got {width!r}")
   if not isinstance(num_classes, int) or num_classes <= 1:
     raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-  return MODELS[name](width=width, num_classes=num_classes, norm=norm, train_non_si=train_non_si)
+  if not norm_epsilon >= 0:
+    raise ValueError(f"model.norm_epsilon must be non-negative, got {norm_epsilon!r}")
+  return MODELS[name](width=width, num_classes=num_classes, norm=norm,
+                      train_non_si=train_non_si, norm_epsilon=norm_epsilon)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,10 +22,11 @@ class ConvNetSI(nn.Module):
   num_classes: int = 10
   norm: str = "batch"
   train_non_si: bool = False
+  norm_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
-    norm = lambda name: layers.Norm(self.norm, affine=self.train_non_si, name=name)
+    norm = lambda name: layers.Norm(self.norm, affine=self.train_non_si, epsilon=self.norm_epsilon, name=name)
     c = self.width
     x = layers.conv(c, 3, name="conv_0")(x_NHWC)
     x = nn.relu(norm("norm_0")(x, train))

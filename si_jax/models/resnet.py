@@ -24,10 +24,11 @@ class PreActBlock(nn.Module):
   downsample: bool
   norm: str
   affine: bool
+  epsilon: float
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    norm = lambda name: layers.Norm(self.norm, affine=self.affine, name=name)
+    norm = lambda name: layers.Norm(self.norm, affine=self.affine, epsilon=self.epsilon, name=name)
     if self.downsample:
       shortcut = norm("shortcut_norm")(x, train)
       shortcut = layers.conv(self.features, 1, self.stride, name="shortcut_conv")(shortcut)
@@ -51,6 +52,7 @@ class ResNet18SI(nn.Module):
   num_classes: int = 10
   norm: str = "batch"
   train_non_si: bool = False
+  norm_epsilon: float = 1e-5
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
@@ -66,10 +68,12 @@ class ResNet18SI(nn.Module):
             downsample=(stride != 1 or in_features != features),
             norm=self.norm,
             affine=self.train_non_si,
+            epsilon=self.norm_epsilon,
             name=f"layer{stage + 1}_{block}",
         )(x, train)
         in_features = features
-    x = nn.relu(layers.Norm(self.norm, affine=self.train_non_si, name="final_norm")(x, train))
+    x = nn.relu(layers.Norm(self.norm, affine=self.train_non_si, epsilon=self.norm_epsilon,
+                                name="final_norm")(x, train))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(
         self.num_classes, use_bias=False, kernel_init=layers.torch_kernel_init, name="classifier"

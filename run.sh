@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's two commands:  bash run.sh quickstart   |   bash run.sh test
+# Each creates .venv from the project's own files on first use.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${SI_JAX_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import si_jax, pytest" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[test]"
+fi
+case "${1:-}" in
+  quickstart)
+    shift
+    exec "$VENV/bin/python" -m si_jax.main --config=configs/quickstart.py \
+      --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
+  test)
+    shift
+    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  *)
+    echo "usage: bash run.sh quickstart [--config.FIELD=VALUE ...] | bash run.sh test [pytest args]" >&2
+    exit 2 ;;
+esac

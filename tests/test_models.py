@@ -1,0 +1,134 @@
+"""Model definitions: parameter counts, PyTorch-style init, SI groups, bad input."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from si_jax import models
+from si_jax.models import layers
+from conftest import make
+
+
+def si_count(variables, groups):
+  return sum(models.get_path(variables["params"], p).size for p in groups.si_paths)
+
+
+def conv_weights(cin, cout, k):
+  return cin * cout * k * k
+
+
+def test_convnet_k32_has_387936_si_weights():
+  _, v, g = make("convnet_si", width=32, input_shape=(32, 32, 3))
+  assert si_count(v, g) == 387_936
+  # Conv3x3(3->32), (32->64), (64->128), (128->256): the original ConvNetDepth.
+  assert si_count(v, g) == sum(conv_weights(a, b, 3) for a, b in
+                                [(3, 32), (32, 64), (64, 128), (128, 256)])
+  assert v["params"]["classifier"]["kernel"].shape == (256, 10)
+
+
+def test_resnet18_si_weight_count_matches_architecture():
+  _, v, g = make("resnet18_si", width=64, input_shape=(32, 32, 3))
+  expected = conv_weights(3, 64, 3)
+  cin = 64
+  for stage in range(4):
+    c = 64 * 2**stage
+    for block in range(2):
+      expected += conv_weights(cin, c, 3) + conv_weights(c, c, 3)
+      if cin != c:
+        expected += conv_weights(cin, c, 1)
+      cin = c
+  assert si_count(v, g) == expected == 11_159_232
+  assert "bias" not in v["params"]["classifier"]
+  assert v["params"]["classifier"]["kernel"].shape == (512, 10)
+
+
+@pytest.mark.parametrize("name,width,shape", [("convnet_si", 32, (32, 32, 3)),
+                                               ("resnet18_si", 16, (32, 32, 3))])
+def test_initial_norms_follow_pytorch_uniform_init(name, width, shape):
+  # U(-b, b) with b = 1/sqrt(fan_in) has E w^2 = 1/(3 fan_in), so a layer with
+  # fan_out outputs has E ||W||^2 = fan_out / 3, independent of fan_in.
+  _, v, g = make(name, width=width, input_shape=shape, seed=1)
+  total, expected_total = 0.0, 0.0
+  for path in g.si_paths:
+    w = np.asarray(models.get_path(v["params"], path))
+    fan_in = math.prod(w.shape[:-1])
+    assert np.abs(w).max() <= 1 / math.sqrt(fan_in)
+    assert np.abs(w).max() > 0.95 / math.sqrt(fan_in)  # the whole interval is used
+    total += np.sum(w**2)
+    expected_total += w.shape[-1] / 3
+    if w.size >= 2000:  # per-layer sampling error ~ sqrt(1.6 / size)
+      assert abs(np.sum(w**2) / (w.shape[-1] / 3) - 1) < 0.1, path
+  assert abs(total / expected_total - 1) < 0.03
+
+
+def test_last_layer_rescaled_bias_not():
+  _, v, _ = make("convnet_si", width=8, last_layer_norm=10.0)
+  _, v_raw, _ = make("convnet_si", width=8, last_layer_norm=None)
+  np.testing.assert_allclose(jnp.linalg.norm(v["params"]["classifier"]["kernel"]), 10.0, rtol=1e-6)
+  np.testing.assert_array_equal(v["params"]["classifier"]["bias"], v_raw["params"]["classifier"]["bias"])
+  b = 1 / math.sqrt(64)  # fan_in of the ConvNet classifier at width 8 is 8k = 64
+  assert np.abs(v_raw["params"]["classifier"]["bias"]).max() <= b
+
+
+@pytest.mark.parametrize("name", ["convnet_si", "resnet18_si"])
+def test_si_groups_cover_every_conv_kernel_and_nothing_else(name):
+  _, v, g = make(name, width=4, input_shape=(16, 16, 3), train_non_si=True)
+  kernels = {p for p, x in models.flatten_with_paths(v["params"]) if x.ndim == 4}
+  assert set(g.si_paths) == kernels
+  assert len(g.si_paths) == len(set(g.si_paths))
+  trainable = models.flatten_with_paths(g.trainable_mask(v["params"]))
+  assert all(t for _, t in trainable)  # train_non_si trains everything
+
+
+def test_frozen_non_si_mask():
+  _, v, g = make("convnet_si", norm="batch", train_non_si=False)
+  mask = dict(models.flatten_with_paths(g.trainable_mask(v["params"])))
+  assert mask[("classifier", "kernel")] is False and mask[("classifier", "bias")] is False
+  assert all(mask[p] for p in g.si_paths)
+
+
+def test_batchnorm_matches_pytorch_rule_by_hand():
+  x = np.random.default_rng(0).normal(2.0, 3.0, (8, 5, 5, 4)).astype(np.float32)
+  norm = layers.Norm("batch")
+  v = norm.init(jax.random.key(0), x, train=False)
+  y, upd = norm.apply(v, x, train=True, mutable=["batch_stats"])
+  mean = x.mean(axis=(0, 1, 2))
+  var_biased = x.var(axis=(0, 1, 2))
+  n = 8 * 5 * 5
+  np.testing.assert_allclose(y, (x - mean) / np.sqrt(var_biased + 1e-5), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5)
+  np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 + 0.1 * var_biased * n / (n - 1),
+                             rtol=1e-5)
+  y_eval = norm.apply(upd, x, train=False)
+  np.testing.assert_allclose(
+      y_eval, (x - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var_biased * n / (n - 1) + 1e-5), rtol=1e-5)
+
+
+def test_stride2_conv_pads_symmetrically_like_pytorch():
+  # PyTorch Conv2d(k=3, stride=2, padding=1) on 8x8 reads rows -1, 1, 3, 5 around
+  # outputs 0..3; with a kernel that picks the center tap the output is x[::2, ::2].
+  conv = layers.conv(1, 3, stride=2)
+  kernel = jnp.zeros((3, 3, 1, 1)).at[1, 1, 0, 0].set(1.0)
+  x = jnp.arange(64.0).reshape(1, 8, 8, 1)
+  y = conv.apply({"params": {"kernel": kernel}}, x)
+  np.testing.assert_array_equal(y[0, :, :, 0], x[0, ::2, ::2, 0])
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(name="vgg"), "model.name"),
+    (dict(name="convnet_si", norm="group"), "model.norm"),
+    (dict(name="convnet_si", width=0), "model.width"),
+    (dict(name="convnet_si", width=-3), "model.width"),
+])
+def test_bad_model_config_names_the_field(kwargs, field):
+  with pytest.raises(ValueError, match=field):
+    models.create_model(num_classes=10, **kwargs)
+
+
+def test_bad_last_layer_norm():
+  model = models.create_model("convnet_si", num_classes=10, width=4)
+  with pytest.raises(ValueError, match="last_layer_norm"):
+    models.init_variables(model, jax.random.key(0), (8, 8, 1), last_layer_norm=-1.0)
