@@ -19,8 +19,10 @@ def _read_split(source, where: str) -> tuple[np.ndarray, np.ndarray]:
   n = len(source)
   if n == 0:
     raise DatasetError(f"{where} is empty")
-  records = source.__getitems__(list(range(n))) if hasattr(source, "__getitems__") else [
-      source[i] for i in range(n)]
+  try:  # batched random access where the source supports it
+    records = source.__getitems__(list(range(n)))
+  except (AttributeError, TypeError):  # e.g. tfds.testing.mock_data's sources
+    records = [source[i] for i in range(n)]
   images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
   labels = np.asarray([int(r["label"]) for r in records], np.int32)
   if images.shape[1:] != (32, 32, 3):

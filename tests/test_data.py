@@ -1,0 +1,198 @@
+"""Loaders on archives the tests write in the official formats, tfds mock data, errors."""
+
+import io
+import os
+import pickle
+import tarfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from si_jax import data as data_lib
+from si_jax.data import archive
+
+
+def cifar_batch(n, num_classes, label_key, seed):
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, num_classes, n)
+  batch = {b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072), label_key: labels.tolist(),
+           b"filenames": [b"x.png"] * n}
+  if label_key == b"fine_labels":
+    batch[b"coarse_labels"] = (labels // 5).tolist()
+  return batch, images, labels
+
+
+def write_cifar(root, name, tar=False, n=6):
+  """Writes a tiny CIFAR-10/100 python archive; returns the expected arrays."""
+  spec = archive.SPECS[name]
+  files, expect = {}, {"train": [], "test": []}
+  for i, fname in enumerate(spec.train_files + spec.test_files):
+    batch, images, labels = cifar_batch(n, spec.num_classes, spec.label_key, seed=i)
+    files[fname] = pickle.dumps(batch, protocol=2)
+    expect["train" if fname in spec.train_files else "test"].append((images, labels))
+  if tar:
+    with tarfile.open(os.path.join(root, spec.tarball), "w:gz") as t:
+      for fname, raw in files.items():
+        info = tarfile.TarInfo(f"{spec.folder}/{fname}")
+        info.size = len(raw)
+        t.addfile(info, io.BytesIO(raw))
+  else:
+    os.makedirs(os.path.join(root, spec.folder))
+    for fname, raw in files.items():
+      with open(os.path.join(root, spec.folder, fname), "wb") as f:
+        f.write(raw)
+  cat = lambda parts, i: np.concatenate([p[i] for p in parts])
+  return {f"{s}_{k}": cat(expect[s], i) for s in ("train", "test")
+          for i, k in enumerate(("images", "labels"))}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("tar", [False, True])
+def test_archive_roundtrip(tmp_path, name, tar):
+  expect = write_cifar(str(tmp_path), name, tar=tar)
+  got = archive.load_archive(name, str(tmp_path))
+  for k in expect:
+    np.testing.assert_array_equal(got[k], expect[k], err_msg=k)
+  n_train = 6 * len(archive.SPECS[name].train_files)
+  assert got["train_images"].shape == (n_train, 32, 32, 3)
+
+
+def test_extracted_folder_given_directly(tmp_path):
+  expect = write_cifar(str(tmp_path), "cifar10")
+  got = archive.load_archive("cifar10", str(tmp_path / "cifar-10-batches-py"))
+  np.testing.assert_array_equal(got["test_labels"], expect["test_labels"])
+
+
+def test_normalization_uses_paper_constants(tmp_path):
+  expect = write_cifar(str(tmp_path), "cifar10")
+  ds = data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+  mean, std = np.array(data_lib.CIFAR_MEAN), np.array(data_lib.CIFAR_STD)
+  np.testing.assert_allclose(ds.train_images, (expect["train_images"] / 255.0 - mean) / std,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ds.pad_value, -mean / std, rtol=1e-6)
+  assert ds.num_classes == 10 and ds.train_images.dtype == np.float32
+
+
+def test_subsets(tmp_path):
+  expect = write_cifar(str(tmp_path), "cifar10", n=20)  # 100 train, 20 test
+  first = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, test_size=5)
+  np.testing.assert_array_equal(first.train_labels, expect["train_labels"][:30])
+  r1 = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, subset="random",
+                             subset_seed=1)
+  r1b = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, subset="random",
+                              subset_seed=1)
+  r2 = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, subset="random",
+                             subset_seed=2)
+  np.testing.assert_array_equal(r1.train_images, r1b.train_images)
+  assert not np.array_equal(r1.train_labels, r2.train_labels) or not np.array_equal(
+      r1.train_images, r2.train_images)
+  assert not np.array_equal(r1.train_images, first.train_images)
+  with pytest.raises(ValueError, match="data.train_size"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=101)
+
+
+def test_missing_dataset(tmp_path):
+  with pytest.raises(data_lib.DatasetError, match="cifar-10-batches-py/ or the archive"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+  with pytest.raises(data_lib.DatasetError, match="is not a directory"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path / "nope"))
+
+
+def test_missing_file_in_folder(tmp_path):
+  write_cifar(str(tmp_path), "cifar10")
+  os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
+  with pytest.raises(data_lib.DatasetError, match="missing file .*data_batch_3"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+
+
+def test_truncated_batch_file(tmp_path):
+  write_cifar(str(tmp_path), "cifar100")
+  path = tmp_path / "cifar-100-python" / "train"
+  path.write_bytes(path.read_bytes()[:500])
+  with pytest.raises(data_lib.DatasetError, match="train: not a readable CIFAR python batch"):
+    data_lib.load_dataset("cifar100", "archive", str(tmp_path))
+
+
+def test_truncated_tarball(tmp_path):
+  write_cifar(str(tmp_path), "cifar10", tar=True)
+  path = tmp_path / "cifar-10-python.tar.gz"
+  path.write_bytes(path.read_bytes()[:300])
+  with pytest.raises(data_lib.DatasetError, match="cifar-10-python.tar.gz"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+
+
+def test_wrong_format(tmp_path):
+  # a CIFAR-10 folder whose batches hold CIFAR-100 keys, and one with wrong shapes
+  write_cifar(str(tmp_path), "cifar10")
+  batch, _, _ = cifar_batch(4, 100, b"fine_labels", 0)
+  (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(batch))
+  with pytest.raises(data_lib.DatasetError, match=r"data_batch_1: expected a dict with keys b'data' and b'labels'"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+  batch, _, _ = cifar_batch(4, 10, b"labels", 0)
+  batch[b"data"] = batch[b"data"][:, :1000]
+  (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(batch))
+  with pytest.raises(data_lib.DatasetError, match=r"shape \(N, 3072\)"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+  batch, _, _ = cifar_batch(4, 10, b"labels", 0)
+  batch[b"labels"] = [0, 1, 2, 17]
+  (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(batch))
+  with pytest.raises(data_lib.DatasetError, match=r"labels must be in \[0, 10\)"):
+    data_lib.load_dataset("cifar10", "archive", str(tmp_path))
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_tfds_mock(name, classes):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=12):
+    ds = data_lib.load_dataset(name, "tfds")
+  assert ds.train_images.shape == (12, 32, 32, 3)
+  assert ds.test_images.shape == (12, 32, 32, 3)
+  assert ds.num_classes == classes
+  assert ds.train_labels.min() >= 0 and ds.train_labels.max() < classes
+  assert np.isfinite(ds.train_images).all()
+
+
+def test_tfds_unprepared_dir_gives_clear_error(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(data_lib.DatasetError, match="tfds build cifar10"):
+    data_lib.load_dataset("cifar10", "tfds", str(tmp_path))
+
+
+def test_embedded_digits_is_real_data():
+  ds = data_lib.load_dataset()
+  assert ds.train_images.shape == (1438, 8, 8, 1) and ds.test_images.shape == (359, 8, 8, 1)
+  assert sorted(np.unique(ds.train_labels)) == list(range(10))
+  # standardized with the training set's statistics
+  assert abs(ds.train_images.mean()) < 1e-5 and abs(ds.train_images.std() - 1) < 1e-5
+  with pytest.raises(ValueError, match="data.source"):
+    data_lib.load_dataset("digits", "archive")
+  with pytest.raises(ValueError, match="data.name"):
+    data_lib.load_dataset("mnist", "embedded")
+
+
+def test_augmentation_crops_and_flips():
+  x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1) + 1
+  pad = jnp.array([-5.0])
+  seen_flip, seen_shift = False, False
+  for seed in range(20):
+    y = data_lib.augment_batch(jax.random.key(seed), x, pad)
+    assert y.shape == x.shape
+    for i in range(2):
+      img = np.asarray(y[i, :, :, 0])
+      src = np.asarray(x[i, :, :, 0])
+      # every pixel is either padding or a pixel of the (possibly flipped) source
+      candidates = [src, src[:, ::-1]]
+      ok = False
+      for cand in candidates:
+        padded = np.pad(cand, 4, constant_values=-5.0)
+        for dy in range(9):
+          for dx in range(9):
+            if np.array_equal(padded[dy:dy + 8, dx:dx + 8], img):
+              ok = True
+              seen_shift |= (dy, dx) != (4, 4)
+              seen_flip |= cand is candidates[1] and (dy, dx) == (4, 4)
+      assert ok
+  assert seen_flip and seen_shift
