@@ -240,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale),
       donate_argnums=0)
   micro_fn = jax.jit(functools.partial(micro_batch_grads, task), donate_argnums=2)
-  gd_fn = jax.jit(functools.partial(gd_apply, task), donate_argnums=(0, 1), static_argnums=5)
+  gd_fn = jax.jit(functools.partial(gd_apply, task), donate_argnums=0, static_argnums=5)
   eval_fn = jax.jit(functools.partial(eval_sums, task), static_argnums=5)
 
   def evaluate(params, batch_stats, x, y, batch_size, train):
