@@ -1,0 +1,292 @@
+"""The appendix's theory as functions: Eqs. (3)-(9), Propositions 1-3 and 5, Lemmas 1-2,
+Corollary 2, Remark 3, and equilibrium predictions.
+
+Notation (the paper's): eta learning rate, lam weight decay (Eq. (2)),
+rho_t = ||x_t|| the SI weight norm, g~_t = rho_t ||grad f(x_t)|| the effective gradient
+norm, l <= g~_t <= L its bounds, kappa = sqrt(eta / (2 lam)).
+All functions are plain numpy (float64) and broadcast over arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+
+def _check_lr_wd(lr, wd):
+  if not np.all(np.asarray(lr) > 0):
+    raise ValueError(f"lr must be positive, got {lr!r}")
+  if not np.all(np.asarray(wd) >= 0):
+    raise ValueError(f"wd must be non-negative, got {wd!r}")
+
+
+# --- Per-step identities (appendix A.2) -------------------------------------------
+
+
+def next_norm_sq(rho, g_eff, lr, wd):
+  """Eq. (3): rho_{t+1}^2 = (1 - eta lam)^2 rho_t^2 + eta^2 g~_t^2 / rho_t^2."""
+  rho = np.asarray(rho, np.float64)
+  return (1 - lr * wd) ** 2 * rho**2 + lr**2 * np.asarray(g_eff, np.float64) ** 2 / rho**2
+
+
+def _jump_ratio(rho, g_eff, lr, wd):
+  rho = np.asarray(rho, np.float64)
+  return lr**2 * np.asarray(g_eff, np.float64) ** 2 / ((1 - lr * wd) ** 2 * rho**4)
+
+
+def adjacent_cosine(rho, g_eff, lr, wd):
+  """Eq. (8): cos(x_t, x_{t+1}) = (1 + eta^2 g~^2 / ((1 - eta lam)^2 rho^4))^(-1/2)."""
+  return (1 + _jump_ratio(rho, g_eff, lr, wd)) ** -0.5
+
+
+def cosine_distance(rho, g_eff, lr, wd):
+  """1 - Eq. (8), without cancellation: with r the ratio and s = sqrt(1 + r),
+  1 - 1/s = r / (s (s + 1))."""
+  r = _jump_ratio(rho, g_eff, lr, wd)
+  s = np.sqrt(1 + r)
+  return r / (s * (s + 1))
+
+
+def delta_jump(rho, g_eff, lr, wd, delta):
+  """Whether the step is a delta-jump, 1 - cos(x_t, x_{t+1}) > delta (exact, Eq. (8))."""
+  return cosine_distance(rho, g_eff, lr, wd) > delta
+
+
+def delta_jump_threshold(g_eff, lr, wd, delta, exact: bool = False):
+  """The rho_t^2 below which a step is a delta-jump (Eq. (9)).
+
+  Small-delta form (the paper's):  eta g~ / ((1 - eta lam) sqrt(2 delta)).
+  Exact form:                      eta g~ / ((1 - eta lam) sqrt((1 - delta)^-2 - 1)).
+  """
+  if not 0 < delta < 1:
+    raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+  denom = math.sqrt((1 - delta) ** -2 - 1) if exact else math.sqrt(2 * delta)
+  return lr * np.asarray(g_eff, np.float64) / ((1 - lr * wd) * denom)
+
+
+class StepResiduals(NamedTuple):
+  """Predicted vs measured, relative, per logged step pair (Eq. (3)) and step (Eq. (8))."""
+  norm_sq: np.ndarray
+  cosine_distance: np.ndarray
+
+
+def step_residuals(records: list[dict], lr: float, wd: float) -> StepResiduals:
+  """From per-step logs (steps.jsonl records of plain SGD, consecutive steps)."""
+  rho = np.array([r["weight_norm"] for r in records])
+  g_eff = np.array([r["effective_grad_norm"] for r in records])
+  measured_cd = np.array([r["cosine_distance"] for r in records])
+  norm_sq = rho[1:] ** 2 / next_norm_sq(rho[:-1], g_eff[:-1], lr, wd) - 1
+  cd = measured_cd / cosine_distance(rho, g_eff, lr, wd) - 1
+  return StepResiduals(norm_sq, cd)
+
+
+# --- Propositions 1-3 (appendix A.3, A.5, A.6) ------------------------------------
+
+
+def kappa(lr, wd):
+  """kappa = sqrt(eta / (2 lam))."""
+  _check_lr_wd(lr, wd)
+  return math.sqrt(lr / (2 * wd))
+
+
+class JumpConditions(NamedTuple):
+  necessary: float  # (4a): a delta-jump needs rho^2 < eta L / sqrt(2 delta)
+  sufficient: float  # (4b): rho^2 < eta l / sqrt(2 delta) guarantees one
+
+
+def jump_conditions(l, L, lr, delta) -> JumpConditions:
+  """Proposition 1 with (1 - eta lam) ~ 1: the rho^2 thresholds (4a) and (4b)."""
+  if not 0 < l <= L:
+    raise ValueError(f"need 0 < l <= L, got l={l!r}, L={L!r}")
+  return JumpConditions(lr * L / math.sqrt(2 * delta), lr * l / math.sqrt(2 * delta))
+
+
+def t_min(rho0_sq, l, L, lr, wd, delta) -> float:
+  """Proposition 2, Eq. (5): the fewest steps before a delta-jump can happen.
+
+  rho_t^2 >= kappa l + (1 - 4 eta lam)^t (rho_0^2 - kappa l)  (Corollary 2), and a
+  jump needs rho_t^2 < eta L / sqrt(2 delta). ``inf`` when delta >= eta lam L^2 / l^2
+  (the lower bound never crosses the threshold), 0 when rho_0^2 is already below it.
+  """
+  kl = kappa(lr, wd) * l
+  threshold = jump_conditions(l, L, lr, delta).necessary
+  if rho0_sq <= threshold:
+    return 0.0
+  if not delta < lr * wd * L**2 / l**2:
+    return math.inf
+  return math.log((threshold - kl) / (rho0_sq - kl)) / math.log(1 - 4 * lr * wd)
+
+
+def t_max(rho0_sq, l, L, lr, wd, delta) -> float:
+  """Proposition 2, Eq. (6): the most steps before a delta-jump must happen.
+
+  rho_t^2 <= kappa L + (1 - 2 eta lam)^t (rho_0^2 - kappa L) while rho_t^2 >= kappa L,
+  and rho_t^2 < eta l / sqrt(2 delta) forces a jump. Needs rho_0^2 > kappa L and
+  delta < eta lam l^2 / L^2; ``nan`` when either fails (no guarantee), 0 when
+  rho_0^2 is already below the threshold.
+  """
+  kL = kappa(lr, wd) * L
+  threshold = jump_conditions(l, L, lr, delta).sufficient
+  if rho0_sq <= threshold:
+    return 0.0
+  if not (rho0_sq > kL and delta < lr * wd * l**2 / L**2):
+    return math.nan
+  return math.log((threshold - kL) / (rho0_sq - kL)) / math.log(1 - 2 * lr * wd)
+
+
+class Interval(NamedTuple):
+  low: float
+  high: float
+  valid: bool  # whether the proposition's condition holds
+
+
+def equilibrium_norm_sq(l, L, lr, wd) -> Interval:
+  """Proposition 3: rho_t^2 -> [kappa l, kappa L] for t >> 1 if 2 eta lam L <= l."""
+  k = kappa(lr, wd)
+  return Interval(k * l, k * L, 2 * lr * wd * L <= l)
+
+
+def equilibrium_effective_lr(l, L, lr, wd) -> Interval:
+  """Remark 3: eta~_t -> [sqrt(2 eta lam) / L, sqrt(2 eta lam) / l] if 2 eta lam L <= l."""
+  _check_lr_wd(lr, wd)
+  s = math.sqrt(2 * lr * wd)
+  return Interval(s / L, s / l, 2 * lr * wd * L <= l)
+
+
+# --- beta-undetermined sequences (appendix A.4) -------------------------------------
+
+
+def _check_alpha(alpha):
+  if not 0 < alpha < 0.5:
+    raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+
+
+def beta_sequence(x0: float, alpha: float, betas) -> np.ndarray:
+  """Eq. (10): x_{t+1} = (1 - alpha) x_t + beta_t / x_t; returns x_0 .. x_T."""
+  _check_alpha(alpha)
+  if not x0 > 0:
+    raise ValueError(f"x0 must be positive, got {x0!r}")
+  betas = np.asarray(betas, np.float64)
+  if np.any(betas < 0):
+    raise ValueError("beta_t must be non-negative")
+  x = np.empty(len(betas) + 1)
+  x[0] = x0
+  for t, beta in enumerate(betas):
+    x[t + 1] = (1 - alpha) * x[t] + beta / x[t]
+  return x
+
+
+def phi(gamma, alpha):
+  """Eq. (12): gamma_{t+1} = (1 - alpha) gamma_t + alpha / gamma_t, gamma = x / x*."""
+  gamma = np.asarray(gamma, np.float64)
+  return (1 - alpha) * gamma + alpha / gamma
+
+
+def phi_landmarks(alpha) -> dict[str, float]:
+  """The points of facts (13c), (13e-g): the pre-stationary point alpha / (1 - alpha),
+  the arg-min sqrt(alpha / (1 - alpha)) and the minimum 2 sqrt(alpha (1 - alpha))."""
+  _check_alpha(alpha)
+  return {"pre_stationary": alpha / (1 - alpha), "argmin": math.sqrt(alpha / (1 - alpha)),
+          "min": 2 * math.sqrt(alpha * (1 - alpha))}
+
+
+def lemma1_bounds(x0, alpha, beta, t):
+  """Lemma 1 (x0 > x* = sqrt(beta / alpha)): the bounds on x_t - x* of Eq. (11).
+
+  Returns (lower, upper) = x* + (1 - 2 alpha)^t (x0 - x*), x* + (1 - alpha)^t (x0 - x*).
+  """
+  _check_alpha(alpha)
+  star = math.sqrt(beta / alpha)
+  t = np.asarray(t, np.float64)
+  return star + (1 - 2 * alpha) ** t * (x0 - star), star + (1 - alpha) ** t * (x0 - star)
+
+
+def lemma2_bounding_sequences(x0, alpha, a, b, steps):
+  """Lemma 2: the beta-determined sequences with beta = a (below x_t for all t) and
+  beta = b (above x_t while x_t > sqrt(b / (1 - alpha)))."""
+  return (beta_sequence(x0, alpha, np.full(steps, float(a))),
+          beta_sequence(x0, alpha, np.full(steps, float(b))))
+
+
+def corollary2_bounds(x0, alpha, a, b, t):
+  """Corollary 2: lower = sqrt(a/alpha) + (1 - 2 alpha)^t (x0 - sqrt(a/alpha)) if
+  x0 > sqrt(a/alpha); upper = sqrt(b/alpha) + (1 - alpha)^t (x0 - sqrt(b/alpha)) if
+  x0 > sqrt(b/alpha) (valid while x_t >= sqrt(alpha b) / (1 - alpha)); NaN otherwise."""
+  _check_alpha(alpha)
+  t = np.asarray(t, np.float64)
+  sa, sb = math.sqrt(a / alpha), math.sqrt(b / alpha)
+  lower = sa + (1 - 2 * alpha) ** t * (x0 - sa) if x0 > sa else np.full_like(t, np.nan)
+  upper = sb + (1 - alpha) ** t * (x0 - sb) if x0 > sb else np.full_like(t, np.nan)
+  return lower, upper
+
+
+def proposition5_interval(alpha, a, b) -> Interval:
+  """Proposition 5: x_t -> [sqrt(a/alpha), sqrt(b/alpha)] if alpha/(1-alpha) sqrt(b) <= sqrt(a)."""
+  _check_alpha(alpha)
+  if not 0 <= a <= b:
+    raise ValueError(f"need 0 <= a <= b, got a={a!r}, b={b!r}")
+  return Interval(math.sqrt(a / alpha), math.sqrt(b / alpha),
+                  alpha / (1 - alpha) * math.sqrt(b) <= math.sqrt(a))
+
+
+# --- Equilibrium predictions -------------------------------------------------------
+
+
+def equilibrium_angular_update(lr, wd, momentum: float = 0.0) -> float:
+  """The angular update per step at equilibrium: sqrt(2 eta lam) for SGD and
+  sqrt(2 eta lam / (1 + mu)) with momentum mu (Wan et al. 2021; Kosson et al. 2024)."""
+  _check_lr_wd(lr, wd)
+  return math.sqrt(2 * lr * wd / (1 + momentum))
+
+
+def norm_ratio_from_cosine(cos, lr, wd):
+  """The exact identity rho_{t+1} / rho_t = (1 - eta lam) / cos(x_t, x_{t+1}) (plain SGD)."""
+  return (1 - lr * wd) / np.asarray(cos, np.float64)
+
+
+def angular_update(cos_distance):
+  """The angle between x_t and x_{t+1} from 1 - cos, stably: 2 asin(sqrt((1 - cos) / 2))."""
+  return 2 * np.arcsin(np.sqrt(np.asarray(cos_distance, np.float64) / 2))
+
+
+# --- Effective gradient bounds from a run (appendix D) -----------------------------
+
+
+class EnvelopeFit(NamedTuple):
+  """l(t) = c / (t - t0)^p and L(t) = C / (t - t0), valid for t >= t_valid."""
+  c: float
+  C: float
+  t0: float
+  t_valid: float
+  lower_power: float
+
+  def __call__(self, t):
+    dt = np.asarray(t, np.float64) - self.t0
+    return self.c / dt**self.lower_power, self.C / dt
+
+
+def fit_gradient_envelopes(t, g_eff, t0: float, t_valid: float | None = None,
+                           lower_power: float = 1.0) -> EnvelopeFit:
+  """The tightest c, C such that l(t) <= g~_t <= L(t) (Eq. (17)) for all t >= t_valid.
+
+  ``lower_power`` is 1 for SGD and 2 for full-batch GD (appendix D); t0 is the first
+  step of the period; ``t_valid`` defaults to t0 + 1.
+  """
+  t = np.asarray(t, np.float64)
+  g_eff = np.asarray(g_eff, np.float64)
+  t_valid = t0 + 1 if t_valid is None else t_valid
+  if not t_valid > t0:
+    raise ValueError(f"t_valid must be after t0, got t_valid={t_valid!r}, t0={t0!r}")
+  keep = (t >= t_valid) & np.isfinite(g_eff)
+  if not keep.any():
+    raise ValueError("no finite effective gradient norm at t >= t_valid")
+  dt = t[keep] - t0
+  return EnvelopeFit(float(np.min(g_eff[keep] * dt**lower_power)),
+                     float(np.max(g_eff[keep] * dt)), float(t0), float(t_valid), lower_power)
+
+
+def cosine_distance_bounds(rho, l, L, lr, wd):
+  """The 1 - cos(x_t, x_{t+1}) that Eq. (8) gives with g~ = l and g~ = L (Fig. 13)."""
+  return cosine_distance(rho, l, lr, wd), cosine_distance(rho, L, lr, wd)
