@@ -12,10 +12,12 @@ def main(argv=None) -> None:
   parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
   parser.add_argument("--out", required=True, help="output image (png, pdf, svg)")
   parser.add_argument("--labels", nargs="*", help="legend labels, one per run")
+  parser.add_argument("--theory", action="store_true",
+                      help="overlay Proposition 3's norm band and Remark 3's effective-LR band")
   args = parser.parse_args(argv)
   if args.labels and len(args.labels) != len(args.runs):
     parser.error(f"--labels needs {len(args.runs)} values, got {len(args.labels)}")
-  print(plotting.plot_runs(args.runs, args.out, args.labels))
+  print(plotting.plot_runs(args.runs, args.out, args.labels, theory_overlay=args.theory))
 
 
 if __name__ == "__main__":

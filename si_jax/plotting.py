@@ -6,6 +6,7 @@ gradient norm against the effective LR (the "phase diagram" of Figs. 1-3).
 
 from __future__ import annotations
 
+import json
 import os
 
 import matplotlib
@@ -14,16 +15,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import phases  # noqa: E402
+from si_jax import phases, theory  # noqa: E402
 
 
 def _label(workdir: str) -> str:
   return os.path.basename(os.path.normpath(workdir))
 
 
+def run_hyperparams(workdir: str) -> tuple[float, float]:
+  """(lr, wd) from a run's resolved config.json."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    optim = json.load(f)["optim"]
+  return float(optim["lr"]), float(optim["wd"])
+
+
+def gradient_bounds(series: dict[str, np.ndarray], tail: float = 0.5,
+                    quantiles=(0.05, 0.95)) -> tuple[float, float]:
+  """Global effective-gradient bounds (l, L) of a run: quantiles over its last ``tail``."""
+  g = series["effective_grad_norm"]
+  g = g[int(len(g) * (1 - tail)):]
+  g = g[np.isfinite(g)]
+  return tuple(float(q) for q in np.quantile(g, quantiles))
+
+
 def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
-              mark_spikes: bool = True) -> str:
-  """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...)."""
+              mark_spikes: bool = True, theory_overlay: bool = False) -> str:
+  """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...).
+
+  ``theory_overlay`` adds, from l, L = the 5%/95% quantiles of the effective gradient
+  norm over the second half of each run, Proposition 3's band for rho
+  (sqrt(kappa l) .. sqrt(kappa L)) and Remark 3's effective-LR band
+  (sqrt(2 eta lam) / L .. sqrt(2 eta lam) / l).
+  """
   if not workdirs:
     raise ValueError("plot_runs needs at least one run directory")
   labels = labels or [_label(w) for w in workdirs]
@@ -40,6 +63,18 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
     axes[2].plot(epoch, s["weight_norm"], color=color)
     axes[3].loglog(s["effective_lr"], s["effective_grad_norm"], color=color, lw=0.8)
     axes[3].plot(s["effective_lr"][-1:], s["effective_grad_norm"][-1:], "o", color=color)
+    if theory_overlay:
+      lr, wd = run_hyperparams(workdir)
+      l, L = gradient_bounds(s)
+      if wd > 0:
+        norm_band = theory.equilibrium_norm_sq(l, L, lr, wd)
+        elr_band = theory.equilibrium_effective_lr(l, L, lr, wd)
+        axes[2].axhspan(np.sqrt(norm_band.low), np.sqrt(norm_band.high), color=color, alpha=0.1,
+                        label="Prop. 3 band")
+        axes[3].axvspan(elr_band.low, elr_band.high, color=color, alpha=0.1,
+                        label="Remark 3 band")
+        axes[2].legend(fontsize=8)
+        axes[3].legend(fontsize=8)
     if mark_spikes:
       for e in phases.find_destabilizations(s):
         for ax in axes[:3]:

@@ -4,6 +4,7 @@ Measured worst cases are in the assertions' comments.
 """
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -270,3 +271,15 @@ def test_envelope_fit_and_bounds():
   lo, hi = theory.cosine_distance_bounds(np.full(t.shape, 2.0), low, high, 0.1, 0.01)
   measured = theory.cosine_distance(2.0, g, 0.1, 0.01)
   assert np.all(lo[keep] <= measured[keep] * (1 + 1e-9)) and np.all(measured[keep] <= hi[keep] * (1 + 1e-9))
+
+
+def test_theory_figure_script_writes_pngs(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "experiments/theory_figures.py", "--out", str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  for name in ("fig8_phi.png", "fig9_beta_sequence.png", "fig14_toy.png"):
+    with open(tmp_path / name, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -76,7 +76,7 @@ def test_per_step_logs_satisfy_eq3(cli_run):
 def test_plot_command(cli_run, tmp_path):
   workdir, _ = cli_run
   out = str(tmp_path / "two.png")
-  plot.main([workdir, workdir, "--out", out, "--labels", "a", "b"])
+  plot.main([workdir, workdir, "--out", out, "--labels", "a", "b", "--theory"])
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(FileNotFoundError, match="si_jax run directory"):
