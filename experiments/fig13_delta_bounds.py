@@ -43,6 +43,24 @@ def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int
   return step_of[start_epoch], step_of[low_epoch], step_of[end_epoch - 1]
 
 
+def report_equilibrium(steps, t0, b_start, b_end, lr, wd, momentum=0.0) -> None:
+  """Measured angular update per step against the equilibrium sqrt(2 eta lam / (1 + mu)),
+  in phase C (the destabilization epoch before t0 is not in the period: the first
+  steps after t0 until the norm peaks), A (until phase B) and B."""
+  predicted = theory.equilibrium_angular_update(lr, wd, momentum)
+  angle = theory.angular_update(steps["cosine_distance"])
+  step = steps["step"]
+  rho = steps["weight_norm"]
+  in_period = (step >= t0) & (step <= b_end)
+  peak = int(step[in_period][np.argmax(rho[in_period])])
+  for name, lo, hi in (("C", t0, peak), ("A", peak + 1, b_start - 1), ("B", b_start, b_end)):
+    sel = (step >= lo) & (step <= hi)
+    if sel.any():
+      ratio = angle[sel] / predicted
+      print(f"phase {name} (steps {lo}..{hi}): angular update / sqrt(2 eta lam) "
+            f"median {np.median(ratio):.3g}, range {ratio.min():.3g}..{ratio.max():.3g}")
+
+
 def main():
   parser = argparse.ArgumentParser(description="Fig. 13: delta-jump bounds on phase B.")
   parser.add_argument("run")
@@ -75,6 +93,7 @@ def main():
   for ax in axes:
     ax.legend(fontsize=8)
   fig.savefig(args.out, dpi=110)
+  report_equilibrium(steps, t0, b_start, b_end, lr, wd)
   residual = np.abs(cd / predicted - 1)
   inside = np.mean((cd >= cd_low * (1 - 1e-3)) & (cd <= cd_high * (1 + 1e-3)))
   print(f"{args.out}: phase B steps {b_start}..{b_end} (t0={t0}); c={fit.c:.4g}, C={fit.C:.4g}; "

@@ -106,4 +106,4 @@ def test_init_statistics_match_pytorch_defaults():
                                         for p in g.si_paths))))
   assert np.mean(flax_norms) == pytest.approx(np.mean(torch_norms), rel=0.01)
   # the classifier's default bias bound is 1/sqrt(fan_in) in both
-  assert float(tmodel.classifier.bias.abs().max()) <= 1 / np.sqrt(256)
+  assert float(tmodel.classifier.bias.detach().abs().max()) <= 1 / np.sqrt(256)
