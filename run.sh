@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${SI_JAX_VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import si_jax, pytest" 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import si_jax, pytest, xdist" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[test]"
@@ -16,7 +16,7 @@ case "${1:-}" in
       --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
   test)
     shift
-    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+    exec "$VENV/bin/python" -m pytest -q -n 2 "$@" ;;
   *)
     echo "usage: bash run.sh quickstart [--config.FIELD=VALUE ...] | bash run.sh test [pytest args]" >&2
     exit 2 ;;

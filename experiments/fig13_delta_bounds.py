@@ -44,16 +44,14 @@ def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int
 
 
 def report_equilibrium(steps, t0, b_start, b_end, lr, wd, momentum=0.0) -> None:
-  """Measured angular update per step against the equilibrium sqrt(2 eta lam / (1 + mu)),
-  in phase C (the destabilization epoch before t0 is not in the period: the first
-  steps after t0 until the norm peaks), A (until phase B) and B."""
+  """Measured angular update per step against the equilibrium sqrt(2 eta lam / (1 + mu)):
+  phase C is the destabilization epoch that ends at t0, A runs from t0 to phase B."""
   predicted = theory.equilibrium_angular_update(lr, wd, momentum)
   angle = theory.angular_update(steps["cosine_distance"])
-  step = steps["step"]
-  rho = steps["weight_norm"]
-  in_period = (step >= t0) & (step <= b_end)
-  peak = int(step[in_period][np.argmax(rho[in_period])])
-  for name, lo, hi in (("C", t0, peak), ("A", peak + 1, b_start - 1), ("B", b_start, b_end)):
+  step, epoch = steps["step"], steps["epoch"]
+  spike_epoch = epoch[step == t0 - 1][0]
+  c_start = int(step[epoch == spike_epoch].min())
+  for name, lo, hi in (("C", c_start, t0 - 1), ("A", t0, b_start - 1), ("B", b_start, b_end)):
     sel = (step >= lo) & (step <= hi)
     if sel.any():
       ratio = angle[sel] / predicted

@@ -16,6 +16,10 @@ Every experiment config imports this one and overrides only what changes. Fields
                        statistics; None = one pass with exact statistics).
   train.log_every      epoch | step (per-step records in steps.jsonl).
   train.invariance_every  check the scale-invariance identities every N steps (0: off).
+  train.on_nonfinite   stop | record (log non-finite metrics and go on while the
+                       weights stay finite).
+  checkpoint           every_epochs (0: off), keep (latest N), snapshot_epochs (kept
+                       forever). Rerunning with the same --workdir resumes exactly.
 """
 
 import ml_collections
@@ -68,4 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_batch_size = 1000
   config.train.invariance_every = 0
   config.train.invariance_scale = 2.0
+  config.train.on_nonfinite = "stop"
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_epochs = 10  # 0: no checkpoints (and no resume)
+  config.checkpoint.keep = 2
+  config.checkpoint.snapshot_epochs = ()  # kept forever, e.g. the ends of phase A
   return config

@@ -18,11 +18,23 @@ METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.jsonl"
 
 
-class MetricWriter:
+def _open_at(path: str, offset: int):
+  """Opens ``path`` for appending after cutting it to ``offset`` bytes (resume)."""
+  if os.path.exists(path):
+    os.truncate(path, min(offset, os.path.getsize(path)))
+  return open(path, "a")
 
-  def __init__(self, workdir: str, per_step: bool):
-    self._epochs = open(os.path.join(workdir, METRICS_FILE), "a")
-    self._steps = open(os.path.join(workdir, STEPS_FILE), "a") if per_step else None
+
+class MetricWriter:
+  """Appends JSON lines; ``offsets`` = (metrics bytes, steps bytes) to keep on resume."""
+
+  def __init__(self, workdir: str, per_step: bool, offsets: tuple[int, int] = (0, 0)):
+    self._epochs = _open_at(os.path.join(workdir, METRICS_FILE), offsets[0])
+    self._steps = _open_at(os.path.join(workdir, STEPS_FILE), offsets[1]) if per_step else None
+
+  def offsets(self) -> tuple[int, int]:
+    """Byte lengths of both files now (what a checkpoint records)."""
+    return self._epochs.tell(), (self._steps.tell() if self._steps else 0)
 
   def write_steps(self, records: list[dict], invariance_every: int = 0) -> None:
     if self._steps is None:

@@ -10,22 +10,40 @@ where the figure is and how many destabilizations the run showed.
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import app, flags
+import jax
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from si_jax import phases, plotting, train
+from si_jax import checkpoint, phases, plotting, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for logs and figures.")
 _PLOT = flags.DEFINE_bool("plot", True, "Draw the four-panel figure at the end.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir even though its config differs.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    "Persistent XLA compilation cache: repeated launches of the same config skip compiling.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  try:
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                       allow_config_change=_ALLOW_CHANGE.value)
+  except (ValueError, train.TrainingDiverged, checkpoint.CheckpointError) as e:
+    # bad config or data, another run's workdir, divergence, unusable checkpoint
+    sys.exit(f"error: {e}")
+  if summary["preempted"]:
+    return
   final = summary["final"]
   print(f"done in {summary['wall_time']:.0f}s: epoch {final['epoch']}, "
         f"train loss {final.get('train_loss', float('nan')):.4g}, "

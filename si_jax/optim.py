@@ -183,6 +183,14 @@ def make_optimizer(
   )
 
 
+def with_hyperparams(opt_state, **values):
+  """The optimizer state with some injected hyperparameters replaced (e.g. on resume)."""
+  hp = dict(opt_state.hyperparams)
+  for k, v in values.items():
+    hp[k] = jnp.asarray(v, hp[k].dtype)
+  return opt_state._replace(hyperparams=hp)
+
+
 def hyperparams(opt_state) -> dict[str, Any]:
   """The injected hyperparameters (learning_rate, weight_decay, momentum)."""
   return opt_state.hyperparams

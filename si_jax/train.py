@@ -12,9 +12,12 @@ XLA:CPU a conv weight-gradient inside a rolled loop ran ~100x slower).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -29,6 +32,7 @@ import optax
 from si_jax import data as data_lib
 from si_jax import invariance, metrics, models, optim
 from si_jax import validate
+from si_jax.checkpoint import Checkpointer
 from si_jax.logs import MetricWriter
 
 
@@ -186,10 +190,19 @@ class Progress:
     self.stream.flush()
 
 
-def _check_finite(records: list[dict], first_step: int) -> None:
+def _check_finite(records: list[dict], first_step: int, policy: str = "stop") -> None:
+  """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm.
+
+  With ``policy='record'`` a non-finite loss or gradient is only reported (on stderr)
+  and training goes on while the weights stay finite.
+  """
   watched = ("loss", "grad_norm", "weight_norm")
   for i, rec in enumerate(records):
     bad = [k for k in watched if not math.isfinite(rec[k])]
+    if bad and policy == "record" and math.isfinite(rec["weight_norm"]):
+      print(f"warning: non-finite {bad} at step {first_step + i} (recorded, training goes on)",
+            file=sys.stderr)
+      continue
     if bad:
       values = ", ".join(f"{k}={rec[k]:.6g}" for k in watched)
       prev = records[i - 1] if i else None
@@ -214,20 +227,107 @@ def _epoch_summary(records: list[dict], invariance_every: int) -> dict[str, floa
   return out
 
 
+class ConfigMismatch(ValueError):
+  """The workdir holds a run with another config."""
+
+
+# Fields that may change when a run is resumed: extend it, change its checkpointing.
+RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """'field: saved -> current' for every field that differs (resumable ones excepted)."""
+  a, b = _flatten(saved), _flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
+      continue
+    if a.get(key, "<absent>") != b.get(key, "<absent>"):
+      diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+  return diffs
+
+
+def _check_workdir_config(config, workdir: str, allow_config_change: bool) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  diffs = config_differences(saved, json.loads(config.to_json_best_effort()))
+  if diffs and not allow_config_change:
+    raise ConfigMismatch(
+        f"{workdir} holds a run with a different config ({'; '.join(diffs)}). Use another "
+        "--workdir, or pass --allow_config_change to resume it with the new values.")
+
+
+class Preemption:
+  """Turns SIGTERM/SIGINT into a request to checkpoint and stop at the end of the epoch.
+
+  A second signal interrupts at once. Only installed from the main thread.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    print(f"\nsignal {signal.Signals(signum).name}: finishing this epoch, then saving a "
+          "checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
   """Trains as the config says; writes config.json, metrics.jsonl (and steps.jsonl).
 
-  Returns a summary dict (final record, wall time, paths).
+  If ``workdir`` holds a checkpoint of the same config, the run resumes from it and
+  continues bit for bit. Returns a summary dict (final record, wall time, paths,
+  whether it was preempted).
   """
   validate.validate_config(config)
   dataset = data_lib.load_dataset(**{k: v for k, v in config.data.to_dict().items()
                                      if k != "augment"})
-  tc = config.train
+  tc, cc = config.train, config.checkpoint
   os.makedirs(workdir, exist_ok=True)
+  _check_workdir_config(config, workdir, allow_config_change)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   task, state = create_task_and_state(config, dataset)
+  ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs) if cc.every_epochs else None
+  start_epoch, offsets, wall_before = 0, (0, 0), 0.0
+  restored = ckpt.restore_latest(state) if ckpt else None
+  if restored:
+    state, meta = restored
+    # the config's hyperparameters win (they differ only with allow_config_change)
+    state = state.replace(opt_state=optim.with_hyperparams(
+        state.opt_state, learning_rate=config.optim.lr, weight_decay=config.optim.wd,
+        momentum=config.optim.momentum))
+    start_epoch, offsets = meta["epoch"], (meta["metrics_bytes"], meta["steps_bytes"])
+    wall_before = meta["wall_time"]
+    print(f"resuming {workdir} from the checkpoint of epoch {start_epoch} "
+          f"(step {int(state.step)})", file=sys.stderr)
 
   train_x, train_y = jax.device_put(dataset.train_images), jax.device_put(dataset.train_labels)
   test_x, test_y = jax.device_put(dataset.test_images), jax.device_put(dataset.test_labels)
@@ -267,36 +367,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return state, [m]
 
   run_epoch = sgd_epoch if tc.mode == "sgd" else gd_epoch
-  writer = MetricWriter(workdir, per_step=(tc.log_every == "step"))
+  writer = MetricWriter(workdir, per_step=(tc.log_every == "step"), offsets=offsets)
   bar = Progress(tc.epochs, enabled=progress)
-  start = time.time()
+  start = time.time() - wall_before
   record: dict[str, Any] = {}
+  preempted = False
+
+  def save(epoch_done: int) -> str:
+    metrics_bytes, steps_bytes = writer.offsets()
+    return ckpt.save(epoch_done, state, {"metrics_bytes": metrics_bytes, "steps_bytes": steps_bytes,
+                                         "wall_time": time.time() - start, "step": int(state.step)})
+
   try:
-    for epoch in range(tc.epochs):
-      first_step = int(state.step)
-      state, pending = run_epoch(state, epoch)
-      # One stacked transfer per metric at the end of the epoch; the host never
-      # waited on the device between the steps above.
-      stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
-      step_records = [{k: float(v[i]) for k, v in stacked.items()} for i in range(len(pending))]
-      for i, r in enumerate(step_records):
-        r.update(step=first_step + i, epoch=epoch)
-      try:
-        _check_finite(step_records, first_step)
-      finally:  # the steps up to a divergence are kept
+    with Preemption() as preemption:
+      for epoch in range(start_epoch, tc.epochs):
+        first_step = int(state.step)
+        state, pending = run_epoch(state, epoch)
+        # One stacked transfer per metric at the end of the epoch; the host never
+        # waited on the device between the steps above.
+        stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
+        step_records = [{k: float(v[i]) for k, v in stacked.items()} for i in range(len(pending))]
+        for i, r in enumerate(step_records):
+          r.update(step=first_step + i, epoch=epoch)
+        try:
+          _check_finite(step_records, first_step, tc.on_nonfinite)
+        except TrainingDiverged as e:
+          writer.write_steps(step_records, tc.invariance_every)  # the steps up to it are kept
+          last = ckpt.epochs()[-1] if ckpt and ckpt.epochs() else None
+          kept = (f"the last good checkpoint (epoch {last}) is in {ckpt.directory}"
+                  if last is not None else "no checkpoint was written")
+          raise TrainingDiverged(f"{e} Training stopped; {kept}.") from None
         writer.write_steps(step_records, tc.invariance_every)
-      record = {"epoch": epoch + 1, "step": int(state.step),
-                **_epoch_summary(step_records, tc.invariance_every)}
-      if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
-        record["test_loss"], test_acc = evaluate(
-            state.params, state.batch_stats, test_x, test_y, tc.eval_batch_size, False)
-        record["test_error"] = 1.0 - test_acc
-        record["train_loss"], record["train_accuracy"] = evaluate(
-            state.params, state.batch_stats, train_x, train_y, tc.batch_size, True)
-      record["wall_time"] = time.time() - start
-      writer.write_epoch(record)
-      bar.update(epoch + 1, record)
+        record = {"epoch": epoch + 1, "step": int(state.step),
+                  **_epoch_summary(step_records, tc.invariance_every)}
+        if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+          record["test_loss"], test_acc = evaluate(
+              state.params, state.batch_stats, test_x, test_y, tc.eval_batch_size, False)
+          record["test_error"] = 1.0 - test_acc
+          record["train_loss"], record["train_accuracy"] = evaluate(
+              state.params, state.batch_stats, train_x, train_y, tc.batch_size, True)
+        record["wall_time"] = time.time() - start
+        writer.write_epoch(record)
+        bar.update(epoch + 1, record)
+        done = epoch + 1
+        if ckpt and (done % cc.every_epochs == 0 or done in cc.snapshot_epochs
+                     or done == tc.epochs or preemption.requested):
+          path = save(done)
+        if preemption.requested and done < tc.epochs:
+          where = f"checkpoint saved to {path}" if ckpt else "no checkpoint (checkpoint.every_epochs=0)"
+          print(f"preempted after epoch {done} (step {int(state.step)}): {where}. Resume "
+                f"with the same command (same --workdir={workdir}).", file=sys.stderr, flush=True)
+          preempted = True
+          break
   finally:
     writer.close()
+    if ckpt:
+      ckpt.close()
   return {"final": record, "wall_time": time.time() - start, "workdir": workdir,
-          "state": state, "task": task}
+          "state": state, "task": task, "preempted": preempted}

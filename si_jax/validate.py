@@ -71,6 +71,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"train.invariance_every must be an integer >= 0, got {t.invariance_every!r}")
   if not t.invariance_scale > 0:
     raise ValueError(f"train.invariance_scale must be positive, got {t.invariance_scale!r}")
+  _one_of(t.on_nonfinite, ("stop", "record"), "train.on_nonfinite")
+  if "checkpoint" in config:
+    c = config.checkpoint
+    if not isinstance(c.every_epochs, int) or c.every_epochs < 0:
+      raise ValueError(f"checkpoint.every_epochs must be an integer >= 0, got {c.every_epochs!r}")
+    _positive_int(c.keep, "checkpoint.keep")
+    if not all(isinstance(e, int) and e > 0 for e in c.snapshot_epochs):
+      raise ValueError(f"checkpoint.snapshot_epochs must hold positive integers, got "
+                       f"{c.snapshot_epochs!r}")
   if t.mode == "gd" and d.augment:
     raise ValueError("data.augment is not supported with train.mode='gd' (full-batch GD "
                      "uses the fixed subset)")

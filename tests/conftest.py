@@ -1,11 +1,21 @@
 """Shared fixtures: tiny models and a real batch of the embedded digits."""
 
-import jax
-import numpy as np
-import pytest
+import os
+import tempfile
 
-from si_jax import data as data_lib
-from si_jax import models
+# A persistent compilation cache shared by the tests and the subprocesses they start:
+# many tests compile the same tiny programs, and every resumed run recompiles.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "si_jax_test_jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from si_jax import data as data_lib  # noqa: E402
+from si_jax import models  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -83,19 +83,16 @@ def test_plot_command(cli_run, tmp_path):
     plot.main([str(tmp_path), "--out", out])
 
 
-def test_same_seed_same_run_other_seed_differs(tmp_path):
-  a = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"), progress=False)
-  b = train.train_and_evaluate(tiny_config(), str(tmp_path / "b"), progress=False)
-  strip = lambda records: [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
-  assert strip(logs.read_run(str(tmp_path / "a"))) == strip(logs.read_run(str(tmp_path / "b")))
-  jax.tree.map(np.testing.assert_array_equal, a["state"].params, b["state"].params)
-  # another seed: another init (and another data order, see the next test)
+def test_seed_sets_init_and_data_order():
+  # Bit-identical runs for the same seed across processes: test_checkpoint.py
+  # (the killed and the uninterrupted runs are separate processes).
   dataset = data_lib.load_dataset("digits", "embedded", train_size=300)
-  _, other = train.create_task_and_state(_seeded(1), dataset)
-  assert not np.array_equal(other.params["conv_1"]["kernel"], a["state"].params["conv_1"]["kernel"])
-  _, same = train.create_task_and_state(_seeded(0), dataset)
-  _, first = train.create_task_and_state(tiny_config(), dataset)
-  np.testing.assert_array_equal(same.params["conv_1"]["kernel"], first.params["conv_1"]["kernel"])
+  _, a = train.create_task_and_state(_seeded(0), dataset)
+  _, b = train.create_task_and_state(_seeded(0), dataset)
+  _, c = train.create_task_and_state(_seeded(1), dataset)
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+  assert not np.array_equal(a.params["conv_1"]["kernel"], c.params["conv_1"]["kernel"])
+  assert not np.array_equal(train.epoch_order(0, 0, 300), train.epoch_order(1, 0, 300))
 
 
 def _seeded(seed):
