@@ -1,7 +1,7 @@
 """Kill a training run with SIGKILL at random moments, resume it each time, and check
 that it ends with exactly the metrics and parameters of an uninterrupted run.
 
-  python experiments/kill_resume.py --kills 20 [--epochs 30] [--workdir /tmp/kills]
+  python experiments/kill_resume.py --kills 20 [--epochs 300] [--workdir /tmp/kills]
 
 Both runs are separate processes, so equality also shows cross-process determinism.
 Kills land anywhere: inside a step, during a checkpoint write, between a checkpoint
@@ -63,8 +63,10 @@ def final_params(workdir: str) -> dict[str, np.ndarray]:
 
 
 def kill_and_resume(workdir: str, epochs: int, kills: int, seed: int = 0,
-                    max_wait: float = 12.0) -> int:
-  """Runs to completion, SIGKILLing ``kills`` times at random moments; returns kills done."""
+                    min_wait: float = 1.0, max_wait: float = 8.0) -> int:
+  """Runs to completion, SIGKILLing up to ``kills`` times, each at a uniform random
+  moment in [min_wait, max_wait] s after a (re)start; returns the kills done (fewer if
+  the run finished first)."""
   rng = random.Random(seed)
   done = 0
   while True:
@@ -72,7 +74,7 @@ def kill_and_resume(workdir: str, epochs: int, kills: int, seed: int = 0,
                             stderr=subprocess.PIPE, text=True)
     if done < kills:
       try:
-        proc.wait(timeout=rng.uniform(2.0, max_wait))
+        proc.wait(timeout=rng.uniform(min_wait, max_wait))
       except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -88,7 +90,7 @@ def kill_and_resume(workdir: str, epochs: int, kills: int, seed: int = 0,
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--kills", type=int, default=20)
-  parser.add_argument("--epochs", type=int, default=30)
+  parser.add_argument("--epochs", type=int, default=300)
   parser.add_argument("--workdir", default="/tmp/si_jax_kills")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()

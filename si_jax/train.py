@@ -31,7 +31,7 @@ import optax
 
 from si_jax import data as data_lib
 from si_jax import invariance, metrics, models, optim
-from si_jax import validate
+from si_jax import logs, validate
 from si_jax.checkpoint import Checkpointer
 from si_jax.logs import MetricWriter
 
@@ -190,6 +190,20 @@ class Progress:
     self.stream.flush()
 
 
+def _tiny_norm_hint(rho: float, epsilon: float = 1e-5) -> str:
+  """Explains a blow-up at a tiny SI weight norm (the end of phase B pushed too far)."""
+  if not rho < 1e-2:
+    return ""
+  if rho == 0.0:
+    what = "the SI weight norm underflowed to 0 in float32"
+  else:
+    what = f"the SI weight norm was rho = {rho:.3g}"
+  return (f" {what}: pre-norm activation variances scale with rho^2, so BN's epsilon "
+          f"({epsilon:g}) weighs 1/rho^2 = {1 / max(rho, 1e-30) ** 2:.3g} times more against "
+          "them than at rho = 1; the normalization no longer cancels the scale and the "
+          "gradients (~1/rho) overflow. Use a smaller lr x wd or fix the SI norm.")
+
+
 def _check_finite(records: list[dict], first_step: int, policy: str = "stop") -> None:
   """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm.
 
@@ -207,11 +221,8 @@ def _check_finite(records: list[dict], first_step: int, policy: str = "stop") ->
       values = ", ".join(f"{k}={rec[k]:.6g}" for k in watched)
       prev = records[i - 1] if i else None
       before = (", ".join(f"{k}={prev[k]:.6g}" for k in watched) if prev else "n/a")
-      hint = ""
-      if rec["weight_norm"] < 1e-3 or (prev and prev["weight_norm"] < 1e-3):
-        hint = (" The SI weight norm was tiny: the float32 forward pass divides by "
-                "sqrt(var + 1e-5) with var ~ rho^2, so BN's epsilon dominates and the "
-                "gradients blow up (phase C pushed to the limit).")
+      norms = [r["weight_norm"] for r in (rec, prev) if r and not math.isnan(r["weight_norm"])]
+      hint = _tiny_norm_hint(min(norms, default=math.inf))
       raise TrainingDiverged(
           f"non-finite {bad} at step {first_step + i}: {values}; previous step: {before}.{hint}")
 
@@ -318,6 +329,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs) if cc.every_epochs else None
   start_epoch, offsets, wall_before = 0, (0, 0), 0.0
   restored = ckpt.restore_latest(state) if ckpt else None
+  if restored and restored[1]["epoch"] >= tc.epochs:
+    final = logs.read_run(workdir)[-1] if os.path.exists(
+        os.path.join(workdir, logs.METRICS_FILE)) else {}
+    print(f"{workdir} is already complete ({restored[1]['epoch']} epochs); raise "
+          "train.epochs to continue it", file=sys.stderr)
+    ckpt.close()
+    return {"final": final, "wall_time": restored[1]["wall_time"], "workdir": workdir,
+            "state": restored[0], "task": task, "preempted": False}
   if restored:
     state, meta = restored
     # the config's hyperparameters win (they differ only with allow_config_change)

@@ -172,7 +172,8 @@ def test_sigkill_at_random_moments(subprocess_reference, tmp_path):
   """Two random SIGKILLs (experiments/kill_resume.py does 20): the same final run, also
   across processes (determinism)."""
   ref, killed = subprocess_reference, str(tmp_path / "killed")
-  kills = kill_resume.kill_and_resume(killed, SUBPROCESS_EPOCHS, kills=2, seed=1, max_wait=10.0)
+  kills = kill_resume.kill_and_resume(killed, SUBPROCESS_EPOCHS, kills=2, seed=1, min_wait=1.0,
+                                      max_wait=4.0)
   assert kills == 2
   assert kill_resume.records(ref, "metrics.jsonl") == kill_resume.records(killed, "metrics.jsonl")
   assert kill_resume.records(ref, "steps.jsonl") == kill_resume.records(killed, "steps.jsonl")

@@ -205,3 +205,24 @@ def test_destabilization_counter():
   loss = np.array([2.0, 0.5, 0.1, 0.01, 0.001, 0.5, 0.8, 0.05, 0.001, 0.0005, 0.2, 0.01])
   assert phases.find_destabilizations({"loss": loss}) == [6, 11]
   assert phases.find_destabilizations({"loss": np.geomspace(2, 1e-4, 50)}) == []
+
+
+def test_tiny_weight_norm_divergence_is_explained():
+  good = {"loss": 0.01, "grad_norm": 1e3, "weight_norm": 1e-4}
+  bad = {"loss": float("nan"), "grad_norm": float("inf"), "weight_norm": float("nan")}
+  with pytest.raises(train.TrainingDiverged, match=r"rho = 0.0001: .*1/rho\^2 = 1e\+08"):
+    train._check_finite([good, bad], 100)
+  underflow = {"loss": float("nan"), "grad_norm": float("nan"), "weight_norm": 0.0}
+  with pytest.raises(train.TrainingDiverged, match="underflowed to 0"):
+    train._check_finite([underflow], 7)
+  # a non-finite loss with finite weights is only recorded under the 'record' policy
+  train._check_finite([{"loss": float("inf"), "grad_norm": 1.0, "weight_norm": 2.0}], 0,
+                      policy="record")
+
+
+def test_rerunning_a_finished_run_is_a_no_op(tmp_path):
+  config = tiny_config(**{"train.epochs": 1, "checkpoint.every_epochs": 1})
+  first = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  again = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert again["final"] == first["final"]
+  assert len(logs.read_run(str(tmp_path))) == 1
