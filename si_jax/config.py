@@ -8,7 +8,8 @@ Every experiment config imports this one and overrides only what changes. Fields
                        + last layer (the "practical" setting);  last_layer_norm: the
                        fixed last layer's Frobenius norm (None: keep PyTorch's init).
   data.name/source     digits/embedded | cifar10, cifar100 / archive, tfds
-  data.train_size...   first-N or seeded random subsets; augment: crop 32 pad 4 + flip.
+  data.train_size...   first-N or seeded random subsets; augment: crop 32 pad 4 + flip;
+                       order_seed: seeds the data order (None: seed).
   optim                sgd | adam; lr eta; wd lambda (Eq. 2); momentum; wd_mode
                        coupled | decoupled; fix_si_norm (+ si_norm, None = initial);
                        fixed_effective_lr (lr is then the effective LR).
@@ -47,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.subset = "first"
   config.data.subset_seed = 0
   config.data.augment = False
+  config.data.order_seed = config_dict.placeholder(int)  # None: the run's seed
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = "sgd"

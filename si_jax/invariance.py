@@ -128,13 +128,11 @@ def proposition4_trajectory(config, c: float, num_steps: int, dataset=None,
   """
   import numpy as np
 
-  from si_jax import data as data_lib
   from si_jax import train
 
   check_scale(c)
   if dataset is None:
-    dataset = data_lib.load_dataset(**{k: v for k, v in config.data.to_dict().items()
-                                       if k != "augment"})
+    dataset = train.load_dataset(config)
   task_a, state_a = train.create_task_and_state(config, dataset)
   config_b = config.copy_and_resolve_references()
   config_b.optim.lr, config_b.optim.wd = hyperparams or rescaled_hyperparams(
@@ -159,7 +157,8 @@ def proposition4_trajectory(config, c: float, num_steps: int, dataset=None,
   n, epoch, order = len(dataset.train_labels), 0, []
   for _ in range(num_steps):
     if not order:
-      order = train.batches(train.epoch_order(config.seed, epoch, n), config.train.batch_size,
+      order = train.batches(train.epoch_order(train.order_seed(config), epoch, n),
+                            config.train.batch_size,
                             config.train.drop_last)
       epoch += 1
     idx = order.pop(0)

@@ -153,6 +153,17 @@ def create_task_and_state(config: ml_collections.ConfigDict, dataset: data_lib.D
   return Task(model, tx, groups, oc.fixed_effective_lr), state
 
 
+def load_dataset(config) -> data_lib.Dataset:
+  """The dataset a config asks for (its data section, less the training-time options)."""
+  return data_lib.load_dataset(**{k: v for k, v in config.data.to_dict().items()
+                                  if k not in ("augment", "order_seed")})
+
+
+def order_seed(config) -> int:
+  """The seed of the data order: data.order_seed, or the run's seed."""
+  return config.seed if config.data.get("order_seed") is None else config.data.order_seed
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
   """The example order of an epoch: a function of (seed, epoch) only."""
   return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
@@ -318,8 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   whether it was preempted).
   """
   validate.validate_config(config)
-  dataset = data_lib.load_dataset(**{k: v for k, v in config.data.to_dict().items()
-                                     if k != "augment"})
+  dataset = load_dataset(config)
   tc, cc = config.train, config.checkpoint
   os.makedirs(workdir, exist_ok=True)
   _check_workdir_config(config, workdir, allow_config_change)
@@ -370,7 +380,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def sgd_epoch(state, epoch):
     pending = []
-    for idx in batches(epoch_order(config.seed, epoch, n_train), tc.batch_size, tc.drop_last):
+    for idx in batches(epoch_order(order_seed(config), epoch, n_train), tc.batch_size,
+                       tc.drop_last):
       state, m = step_fn(state, train_x, train_y, idx)
       pending.append(m)
     return state, pending
