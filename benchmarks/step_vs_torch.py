@@ -1,0 +1,120 @@
+"""The paper's ConvNet train step: si_jax (jitted, metrics in the step) vs PyTorch,
+side by side in one run, same thread count, CIFAR-shaped random data, batch 128.
+
+  python benchmarks/step_vs_torch.py [--widths 8 16 32] [--steps 20]
+
+Prints per-step times and the ratio si_jax / PyTorch (lower is better for si_jax),
+plus the cost of the in-step dynamics metrics (si_jax step with vs without them).
+Timings are medians over ``--steps`` after warm-up; never asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from si_jax import config as config_lib
+from si_jax import data as data_lib
+from si_jax import metrics, train
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def dataset(n=1024, seed=0):
+  rng = np.random.default_rng(seed)
+  return data_lib.Dataset("bench", rng.standard_normal((n, 32, 32, 3)).astype(np.float32),
+                          rng.integers(0, 10, n).astype(np.int32),
+                          rng.standard_normal((128, 32, 32, 3)).astype(np.float32),
+                          rng.integers(0, 10, 128).astype(np.int32), 10, np.zeros(3, np.float32))
+
+
+def plain_step(task, state, images, labels, idx):
+  """The same SGD step without the dynamics metrics (loss only)."""
+  x, y = images[idx], labels[idx]
+  (loss, (_, stats)), grads = jax.value_and_grad(
+      lambda p: train.loss_and_aux(task.model, p, state.batch_stats, x, y), has_aux=True)(state.params)
+  updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=stats, opt_state=opt_state), {"loss": loss}
+
+
+def time_jax(step_fn, state, ds, steps):
+  x, y = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
+  order = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, True)
+  state, m = step_fn(state, x, y, order[0])
+  jax.block_until_ready(m)
+  times = []
+  for i in range(steps):
+    t0 = time.perf_counter()
+    state, m = step_fn(state, x, y, order[(i + 1) % len(order)])
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def time_torch(width, ds, steps, channels_last):
+  import torch
+  from torch_convnet import TorchConvNetSI
+  torch.manual_seed(0)
+  model = TorchConvNetSI(width=width)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+  opt = torch.optim.SGD([c.weight for c in model.convs()], lr=0.01, weight_decay=1e-3)
+  x = torch.from_numpy(ds.train_images[:128].transpose(0, 3, 1, 2).copy())
+  if channels_last:
+    x = x.contiguous(memory_format=torch.channels_last)
+  y = torch.from_numpy(ds.train_labels[:128]).long()
+  times = []
+  for i in range(steps + 2):
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
+  parser.add_argument("--steps", type=int, default=20)
+  args = parser.parse_args()
+  try:
+    import torch
+    threads = torch.get_num_threads()
+  except ImportError:
+    torch, threads = None, None
+  print(f"jax {jax.__version__} ({jax.devices()[0].platform}), "
+        f"torch {torch.__version__ if torch else 'absent'} ({threads} threads), {os.cpu_count()} CPUs")
+  ds = dataset()
+  for width in args.widths:
+    config = config_lib.base_config()
+    config.model.width = width
+    task, state = train.create_task_and_state(config, ds)
+    with_metrics = jax.jit(functools.partial(train.train_step, task), donate_argnums=0)
+    without = jax.jit(functools.partial(plain_step, task), donate_argnums=0)
+    t_plain = time_jax(without, train.create_task_and_state(config, ds)[1], ds, args.steps)
+    t_metrics = time_jax(with_metrics, state, ds, args.steps)
+    line = (f"width {width:3d}: si_jax {t_metrics * 1e3:7.1f} ms (without metrics "
+            f"{t_plain * 1e3:7.1f} ms, metrics cost {100 * (t_metrics / t_plain - 1):+5.1f}%)")
+    if torch:
+      t_torch = time_torch(width, ds, args.steps, channels_last=False)
+      t_cl = time_torch(width, ds, args.steps, channels_last=True)
+      best = min(t_torch, t_cl)
+      line += (f" | torch {t_torch * 1e3:7.1f} ms, channels-last {t_cl * 1e3:7.1f} ms"
+               f" | si_jax / best torch = {t_metrics / best:4.2f}x")
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+  main()

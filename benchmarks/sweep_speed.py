@@ -1,0 +1,52 @@
+"""A sweep of N learning rates: one vmapped step over N members vs N single steps.
+
+  python benchmarks/sweep_speed.py [--members 8] [--widths 8 16] [--steps 10]
+
+Prints the per-step time of the vmapped sweep, of one single run, and the speed-up
+N * single / vmapped (> 1: vmapping wins). Measured in one run; never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+import jax
+
+from si_jax import config as config_lib
+from si_jax import sweep, train
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_vs_torch import dataset, time_jax  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--members", type=int, default=8)
+  parser.add_argument("--widths", type=int, nargs="+", default=[8, 16])
+  parser.add_argument("--steps", type=int, default=10)
+  args = parser.parse_args()
+  ds = dataset()
+  print(f"jax {jax.__version__} ({jax.devices()[0].platform}), {os.cpu_count()} CPUs, "
+        f"{args.members} members, batch 128")
+  for width in args.widths:
+    config = config_lib.base_config()
+    config.model.width = width
+    config.data.name, config.data.source = "digits", "embedded"  # the data passed below is used
+    members = [{"optim.lr": 0.01 * 2**i} for i in range(args.members)]
+    task, stacked = sweep.create_sweep(config, members, ds)
+    vmapped = jax.jit(jax.vmap(functools.partial(train.train_step, task),
+                               in_axes=(0, None, None, None)), donate_argnums=0)
+    t_sweep = time_jax(vmapped, stacked, ds, args.steps)
+    single_task, single_state = train.create_task_and_state(config, ds)
+    single = jax.jit(functools.partial(train.train_step, single_task), donate_argnums=0)
+    t_single = time_jax(single, single_state, ds, args.steps)
+    print(f"width {width:3d}: vmapped {t_sweep * 1e3:8.1f} ms/step, single {t_single * 1e3:7.1f} "
+          f"ms/step, speed-up {args.members} x single / vmapped = "
+          f"{args.members * t_single / t_sweep:4.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+  main()
