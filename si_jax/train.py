@@ -86,10 +86,34 @@ def apply_gradients(task: Task, state: TrainState, grads, new_batch_stats, loss,
   return new_state, step_metrics
 
 
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named 'data' over all local devices (Auto axis: the classic behaviour)."""
+  devices = jax.local_devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def shard_batch(x, mesh: jax.sharding.Mesh | None):
+  """Constrains a batch to be split along 'data' (params stay replicated).
+
+  Inside jit, XLA's partitioner then computes every mean over the batch (the loss, BN's
+  batch statistics) over the global batch, so results do not depend on the device
+  count. A batch that does not divide evenly stays replicated.
+  """
+  if mesh is None or mesh.size == 1 or x.shape[0] % mesh.size:
+    return x
+  spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
+  return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
+
 def train_step(task: Task, state: TrainState, images, labels, idx, *, augment: bool = False,
-               pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0):
-  """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics)."""
-  x, y = images[idx], labels[idx]
+               pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0,
+               mesh: jax.sharding.Mesh | None = None):
+  """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
+
+  With a ``mesh`` the batch is split across its devices (data parallelism).
+  """
+  x, y = shard_batch(images[idx], mesh), shard_batch(labels[idx], mesh)
   if augment:
     x = data_lib.augment_batch(jax.random.fold_in(state.rng, state.step), x, pad_value)
   grad_fn = jax.value_and_grad(
@@ -362,9 +386,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   test_x, test_y = jax.device_put(dataset.test_images), jax.device_put(dataset.test_labels)
   n_train = len(dataset.train_labels)
 
+  mesh = data_mesh() if jax.local_device_count() > 1 else None
   step_fn = jax.jit(functools.partial(
       train_step, task, augment=config.data.augment, pad_value=jnp.asarray(dataset.pad_value),
-      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale),
+      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh),
       donate_argnums=0)
   micro_fn = jax.jit(functools.partial(micro_batch_grads, task), donate_argnums=2)
   gd_fn = jax.jit(functools.partial(gd_apply, task), donate_argnums=0, static_argnums=5)
