@@ -382,11 +382,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     print(f"resuming {workdir} from the checkpoint of epoch {start_epoch} "
           f"(step {int(state.step)})", file=sys.stderr)
 
-  train_x, train_y = jax.device_put(dataset.train_images), jax.device_put(dataset.train_labels)
-  test_x, test_y = jax.device_put(dataset.test_images), jax.device_put(dataset.test_labels)
+  mesh = data_mesh() if jax.local_device_count() > 1 else None
+  # the data lives on every device (replicated); each step's batch is then split
+  where = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh else None
+  train_x, train_y = (jax.device_put(a, where) for a in (dataset.train_images, dataset.train_labels))
+  test_x, test_y = (jax.device_put(a, where) for a in (dataset.test_images, dataset.test_labels))
   n_train = len(dataset.train_labels)
 
-  mesh = data_mesh() if jax.local_device_count() > 1 else None
   step_fn = jax.jit(functools.partial(
       train_step, task, augment=config.data.augment, pad_value=jnp.asarray(dataset.pad_value),
       invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh),
