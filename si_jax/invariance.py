@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from si_jax import optim
 from si_jax.models import ParamPath, get_path, set_path
 
 TINY = 1e-30
@@ -43,7 +44,7 @@ def scale_paths(params, paths: tuple[ParamPath, ...], c) -> dict:
 
 
 def _norm(arrays) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in arrays))
+  return jnp.sqrt(optim.sq_norm(arrays))
 
 
 def group_residuals(

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from si_jax.models import ParamPath, get_path
+from si_jax.optim import sq_norm
 
 DYNAMICS_KEYS = (
     "weight_norm",
@@ -44,10 +45,9 @@ def _f32(x):
 
 def _group_dynamics(xs, gs, new_xs, lr) -> dict[str, jax.Array]:
   """Metrics for one set of arrays (x_t, grad f(x_t), x_{t+1})."""
-  sq = lambda arrays: sum(jnp.sum(jnp.square(_f32(a))) for a in arrays)
-  rho = jnp.sqrt(sq(xs))
-  rho_next = jnp.sqrt(sq(new_xs))
-  grad_norm = jnp.sqrt(sq(gs))
+  rho = jnp.sqrt(sq_norm(xs))
+  rho_next = jnp.sqrt(sq_norm(new_xs))
+  grad_norm = jnp.sqrt(sq_norm(gs))
   inner = sum(jnp.vdot(_f32(a), _f32(b)) for a, b in zip(xs, new_xs))
   unit_diff_sq = sum(
       jnp.sum(jnp.square(_f32(b) / rho_next - _f32(a) / rho)) for a, b in zip(xs, new_xs)

@@ -84,13 +84,7 @@ def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]]
   evaluate_batch = jax.jit(jax.vmap(functools.partial(train.eval_sums, task),
                                     in_axes=(0, 0, None, None, None, None)), static_argnums=5)
 
-  def evaluate(params, stats, xs, ys, batch_size, train_mode):
-    loss, correct = 0.0, 0.0
-    for idx in train.batches(np.arange(len(ys), dtype=np.int32), batch_size, False):
-      l, c = evaluate_batch(params, stats, xs, ys, idx, train_mode)
-      loss, correct = loss + l, correct + c
-    loss, correct = jax.device_get((loss, correct))
-    return loss / len(ys), correct / len(ys)
+  evaluate = functools.partial(train.evaluate_in_batches, evaluate_batch)
 
   writers = []
   for i, overrides in enumerate(members):
@@ -109,7 +103,7 @@ def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]]
                                tc.batch_size, tc.drop_last):
         state, m = step(state, x, y, idx)
         pending.append(m)
-      stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *pending))
+      stacked = train.stack_metrics(pending, axis=1)  # (members, steps)
       evals = None
       if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
         test_loss, test_acc = evaluate(state.params, state.batch_stats, test_x, test_y,

@@ -157,6 +157,22 @@ def eval_sums(task: Task, params, batch_stats, images, labels, idx, train: bool)
   return jnp.sum(metrics.cross_entropy(logits, y)), jnp.sum(metrics.correct(logits, y))
 
 
+def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, train_mode: bool):
+  """Mean loss and accuracy over (x, y), from ``eval_fn`` = a jitted ``eval_sums`` (or
+  its vmap over runs) applied batch by batch; one transfer to the host at the end."""
+  loss, correct = 0.0, 0.0
+  for idx in batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
+    l, c = eval_fn(params, batch_stats, x, y, idx, train_mode)
+    loss, correct = loss + l, correct + c
+  loss, correct = jax.device_get((loss, correct))
+  return loss / len(y), correct / len(y)
+
+
+def stack_metrics(pending: list[dict], axis: int = 0) -> dict[str, np.ndarray]:
+  """The per-step metric dicts of an epoch as host arrays, one transfer per metric."""
+  return jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs, axis=axis), *pending))
+
+
 def create_task_and_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset):
   """Model, optimizer and initial state from a validated config."""
   mc, oc = config.model, config.optim
@@ -398,12 +414,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   eval_fn = jax.jit(functools.partial(eval_sums, task), static_argnums=5)
 
   def evaluate(params, batch_stats, x, y, batch_size, train_mode):
-    loss, correct = 0.0, 0.0
-    for idx in batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
-      l, c = eval_fn(params, batch_stats, x, y, idx, train_mode)
-      loss, correct = loss + l, correct + c
-    loss, correct = jax.device_get((loss, correct))
-    return float(loss) / len(y), float(correct) / len(y)
+    loss, accuracy = evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size, train_mode)
+    return float(loss), float(accuracy)
 
   def sgd_epoch(state, epoch):
     pending = []
@@ -442,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state, pending = run_epoch(state, epoch)
         # One stacked transfer per metric at the end of the epoch; the host never
         # waited on the device between the steps above.
-        stacked = jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs), *pending))
+        stacked = stack_metrics(pending)
         step_records = [{k: float(v[i]) for k, v in stacked.items()} for i in range(len(pending))]
         for i, r in enumerate(step_records):
           r.update(step=first_step + i, epoch=epoch)
