@@ -54,8 +54,10 @@ def main(argv):
   print(f"done in {summary['wall_time']:.0f}s: epoch {final['epoch']}, "
         f"train loss {final.get('train_loss', float('nan')):.4g}, "
         f"test error {final.get('test_error', float('nan')):.4f}")
-  spikes = phases.find_destabilizations(phases.load_series(_WORKDIR.value))
+  analysis = phases.analyze(phases.load_series(_WORKDIR.value))
+  spikes = [int(e) for e in analysis.destabilizations]
   print(f"destabilizations (train-loss spikes) at epochs: {spikes or 'none'} ({len(spikes)})")
+  print(analysis.describe().splitlines()[0])
   print(f"metrics: {os.path.join(_WORKDIR.value, 'metrics.jsonl')}")
   if _PLOT.value:
     path = plotting.plot_runs([_WORKDIR.value], os.path.join(_WORKDIR.value, "figure.png"))

@@ -13,7 +13,7 @@ import pytest
 
 from si_jax import config as config_lib
 from si_jax import data as data_lib
-from si_jax import logs, phases, plot, train, validate
+from si_jax import logs, plot, train, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,12 +199,6 @@ def test_cli_rejects_bad_override_and_typo(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and "learning_rate" in out.stderr
   assert not os.path.exists(os.path.join(tmp_path, "metrics.jsonl"))
-
-
-def test_destabilization_counter():
-  loss = np.array([2.0, 0.5, 0.1, 0.01, 0.001, 0.5, 0.8, 0.05, 0.001, 0.0005, 0.2, 0.01])
-  assert phases.find_destabilizations({"loss": loss}) == [6, 11]
-  assert phases.find_destabilizations({"loss": np.geomspace(2, 1e-4, 50)}) == []
 
 
 def test_tiny_weight_norm_divergence_is_explained():
