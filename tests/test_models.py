@@ -2,6 +2,7 @@
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,6 +116,49 @@ def test_stride2_conv_pads_symmetrically_like_pytorch():
   x = jnp.arange(64.0).reshape(1, 8, 8, 1)
   y = conv.apply({"params": {"kernel": kernel}}, x)
   np.testing.assert_array_equal(y[0, :, :, 0], x[0, ::2, ::2, 0])
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 8), (3, 2, 8), (1, 2, 8), (3, 2, 7),
+                                                (3, 1, 5)])
+def test_patch_conv_equals_nn_conv_values_and_gradients(kernel, stride, size):
+  rng = np.random.default_rng(kernel * 10 + stride + size)
+  x = jnp.asarray(rng.standard_normal((2, size, size, 3)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 5)), jnp.float32)
+  out = {}
+  for impl in layers.CONV_IMPLS:
+    conv = layers.conv(5, kernel, stride, impl=impl)
+    f = lambda w, x: jnp.sum(jnp.sin(conv.apply({"params": {"kernel": w}}, x)))
+    y = conv.apply({"params": {"kernel": w}}, x)
+    out[impl] = (y, *jax.grad(f, argnums=(0, 1))(w, x))
+    # same parameter name, shape and init distribution
+    params = conv.init(jax.random.key(0), x)["params"]
+    assert params["kernel"].shape == w.shape
+  for a, b in zip(out["xla"], out["patches"]):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["convnet_si", "resnet18_si"])
+def test_patches_model_equals_xla_model(name):
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 16, 16, 3)), jnp.float32)
+  models_ = {impl: models.create_model(name, num_classes=10, width=4, conv_impl=impl)
+             for impl in layers.CONV_IMPLS}
+  variables = models_["xla"].init(jax.random.key(1), x, train=False)
+  assert jax.tree.map(jnp.shape, models_["patches"].init(jax.random.key(1), x, train=False)) == \
+      jax.tree.map(jnp.shape, variables)
+  logits = {impl: m.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+            for impl, m in models_.items()}
+  np.testing.assert_allclose(logits["xla"], logits["patches"], rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="model.conv_impl"):
+    models.create_model(name, num_classes=10, width=4, conv_impl="fft")
+
+
+def test_reshape_max_pool_equals_flax_max_pool():
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 8, 3)), jnp.float32)
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+  g = jax.grad(lambda x: jnp.sum(jnp.cos(layers.max_pool_2x2(x))))(x)
+  g_ref = jax.grad(lambda x: jnp.sum(jnp.cos(nn.max_pool(x, (2, 2), strides=(2, 2)))))(x)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-6)  # no ties in random data
 
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from si_jax.models.convnet import ConvNetSI
+from si_jax.models import layers
 from si_jax.models.layers import NORMS, ParamPath
 from si_jax.models.resnet import ResNet18SI
 
@@ -36,12 +37,14 @@ def create_model(
     norm: str = "batch",
     train_non_si: bool = False,
     norm_epsilon: float = 1e-5,
+    conv_impl: str = "xla",
 ) -> nn.Module:
   """Returns the named model; raises ValueError naming the field on bad input.
 
   ``norm_epsilon`` is the normalization's epsilon (PyTorch's 1e-5). It is what breaks
   exact scale invariance at small weight norms; 0 makes the model exactly SI (up to
-  float round-off) for invariance studies.
+  float round-off) for invariance studies. ``conv_impl`` 'patches' computes the
+  convolutions as im2col + matmul (same function and parameters; faster on XLA:CPU).
   """
   if name not in MODELS:
     raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
@@ -54,8 +57,10 @@ def create_model(
     raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
   if not norm_epsilon >= 0:
     raise ValueError(f"model.norm_epsilon must be non-negative, got {norm_epsilon!r}")
+  if conv_impl not in layers.CONV_IMPLS:
+    raise ValueError(f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {conv_impl!r}")
   return MODELS[name](width=width, num_classes=num_classes, norm=norm,
-                      train_non_si=train_non_si, norm_epsilon=norm_epsilon)
+                      train_non_si=train_non_si, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
 
 
 @dataclasses.dataclass(frozen=True)

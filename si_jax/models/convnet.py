@@ -23,18 +23,19 @@ class ConvNetSI(nn.Module):
   norm: str = "batch"
   train_non_si: bool = False
   norm_epsilon: float = 1e-5
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
     norm = lambda name: layers.Norm(self.norm, affine=self.train_non_si, epsilon=self.norm_epsilon, name=name)
     c = self.width
-    x = layers.conv(c, 3, name="conv_0")(x_NHWC)
+    x = layers.conv(c, 3, name="conv_0", impl=self.conv_impl)(x_NHWC)
     x = nn.relu(norm("norm_0")(x, train))
     for i in range(1, 4):
       c *= 2
-      x = layers.conv(c, 3, name=f"conv_{i}")(x)
+      x = layers.conv(c, 3, name=f"conv_{i}", impl=self.conv_impl)(x)
       x = nn.relu(norm(f"norm_{i}")(x, train))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = layers.max_pool_2x2(x)
     x = jnp.max(x, axis=(1, 2))  # MaxPool over the remaining spatial map (4x4 on CIFAR)
     return nn.Dense(
         self.num_classes,

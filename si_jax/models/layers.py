@@ -31,8 +31,57 @@ def torch_bias_init(fan_in: int):
   return init
 
 
-def conv(features: int, kernel: int, stride: int = 1, name: str | None = None) -> nn.Conv:
-  """Bias-free conv with PyTorch's symmetric padding (kernel // 2 on both sides)."""
+CONV_IMPLS = ("xla", "patches")
+
+
+class PatchConv(nn.Module):
+  """The same convolution as ``nn.Conv`` (bias-free, padding kernel // 2, HWIO kernel of
+  the same name, shape and init), computed as one matmul of the k*k shifted copies of
+  the input (im2col) with the reshaped kernel.
+
+  Mathematically identical; on XLA:CPU its weight gradient is a plain matmul, which
+  is faster than the convolution's, and under ``vmap`` over runs it becomes a batched
+  matmul instead of the slow batched-weight convolution (benchmarks/RESULTS.md).
+  """
+
+  features: int
+  kernel: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x_NHWC: jax.Array) -> jax.Array:
+    k, s, pad = self.kernel, self.stride, self.kernel // 2
+    n, h, w, c = x_NHWC.shape
+    weight = self.param("kernel", torch_kernel_init, (k, k, c, self.features))
+    out_h, out_w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    padded = jnp.pad(x_NHWC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    shifted = [padded[:, i:i + s * (out_h - 1) + 1:s, j:j + s * (out_w - 1) + 1:s, :]
+               for i in range(k) for j in range(k)]
+    patches = jnp.concatenate(shifted, axis=-1) if len(shifted) > 1 else shifted[0]
+    return jnp.dot(patches, weight.reshape(k * k * c, self.features).astype(patches.dtype))
+
+
+def max_pool_2x2(x_NHWC: jax.Array) -> jax.Array:
+  """2x2 max-pool with stride 2 (floor), as a reshape and a max.
+
+  The same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``; its gradient is a
+  mask instead of XLA's select-and-scatter, which is slow on CPU. (At exact ties the
+  gradient is split among the tied inputs instead of going to one; after a ReLU the
+  ties are zeros, whose ReLU gradient is zero either way.)
+  """
+  n, h, w, c = x_NHWC.shape
+  x = x_NHWC[:, :h // 2 * 2, :w // 2 * 2, :]
+  return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def conv(features: int, kernel: int, stride: int = 1, name: str | None = None,
+         impl: str = "xla") -> nn.Module:
+  """Bias-free conv with PyTorch's symmetric padding (kernel // 2 on both sides);
+  ``impl`` 'patches' computes it as im2col + matmul (``PatchConv``)."""
+  if impl == "patches":
+    return PatchConv(features, kernel, stride, name=name)
+  if impl != "xla":
+    raise ValueError(f"model.conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
   pad = kernel // 2
   return nn.Conv(
       features,

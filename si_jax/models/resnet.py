@@ -25,19 +25,21 @@ class PreActBlock(nn.Module):
   norm: str
   affine: bool
   epsilon: float
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     norm = lambda name: layers.Norm(self.norm, affine=self.affine, epsilon=self.epsilon, name=name)
     if self.downsample:
       shortcut = norm("shortcut_norm")(x, train)
-      shortcut = layers.conv(self.features, 1, self.stride, name="shortcut_conv")(shortcut)
+      shortcut = layers.conv(self.features, 1, self.stride, name="shortcut_conv",
+                             impl=self.conv_impl)(shortcut)
     else:
       shortcut = x
     out = nn.relu(norm("norm1")(x, train))
-    out = layers.conv(self.features, 3, self.stride, name="conv1")(out)
+    out = layers.conv(self.features, 3, self.stride, name="conv1", impl=self.conv_impl)(out)
     out = nn.relu(norm("norm2")(out, train))
-    out = layers.conv(self.features, 3, name="conv2")(out)
+    out = layers.conv(self.features, 3, name="conv2", impl=self.conv_impl)(out)
     return out + shortcut
 
 
@@ -53,10 +55,11 @@ class ResNet18SI(nn.Module):
   norm: str = "batch"
   train_non_si: bool = False
   norm_epsilon: float = 1e-5
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
-    x = layers.conv(self.width, 3, name="stem")(x_NHWC)
+    x = layers.conv(self.width, 3, name="stem", impl=self.conv_impl)(x_NHWC)
     in_features = self.width
     for stage in range(STAGES):
       features = self.width * 2**stage
@@ -69,6 +72,7 @@ class ResNet18SI(nn.Module):
             norm=self.norm,
             affine=self.train_non_si,
             epsilon=self.norm_epsilon,
+            conv_impl=self.conv_impl,
             name=f"layer{stage + 1}_{block}",
         )(x, train)
         in_features = features
