@@ -1,6 +1,5 @@
 """A vmapped sweep member equals the same run trained alone."""
 
-import numpy as np
 import pytest
 
 from si_jax import logs, sweep, train
@@ -17,7 +16,7 @@ def test_members_match_single_runs(tmp_path):
   config = tiny_config(**{"train.epochs": 3, "checkpoint.every_epochs": 0})
   finals = sweep.train_sweep(config, MEMBERS, str(tmp_path / "sweep"), progress=False)
   assert len(finals) == 3
-  for i, overrides in enumerate(MEMBERS[:2]):  # init_scale has no single-run equivalent
+  for i, overrides in enumerate(MEMBERS):
     single_dir = str(tmp_path / f"single_{i}")
     train.train_and_evaluate(sweep.member_config(config, overrides), single_dir, progress=False)
     got = logs.read_run(str(tmp_path / "sweep" / f"member_{i}"))
