@@ -110,3 +110,23 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, int]:
+  """(params, batch_stats, epoch) of a run's checkpoint (``None``: the newest), as numpy
+  trees, whatever its optimizer; for warm starts (``model.init_checkpoint``) and for
+  comparing the minima of different periods (appendix H)."""
+  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"{directory} does not exist: is {workdir!r} a run with checkpoints?")
+  with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
+    epochs = sorted(manager.all_steps())
+    if not epochs:
+      raise CheckpointError(f"no checkpoint in {directory}")
+    epoch = epochs[-1] if epoch is None else int(epoch)
+    if epoch not in epochs:
+      raise CheckpointError(f"no checkpoint of epoch {epoch} in {directory}; it has {epochs}")
+    tree = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  state = tree["state"]
+  as_numpy = lambda t: jax.tree.map(lambda a: jax.device_get(a), t)
+  return as_numpy(state["params"]), as_numpy(state["batch_stats"]), epoch

@@ -4,9 +4,13 @@ Every experiment config imports this one and overrides only what changes. Fields
 
   seed                 seeds init, data order and augmentation.
   model.name           convnet_si | resnet18_si;  width: k (None: 32 / 64)
-  model.norm           batch | layer | instance (norm_epsilon: PyTorch's 1e-5);  train_non_si: trainable norm affine
+  model.norm           batch | layer | instance (norm_epsilon: PyTorch's 1e-5);
+                       conv_impl: xla | patches (the same convolution as im2col + matmul);  train_non_si: trainable norm affine
                        + last layer (the "practical" setting);  last_layer_norm: the
-                       fixed last layer's Frobenius norm (None: keep PyTorch's init).
+                       fixed last layer's Frobenius norm (None: keep PyTorch's init);
+                       init_scale: multiplies the initial SI weights (Proposition 4);
+                       init_checkpoint/init_epoch: start from another run's weights and
+                       BN statistics at that epoch (a fresh optimizer; Fig. 12's ablation).
   data.name/source     digits/embedded | cifar10, cifar100 / archive, tfds
   data.train_size...   first-N or seeded random subsets; augment: crop 32 pad 4 + flip;
                        order_seed: seeds the data order (None: seed).
@@ -37,7 +41,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.norm = "batch"
   config.model.train_non_si = False
   config.model.norm_epsilon = 1e-5
+  config.model.conv_impl = "xla"  # or "patches": im2col + matmul, faster on XLA:CPU
   config.model.last_layer_norm = config_dict.FieldReference(10.0, field_type=float)
+  config.model.init_scale = 1.0  # SI weights x c at init (Proposition 4 pairs it with lr c^2, wd 1/c^2)
+  config.model.init_checkpoint = ""  # warm start: another run's workdir ...
+  config.model.init_epoch = config_dict.placeholder(int)  # ... and its checkpoint (None: newest)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "cifar10"

@@ -32,6 +32,7 @@ import optax
 from si_jax import data as data_lib
 from si_jax import invariance, metrics, models, optim
 from si_jax import logs, validate
+from si_jax import checkpoint as checkpoint_lib
 from si_jax.checkpoint import Checkpointer
 from si_jax.logs import MetricWriter
 
@@ -100,7 +101,7 @@ def shard_batch(x, mesh: jax.sharding.Mesh | None):
   batch statistics) over the global batch, so results do not depend on the device
   count. A batch that does not divide evenly stays replicated.
   """
-  if mesh is None or mesh.size == 1 or x.shape[0] % mesh.size:
+  if mesh is None or mesh.shape["data"] == 1 or x.shape[0] % mesh.shape["data"]:
     return x
   spec = jax.sharding.PartitionSpec("data", *([None] * (x.ndim - 1)))
   return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
@@ -178,16 +179,28 @@ def create_task_and_state(config: ml_collections.ConfigDict, dataset: data_lib.D
   mc, oc = config.model, config.optim
   model = models.create_model(
       mc.name, num_classes=dataset.num_classes, width=mc.width, norm=mc.norm,
-      train_non_si=mc.train_non_si, norm_epsilon=mc.norm_epsilon)
+      train_non_si=mc.train_non_si, norm_epsilon=mc.norm_epsilon,
+      conv_impl=mc.get("conv_impl", "xla"))
   init_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0))
   variables = models.init_variables(model, init_key, dataset.image_shape, mc.last_layer_norm)
   groups = models.param_groups(model)
-  tx = optim.make_optimizer(variables["params"], groups, **oc.to_dict())
+  params = variables["params"]
+  if mc.get("init_checkpoint"):
+    loaded, stats, _ = checkpoint_lib.load_weights(mc.init_checkpoint, mc.get("init_epoch"))
+    shapes = lambda t: jax.tree.map(jnp.shape, t)
+    if shapes(loaded) != shapes(params) or shapes(stats) != shapes(variables["batch_stats"]):
+      raise ValueError(f"model.init_checkpoint={mc.init_checkpoint!r} holds another model's "
+                       "weights (shapes differ from this config's model)")
+    params = jax.tree.map(jnp.asarray, loaded)
+    variables = {"params": params, "batch_stats": jax.tree.map(jnp.asarray, stats)}
+  if mc.get("init_scale", 1.0) != 1.0:
+    params = invariance.scale_paths(params, groups.si_paths, mc.init_scale)
+  tx = optim.make_optimizer(params, groups, **oc.to_dict())
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
-      params=variables["params"],
+      params=params,
       batch_stats=variables["batch_stats"],
-      opt_state=tx.init(variables["params"]),
+      opt_state=tx.init(params),
       rng=aug_key,
   )
   return Task(model, tx, groups, oc.fixed_effective_lr), state

@@ -34,10 +34,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   m, d, o, t = config.model, config.data, config.optim, config.train
   _one_of(m.name, sorted(models.MODELS), "model.name")
   _one_of(m.norm, models.NORMS, "model.norm")
+  _one_of(m.get("conv_impl", "xla"), models.layers.CONV_IMPLS, "model.conv_impl")
   if m.width is not None:
     _positive_int(m.width, "model.width")
   if not m.norm_epsilon >= 0:
     raise ValueError(f"model.norm_epsilon must be non-negative, got {m.norm_epsilon!r}")
+  if not (isinstance(m.get("init_scale", 1.0), (int, float)) and 0 < m.get("init_scale", 1.0) < float("inf")):
+    raise ValueError(f"model.init_scale must be a positive finite number, got {m.get('init_scale')!r}")
   if m.last_layer_norm is not None and not m.last_layer_norm > 0:
     raise ValueError(f"model.last_layer_norm must be positive or None, got {m.last_layer_norm!r}")
   _one_of(d.name, data_lib.NAMES, "data.name")
