@@ -7,10 +7,11 @@ and Eq. (8)'s prediction from the measured g~_t overlaid on the measured 1 - cos
       --config.train.log_every=step --config.train.epochs=120
   python experiments/fig13_delta_bounds.py runs/qs_steps --out fig13.png [--period 1]
 
-Period k runs from the k-th destabilization to the next; phase B is taken from the
-first epoch whose mean train loss is within a factor ``--near`` (10) of the period's
-minimum to the epoch before the next destabilization, and t_valid is its first step
-(the fit makes (17) hold for every step after it).
+Period k runs from the k-th destabilization to the next and its phase B is the one
+``si_jax.phases.analyze`` finds on the per-epoch logs (from the first epoch whose train
+loss is within a factor ``--near`` (10) of the period's minimum to the epoch before the
+next destabilization); t_valid is its first step (the fit makes (17) hold for every
+step after it).
 """
 
 from __future__ import annotations
@@ -27,20 +28,18 @@ from si_jax import phases, plotting, theory  # noqa: E402
 
 
 def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int]:
-  """(t0, start of phase B, end of phase B) in steps, from the per-epoch logs."""
+  """(t0, first step of phase B, last step of phase B), from the per-epoch logs.
+
+  t0 is the step count at the end of the destabilization's first epoch.
+  """
   epochs = phases.load_series(workdir)
-  spikes = phases.find_destabilizations(epochs)
-  if len(spikes) < period + 1:
-    raise SystemExit(f"{workdir}: found destabilizations at epochs {spikes}; period {period} "
-                     "needs one more. Train longer or pick an earlier --period.")
-  start_epoch = spikes[period - 1]
-  end_epoch = spikes[period] if period < len(spikes) else int(epochs["epoch"][-1])
-  ep = epochs["epoch"]
-  window = (ep > start_epoch) & (ep < end_epoch)
-  loss = epochs["loss"][window]
-  low_epoch = int(ep[window][np.argmax(loss <= near * loss.min())])
-  step_of = dict(zip(ep.astype(int), epochs["step"].astype(int)))  # step count at epoch end
-  return step_of[start_epoch], step_of[low_epoch], step_of[end_epoch - 1]
+  analysis = phases.analyze(epochs, b_decades=float(np.log10(near)))
+  if not 1 <= period <= len(analysis.onsets) or not analysis.periods[period].complete:
+    raise SystemExit(f"{workdir}: destabilizations at epochs {analysis.destabilizations}; "
+                     f"period {period} needs two of them. Train longer or pick another --period.")
+  p = analysis.periods[period]
+  done = epochs["step"].astype(int)  # steps completed at the end of each epoch
+  return int(done[p.start]), int(done[p.b[0] - 1]), int(done[p.end - 1] - 1)
 
 
 def report_equilibrium(steps, t0, b_start, b_end, lr, wd, momentum=0.0) -> None:

@@ -76,16 +76,95 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
         axes[2].legend(fontsize=8)
         axes[3].legend(fontsize=8)
     if mark_spikes:
-      for e in phases.find_destabilizations(s):
+      analysis = phases.analyze(s)
+      if len(workdirs) == 1:
         for ax in axes[:3]:
-          ax.axvline(e, color=color, ls=":", lw=0.8)
+          shade_phases(ax, analysis)
+      else:
+        for e in analysis.destabilizations:
+          for ax in axes[:3]:
+            ax.axvline(e, color=color, ls=":", lw=0.8)
   axes[0].set(xlabel="epoch", ylabel="train loss", title="Train loss")
   axes[1].set(xlabel="epoch", ylabel="test error", title="Test error")
   axes[2].set(xlabel="epoch", ylabel=r"$\rho$ (SI weight norm)", title="Weight norm")
   axes[3].set(xlabel=r"effective LR $\eta/\rho^2$", ylabel=r"effective grad norm $\rho\|\nabla f\|$",
               title="Effective grad norm vs effective LR")
   axes[0].legend(fontsize=8)
+  _save(fig, out)
+  return out
+
+
+PHASE_COLORS = {"A": "tab:blue", "B": "tab:green", "C": "tab:red"}
+
+
+def shade_phases(ax, analysis: phases.Analysis, alpha: float = 0.15) -> None:
+  """Shades phases A, B, C of every period and marks the destabilization onsets."""
+  x = analysis.x
+  n = len(x)
+  for p in analysis.periods:
+    for name, (lo, hi) in (("C", p.c), ("A", p.a), ("B", p.b)):
+      if hi > lo:
+        right = x[hi] if hi < n else x[-1]
+        ax.axvspan(x[lo], right, color=PHASE_COLORS[name], alpha=alpha, lw=0)
+  for i in analysis.onsets:
+    ax.axvline(x[i], color="k", ls=":", lw=0.7)
+
+
+def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
+                analyses: list[phases.Analysis] | None = None, columns: int = 4) -> str:
+  """One panel per run: train loss (log) and SI weight norm, phases A/B/C shaded."""
+  labels = labels or [_label(w) for w in workdirs]
+  rows = -(-len(workdirs) // columns)
+  cols = min(columns, len(workdirs))
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False,
+                           constrained_layout=True)
+  for k, (workdir, label) in enumerate(zip(workdirs, labels)):
+    ax = axes[k // cols][k % cols]
+    s = phases.load_series(workdir)
+    a = analyses[k] if analyses else phases.analyze(s)
+    loss = phases.loss_series(s)
+    ok = np.isfinite(loss)
+    ax.semilogy(a.x[ok], loss[ok], color="k", lw=0.8)
+    twin = ax.twinx()
+    twin.plot(a.x, s["weight_norm"], color="tab:purple", lw=0.8)
+    twin.tick_params(labelsize=7, colors="tab:purple")
+    shade_phases(ax, a)
+    lengths = a.period_lengths()
+    what = (f"{len(a.onsets)} destab., period {np.mean(lengths):.0f}" if a.periodic and lengths
+            else f"{len(a.onsets)} destab." if a.periodic else "no periodic behavior")
+    ax.set_title(f"{label}: {what}", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("step" if "epoch" not in s or len(a.x) != len(np.unique(s["epoch"])) else "epoch",
+                  fontsize=8)
+  for k in range(len(workdirs), rows * cols):
+    axes[k // cols][k % cols].axis("off")
+  handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in PHASE_COLORS.values()]
+  fig.legend(handles + [plt.Line2D([], [], color="k"), plt.Line2D([], [], color="tab:purple")],
+             [f"phase {p}" for p in PHASE_COLORS] + ["train loss", r"$\rho$"],
+             loc="outside lower center", ncol=5, fontsize=8)
+  _save(fig, out)
+  return out
+
+
+def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> str:
+  """Effective LR and effective gradient norm over epochs for every run (Fig. 16)."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+  for workdir, label, color in zip(workdirs, labels, plt.cm.tab10.colors * 10):
+    s = phases.load_series(workdir)
+    ls = "--" if "init" in label else "-"
+    axes[0].semilogy(s["epoch"], s["effective_lr"], ls, color=color, lw=0.8, label=label)
+    axes[1].semilogy(s["epoch"], s["effective_grad_norm"], ls, color=color, lw=0.8)
+  axes[0].set(xlabel="epoch", title=r"effective LR $\eta/\rho^2$")
+  axes[1].set(xlabel="epoch", title=r"effective gradient norm $\rho\|\nabla f\|$")
+  axes[0].legend(fontsize=7)
+  _save(fig, out)
+  return out
+
+
+def _save(fig, out: str) -> None:
+  """Writes ``out`` and, for a .png, the same figure as .pdf beside it."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   fig.savefig(out, dpi=110)
+  if out.endswith(".png"):
+    fig.savefig(out[:-4] + ".pdf")
   plt.close(fig)
-  return out

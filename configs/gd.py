@@ -1,0 +1,48 @@
+"""Full-batch GD (appendix C, Figs. 10 and 12) with the fixed-weight-norm ablation.
+
+Claims: periodic behavior is not an SGD-noise effect: full-batch GD shows it too, for a
+range of learning rates (Fig. 10); fixing the SI weight norm removes it, whether the
+norm is fixed at initialization (any scale) or at a norm reached by regular training
+just before a destabilization (Fig. 12).
+
+  python experiments/gd_fixed_norm.py --config=configs/gd.py:cpu --workdir=runs/gd
+
+Members here: regular GD at three learning rates and GD with the norm fixed at
+initialization scaled by 0.5, 1 and 2. ``experiments/gd_fixed_norm.py`` then adds two
+members that start from the reference run's checkpoint taken before its first
+destabilization: one with the norm fixed there, one regular (the control).
+
+Variants: ``cpu`` (512 digits, width 8, wd 0.03, lr 0.1/0.5/2, 2000 steps); '' (paper:
+ConvNet width 32 on a random 4.5K subset of CIFAR-10, 5K random test images, wd 1e-4,
+lr 0.1/0.5/1/2, 20000 steps, exact full-batch BN statistics).
+"""
+
+from si_jax.experiment import add_member, experiment_config, scaled_base
+
+REFERENCE = "lr_0p5"  # the run whose pre-destabilization norm is fixed (gd_fixed_norm.py)
+
+
+def get_config(arg: str | None = None):
+  config, scale = scaled_base(arg, allowed=("cpu", "paper"))
+  config = experiment_config(config, "gd", figure="gd")
+  config.train.mode = "gd"
+  config.checkpoint.every_epochs, config.checkpoint.keep = 50, 10000
+  if scale == "cpu":
+    config.data.train_size = 512
+    config.optim.wd = 0.03
+    config.train.epochs, config.train.eval_every = 2000, 10
+    lrs = (0.1, 0.5, 2.0)
+  else:
+    config.data.train_size, config.data.test_size, config.data.subset = 4500, 5000, "random"
+    config.optim.wd = 1e-4
+    config.train.epochs, config.train.eval_every = 20000, 50
+    config.checkpoint.every_epochs = 250
+    lrs = (0.1, 0.5, 1.0, 2.0)
+  config.optim.lr = 0.5
+  for lr in lrs:
+    add_member(config, "lr_" + f"{lr:g}".replace(".", "p"), f"GD lr {lr:g}", {"optim.lr": lr})
+  for c in (0.5, 1.0, 2.0):
+    add_member(config, "fixed_init_x" + f"{c:g}".replace(".", "p"),
+               f"norm fixed at init x{c:g}",
+               {"optim.fix_si_norm": True, "model.init_scale": c})
+  return config

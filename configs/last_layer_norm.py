@@ -1,0 +1,22 @@
+"""The fixed last layer's norm (appendix G, Fig. 19).
+
+Claim: a small last-layer norm (close to PyTorch's init, ~1 here) keeps the network
+unconfident, the train loss stays high and periodic behavior may vanish; large norms
+(10, the main text's value) give low loss and periods.
+
+  python experiments/run_family.py --config=configs/last_layer_norm.py:cpu --workdir=runs/last_layer
+
+Variants: ``cpu`` (digits, lr 0.1, wd 0.03, norms 1, 3, 10, 30; 300 epochs); '' (paper:
+ConvNet width 32 on CIFAR-10, norms 1, 3, 10, 30); ``resnet_cifar100``.
+"""
+
+from si_jax.experiment import add_member, experiment_config, scaled_base
+
+
+def get_config(arg: str | None = None):
+  config, _ = scaled_base(arg, allowed=("cpu", "paper", "resnet_cifar100"))
+  config = experiment_config(config, "last_layer_norm")
+  for norm in (1.0, 3.0, 10.0, 30.0):
+    add_member(config, f"norm_{norm:g}", f"last-layer norm {norm:g}",
+               {"model.last_layer_norm": norm})
+  return config

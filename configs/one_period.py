@@ -1,0 +1,45 @@
+"""A close look at one period, logged per step (Figs. 4, 11), with Fig. 13's bounds.
+
+Claim: each period has three phases: A (the loss falls), B (the loss sits near its
+minimum while the weight norm shrinks and the effective LR grows; the effective gradient
+norm and the angular update are small) and C (the loss spikes, the weight norm jumps,
+the effective LR drops).
+
+  python experiments/one_period.py --config=configs/one_period.py:cpu --workdir=runs/one_period
+
+Variants: ``cpu`` (the quickstart run logged per step for 100 epochs, ~25 s: period 1
+is epochs ~45-89); ``gd_cpu`` (full-batch GD on 512 digits, lr 0.5, wd 0.01, 1500
+steps: Fig. 11 at CPU scale); '' (paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd
+0.001, SGD, 400 epochs logged per step); ``gd`` (Fig. 11: full-batch GD on a 4.5K
+random subset of CIFAR-10, 5K random test images, lr 0.5, wd 0.001).
+"""
+
+from si_jax.experiment import scaled_base
+
+
+def get_config(arg: str | None = None):
+  if arg in ("cpu", "gd_cpu"):
+    config, _ = scaled_base("cpu")
+  elif arg in ("", None, "gd"):
+    config, _ = scaled_base("paper")
+  else:
+    raise ValueError(f"unknown config variant {arg!r}; use cpu, gd_cpu, '' or gd")
+  config.train.log_every = "step"
+  if arg == "cpu":
+    config.train.epochs = 100
+  elif arg == "gd_cpu":
+    config.train.mode = "gd"
+    config.data.train_size = 512
+    config.optim.lr, config.optim.wd = 0.5, 0.01
+    config.train.epochs, config.train.eval_every = 1500, 10
+    config.checkpoint.every_epochs = 250
+  elif arg == "gd":
+    config.train.mode = "gd"
+    config.data.train_size, config.data.test_size, config.data.subset = 4500, 5000, "random"
+    config.optim.lr, config.optim.wd = 0.5, 0.001
+    config.train.epochs, config.train.eval_every = 10000, 50
+    config.train.micro_batch_size = 500
+    config.checkpoint.every_epochs = 500
+  else:
+    config.train.epochs = 400
+  return config

@@ -1,0 +1,126 @@
+"""Figs. 6/20: weight-space and functional similarity of the minima of different periods.
+
+  python experiments/minima_similarity.py --config=configs/minima_similarity.py:cpu \
+      --workdir=runs/minima
+
+Trains the two runs of the config (seed 0 and an independent seed 1), finds their
+periods (``si_jax.phases``) and loads the checkpoint at the end of phase A of each
+period. Then: the cosine similarity of the SI weight vectors between all these
+checkpoints, the test error of each, and the test error of two-member ensembles
+(mean softmax) of minima of different periods of one run vs of the same period of the
+two independent runs. Writes WORKDIR/minima_similarity.png/.pdf and similarity.json.
+"""
+
+import itertools
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from si_jax import checkpoint, experiment, phases, plotting, train  # noqa: E402
+from si_jax.models import get_path  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/minima_similarity.py[:variant]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
+
+
+def end_of_phase_a(workdir: str, available: list[int]) -> list[tuple[int, int]]:
+  """[(period, checkpoint epoch)]: the checkpoint nearest the first phase-B epoch of each
+  period that has a phase B (the warm-up, period 0, included)."""
+  analysis = phases.analyze(phases.load_series(workdir))
+  out = []
+  for p in analysis.periods:
+    if p.b[1] > p.b[0]:
+      epoch = analysis.x[p.b[0]]
+      out.append((p.index, min(available, key=lambda e: abs(e - epoch))))
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  experiment.run_family(config, workdir, vmap="no")
+  members = experiment.member_overrides(config)
+  run_config = experiment.member_config(config, members[0][2])
+  dataset = train.load_dataset(run_config)
+  task, _ = train.create_task_and_state(run_config, dataset)
+  test_x, test_y = jnp.asarray(dataset.test_images), np.asarray(dataset.test_labels)
+
+  @jax.jit
+  def probabilities(params, batch_stats):
+    logits = task.model.apply({"params": params, "batch_stats": batch_stats}, test_x, train=False)
+    return jax.nn.softmax(logits)
+
+  names, vectors, probs = [], [], []
+  for run, (name, label, _) in enumerate(members):
+    run_dir = os.path.join(workdir, name)
+    available = checkpoint.Checkpointer(run_dir).epochs()
+    for period, epoch in end_of_phase_a(run_dir, available):
+      params, stats, _ = checkpoint.load_weights(run_dir, epoch)
+      vectors.append(np.concatenate([np.ravel(get_path(params, p)) for p in task.groups.si_paths]))
+      probs.append(np.asarray(probabilities(params, stats)))
+      names.append((run, period, epoch))
+  unit = np.stack([v / np.linalg.norm(v) for v in vectors])
+  cosine = unit @ unit.T
+  error = lambda p: float(np.mean(p.argmax(-1) != test_y))
+  single = [error(p) for p in probs]
+  index = {(r, k): i for i, (r, k, _) in enumerate(names)}
+  within = [(i, j) for i, j in itertools.combinations(range(len(names)), 2)
+            if names[i][0] == names[j][0] == 0 and names[i][1] > 0 and names[j][1] > 0]
+  across = [(index[(0, k)], index[(1, k)]) for (r, k, _) in names if r == 0 and (1, k) in index]
+  ensemble = lambda pairs: [error((probs[i] + probs[j]) / 2) for i, j in pairs]
+  result = {
+      "checkpoints": [{"run": members[r][0], "period": k, "epoch": e, "test_error": s}
+                      for (r, k, e), s in zip(names, single)],
+      "cosine": cosine.tolist(),
+      "within_run_cosine": [float(cosine[i, j]) for i, j in within],
+      "independent_cosine": [float(cosine[i, j]) for i, j in across],
+      "within_run_ensemble_error": ensemble(within),
+      "independent_ensemble_error": ensemble(across),
+  }
+  with open(os.path.join(workdir, "similarity.json"), "w") as f:
+    json.dump(result, f, indent=1)
+
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
+  ticks = [f"{'ind. ' if r else ''}P{k} (ep {e})" for r, k, e in names]
+  im = axes[0].imshow(cosine, cmap="viridis", vmin=min(0.0, cosine.min()), vmax=1)
+  axes[0].set(xticks=range(len(ticks)), yticks=range(len(ticks)),
+              title="cosine similarity of SI weights, ends of phase A")
+  axes[0].set_xticklabels(ticks, rotation=90, fontsize=7)
+  axes[0].set_yticklabels(ticks, fontsize=7)
+  fig.colorbar(im, ax=axes[0])
+  groups = [("single models", single), ("ensembles, periods of one run", result["within_run_ensemble_error"]),
+            ("ensembles, independent runs", result["independent_ensemble_error"])]
+  for pos, (label, values) in enumerate(groups):
+    axes[1].scatter(np.full(len(values), pos) + np.linspace(-0.15, 0.15, len(values) or 1)[:len(values)],
+                    values, s=12)
+    if values:
+      axes[1].hlines(np.mean(values), pos - 0.3, pos + 0.3, color="k")
+  axes[1].set(xticks=range(3), ylabel="test error", title="functional similarity (ensembles of two)")
+  axes[1].set_xticklabels([g[0] for g in groups], fontsize=8)
+  plotting._save(fig, os.path.join(workdir, "minima_similarity.png"))
+  mean = lambda v: float(np.mean(v)) if v else float("nan")
+  print(f"{len(names)} checkpoints: within-run cosine {mean(result['within_run_cosine']):.3f} "
+        f"(min {min(result['within_run_cosine'], default=np.nan):.3f}), independent-run cosine "
+        f"{mean(result['independent_cosine']):.3f}; test error: single {mean(single):.4f}, "
+        f"ensembles of periods {mean(result['within_run_ensemble_error']):.4f}, of independent "
+        f"runs {mean(result['independent_ensemble_error']):.4f}")
+  print(f"figure: {os.path.join(workdir, 'minima_similarity.png')}")
+
+
+if __name__ == "__main__":
+  app.run(main)

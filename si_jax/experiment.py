@@ -1,0 +1,224 @@
+"""Experiment families: one base run config plus named members, trained and analysed
+together (the figure families of the paper's appendix, ``configs/*.py``).
+
+An experiment config is an ordinary run config with an ``experiment`` section:
+
+  experiment.name      the family (used in titles and file names)
+  experiment.figure    sweep | product | gd (which panels ``plotting.plot_family`` draws)
+  experiment.members   a ConfigDict: member name -> {label, overrides}, where
+                       overrides is a nested ConfigDict merged into the base config
+                       (``--config.experiment.members.lr_0p1.overrides.optim.lr=0.2``
+                       works on the command line);
+  experiment.order     the members' order in tables and figures (``add_member`` keeps it).
+
+``run_family`` trains every member into ``WORKDIR/<member>/`` (single-run layout:
+checkpoints, resume, logs), analyses each with ``si_jax.phases`` and writes
+``WORKDIR/summary.json``. Members that differ only in sweepable fields (lr, wd, seed,
+init scale, last-layer norm) can run as one vmapped program (``vmap='auto'`` does so on
+accelerators; on XLA:CPU it is slower than sequential runs, benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import ml_collections
+
+from si_jax import phases, sweep, train, validate
+
+FIGURES = ("sweep", "product", "gd", "similarity")
+
+
+def add_member(config: ml_collections.ConfigDict, name: str, label: str,
+               overrides: dict[str, Any] | None = None) -> None:
+  """Appends a member; ``overrides`` maps dotted fields ('optim.lr') to values."""
+  if not name.isidentifier():
+    raise ValueError(f"member names must be identifiers (command-line overrides), got {name!r}")
+  nested = ml_collections.ConfigDict()
+  for key, value in (overrides or {}).items():
+    *sections, field = key.split(".")
+    node = nested
+    for s in sections:
+      if s not in node:
+        node[s] = ml_collections.ConfigDict()
+      node = node[s]
+    node[field] = value
+  config.experiment.members[name] = ml_collections.ConfigDict(
+      {"label": label, "overrides": nested})
+  config.experiment.order = tuple(config.experiment.order) + (name,)
+
+
+def experiment_config(base: ml_collections.ConfigDict, name: str,
+                      figure: str = "sweep") -> ml_collections.ConfigDict:
+  """``base`` with an empty ``experiment`` section."""
+  if figure not in FIGURES:
+    raise ValueError(f"experiment.figure must be one of {FIGURES}, got {figure!r}")
+  base.experiment = ml_collections.ConfigDict(
+      {"name": name, "figure": figure, "members": ml_collections.ConfigDict(), "order": ()})
+  return base
+
+
+def _flatten(node, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in node.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The base run config (the experiment section removed)."""
+  c = config.copy_and_resolve_references()
+  if "experiment" in c:
+    with c.unlocked():
+      del c["experiment"]
+  return c
+
+
+def member_overrides(config: ml_collections.ConfigDict) -> list[tuple[str, str, dict[str, Any]]]:
+  """[(name, label, {dotted field: value})] in the config's order."""
+  if "experiment" not in config or not len(config.experiment.members):
+    raise ValueError("an experiment config needs experiment.members (see si_jax/experiment.py)")
+  members = config.experiment.members
+  order = [n for n in config.experiment.get("order", ()) if n in members]
+  names = order + sorted(set(members.keys()) - set(order))
+  return [(n, members[n].label, _flatten(members[n].overrides)) for n in names]
+
+
+def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
+  """The run config of one member; an unknown field is an error naming it."""
+  c = run_config(config)
+  for key, value in overrides.items():
+    *sections, field = key.split(".")
+    node = c
+    for s in sections:
+      if s not in node:
+        raise ValueError(f"member override {key!r}: the config has no section {s!r}")
+      node = node[s]
+    if field not in node:
+      raise ValueError(f"member override {key!r}: no field {field!r} in {'.'.join(sections)}")
+    node[field] = value
+  return c
+
+
+def _vmappable(overrides: list[dict[str, Any]]) -> bool:
+  return all(set(o) <= set(sweep.SWEEPABLE) for o in overrides)
+
+
+def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "auto",
+               progress: bool = True, analysis_kwargs: dict | None = None) -> dict[str, Any]:
+  """Trains (or resumes, or skips finished) members, analyses them, writes summary.json."""
+  if vmap not in ("auto", "yes", "no"):
+    raise ValueError(f"vmap must be auto, yes or no, got {vmap!r}")
+  members = member_overrides(config)
+  configs = [member_config(config, o) for _, _, o in members]
+  for (name, _, _), c in zip(members, configs):
+    try:
+      validate.validate_config(c)
+    except ValueError as e:
+      raise ValueError(f"member {name!r}: {e}") from None
+  overrides = [o for _, _, o in members]
+  use_vmap = {"yes": True, "no": False,
+              "auto": jax.default_backend() != "cpu"}[vmap] and _vmappable(overrides)
+  if vmap == "yes" and not _vmappable(overrides):
+    raise ValueError(f"--vmap=yes needs members that differ only in {sweep.SWEEPABLE}")
+  os.makedirs(workdir, exist_ok=True)
+  dirs = [os.path.join(workdir, name) for name, _, _ in members]
+  if use_vmap:
+    todo = [i for i, d in enumerate(dirs) if not _finished(d, configs[i])]
+    if todo:
+      sweep.train_sweep(run_config(config), [overrides[i] for i in todo], workdir,
+                        progress=progress, names=[members[i][0] for i in todo])
+  else:
+    for i, (name, label, _) in enumerate(members):
+      print(f"[{i + 1}/{len(members)}] {config.experiment.name}: {label} -> {dirs[i]}",
+            file=sys.stderr, flush=True)
+      train.train_and_evaluate(configs[i], dirs[i], progress=progress)
+  summary = summarize(config, workdir, **(analysis_kwargs or {}))
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+def _finished(workdir: str, config) -> bool:
+  try:
+    records = phases.logs.read_run(workdir)
+  except FileNotFoundError:
+    return False
+  return bool(records) and records[-1].get("epoch") == config.train.epochs
+
+
+def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs) -> dict[str, Any]:
+  """Per member: label, its overrides and the phase analysis (``Analysis.summary``)."""
+  out = {"experiment": config.experiment.name, "members": []}
+  for name, label, overrides in member_overrides(config):
+    series = phases.load_series(os.path.join(workdir, name))
+    analysis = phases.analyze(series, **analysis_kwargs)
+    final = {k: float(series[k][-1]) for k in ("train_loss", "test_error") if k in series}
+    out["members"].append({"name": name, "label": label, "overrides": overrides,
+                           "epochs": int(series["epoch"][-1]), "final": final,
+                           **analysis.summary()})
+  return out
+
+
+def table(summary: dict[str, Any]) -> str:
+  """A Markdown table of the members' periods."""
+  rows = ["| member | destabilizations | mean period (epochs) | min train loss | min test error |",
+          "| --- | --- | --- | --- | --- |"]
+  for m in summary["members"]:
+    periods = m["periods"]
+    min_loss = min((p["min_loss"] for p in periods), default=float("nan"))
+    min_err = min((p.get("min_test_error", float("nan")) for p in periods), default=float("nan"))
+    if m["periodic"]:
+      spikes = ", ".join(f"{e:g}" for e in m["destabilizations"])
+    elif m["destabilizations"]:
+      spikes = f"{', '.join(f'{e:g}' for e in m['destabilizations'])} (too few: not periodic)"
+    elif "never converged" in m["reason"]:
+      spikes = "none: the loss never converged"
+    else:
+      spikes = "none: converged, never destabilized"
+    rows.append(f"| {m['label']} | {spikes} | {m['mean_period']:.3g} | {min_loss:.3g} | {min_err:.3g} |")
+  return "\n".join(rows)
+
+
+SCALES = ("cpu", "paper", "cifar100", "resnet", "resnet_cifar100")
+
+
+def scaled_base(arg: str | None, allowed: tuple[str, ...] = SCALES) -> tuple[ml_collections.ConfigDict, str]:
+  """(base run config, scale) for a config-file argument ('' means 'paper').
+
+  * ``cpu``: minutes on 2 CPU cores, no download: ConvNet width 8 on scikit-learn's
+    8x8 digits, batch 128, lr 0.1, wd 0.03, 300 epochs (the quickstart).
+  * ``paper``: appendix B: ConvNet width 32 on CIFAR-10, last-layer norm 10, batch 128,
+    lr 0.01, wd 0.001, 1001 epochs (hours on a GPU; pass --config.data.data_dir).
+  * ``cifar100``: ConvNet width 64 with last-layer norm 20 on CIFAR-100 (appendix F.2).
+  * ``resnet`` / ``resnet_cifar100``: ResNet-18 (width 64) on CIFAR-10 / CIFAR-100.
+  """
+  from si_jax.config import base_config
+  scale = arg or "paper"
+  if scale not in allowed:
+    raise ValueError(f"unknown config variant {arg!r}; this experiment has {allowed}")
+  config = base_config()
+  config.checkpoint.every_epochs = 50
+  if scale == "cpu":
+    config.model.width = 8
+    config.data.name, config.data.source = "digits", "embedded"
+    config.optim.lr, config.optim.wd = 0.1, 0.03
+    config.train.epochs = 300
+    return config, scale
+  config.model.width = 32
+  config.optim.lr, config.optim.wd = 0.01, 0.001
+  config.train.epochs = 1001
+  if scale in ("cifar100", "resnet_cifar100"):
+    config.data.name = "cifar100"
+  if scale == "cifar100":
+    config.model.width, config.model.last_layer_norm = 64, 20.0
+  if scale.startswith("resnet"):
+    config.model.name, config.model.width = "resnet18_si", 64
+  return config, scale
