@@ -1,9 +1,11 @@
-"""A sweep of N learning rates: one vmapped step over N members vs N single steps.
+"""A sweep of N learning rates: one vmapped step over N members vs N single steps
+(si_jax, both convolution implementations) vs N PyTorch steps.
 
   python benchmarks/sweep_speed.py [--members 8] [--widths 8 16] [--steps 10]
 
-Prints the per-step time of the vmapped sweep, of one single run, and the speed-up
-N * single / vmapped (> 1: vmapping wins). Measured in one run; never asserted.
+Prints per-step times of the vmapped sweep and of one single run for model.conv_impl
+'xla' and 'patches', the speed-up N * single / vmapped (> 1: vmapping wins), and
+N sequential PyTorch steps (channels-last). Measured in one run; never asserted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from si_jax import config as config_lib
 from si_jax import sweep, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_vs_torch import dataset, time_jax  # noqa: E402
+from step_vs_torch import dataset, time_jax, time_torch  # noqa: E402
 
 
 def main():
@@ -31,21 +33,34 @@ def main():
   ds = dataset()
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), {os.cpu_count()} CPUs, "
         f"{args.members} members, batch 128")
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    torch = None
+  n = args.members
   for width in args.widths:
-    config = config_lib.base_config()
-    config.model.width = width
-    config.data.name, config.data.source = "digits", "embedded"  # the data passed below is used
-    members = [{"optim.lr": 0.01 * 2**i} for i in range(args.members)]
-    task, stacked = sweep.create_sweep(config, members, ds)
-    vmapped = jax.jit(jax.vmap(functools.partial(train.train_step, task),
-                               in_axes=(0, None, None, None)), donate_argnums=0)
-    t_sweep = time_jax(vmapped, stacked, ds, args.steps)
-    single_task, single_state = train.create_task_and_state(config, ds)
-    single = jax.jit(functools.partial(train.train_step, single_task), donate_argnums=0)
-    t_single = time_jax(single, single_state, ds, args.steps)
-    print(f"width {width:3d}: vmapped {t_sweep * 1e3:8.1f} ms/step, single {t_single * 1e3:7.1f} "
-          f"ms/step, speed-up {args.members} x single / vmapped = "
-          f"{args.members * t_single / t_sweep:4.2f}x", flush=True)
+    best_sequential = None
+    for impl in ("xla", "patches"):
+      config = config_lib.base_config()
+      config.model.width, config.model.conv_impl = width, impl
+      config.data.name, config.data.source = "digits", "embedded"  # the data passed below is used
+      members = [{"optim.lr": 0.01 * 2**i} for i in range(n)]
+      task, stacked = sweep.create_sweep(config, members, ds)
+      vmapped = jax.jit(jax.vmap(functools.partial(train.train_step, task),
+                                 in_axes=(0, None, None, None)), donate_argnums=0)
+      t_sweep = time_jax(vmapped, stacked, ds, args.steps)
+      single_task, single_state = train.create_task_and_state(config, ds)
+      single = jax.jit(functools.partial(train.train_step, single_task), donate_argnums=0)
+      t_single = time_jax(single, single_state, ds, args.steps)
+      best_sequential = min(best_sequential or 1e9, n * t_single)
+      print(f"width {width:3d} conv_impl {impl:7s}: vmapped {t_sweep * 1e3:8.1f} ms/step, "
+            f"{n} x single {n * t_single * 1e3:8.1f} ms, speed-up {n} x single / vmapped = "
+            f"{n * t_single / t_sweep:4.2f}x", flush=True)
+    if torch:
+      t_torch = time_torch(width, ds, args.steps, channels_last=True)
+      print(f"width {width:3d}: {n} sequential PyTorch steps (channels-last) "
+            f"{n * t_torch * 1e3:8.1f} ms; best sequential si_jax / PyTorch = "
+            f"{best_sequential / (n * t_torch):4.2f}x", flush=True)
 
 
 if __name__ == "__main__":
