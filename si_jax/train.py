@@ -88,8 +88,9 @@ def apply_gradients(task: Task, state: TrainState, grads, new_batch_stats, loss,
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh named 'data' over all local devices (Auto axis: the classic behaviour)."""
-  devices = jax.local_devices() if devices is None else devices
+  """A 1-D mesh named 'data' over all devices, of every host after
+  ``jax.distributed.initialize()`` (Auto axis: the classic behaviour)."""
+  devices = jax.devices() if devices is None else devices
   return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices)
 
@@ -411,11 +412,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     print(f"resuming {workdir} from the checkpoint of epoch {start_epoch} "
           f"(step {int(state.step)})", file=sys.stderr)
 
-  mesh = data_mesh() if jax.local_device_count() > 1 else None
-  # the data lives on every device (replicated); each step's batch is then split
-  where = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh else None
-  train_x, train_y = (jax.device_put(a, where) for a in (dataset.train_images, dataset.train_labels))
-  test_x, test_y = (jax.device_put(a, where) for a in (dataset.test_images, dataset.test_labels))
+  mesh = data_mesh() if jax.device_count() > 1 else None
+  # the data lives on every device (replicated; every host loads the same arrays); each
+  # step's batch is then split
+  if mesh:
+    where = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    put = lambda a: jax.make_array_from_process_local_data(where, a, a.shape)
+  else:
+    put = jax.device_put
+  train_x, train_y, test_x, test_y = (put(a) for a in (
+      dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels))
   n_train = len(dataset.train_labels)
 
   step_fn = jax.jit(functools.partial(
@@ -449,7 +455,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return state, [m]
 
   run_epoch = sgd_epoch if tc.mode == "sgd" else gd_epoch
-  writer = MetricWriter(workdir, per_step=(tc.log_every == "step"), offsets=offsets)
+  # every host computes the same metrics; host 0 writes the run's logs, others their own
+  log_dir = workdir if jax.process_index() == 0 else os.path.join(
+      workdir, f"process_{jax.process_index()}")
+  os.makedirs(log_dir, exist_ok=True)
+  writer = MetricWriter(log_dir, per_step=(tc.log_every == "step"), offsets=offsets)
   bar = Progress(tc.epochs, enabled=progress)
   start = time.time() - wall_before
   record: dict[str, Any] = {}
