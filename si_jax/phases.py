@@ -19,7 +19,8 @@ onset of a destabilization when
 Each period then runs from one onset to the next (period 0 from the start of training:
 the warm-up, which has no phase C) and is split into
 
-* phase C: from the onset to the loss's peak (the spike);
+* phase C: from the onset to the loss's peak within the spike (before the loss has
+  fallen ``ratio`` below that peak);
 * phase A: from the peak until the loss is within ``b_decades`` (1) decade of the
   period's minimum loss (the loss falls, the norm changes little);
 * phase B: from there to the next onset (the loss sits near its minimum while the
@@ -75,7 +76,8 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Period:
-  """One period: sample indices [start, end) and its phases (index ranges, end exclusive)."""
+  """One period: sample indices [start, end) and its phases (index ranges, end exclusive;
+  they tile the period, except in a run whose loss never converged: all empty there)."""
   index: int
   start: int
   end: int
@@ -197,6 +199,20 @@ def _norm_jumps(weight_norm: np.ndarray, i: int, norm_jump: float, confirm: int)
   return after.max() > (1 + norm_jump) * before.min()
 
 
+def _spike_peak(loss: np.ndarray, ratio: float) -> int:
+  """Index of the loss's peak within the spike that starts at ``loss[0]``: the spike
+  ends when the loss has fallen ``ratio`` below its running peak."""
+  peak_i, peak = 0, -np.inf
+  for i, value in enumerate(loss):
+    if not np.isfinite(value):
+      continue
+    if value > peak:
+      peak_i, peak = i, value
+    elif value * ratio <= peak:
+      break
+  return peak_i
+
+
 def _range(stats: dict, name: str, values: np.ndarray) -> None:
   values = values[np.isfinite(values)]
   if len(values):
@@ -225,17 +241,18 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
   smoothed = _smooth(loss, smooth)
   bounds = [0, *onsets, n]
   periods = []
+  converged = not reason.startswith("the loss never converged")
   for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
     if end <= start:
       continue
     seg = smoothed[start:end]
     ok = np.isfinite(seg)
-    peak = start + int(np.nanargmax(np.where(ok, seg, -np.inf))) + 1 if k and ok.any() else start
-    peak = min(peak, end)
+    peak = start + _spike_peak(seg, ratio) + 1 if k else start
     after = smoothed[peak:end]
     low = np.nanmin(seg) if ok.any() else np.nan
     near = np.flatnonzero(after <= low * 10**b_decades)
     b_start = peak + int(near[0]) if len(near) else end
+
     stats: dict[str, float] = {
         "x_start": float(x[start]), "x_end": float(x[end - 1]),
         "length": float(x[end] - x[start]) if end < n else float(x[end - 1] - x[start] + 1),
@@ -254,8 +271,9 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
     for name in ("effective_lr", "effective_grad_norm", "weight_norm"):
       if name in series:
         _range(stats, name, series[name][start:end])
+    phases_ = ((start, peak), (peak, b_start), (b_start, end)) if converged else ((start, start),) * 3
     periods.append(Period(index=k, start=start, end=end, complete=end < n,
-                          c=(start, peak), a=(peak, b_start), b=(b_start, end), stats=stats))
+                          c=phases_[0], a=phases_[1], b=phases_[2], stats=stats))
   return Analysis(x=x, onsets=onsets, periods=periods, reason=reason)
 
 

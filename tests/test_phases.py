@@ -84,6 +84,8 @@ def test_too_large_learning_rate_has_no_periods():
   a = phases.analyze({"loss": loss, "weight_norm": rho})
   assert not a.periodic and a.onsets == []
   assert "never converged" in a.reason
+  p = a.periods[0]
+  assert p.c[1] == p.c[0] and p.a[1] == p.a[0] and p.b[1] == p.b[0]  # no phases to shade
 
 
 def test_loss_bumps_without_a_norm_jump_are_noise():
