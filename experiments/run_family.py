@@ -9,6 +9,7 @@ member, phases A/B/C shaded) and, for lr-wd products, <family>_ranges.png (Fig. 
 Rerunning resumes unfinished members and skips finished ones; --figures_only redraws.
 """
 
+import json
 import os
 import sys
 
@@ -52,6 +53,8 @@ def main(argv):
   try:
     if _FIGURES_ONLY.value:
       summary = experiment.summarize(config, workdir)
+      with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
     else:
       summary = experiment.run_family(config, workdir, vmap=_VMAP.value)
   except (ValueError, FileNotFoundError) as e:

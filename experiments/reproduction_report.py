@@ -1,0 +1,125 @@
+"""Collects the CPU-scale figure families into the numbers of docs/reproduction.md.
+
+  python experiments/reproduction_report.py runs/cpu --figures docs/figures
+
+Expects the workdirs of the commands in docs/reproduction.md under RUNS (lr_sweep,
+wd_sweep, lr_wd_product, last_layer_norm, practical, gd, one_period, minima); prints
+for each family its table and the claim checks, and writes down-scaled copies of the
+figures (PNG, at most 1400 px wide) into --figures. Families not run yet are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from si_jax import experiment, phases
+
+
+def load_summary(path: str) -> dict | None:
+  if not os.path.exists(os.path.join(path, "summary.json")):
+    return None
+  with open(os.path.join(path, "summary.json")) as f:
+    return json.load(f)
+
+
+def shrink(src: str, dst_dir: str, width: int = 1400) -> str | None:
+  if not os.path.exists(src):
+    return None
+  os.makedirs(dst_dir, exist_ok=True)
+  image = Image.open(src)
+  if image.width > width:
+    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+  dst = os.path.join(dst_dir, os.path.basename(src))
+  image.convert("RGB").quantize(colors=128).save(dst, optimize=True)
+  return dst
+
+
+def tail_range(workdir: str, key: str, tail: float = 0.5) -> tuple[float, float]:
+  """5% / 95% quantiles of a metric over the last ``tail`` of a run (Remark 3's ranges)."""
+  v = phases.load_series(workdir)[key]
+  v = v[int(len(v) * (1 - tail)):]
+  v = v[np.isfinite(v)]
+  return float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95))
+
+
+def first_divergence(a: str, b: str, key: str = "loss", rel: float = 1e-3) -> tuple[int | None, float]:
+  """(first epoch where two runs differ by more than ``rel``, max relative difference
+  over the epochs before it)."""
+  x, y = phases.load_series(a)[key], phases.load_series(b)[key]
+  d = np.abs(x - y) / np.abs(x)
+  bad = np.flatnonzero(d > rel)
+  first = int(bad[0]) if len(bad) else None
+  return (first + 1 if first is not None else None), float(d[:first].max() if first else d.max())
+
+
+def sweep_claims(s: dict) -> None:
+  flags = [m["periodic"] for m in s["members"]]
+  periodic = [i for i, f in enumerate(flags) if f]
+  contiguous = periodic and periodic == list(range(periodic[0], periodic[-1] + 1))
+  print(f"  periodic members: {[s['members'][i]['label'] for i in periodic]}; contiguous middle "
+        f"range: {bool(contiguous and periodic[0] > 0 and periodic[-1] < len(flags) - 1)}")
+  for m in s["members"]:
+    if not m["periodic"]:
+      print(f"  {m['label']}: {m['reason']}")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("runs")
+  parser.add_argument("--figures", default="docs/figures")
+  args = parser.parse_args()
+  for family in ("lr_sweep", "wd_sweep", "lr_wd_product", "last_layer_norm", "practical", "gd"):
+    path = os.path.join(args.runs, family)
+    s = load_summary(path)
+    if s is None:
+      print(f"## {family}: not run")
+      continue
+    print(f"## {family}\n{experiment.table(s)}")
+    for m in s["members"]:
+      lengths = [p["length"] for p in m["periods"][1:] if p["complete"]]
+      if lengths:
+        print(f"  {m['label']}: period lengths {lengths}")
+    if family in ("lr_sweep", "wd_sweep", "last_layer_norm"):
+      sweep_claims(s)
+    if family == "lr_wd_product":
+      for m in s["members"]:
+        d = os.path.join(path, m["name"])
+        elr, g = tail_range(d, "effective_lr"), tail_range(d, "effective_grad_norm")
+        print(f"  {m['label']}: 2nd-half 5-95% effective LR {elr[0]:.3g}..{elr[1]:.3g}, "
+              f"effective grad norm {g[0]:.3g}..{g[1]:.3g}")
+      for m in s["members"]:
+        if m["name"].startswith("rescaled"):
+          ref = os.path.join(path, "ratio_1")
+          for key in ("loss", "effective_lr"):
+            epoch, before = first_divergence(os.path.join(path, m["name"]), ref, key)
+            print(f"  {m['label']} vs lr 0.1, wd 0.03: {key} equal to rel 1e-3 until epoch "
+                  f"{epoch} (max rel. difference before: {before:.2g})")
+    for name in (f"{family}.png", f"{family}_phases.png", f"{family}_ranges.png"):
+      out = shrink(os.path.join(path, name), args.figures)
+      if out:
+        print(f"  figure {out} ({os.path.getsize(out) // 1024} KiB)")
+  minima = os.path.join(args.runs, "minima", "similarity.json")
+  if os.path.exists(minima):
+    with open(minima) as f:
+      r = json.load(f)
+    print("## minima similarity")
+    for k in ("within_run_cosine", "independent_cosine", "within_run_ensemble_error",
+              "independent_ensemble_error"):
+      v = r[k]
+      print(f"  {k}: mean {np.mean(v):.4f}, min {np.min(v):.4f}, max {np.max(v):.4f} ({len(v)})")
+    print("  single models:", [(c["run"], c["period"], c["epoch"], round(c["test_error"], 4))
+                               for c in r["checkpoints"]])
+    shrink(os.path.join(args.runs, "minima", "minima_similarity.png"), args.figures)
+  for name in ("one_period.png", "fig13.png"):
+    out = shrink(os.path.join(args.runs, "one_period", name), args.figures)
+    if out:
+      print(f"  figure {out} ({os.path.getsize(out) // 1024} KiB)")
+
+
+if __name__ == "__main__":
+  main()
