@@ -30,12 +30,15 @@ from si_jax import train
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def dataset(n=1024, seed=0):
+def dataset(n=1024, seed=0, size=32, channels=3):
+  """Random CIFAR-shaped data (``size=8, channels=1``: digits-shaped)."""
   rng = np.random.default_rng(seed)
-  return data_lib.Dataset("bench", rng.standard_normal((n, 32, 32, 3)).astype(np.float32),
+  shape = (size, size, channels)
+  return data_lib.Dataset("bench", rng.standard_normal((n, *shape)).astype(np.float32),
                           rng.integers(0, 10, n).astype(np.int32),
-                          rng.standard_normal((128, 32, 32, 3)).astype(np.float32),
-                          rng.integers(0, 10, 128).astype(np.int32), 10, np.zeros(3, np.float32))
+                          rng.standard_normal((128, *shape)).astype(np.float32),
+                          rng.integers(0, 10, 128).astype(np.int32), 10,
+                          np.zeros(channels, np.float32))
 
 
 def plain_step(task, state, images, labels, idx):
