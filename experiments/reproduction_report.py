@@ -47,14 +47,12 @@ def tail_range(workdir: str, key: str, tail: float = 0.5) -> tuple[float, float]
   return float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95))
 
 
-def first_divergence(a: str, b: str, key: str = "loss", rel: float = 1e-3) -> tuple[int | None, float]:
-  """(first epoch where two runs differ by more than ``rel``, max relative difference
-  over the epochs before it)."""
-  x, y = phases.load_series(a)[key], phases.load_series(b)[key]
-  d = np.abs(x - y) / np.abs(x)
-  bad = np.flatnonzero(d > rel)
-  first = int(bad[0]) if len(bad) else None
-  return (first + 1 if first is not None else None), float(d[:first].max() if first else d.max())
+def relative_differences(a: str, b: str, key: str, scale: float = 1.0,
+                         epochs=(1, 2, 5, 10, 20, 50, 100)) -> str:
+  """|a / scale - b| / |b| of a per-epoch metric of two runs at some epochs."""
+  x, y = phases.load_series(a)[key] / scale, phases.load_series(b)[key]
+  d = np.abs(x - y) / np.abs(y)
+  return ", ".join(f"epoch {e}: {d[e - 1]:.1e}" for e in epochs if e <= len(d))
 
 
 def sweep_claims(s: dict) -> None:
@@ -95,10 +93,11 @@ def main():
       for m in s["members"]:
         if m["name"].startswith("rescaled"):
           ref = os.path.join(path, "ratio_1")
-          for key in ("loss", "effective_lr"):
-            epoch, before = first_divergence(os.path.join(path, m["name"]), ref, key)
-            print(f"  {m['label']} vs lr 0.1, wd 0.03: {key} equal to rel 1e-3 until epoch "
-                  f"{epoch} (max rel. difference before: {before:.2g})")
+          c = m["overrides"]["model.init_scale"]
+          for key, scale in (("loss", 1.0), ("weight_norm", c), ("effective_lr", 1.0)):
+            name = "weight_norm / c" if key == "weight_norm" else key
+            print(f"  {m['label']} vs lr 0.1, wd 0.03: relative difference of {name}: "
+                  f"{relative_differences(os.path.join(path, m['name']), ref, key, scale)}")
     for name in (f"{family}.png", f"{family}_phases.png", f"{family}_ranges.png"):
       out = shrink(os.path.join(path, name), args.figures)
       if out:
