@@ -12,7 +12,7 @@ initialization scaled by 0.5, 1 and 2. ``experiments/gd_fixed_norm.py`` then add
 members that start from the reference run's checkpoint taken before its first
 destabilization: one with the norm fixed there, one regular (the control).
 
-Variants: ``cpu`` (512 digits, width 8, wd 0.03, lr 0.1/0.5/2, 2000 steps); '' (paper:
+Variants: ``cpu`` (512 digits, width 8, wd 0.03, lr 0.1/0.5/2, 1500 steps, ~15 min); '' (paper:
 ConvNet width 32 on a random 4.5K subset of CIFAR-10, 5K random test images, wd 1e-4,
 lr 0.1/0.5/1/2, 20000 steps, exact full-batch BN statistics).
 """
@@ -30,7 +30,7 @@ def get_config(arg: str | None = None):
   if scale == "cpu":
     config.data.train_size = 512
     config.optim.wd = 0.03
-    config.train.epochs, config.train.eval_every = 2000, 10
+    config.train.epochs, config.train.eval_every = 1500, 10
     lrs = (0.1, 0.5, 2.0)
   else:
     config.data.train_size, config.data.test_size, config.data.subset = 4500, 5000, "random"
