@@ -173,12 +173,15 @@ def test_embedded_digits_is_real_data():
     data_lib.load_dataset("mnist", "embedded")
 
 
-def test_augmentation_crops_and_flips():
-  x = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1) + 1
-  pad = jnp.array([-5.0])
+@pytest.mark.parametrize("size,pad", [(8, 1), (16, 2)])
+def test_augmentation_crops_and_flips(size, pad):
+  """Padding 4 on 32x32 CIFAR, scaled with the image (1 on the 8x8 digits)."""
+  assert data_lib.augment.crop_padding(32) == 4 and data_lib.augment.crop_padding(size) == pad
+  x = jnp.arange(2 * size * size, dtype=jnp.float32).reshape(2, size, size, 1) + 1
+  black = jnp.array([-5.0])
   seen_flip, seen_shift = False, False
   for seed in range(20):
-    y = data_lib.augment_batch(jax.random.key(seed), x, pad)
+    y = data_lib.augment_batch(jax.random.key(seed), x, black)
     assert y.shape == x.shape
     for i in range(2):
       img = np.asarray(y[i, :, :, 0])
@@ -187,12 +190,12 @@ def test_augmentation_crops_and_flips():
       candidates = [src, src[:, ::-1]]
       ok = False
       for cand in candidates:
-        padded = np.pad(cand, 4, constant_values=-5.0)
-        for dy in range(9):
-          for dx in range(9):
-            if np.array_equal(padded[dy:dy + 8, dx:dx + 8], img):
+        padded = np.pad(cand, pad, constant_values=-5.0)
+        for dy in range(2 * pad + 1):
+          for dx in range(2 * pad + 1):
+            if np.array_equal(padded[dy:dy + size, dx:dx + size], img):
               ok = True
-              seen_shift |= (dy, dx) != (4, 4)
-              seen_flip |= cand is candidates[1] and (dy, dx) == (4, 4)
+              seen_shift |= (dy, dx) != (pad, pad)
+              seen_flip |= cand is candidates[1] and (dy, dx) == (pad, pad)
       assert ok
   assert seen_flip and seen_shift
