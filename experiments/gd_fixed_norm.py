@@ -18,9 +18,7 @@ from ml_collections import config_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 from si_jax import checkpoint, experiment, phases  # noqa: E402
-import run_family  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/gd.py[:variant]")
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
@@ -67,7 +65,7 @@ def main(argv):
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(note + "\n\n" + text + "\n")
   print(text)
-  for path in run_family.draw(config, workdir):
+  for path in experiment.draw(config, workdir):
     print(f"figure: {path}")
 
 

@@ -18,7 +18,7 @@ import jax
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from si_jax import experiment, plotting  # noqa: E402
+from si_jax import experiment  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py[:variant])",
                                           lock_config=True)
@@ -28,19 +28,6 @@ _VMAP = flags.DEFINE_enum("vmap", "auto", ["auto", "yes", "no"],
                           "(auto: on accelerators only; slower on XLA:CPU)")
 _FIGURES_ONLY = flags.DEFINE_bool("figures_only", False, "only analyse and draw existing runs")
 _CACHE = flags.DEFINE_string("compilation_cache_dir", "", "persistent XLA compilation cache")
-
-
-def draw(config, workdir: str) -> list[str]:
-  members = experiment.member_overrides(config)
-  dirs = [os.path.join(workdir, name) for name, _, _ in members]
-  labels = [label for _, label, _ in members]
-  name = config.experiment.name
-  out = [plotting.plot_runs(dirs, os.path.join(workdir, f"{name}.png"), labels=labels),
-         plotting.plot_phases(dirs, os.path.join(workdir, f"{name}_phases.png"), labels=labels)]
-  if config.experiment.figure == "product":
-    out.append(plotting.plot_effective_ranges(dirs, os.path.join(workdir, f"{name}_ranges.png"),
-                                              labels))
-  return out
 
 
 def main(argv):
@@ -63,7 +50,7 @@ def main(argv):
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write(text + "\n")
   print(text)
-  for path in draw(config, workdir):
+  for path in experiment.draw(config, workdir):
     print(f"figure: {path}")
 
 

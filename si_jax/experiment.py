@@ -167,6 +167,23 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs
   return out
 
 
+def draw(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """The family's figures (PNG + PDF): WORKDIR/<name>.png (the four panels of Figs. 1-3,
+  all members), <name>_phases.png (a panel per member, phases shaded) and, for lr-wd
+  products, <name>_ranges.png (Fig. 16)."""
+  from si_jax import plotting  # matplotlib only when drawing
+  members = member_overrides(config)
+  dirs = [os.path.join(workdir, name) for name, _, _ in members]
+  labels = [label for _, label, _ in members]
+  name = config.experiment.name
+  out = [plotting.plot_runs(dirs, os.path.join(workdir, f"{name}.png"), labels=labels),
+         plotting.plot_phases(dirs, os.path.join(workdir, f"{name}_phases.png"), labels=labels)]
+  if config.experiment.figure == "product":
+    out.append(plotting.plot_effective_ranges(dirs, os.path.join(workdir, f"{name}_ranges.png"),
+                                              labels))
+  return out
+
+
 def table(summary: dict[str, Any]) -> str:
   """A Markdown table of the members' periods."""
   rows = ["| member | destabilizations | mean period (epochs) | min train loss | min test error |",
