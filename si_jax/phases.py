@@ -183,7 +183,8 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, rati
   if not ever_converged:
     return [], (f"the loss never converged (its 3-sample running median fell to "
                 f"{np.nanmin(level):.3g}, less than {converge_ratio:g}x below its maximum "
-                f"{top:.3g}): too large a learning rate or weight decay?")
+                f"{top:.3g}): learning rate or weight decay too large, or a network that cannot fit "
+                "the data (e.g. too small a last-layer norm)")
   extra = (f"; {bumps_without_jump} loss bumps without a weight-norm jump were SGD noise"
            if bumps_without_jump else "")
   return [], ("the loss converged and never destabilized (learning rate or weight decay "
