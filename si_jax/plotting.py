@@ -89,6 +89,7 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
   axes[2].set(xlabel="epoch", ylabel=r"$\rho$ (SI weight norm)", title="Weight norm")
   axes[3].set(xlabel=r"effective LR $\eta/\rho^2$", ylabel=r"effective grad norm $\rho\|\nabla f\|$",
               title="Effective grad norm vs effective LR")
+  axes[3].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
   axes[0].legend(fontsize=8)
   _save(fig, out)
   return out
