@@ -116,8 +116,14 @@ class Analysis:
         "destabilizations": self.destabilizations,
         "n_destabilizations": len(self.onsets),
         "mean_period": float(np.mean(lengths)) if lengths else float("nan"),
-        "periods": [dict(index=p.index, complete=p.complete, **p.stats) for p in self.periods],
+        "periods": [dict(index=p.index, complete=p.complete, phases=self.phase_bounds(p), **p.stats)
+                    for p in self.periods],
     }
+
+  def phase_bounds(self, period: Period) -> dict[str, list[float]]:
+    """Each non-empty phase of ``period`` as [first x, last x] (epochs or steps)."""
+    return {name: [float(self.x[lo]), float(self.x[hi - 1])]
+            for name, (lo, hi) in (("C", period.c), ("A", period.a), ("B", period.b)) if hi > lo}
 
   def describe(self) -> str:
     """A few lines for a terminal."""

@@ -57,6 +57,9 @@ def test_known_periods_are_found_exactly(noise):
     # the loss halves per sample from ~1 to 1e-4: A ends within a decade of the floor
     assert p.a[1] - p.a[0] == pytest.approx(10, abs=3)
   p = a.periods[2]
+  bounds = a.summary()["periods"][2]["phases"]
+  assert bounds["C"][0] == 96.0 and bounds["B"][1] == 140.0  # epochs: onset .. before the next
+  assert bounds["C"][1] + 1 == bounds["A"][0] and bounds["A"][1] + 1 == bounds["B"][0]
   assert p.stats["weight_norm_max"] == pytest.approx(s["weight_norm"][95], rel=1e-12)
   assert p.stats["weight_norm_min"] == pytest.approx(s["weight_norm"][139], rel=1e-12)
   assert p.stats["effective_lr_max"] == pytest.approx(0.1 / s["weight_norm"][139] ** 2)
