@@ -30,7 +30,7 @@ _REFERENCE = flags.DEFINE_string("reference", "lr_0p5", "member whose pre-destab
 
 def add_stage_two(config, workdir: str) -> str:
   ref_dir = os.path.join(workdir, _REFERENCE.value)
-  analysis = phases.analyze(phases.load_series(ref_dir))
+  analysis = phases.analyze_run(ref_dir)
   if not analysis.onsets:
     raise SystemExit(f"{ref_dir}: {analysis.describe()}; stage 2 needs a destabilization")
   first = analysis.destabilizations[0]

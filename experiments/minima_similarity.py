@@ -39,7 +39,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=Tru
 def end_of_phase_a(workdir: str, available: list[int]) -> list[tuple[int, int]]:
   """[(period, checkpoint epoch)]: the checkpoint nearest the first phase-B epoch of each
   period that has a phase B (the warm-up, period 0, included)."""
-  analysis = phases.analyze(phases.load_series(workdir))
+  analysis = phases.analyze_run(workdir)
   out = []
   for p in analysis.periods:
     if p.b[1] > p.b[0]:

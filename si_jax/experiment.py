@@ -159,7 +159,7 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs
   out = {"experiment": config.experiment.name, "members": []}
   for name, label, overrides in member_overrides(config):
     series = phases.load_series(os.path.join(workdir, name))
-    analysis = phases.analyze(series, **analysis_kwargs)
+    analysis = phases.analyze_run(os.path.join(workdir, name), **analysis_kwargs)
     final = {k: float(series[k][-1]) for k in ("train_loss", "test_error") if k in series}
     out["members"].append({"name": name, "label": label, "overrides": overrides,
                            "epochs": int(series["epoch"][-1]), "final": final,

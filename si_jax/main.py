@@ -61,7 +61,7 @@ def main(argv):
   print(f"done in {summary['wall_time']:.0f}s: epoch {final['epoch']}, "
         f"train loss {final.get('train_loss', float('nan')):.4g}, "
         f"test error {final.get('test_error', float('nan')):.4f}")
-  analysis = phases.analyze(phases.load_series(_WORKDIR.value))
+  analysis = phases.analyze_run(_WORKDIR.value)
   spikes = [int(e) for e in analysis.destabilizations]
   print(f"destabilizations (train-loss spikes) at epochs: {spikes or 'none'} ({len(spikes)})")
   print(analysis.describe().splitlines()[0])

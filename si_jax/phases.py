@@ -10,8 +10,10 @@ onset of a destabilization when
    ``ratio`` below the spike's peak before a new one can count, so one long or double-
    humped spike counts once);
 2. the loss has converged: its running median over 3 samples has fallen
-   ``converge_ratio`` (100) below that median's largest value, so a run whose loss never
-   converges (too large a learning rate) has no destabilizations however noisy it is;
+   ``converge_ratio`` (100) below the reference loss: that median's largest value, or
+   the chance-level loss ln(classes) if larger (``analyze_run`` reads the classes from
+   the run's config), so a run whose loss never converges (too large a learning rate)
+   has no destabilizations however noisy it is;
 3. the SI weight norm jumps: its largest value in the ``confirm`` samples from i on
    exceeds its smallest in the ``confirm`` samples before i by the factor
    ``1 + norm_jump`` (a loss bump without a norm jump is SGD noise, not phase C).
@@ -35,6 +37,8 @@ has fewer than two destabilizations.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any
 
 import numpy as np
@@ -150,7 +154,7 @@ def _fmt(values: list[float]) -> str:
 
 def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, ratio: float = 10.0,
                 converge_ratio: float = 100.0, norm_jump: float = 0.02, confirm: int = 5,
-                smooth: int = 1) -> tuple[list[int], str]:
+                smooth: int = 1, reference_loss: float | None = None) -> tuple[list[int], str]:
   """Sample indices where destabilizations start, and why there are none if so.
 
   See the module docstring for the three conditions. ``weight_norm=None`` skips the
@@ -164,7 +168,7 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, rati
   if finite.sum() < 3:
     return [], "fewer than 3 finite loss values"
   level = _smooth(np.where(finite, loss, np.nan), 3)  # one-sample dips are not convergence
-  top = np.nanmax(level)
+  top = max(np.nanmax(level), reference_loss or 0.0)
   onsets: list[int] = []
   window_min, level_min, armed, peak = np.inf, np.inf, True, 0.0
   ever_converged, bumps_without_jump = False, 0
@@ -228,7 +232,8 @@ def _range(stats: dict, name: str, values: np.ndarray) -> None:
 
 def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_ratio: float = 100.0,
             norm_jump: float = 0.02, confirm: int = 5, smooth: int = 1,
-            b_decades: float = 1.0, min_destabilizations: int = 2) -> Analysis:
+            b_decades: float = 1.0, min_destabilizations: int = 2,
+            reference_loss: float | None = None) -> Analysis:
   """Destabilizations, periods, phases and per-period statistics of a logged run.
 
   ``series`` is ``load_series(workdir)`` (per epoch) or ``load_series(workdir,
@@ -241,7 +246,8 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
   x = _x(series, n)
   rho = series.get("weight_norm")
   onsets, reason = find_onsets(loss, rho, ratio=ratio, converge_ratio=converge_ratio,
-                               norm_jump=norm_jump, confirm=confirm, smooth=smooth)
+                               norm_jump=norm_jump, confirm=confirm, smooth=smooth,
+                               reference_loss=reference_loss)
   if onsets and len(onsets) < min_destabilizations:
     reason = (f"only {len(onsets)} destabilization (at {x[onsets[0]]:g}); periodic behavior "
               f"needs {min_destabilizations}: train longer")
@@ -282,6 +288,25 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
     periods.append(Period(index=k, start=start, end=end, complete=end < n,
                           c=phases_[0], a=phases_[1], b=phases_[2], stats=stats))
   return Analysis(x=x, onsets=onsets, periods=periods, reason=reason)
+
+
+def chance_loss(workdir: str) -> float | None:
+  """ln(number of classes) of a run's dataset, from its config.json (None if unknown)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    name = json.load(f).get("data", {}).get("name")
+  classes = {"digits": 10, "cifar10": 10, "cifar100": 100}.get(name)
+  return float(np.log(classes)) if classes else None
+
+
+def analyze_run(workdir: str, steps: bool = False, **kwargs) -> Analysis:
+  """``analyze`` of a run directory's logs, with the chance-level loss as the reference
+  for convergence (a run whose first logged loss is already low still counts as
+  converged once it is 100x below chance)."""
+  kwargs.setdefault("reference_loss", chance_loss(workdir))
+  return analyze(load_series(workdir, steps=steps), **kwargs)
 
 
 def find_destabilizations(series: dict[str, np.ndarray], **kwargs) -> list[int]:

@@ -1,6 +1,8 @@
 """Period and phase detection on traces with known periods, on 'no periods' runs, and on
 the toy SI function of appendix E."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -154,3 +156,20 @@ def test_per_step_traces_need_smoothing_and_get_it():
 def test_bad_parameters_are_refused():
   with pytest.raises(ValueError, match="ratio"):
     phases.analyze(synthetic_run([50, 100]), ratio=1.0)
+
+
+def test_chance_level_reference_for_runs_that_learn_fast(tmp_path):
+  """A run whose first logged loss is already low (it learned most in epoch 1) still
+  converged once 100x below chance, ln(10); its spikes then count."""
+  s = synthetic_run([100, 200], noise=0.0, floor=5e-3)
+  s["train_loss"] = np.minimum(s["train_loss"], 0.3)  # never above 0.3: 5e-3 is < 100x below
+  assert phases.analyze(s).onsets == []
+  assert phases.analyze(s, reference_loss=np.log(10)).onsets == [100, 200]
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text('{"data": {"name": "cifar100"}}')
+  keys = ("epoch", "step", "train_loss", "loss", "weight_norm")
+  (run / "metrics.jsonl").write_text("".join(
+      json.dumps({k: float(s[k][i]) for k in keys}) + "\n" for i in range(len(s["epoch"]))))
+  assert phases.chance_loss(str(run)) == pytest.approx(np.log(100))
+  assert phases.analyze_run(str(run)).onsets == [100, 200]
