@@ -127,8 +127,12 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
     ok = np.isfinite(loss)
     ax.semilogy(a.x[ok], loss[ok], color="k", lw=0.8)
     twin = ax.twinx()
-    twin.plot(a.x, s["weight_norm"], color="tab:purple", lw=0.8)
+    rho = s["weight_norm"]
+    twin.plot(a.x, rho, color="tab:purple", lw=0.8)
     twin.tick_params(labelsize=7, colors="tab:purple")
+    twin.ticklabel_format(axis="y", useOffset=False)
+    if np.nanmax(rho) - np.nanmin(rho) < 1e-3 * np.nanmean(rho):  # a fixed norm: show it flat
+      twin.set_ylim(0.9 * np.nanmean(rho), 1.1 * np.nanmean(rho))
     shade_phases(ax, a)
     lengths = a.period_lengths()
     what = (f"{len(a.onsets)} destab., period {np.mean(lengths):.0f}" if a.periodic and lengths
