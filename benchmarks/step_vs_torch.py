@@ -91,7 +91,9 @@ def time_torch(width, ds, steps, channels_last):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
-  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--steps", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="variants are timed in turn, this many times; the best round counts")
   args = parser.parse_args()
   try:
     import torch
@@ -100,29 +102,46 @@ def main():
     torch, threads = None, None
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), "
         f"torch {torch.__version__ if torch else 'absent'} ({threads} threads), {os.cpu_count()} CPUs")
+  from gd_step import flops_of, matmul_gflops
+  peak = matmul_gflops()
   ds = dataset()
   for width in args.widths:
     config = config_lib.base_config()
     config.model.width = width
-    task, state = train.create_task_and_state(config, ds)
-    with_metrics = jax.jit(functools.partial(train.train_step, task), donate_argnums=0)
-    without = jax.jit(functools.partial(plain_step, task), donate_argnums=0)
-    t_plain = time_jax(without, train.create_task_and_state(config, ds)[1], ds, args.steps)
-    t_xla = time_jax(with_metrics, state, ds, args.steps)
+    task, _ = train.create_task_and_state(config, ds)
     config.model.conv_impl = "patches"
-    task, state = train.create_task_and_state(config, ds)
-    patches = jax.jit(functools.partial(train.train_step, task), donate_argnums=0)
-    t_patches = time_jax(patches, state, ds, args.steps)
+    patches_task, _ = train.create_task_and_state(config, ds)
+    variants = {  # name: (jitted step, its task's config)
+        "xla": jax.jit(functools.partial(train.train_step, task), donate_argnums=0),
+        "plain": jax.jit(functools.partial(plain_step, task), donate_argnums=0),
+        "patches": jax.jit(functools.partial(train.train_step, patches_task), donate_argnums=0),
+    }
+    config.model.conv_impl = "xla"
+    states = {k: train.create_task_and_state(config, ds)[1] for k in variants}
+    best: dict[str, float] = {}
+    for _ in range(args.rounds):  # interleaved, so a load change hits every variant
+      for k, fn in variants.items():
+        best[k] = min(best.get(k, 1e9), time_jax(fn, states[k], ds, args.steps))
+        states[k] = train.create_task_and_state(config, ds)[1]  # (donated)
+      if torch:
+        for cl in (False, True):
+          k = "torch channels-last" if cl else "torch"
+          best[k] = min(best.get(k, 1e9), time_torch(width, ds, args.steps, channels_last=cl))
+    t_xla, t_plain, t_patches = best["xla"], best["plain"], best["patches"]
     t_metrics = min(t_xla, t_patches)
     line = (f"width {width:3d}: si_jax {t_xla * 1e3:7.1f} ms (without metrics "
             f"{t_plain * 1e3:7.1f} ms, metrics cost {100 * (t_xla / t_plain - 1):+5.1f}%), "
             f"conv_impl=patches {t_patches * 1e3:7.1f} ms")
     if torch:
-      t_torch = time_torch(width, ds, args.steps, channels_last=False)
-      t_cl = time_torch(width, ds, args.steps, channels_last=True)
-      best = min(t_torch, t_cl)
+      t_torch, t_cl = best["torch"], best["torch channels-last"]
       line += (f" | torch {t_torch * 1e3:7.1f} ms, channels-last {t_cl * 1e3:7.1f} ms"
-               f" | si_jax / best torch = {t_metrics / best:4.2f}x")
+               f" | best si_jax / best torch = {t_metrics / min(t_torch, t_cl):4.2f}x")
+    idx = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, True)[0]
+    flops = {k: flops_of(variants[k].lower(states[k], ds.train_images, ds.train_labels, idx).compile())
+             for k in ("xla", "patches")}
+    line += (f"\n           profile: XLA counts {flops['xla'] / 1e9:.2f} GFLOP/step; achieved "
+             f"{flops['xla'] / t_xla / 1e9:.0f} GFLOP/s (xla), {flops['patches'] / t_patches / 1e9:.0f} "
+             f"GFLOP/s (patches), vs a float32 matmul peak of {peak:.0f} GFLOP/s here")
     print(line, flush=True)
 
 
