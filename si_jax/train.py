@@ -171,8 +171,11 @@ def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, tra
 
 
 def stack_metrics(pending: list[dict], axis: int = 0) -> dict[str, np.ndarray]:
-  """The per-step metric dicts of an epoch as host arrays, one transfer per metric."""
-  return jax.device_get(jax.tree.map(lambda *xs: jnp.stack(xs, axis=axis), *pending))
+  """The per-step metric dicts of an epoch as host arrays (one batched transfer, stacked
+  on the host: an eager device-side stack of arrays sharded over several CPU devices
+  can deadlock XLA:CPU's collectives while steps are still queued)."""
+  host = jax.device_get(pending)
+  return {k: np.stack([m[k] for m in host], axis=axis) for k in host[0]}
 
 
 def create_task_and_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset):
