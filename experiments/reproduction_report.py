@@ -5,7 +5,7 @@
 Expects the workdirs of the commands in docs/reproduction.md under RUNS (lr_sweep,
 wd_sweep, lr_wd_product, last_layer_norm, practical, gd, one_period, minima); prints
 for each family its table and the claim checks, and writes down-scaled copies of the
-figures (PNG, at most 1400 px wide) into --figures. Families not run yet are skipped.
+figures (PNG, at most 1100 px wide) into --figures. Families not run yet are skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def load_summary(path: str) -> dict | None:
     return json.load(f)
 
 
-def shrink(src: str, dst_dir: str, width: int = 1400) -> str | None:
+def shrink(src: str, dst_dir: str, width: int = 1100) -> str | None:
   if not os.path.exists(src):
     return None
   os.makedirs(dst_dir, exist_ok=True)
@@ -35,7 +35,7 @@ def shrink(src: str, dst_dir: str, width: int = 1400) -> str | None:
   if image.width > width:
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
   dst = os.path.join(dst_dir, os.path.basename(src))
-  image.convert("RGB").quantize(colors=128).save(dst, optimize=True)
+  image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
   return dst
 
 
