@@ -134,9 +134,13 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
     except ValueError as e:
       raise ValueError(f"member {name!r}: {e}") from None
   overrides = [o for _, _, o in members]
-  use_vmap = {"yes": True, "no": False, "auto": _vmap_pays(configs[0])}[vmap] and _vmappable(overrides)
-  if vmap == "yes" and not _vmappable(overrides):
-    raise ValueError(f"--vmap=yes needs members that differ only in {sweep.SWEEPABLE}")
+  # the vmapped engine trains SGD with per-epoch logs (no GD, per-step logs or checkpoints)
+  engine_ok = (_vmappable(overrides) and configs[0].train.mode == "sgd"
+               and configs[0].train.log_every == "epoch")
+  use_vmap = {"yes": True, "no": False, "auto": _vmap_pays(configs[0])}[vmap] and engine_ok
+  if vmap == "yes" and not engine_ok:
+    raise ValueError(f"--vmap=yes needs SGD members with per-epoch logs that differ only in "
+                     f"{sweep.SWEEPABLE}")
   os.makedirs(workdir, exist_ok=True)
   dirs = [os.path.join(workdir, name) for name, _, _ in members]
   if use_vmap:
