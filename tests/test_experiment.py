@@ -140,3 +140,21 @@ def test_fixed_norm_from_a_warm_start_keeps_that_norm(tmp_path):
   rho = np.array([r["weight_norm"] for r in logs.read_run(str(tmp_path / "fixed"))])
   assert np.ptp(rho) < 1e-4 * rho[0]
   assert rho[0] == pytest.approx(rho_source, rel=0.05)  # the norm it started from
+
+
+def test_vmapped_family_matches_sequential_members(tmp_path):
+  """--vmap=yes trains lr/wd members as one program; each equals its sequential run."""
+  members = [("a", "lr 0.1", {"optim.lr": 0.1}), ("b", "lr 0.05", {"optim.lr": 0.05, "optim.wd": 0.03})]
+  config, workdir = family(tmp_path, members)
+  config.data.order_seed = config.seed  # the sweep engine shares one data order
+  vmapped = experiment.run_family(config, workdir + "_v", vmap="yes", progress=False)
+  sequential = experiment.run_family(config, workdir + "_s", vmap="no", progress=False)
+  assert [m["name"] for m in vmapped["members"]] == ["a", "b"]
+  assert not os.path.exists(os.path.join(workdir + "_v", "a", "checkpoints"))  # the engine ran
+  for name in ("a", "b"):
+    got = logs.read_run(os.path.join(workdir + "_v", name))
+    want = logs.read_run(os.path.join(workdir + "_s", name))
+    for g, w in zip(got, want):
+      for k in ("loss", "weight_norm", "effective_lr", "test_loss"):
+        assert g[k] == pytest.approx(w[k], rel=1e-4), (name, k)
+  assert len(sequential["members"]) == 2
