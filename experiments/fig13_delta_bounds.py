@@ -33,7 +33,7 @@ def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int
   t0 is the step count at the end of the destabilization's first epoch.
   """
   epochs = phases.load_series(workdir)
-  analysis = phases.analyze_run(workdir, b_decades=float(np.log10(near)))
+  analysis = phases.analyze_run(workdir, series=epochs, b_decades=float(np.log10(near)))
   if not 1 <= period <= len(analysis.onsets) or not analysis.periods[period].complete:
     raise SystemExit(f"{workdir}: destabilizations at epochs {analysis.destabilizations}; "
                      f"period {period} needs two of them. Train longer or pick another --period.")

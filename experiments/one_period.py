@@ -33,7 +33,7 @@ _PERIOD = flags.DEFINE_integer("period", 1, "which period (0 is the warm-up)")
 
 def draw_period(workdir: str, period: int, out: str) -> str:
   epochs = phases.load_series(workdir)
-  analysis = phases.analyze_run(workdir)
+  analysis = phases.analyze_run(workdir, series=epochs)
   if not 0 <= period < len(analysis.periods):
     raise SystemExit(f"{workdir}: {analysis.describe()}\nno period {period}")
   p = analysis.periods[period]

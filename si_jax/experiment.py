@@ -171,8 +171,9 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs
   """Per member: label, its overrides and the phase analysis (``Analysis.summary``)."""
   out = {"experiment": config.experiment.name, "members": []}
   for name, label, overrides in member_overrides(config):
-    series = phases.load_series(os.path.join(workdir, name))
-    analysis = phases.analyze_run(os.path.join(workdir, name), **analysis_kwargs)
+    run_dir = os.path.join(workdir, name)
+    series = phases.load_series(run_dir)
+    analysis = phases.analyze_run(run_dir, series=series, **analysis_kwargs)
     final = {k: float(series[k][-1]) for k in ("train_loss", "test_error") if k in series}
     out["members"].append({"name": name, "label": label, "overrides": overrides,
                            "epochs": int(series["epoch"][-1]), "final": final,

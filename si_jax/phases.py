@@ -154,8 +154,11 @@ def _fmt(values: list[float]) -> str:
 
 def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, ratio: float = 10.0,
                 converge_ratio: float = 100.0, norm_jump: float = 0.02, confirm: int = 5,
-                smooth: int = 1, reference_loss: float | None = None) -> tuple[list[int], str]:
-  """Sample indices where destabilizations start, and why there are none if so.
+                smooth: int = 1, reference_loss: float | None = None
+                ) -> tuple[list[int], list[int], str]:
+  """(onsets, peaks, reason): sample indices where destabilizations start, where each
+  spike's loss peaks (before it falls ``ratio`` below that peak), and why there are no
+  destabilizations if so.
 
   See the module docstring for the three conditions. ``weight_norm=None`` skips the
   norm-jump condition (e.g. for a bare loss trace).
@@ -166,17 +169,19 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, rati
   loss = _smooth(np.asarray(loss, np.float64), smooth)
   finite = np.isfinite(loss) & (loss > 0)
   if finite.sum() < 3:
-    return [], "fewer than 3 finite loss values"
+    return [], [], "fewer than 3 finite loss values"
   level = _smooth(np.where(finite, loss, np.nan), 3)  # one-sample dips are not convergence
   top = max(np.nanmax(level), reference_loss or 0.0)
   onsets: list[int] = []
+  peaks: list[int] = []
   window_min, level_min, armed, peak = np.inf, np.inf, True, 0.0
   ever_converged, bumps_without_jump = False, 0
   for i in np.flatnonzero(finite):
     value = loss[i]
     if not armed:  # inside a spike: wait until the loss has come back down
-      peak = max(peak, value)
-      if value * ratio <= peak:
+      if value > peak:
+        peak, peaks[-1] = value, int(i)
+      elif value * ratio <= peak:
         armed, window_min, level_min = True, value, level[i]
       continue
     window_min, level_min = min(window_min, value), min(level_min, level[i])
@@ -187,17 +192,18 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, rati
         bumps_without_jump += 1
         continue
       onsets.append(int(i))
+      peaks.append(int(i))
       armed, peak = False, value
   if onsets:
-    return onsets, ""
+    return onsets, peaks, ""
   if not ever_converged:
-    return [], (f"the loss never converged (its 3-sample running median fell to "
+    return [], [], (f"the loss never converged (its 3-sample running median fell to "
                 f"{np.nanmin(level):.3g}, less than {converge_ratio:g}x below its maximum "
                 f"{top:.3g}): learning rate or weight decay too large, or a network that cannot fit "
                 "the data (e.g. too small a last-layer norm)")
   extra = (f"; {bumps_without_jump} loss bumps without a weight-norm jump were SGD noise"
            if bumps_without_jump else "")
-  return [], ("the loss converged and never destabilized (learning rate or weight decay "
+  return [], [], ("the loss converged and never destabilized (learning rate or weight decay "
               f"too small, or the run too short){extra}")
 
 
@@ -208,20 +214,6 @@ def _norm_jumps(weight_norm: np.ndarray, i: int, norm_jump: float, confirm: int)
   if not len(before) or not len(after):
     return False
   return after.max() > (1 + norm_jump) * before.min()
-
-
-def _spike_peak(loss: np.ndarray, ratio: float) -> int:
-  """Index of the loss's peak within the spike that starts at ``loss[0]``: the spike
-  ends when the loss has fallen ``ratio`` below its running peak."""
-  peak_i, peak = 0, -np.inf
-  for i, value in enumerate(loss):
-    if not np.isfinite(value):
-      continue
-    if value > peak:
-      peak_i, peak = i, value
-    elif value * ratio <= peak:
-      break
-  return peak_i
 
 
 def _range(stats: dict, name: str, values: np.ndarray) -> None:
@@ -245,7 +237,7 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
   n = len(loss)
   x = _x(series, n)
   rho = series.get("weight_norm")
-  onsets, reason = find_onsets(loss, rho, ratio=ratio, converge_ratio=converge_ratio,
+  onsets, peaks, reason = find_onsets(loss, rho, ratio=ratio, converge_ratio=converge_ratio,
                                norm_jump=norm_jump, confirm=confirm, smooth=smooth,
                                reference_loss=reference_loss)
   if onsets and len(onsets) < min_destabilizations:
@@ -260,7 +252,7 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
       continue
     seg = smoothed[start:end]
     ok = np.isfinite(seg)
-    peak = start + _spike_peak(seg, ratio) + 1 if k else start
+    peak = peaks[k - 1] + 1 if k else start  # phase C: onset .. the spike's peak
     after = smoothed[peak:end]
     low = np.nanmin(seg) if ok.any() else np.nan
     near = np.flatnonzero(after <= low * 10**b_decades)
@@ -301,12 +293,14 @@ def chance_loss(workdir: str) -> float | None:
   return float(np.log(classes)) if classes else None
 
 
-def analyze_run(workdir: str, steps: bool = False, **kwargs) -> Analysis:
-  """``analyze`` of a run directory's logs, with the chance-level loss as the reference
-  for convergence (a run whose first logged loss is already low still counts as
-  converged once it is 100x below chance)."""
+def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray] | None = None,
+                **kwargs) -> Analysis:
+  """``analyze`` of a run directory's logs (``series``: already loaded with
+  ``load_series``), with the chance-level loss as the reference for convergence (a run
+  whose first logged loss is already low still counts as converged once it is 100x
+  below chance)."""
   kwargs.setdefault("reference_loss", chance_loss(workdir))
-  return analyze(load_series(workdir, steps=steps), **kwargs)
+  return analyze(load_series(workdir, steps=steps) if series is None else series, **kwargs)
 
 
 def find_destabilizations(series: dict[str, np.ndarray], **kwargs) -> list[int]:

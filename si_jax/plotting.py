@@ -76,7 +76,7 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
         axes[2].legend(fontsize=8)
         axes[3].legend(fontsize=8)
     if mark_spikes:
-      analysis = phases.analyze_run(workdir)
+      analysis = phases.analyze_run(workdir, series=s)
       if len(workdirs) == 1:
         for ax in axes[:3]:
           shade_phases(ax, analysis)
@@ -122,7 +122,7 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
   for k, (workdir, label) in enumerate(zip(workdirs, labels)):
     ax = axes[k // cols][k % cols]
     s = phases.load_series(workdir)
-    a = analyses[k] if analyses else phases.analyze_run(workdir)
+    a = analyses[k] if analyses else phases.analyze_run(workdir, series=s)
     loss = phases.loss_series(s)
     ok = np.isfinite(loss)
     ax.semilogy(a.x[ok], loss[ok], color="k", lw=0.8)
