@@ -27,8 +27,35 @@ Every experiment config imports this one and overrides only what changes. Fields
                        forever). Rerunning with the same --workdir resumes exactly.
 """
 
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  """{'optim.lr': 0.1, ...} from a nested dict (``ConfigDict.to_dict()``)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def set_fields(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Sets dotted fields ('optim.lr', 'seed') in place; an unknown one is an error naming it."""
+  for key, value in overrides.items():
+    *sections, field = key.split(".")
+    node = config
+    for s in sections:
+      if s not in node:
+        raise ValueError(f"override {key!r}: the config has no section {s!r}")
+      node = node[s]
+    if field not in node:
+      raise ValueError(f"override {key!r}: no field {field!r} in {'.'.join(sections) or 'the config'}")
+    node[field] = value
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from si_jax import config as config_lib
 from si_jax import phases, sweep, train, validate
 
 FIGURES = ("sweep", "product", "gd", "similarity")
@@ -63,16 +64,6 @@ def experiment_config(base: ml_collections.ConfigDict, name: str,
   return base
 
 
-def _flatten(node, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in node.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The base run config (the experiment section removed)."""
   c = config.copy_and_resolve_references()
@@ -89,22 +80,14 @@ def member_overrides(config: ml_collections.ConfigDict) -> list[tuple[str, str, 
   members = config.experiment.members
   order = [n for n in config.experiment.get("order", ()) if n in members]
   names = order + sorted(set(members.keys()) - set(order))
-  return [(n, members[n].label, _flatten(members[n].overrides)) for n in names]
+  return [(n, members[n].label, config_lib.flatten(members[n].overrides.to_dict()))
+          for n in names]
 
 
 def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
   """The run config of one member; an unknown field is an error naming it."""
   c = run_config(config)
-  for key, value in overrides.items():
-    *sections, field = key.split(".")
-    node = c
-    for s in sections:
-      if s not in node:
-        raise ValueError(f"member override {key!r}: the config has no section {s!r}")
-      node = node[s]
-    if field not in node:
-      raise ValueError(f"member override {key!r}: no field {field!r} in {'.'.join(sections)}")
-    node[field] = value
+  config_lib.set_fields(c, overrides)
   return c
 
 

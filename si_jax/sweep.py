@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from si_jax import config as config_lib
 from si_jax import train, validate
 from si_jax.logs import MetricWriter
 
@@ -55,12 +56,7 @@ def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
     raise ValueError(f"sweep members may set only {SWEEPABLE}, got {sorted(unknown)}")
   c = config.copy_and_resolve_references()
   c.data.order_seed = train.order_seed(config)  # one data order for every member
-  for key, value in overrides.items():
-    if key == "seed":
-      c.seed = value
-    else:
-      section, field = key.split(".")
-      c[section][field] = value
+  config_lib.set_fields(c, overrides)
   return c
 
 

@@ -33,6 +33,7 @@ from si_jax import data as data_lib
 from si_jax import invariance, metrics, models, optim
 from si_jax import logs, validate
 from si_jax import checkpoint as checkpoint_lib
+from si_jax import config as config_lib
 from si_jax.checkpoint import Checkpointer
 from si_jax.logs import MetricWriter
 
@@ -314,19 +315,9 @@ class ConfigMismatch(ValueError):
 RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
-
-
 def config_differences(saved: dict, current: dict) -> list[str]:
   """'field: saved -> current' for every field that differs (resumable ones excepted)."""
-  a, b = _flatten(saved), _flatten(current)
+  a, b = config_lib.flatten(saved), config_lib.flatten(current)
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
