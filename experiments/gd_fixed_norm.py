@@ -34,7 +34,7 @@ def add_stage_two(config, workdir: str) -> str:
   if not analysis.onsets:
     raise SystemExit(f"{ref_dir}: {analysis.describe()}; stage 2 needs a destabilization")
   first = analysis.destabilizations[0]
-  saved = [e for e in checkpoint.Checkpointer(ref_dir).epochs() if e <= first - _MARGIN.value]
+  saved = [e for e in checkpoint.saved_epochs(ref_dir) if e <= first - _MARGIN.value]
   if not saved:
     raise SystemExit(f"{ref_dir}: no checkpoint {_MARGIN.value} steps before the first "
                      f"destabilization (step {first:g}); lower checkpoint.every_epochs")

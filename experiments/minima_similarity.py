@@ -68,7 +68,7 @@ def main(argv):
   names, vectors, probs = [], [], []
   for run, (name, label, _) in enumerate(members):
     run_dir = os.path.join(workdir, name)
-    available = checkpoint.Checkpointer(run_dir).epochs()
+    available = checkpoint.saved_epochs(run_dir)
     for period, epoch in end_of_phase_a(run_dir, available):
       params, stats, _ = checkpoint.load_weights(run_dir, epoch)
       vectors.append(np.concatenate([np.ravel(get_path(params, p)) for p in task.groups.si_paths]))
@@ -112,7 +112,7 @@ def main(argv):
       axes[1].hlines(np.mean(values), pos - 0.3, pos + 0.3, color="k")
   axes[1].set(xticks=range(3), ylabel="test error", title="functional similarity (ensembles of two)")
   axes[1].set_xticklabels([g[0] for g in groups], fontsize=8)
-  plotting._save(fig, os.path.join(workdir, "minima_similarity.png"))
+  plotting.save_figure(fig, os.path.join(workdir, "minima_similarity.png"))
   mean = lambda v: float(np.mean(v)) if v else float("nan")
   print(f"{len(names)} checkpoints: within-run cosine {mean(result['within_run_cosine']):.3f} "
         f"(min {min(result['within_run_cosine'], default=np.nan):.3f}), independent-run cosine "

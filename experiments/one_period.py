@@ -58,7 +58,7 @@ def draw_period(workdir: str, period: int, out: str) -> str:
   fig.suptitle(f"period {period}: epochs {p.stats['x_start']:g}-{p.stats['x_end']:g} "
                f"(C {done[p.c[0]]}-{done[p.c[1]]}, A -{done[p.a[1]]}, B -{done[p.b[1]]} steps)",
                fontsize=10)
-  plotting._save(fig, out)
+  plotting.save_figure(fig, out)
   print(analysis.describe())
   for name, (a, b) in (("C", p.c), ("A", p.a), ("B", p.b)):
     m = (steps["step"] >= done[a]) & (steps["step"] < done[b])

@@ -112,14 +112,26 @@ class Checkpointer:
     self._manager.close()
 
 
+def _existing_manager(workdir: str) -> ocp.CheckpointManager:
+  """A read-only view of a run's checkpoints (never creates the directory)."""
+  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"{directory} does not exist: is {workdir!r} a run with checkpoints?")
+  return ocp.CheckpointManager(directory, item_names=("state", "meta"))
+
+
+def saved_epochs(workdir: str) -> list[int]:
+  """The epochs of a run's checkpoints, oldest first."""
+  with _existing_manager(workdir) as manager:
+    return sorted(manager.all_steps())
+
+
 def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, int]:
   """(params, batch_stats, epoch) of a run's checkpoint (``None``: the newest), as numpy
   trees, whatever its optimizer; for warm starts (``model.init_checkpoint``) and for
   comparing the minima of different periods (appendix H)."""
-  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-  if not os.path.isdir(directory):
-    raise CheckpointError(f"{directory} does not exist: is {workdir!r} a run with checkpoints?")
-  with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
+  with _existing_manager(workdir) as manager:
+    directory = manager.directory
     epochs = sorted(manager.all_steps())
     if not epochs:
       raise CheckpointError(f"no checkpoint in {directory}")
@@ -127,6 +139,5 @@ def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, in
     if epoch not in epochs:
       raise CheckpointError(f"no checkpoint of epoch {epoch} in {directory}; it has {epochs}")
     tree = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  state = tree["state"]
-  as_numpy = lambda t: jax.tree.map(lambda a: jax.device_get(a), t)
-  return as_numpy(state["params"]), as_numpy(state["batch_stats"]), epoch
+  state = jax.device_get(tree["state"])
+  return state["params"], state["batch_stats"], epoch

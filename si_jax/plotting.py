@@ -91,7 +91,7 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
               title="Effective grad norm vs effective LR")
   axes[3].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
   axes[0].legend(fontsize=8)
-  _save(fig, out)
+  save_figure(fig, out)
   return out
 
 
@@ -147,7 +147,7 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
   fig.legend(handles + [plt.Line2D([], [], color="k"), plt.Line2D([], [], color="tab:purple")],
              [f"phase {p}" for p in PHASE_COLORS] + ["train loss", r"$\rho$"],
              loc="outside lower center", ncol=5, fontsize=8)
-  _save(fig, out)
+  save_figure(fig, out)
   return out
 
 
@@ -162,11 +162,11 @@ def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> s
   axes[0].set(xlabel="epoch", title=r"effective LR $\eta/\rho^2$")
   axes[1].set(xlabel="epoch", title=r"effective gradient norm $\rho\|\nabla f\|$")
   axes[0].legend(fontsize=7)
-  _save(fig, out)
+  save_figure(fig, out)
   return out
 
 
-def _save(fig, out: str) -> None:
+def save_figure(fig, out: str) -> None:
   """Writes ``out`` and, for a .png, the same figure as .pdf beside it."""
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   fig.savefig(out, dpi=110)
