@@ -17,7 +17,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from si_jax import experiment, phases
+from si_jax import experiment, phases, plotting
 
 
 def load_summary(path: str) -> dict | None:
@@ -37,14 +37,6 @@ def shrink(src: str, dst_dir: str, width: int = 1100) -> str | None:
   dst = os.path.join(dst_dir, os.path.basename(src))
   image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
   return dst
-
-
-def tail_range(workdir: str, key: str, tail: float = 0.5) -> tuple[float, float]:
-  """5% / 95% quantiles of a metric over the last ``tail`` of a run (Remark 3's ranges)."""
-  v = phases.load_series(workdir)[key]
-  v = v[int(len(v) * (1 - tail)):]
-  v = v[np.isfinite(v)]
-  return float(np.quantile(v, 0.05)), float(np.quantile(v, 0.95))
 
 
 def relative_differences(a: str, b: str, key: str, scale: float = 1.0,
@@ -86,8 +78,9 @@ def main():
       sweep_claims(s)
     if family == "lr_wd_product":
       for m in s["members"]:
-        d = os.path.join(path, m["name"])
-        elr, g = tail_range(d, "effective_lr"), tail_range(d, "effective_grad_norm")
+        series = phases.load_series(os.path.join(path, m["name"]))  # Remark 3's ranges:
+        elr = plotting.tail_quantiles(series, "effective_lr")
+        g = plotting.tail_quantiles(series, "effective_grad_norm")
         print(f"  {m['label']}: 2nd-half 5-95% effective LR {elr[0]:.3g}..{elr[1]:.3g}, "
               f"effective grad norm {g[0]:.3g}..{g[1]:.3g}")
       for m in s["members"]:

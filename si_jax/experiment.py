@@ -30,7 +30,7 @@ import jax
 import ml_collections
 
 from si_jax import config as config_lib
-from si_jax import phases, sweep, train, validate
+from si_jax import logs, phases, sweep, train, validate
 
 FIGURES = ("sweep", "product", "gd", "similarity")
 
@@ -144,7 +144,7 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
 
 def _finished(workdir: str, config) -> bool:
   try:
-    records = phases.logs.read_run(workdir)
+    records = logs.read_run(workdir)
   except FileNotFoundError:
     return False
   return bool(records) and records[-1].get("epoch") == config.train.epochs

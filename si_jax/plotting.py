@@ -29,13 +29,19 @@ def run_hyperparams(workdir: str) -> tuple[float, float]:
   return float(optim["lr"]), float(optim["wd"])
 
 
+def tail_quantiles(series: dict[str, np.ndarray], key: str, tail: float = 0.5,
+                   quantiles=(0.05, 0.95)) -> tuple[float, ...]:
+  """Quantiles of a logged metric over the last ``tail`` of a run (its settled range)."""
+  v = series[key]
+  v = v[int(len(v) * (1 - tail)):]
+  v = v[np.isfinite(v)]
+  return tuple(float(q) for q in np.quantile(v, quantiles))
+
+
 def gradient_bounds(series: dict[str, np.ndarray], tail: float = 0.5,
                     quantiles=(0.05, 0.95)) -> tuple[float, float]:
   """Global effective-gradient bounds (l, L) of a run: quantiles over its last ``tail``."""
-  g = series["effective_grad_norm"]
-  g = g[int(len(g) * (1 - tail)):]
-  g = g[np.isfinite(g)]
-  return tuple(float(q) for q in np.quantile(g, quantiles))
+  return tail_quantiles(series, "effective_grad_norm", tail, quantiles)
 
 
 def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
