@@ -27,27 +27,7 @@ from si_jax import config as config_lib
 from si_jax import train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_vs_torch import dataset  # noqa: E402
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
-  best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
-  return 2 * n**3 / best / 1e9
-
-
-def _timed(fn) -> float:
-  t0 = time.perf_counter()
-  fn()
-  return time.perf_counter() - t0
-
-
-def flops_of(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
+from step_vs_torch import dataset, flops_of, matmul_gflops  # noqa: E402
 
 
 def temp_bytes(compiled) -> float:

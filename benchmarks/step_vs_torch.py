@@ -51,6 +51,32 @@ def plain_step(task, state, images, labels, idx):
                        batch_stats=stats, opt_state=opt_state), {"loss": loss}
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """This machine's float32 matmul throughput (an n^3 matmul, best of ``repeats``)."""
+  a = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, n)), np.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t0)
+  return 2 * n**3 / min(times) / 1e9
+
+
+def flops_of(compiled) -> float:
+  """XLA's FLOP count of a compiled computation."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def step_flops(step_fn, state, ds) -> float:
+  """XLA's FLOP count of one compiled train step (the profile: achieved GFLOP/s = FLOPs / time)."""
+  idx = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, True)[0]
+  return flops_of(step_fn.lower(state, ds.train_images, ds.train_labels, idx).compile())
+
+
 def time_jax(step_fn, state, ds, steps):
   x, y = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
   order = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, True)
@@ -102,7 +128,6 @@ def main():
     torch, threads = None, None
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}), "
         f"torch {torch.__version__ if torch else 'absent'} ({threads} threads), {os.cpu_count()} CPUs")
-  from gd_step import flops_of, matmul_gflops
   peak = matmul_gflops()
   ds = dataset()
   for width in args.widths:
@@ -136,9 +161,7 @@ def main():
       t_torch, t_cl = best["torch"], best["torch channels-last"]
       line += (f" | torch {t_torch * 1e3:7.1f} ms, channels-last {t_cl * 1e3:7.1f} ms"
                f" | best si_jax / best torch = {t_metrics / min(t_torch, t_cl):4.2f}x")
-    idx = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, True)[0]
-    flops = {k: flops_of(variants[k].lower(states[k], ds.train_images, ds.train_labels, idx).compile())
-             for k in ("xla", "patches")}
+    flops = {k: step_flops(variants[k], states[k], ds) for k in ("xla", "patches")}
     line += (f"\n           profile: XLA counts {flops['xla'] / 1e9:.2f} GFLOP/step; achieved "
              f"{flops['xla'] / t_xla / 1e9:.0f} GFLOP/s (xla), {flops['patches'] / t_patches / 1e9:.0f} "
              f"GFLOP/s (patches), vs a float32 matmul peak of {peak:.0f} GFLOP/s here")

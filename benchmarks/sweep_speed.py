@@ -22,8 +22,7 @@ from si_jax import config as config_lib
 from si_jax import sweep, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gd_step import flops_of  # noqa: E402
-from step_vs_torch import dataset, time_jax, time_torch  # noqa: E402
+from step_vs_torch import dataset, step_flops, time_jax, time_torch  # noqa: E402
 
 
 MESH_CHILD = r"""
@@ -54,12 +53,6 @@ def mesh_sweep_time(devices, width, impl, members, digits, steps) -> float:
                         str(members), "1" if digits else "0", here, str(steps)],
                        capture_output=True, text=True, check=True)
   return float(out.stdout.strip().splitlines()[-1])
-
-
-def step_flops(step_fn, state, ds) -> float:
-  """XLA's FLOP count of one compiled step (the profile: achieved GFLOP/s = FLOPs / time)."""
-  idx = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, True)[0]
-  return flops_of(step_fn.lower(state, ds.train_images, ds.train_labels, idx).compile())
 
 
 def main():
