@@ -13,10 +13,17 @@ BLOCKS_PER_STAGE = 2
 
 
 class PreActBlock(nn.Module):
-  """Norm -> ReLU -> Conv3x3(stride) -> Norm -> ReLU -> Conv3x3, plus the shortcut.
+  """Pre-activation basic block: out = ReLU(Norm1(x)), y = F(out) + shortcut.
 
-  A downsampling shortcut is Norm -> Conv1x1(stride): the inserted norm makes its
-  output independent of the scale of the incoming residual stream.
+  The residual branch is F(out) = Conv3x3(ReLU(Norm2(Conv3x3_stride(out)))). Without
+  downsampling the shortcut is x itself. A downsampling shortcut reads the block's
+  pre-activated input, as in the pre-activation ResNet of the original code, and
+  Li & Arora (2020, App. C) insert a norm before its conv:
+  shortcut = Conv1x1_stride(Norm_s(ReLU(Norm1(x)))). Norm1 already makes the
+  shortcut independent of the scale of the incoming stream (Li & Arora need Norm_s for
+  a shortcut that reads x); Norm_s is kept because the original network has it: it
+  re-centres and rescales ReLU(Norm1(x)) per channel, so it changes the function, not
+  the SI groups (``ResNet18SI.si_groups``).
   """
 
   features: int
@@ -30,13 +37,13 @@ class PreActBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     norm = lambda name: layers.Norm(self.norm, affine=self.affine, epsilon=self.epsilon, name=name)
-    if self.downsample:
-      shortcut = norm("shortcut_norm")(x, train)
+    out = nn.relu(norm("norm1")(x, train))
+    if self.downsample:  # reads the pre-activated out, not x
+      shortcut = norm("shortcut_norm")(out, train)
       shortcut = layers.conv(self.features, 1, self.stride, name="shortcut_conv",
                              impl=self.conv_impl)(shortcut)
     else:
       shortcut = x
-    out = nn.relu(norm("norm1")(x, train))
     out = layers.conv(self.features, 3, self.stride, name="conv1", impl=self.conv_impl)(out)
     out = nn.relu(norm("norm2")(out, train))
     out = layers.conv(self.features, 3, name="conv2", impl=self.conv_impl)(out)
@@ -46,8 +53,9 @@ class PreActBlock(nn.Module):
 class ResNet18SI(nn.Module):
   """Pre-activation ResNet-18 of width k: stages k, 2k, 4k, 8k, two blocks each.
 
-  Stem Conv3x3(3 -> k), blocks, then Norm -> ReLU -> global average pool ->
-  Linear(8k -> classes, no bias).
+  Stem Conv3x3(3 -> k), blocks, then Norm -> ReLU -> global average pool (the
+  original AvgPool2d(4) on the 4x4 map of a 32x32 input) -> Linear(8k -> classes,
+  no bias).
   """
 
   width: int = 64
@@ -86,12 +94,14 @@ class ResNet18SI(nn.Module):
   def si_groups(self) -> dict[str, tuple[layers.ParamPath, ...]]:
     """Scale-invariant groups.
 
-    * Each block's ``conv1`` is followed by a norm: scale-invariant on its own.
+    * Each block's ``conv1`` is followed by a norm (norm2): SI on its own.
     * The residual stream of a stage is written by the stem (stage 1) or by the
-      downsampling shortcut conv (stages 2-4) and by the ``conv2`` of both blocks;
-      it is read only through norms (the next block's norm1, the next stage's
-      shortcut norm, the final norm). These convs are *jointly* scale-invariant:
-      f is unchanged when all of them are scaled by the same c, not one alone.
+      downsampling shortcut conv (stages 2-4) and by the ``conv2`` of both blocks.
+      It is read only through norms: every block's norm1 (the downsampling
+      block's shortcut reads ReLU(norm1(x)), then its own norm) and the final
+      norm. So these convs are *jointly* SI: f is unchanged when all of them are
+      scaled by the same c, not one alone. Stage s reads stage s-1's stream only
+      through norm1 of its first block, so each stage is a separate group.
     """
     groups = {}
     for stage in range(1, STAGES + 1):
