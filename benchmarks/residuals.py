@@ -13,7 +13,7 @@ import numpy as np
 
 from si_jax import config as config_lib
 from si_jax import data as data_lib
-from si_jax import invariance, train
+from si_jax import invariance, proposition4, train
 
 
 def main():
@@ -47,7 +47,7 @@ def main():
     cfg = config.copy_and_resolve_references()
     cfg.optim.lr = 0.01
     cfg.model.norm_epsilon = eps
-    r = invariance.proposition4_trajectory(cfg, c, steps, dataset=dataset)
+    r = proposition4.proposition4_trajectory(cfg, c, steps, dataset=dataset)
     print(f"Prop. 4 (eps={eps:g}, c={c:g}, {steps} steps): param rel diff first "
           f"{r['param_rel_diff'][0]:.1e} max {r['param_rel_diff'].max():.1e}; "
           f"loss rel diff max {r['loss_rel_diff'].max():.1e}")

@@ -74,14 +74,16 @@ class Checkpointer:
           "rerun the same command: it resumes from the last good checkpoint.") from e
     return os.path.join(self.directory, str(epoch))
 
-  def restore_latest(self, template_state) -> tuple[Any, dict[str, Any]] | None:
-    """The newest readable checkpoint as (state, meta); None if there is none.
+  def restore_latest(self, template_state, max_epoch: int | None = None
+                     ) -> tuple[Any, dict[str, Any]] | None:
+    """The newest readable checkpoint (of at most ``max_epoch`` epochs) as (state, meta);
+    None if there is none.
 
     An unreadable (corrupted, truncated) checkpoint is skipped with a warning, moved
     aside to ``EPOCH.unreadable`` (kept for inspection) and the next older one is used;
     if none is readable, CheckpointError says what to do.
     """
-    epochs = self.epochs()
+    epochs = [e for e in self.epochs() if max_epoch is None or e <= max_epoch]
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(template_state))
     errors = []
     for epoch in reversed(epochs):
@@ -107,6 +109,12 @@ class Checkpointer:
           "no readable checkpoint in " + self.directory + ": " + "; ".join(errors) +
           ". Delete that directory to restart the run from scratch, or use another --workdir.")
     return None
+
+  def discard_after(self, epoch: int) -> None:
+    """Deletes the checkpoints of more than ``epoch`` epochs (a run resumed from an
+    older one redoes those epochs)."""
+    for later in (e for e in self.epochs() if e > epoch):
+      self._manager.delete(later)
 
   def close(self) -> None:
     self._manager.close()

@@ -16,7 +16,8 @@ checkpoints, resume, logs), analyses each with ``si_jax.phases`` and writes
 ``WORKDIR/summary.json``. Members that differ only in sweepable fields (lr, wd, seed,
 init scale, last-layer norm) can run as one vmapped program (``vmap='auto'`` does so on
 accelerators, and on CPU with ``model.conv_impl='patches'`` and several CPU devices,
-where it measured 2.3x faster than sequential runs; benchmarks/RESULTS.md).
+where it measured 2.3x faster than sequential runs; benchmarks/RESULTS.md), through
+the same loop as a single run (GD, per-step logs, checkpoints and resume included).
 """
 
 from __future__ import annotations
@@ -117,13 +118,11 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
     except ValueError as e:
       raise ValueError(f"member {name!r}: {e}") from None
   overrides = [o for _, _, o in members]
-  # the vmapped engine trains SGD with per-epoch logs (no GD, per-step logs or checkpoints)
-  engine_ok = (_vmappable(overrides) and configs[0].train.mode == "sgd"
-               and configs[0].train.log_every == "epoch")
-  use_vmap = {"yes": True, "no": False, "auto": _vmap_pays(configs[0])}[vmap] and engine_ok
-  if vmap == "yes" and not engine_ok:
-    raise ValueError(f"--vmap=yes needs SGD members with per-epoch logs that differ only in "
-                     f"{sweep.SWEEPABLE}")
+  # one vmapped program needs members that differ only in values the state holds
+  use_vmap = {"yes": True, "no": False, "auto": _vmap_pays(configs[0])}[vmap] and _vmappable(
+      overrides)
+  if vmap == "yes" and not _vmappable(overrides):
+    raise ValueError(f"--vmap=yes needs members that differ only in {sweep.SWEEPABLE}")
   os.makedirs(workdir, exist_ok=True)
   dirs = [os.path.join(workdir, name) for name, _, _ in members]
   if use_vmap:

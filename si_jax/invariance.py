@@ -43,7 +43,8 @@ def scale_paths(params, paths: tuple[ParamPath, ...], c) -> dict:
   return params
 
 
-def _norm(arrays) -> jax.Array:
+def tree_norm(arrays) -> jax.Array:
+  """The Euclidean norm of a list (or pytree) of arrays."""
   return jnp.sqrt(optim.sq_norm(arrays))
 
 
@@ -71,9 +72,9 @@ def group_residuals(
   inner = sum(jnp.vdot(g, x) for g, x in zip(gs, xs))
   return {
       "value": jnp.abs(scaled_value - value) / jnp.maximum(jnp.abs(value), TINY),
-      "orthogonality": jnp.abs(inner) / jnp.maximum(_norm(gs) * _norm(xs), TINY),
-      "grad_scaling": _norm([s - g / c for s, g in zip(sgs, gs)])
-      / jnp.maximum(_norm(gs) / c, TINY),
+      "orthogonality": jnp.abs(inner) / jnp.maximum(tree_norm(gs) * tree_norm(xs), TINY),
+      "grad_scaling": tree_norm([s - g / c for s, g in zip(sgs, gs)])
+      / jnp.maximum(tree_norm(gs) / c, TINY),
   }
 
 
@@ -104,69 +105,11 @@ def invariance_residuals(
 
 def relative_distance(a, b) -> jax.Array:
   """||a - b|| / ||b|| over two pytrees of the same structure."""
-  diff = _norm([x - y for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))])
-  return diff / jnp.maximum(_norm(jax.tree.leaves(b)), TINY)
+  diff = tree_norm([x - y for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))])
+  return diff / jnp.maximum(tree_norm(jax.tree.leaves(b)), TINY)
 
 
 def rescaled_hyperparams(lr: float, wd: float, c: float) -> tuple[float, float]:
   """Proposition 4: (eta, lambda) -> (c^2 eta, lambda / c^2) for x_0 -> c x_0."""
   check_scale(c)
   return c * c * lr, wd / (c * c)
-
-
-def proposition4_trajectory(config, c: float, num_steps: int, dataset=None,
-                            probe_size: int = 256,
-                            hyperparams: tuple[float, float] | None = None,
-                            ) -> dict[str, "np.ndarray"]:
-  """Trains (x_0, eta, lambda) and (c x_0, c^2 eta, lambda / c^2) side by side.
-
-  Both runs see the same batches. Returns per-step arrays:
-    ``loss_rel_diff``   |f_b - f_a| / f_a on the step's batch,
-    ``param_rel_diff``  ||x_b / c - x_a|| / ||x_a|| over the SI parameters,
-    ``logit_max_diff``  max |logits_b - logits_a| on a fixed probe batch (train-mode BN),
-  which Proposition 4 says are 0 up to float round-off and BN's epsilon.
-  ``hyperparams`` overrides (lr, wd) of the rescaled run (a negative control).
-  """
-  import numpy as np
-
-  from si_jax import train
-
-  check_scale(c)
-  if dataset is None:
-    dataset = train.load_dataset(config)
-  task_a, state_a = train.create_task_and_state(config, dataset)
-  config_b = config.copy_and_resolve_references()
-  config_b.optim.lr, config_b.optim.wd = hyperparams or rescaled_hyperparams(
-      config.optim.lr, config.optim.wd, c)
-  task_b, state_b = train.create_task_and_state(config_b, dataset)
-  si_paths = task_a.groups.si_paths
-  state_b = state_b.replace(params=scale_paths(state_a.params, si_paths, c))
-  step_a = jax.jit(functools.partial(train.train_step, task_a))
-  step_b = jax.jit(functools.partial(train.train_step, task_b))
-  x, y = jax.device_put(dataset.train_images), jax.device_put(dataset.train_labels)
-  probe = x[:probe_size]
-
-  @jax.jit
-  def compare(sa, sb):
-    la = train.loss_and_aux(task_a.model, sa.params, sa.batch_stats, probe, y[:probe_size])[1][0]
-    lb = train.loss_and_aux(task_b.model, sb.params, sb.batch_stats, probe, y[:probe_size])[1][0]
-    xa = [get_path(sa.params, p) for p in si_paths]
-    xb = [get_path(sb.params, p) / c for p in si_paths]
-    return jnp.max(jnp.abs(la - lb)), _norm([b - a for a, b in zip(xa, xb)]) / _norm(xa)
-
-  out = {"loss_rel_diff": [], "param_rel_diff": [], "logit_max_diff": []}
-  n, epoch, order = len(dataset.train_labels), 0, []
-  for _ in range(num_steps):
-    if not order:
-      order = train.batches(train.epoch_order(train.order_seed(config), epoch, n),
-                            config.train.batch_size,
-                            config.train.drop_last)
-      epoch += 1
-    idx = order.pop(0)
-    state_a, ma = step_a(state_a, x, y, idx)
-    state_b, mb = step_b(state_b, x, y, idx)
-    logit_diff, param_diff = compare(state_a, state_b)
-    out["loss_rel_diff"].append(abs(float(mb["loss"]) - float(ma["loss"])) / float(ma["loss"]))
-    out["param_rel_diff"].append(float(param_diff))
-    out["logit_max_diff"].append(float(logit_diff))
-  return {k: np.asarray(v) for k, v in out.items()}

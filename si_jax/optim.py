@@ -47,7 +47,7 @@ def sq_norm(tree) -> jax.Array:
              for x in jax.tree.leaves(tree))
 
 
-def _select(mask, tree):
+def select(mask, tree):
   """Leaves of ``tree`` where ``mask`` is True, zeros elsewhere."""
   return jax.tree.map(lambda m, x: x if m else jnp.zeros_like(x), mask, tree)
 
@@ -57,7 +57,7 @@ def zero_frozen(trainable_mask) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    return _select(trainable_mask, updates), state
+    return select(trainable_mask, updates), state
 
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
@@ -66,7 +66,7 @@ def scale_si_by_norm_squared(si_mask) -> optax.GradientTransformation:
   """Multiplies the SI updates by rho_t^2 = ||x_t||^2 (fixed effective LR)."""
 
   def update_fn(updates, state, params):
-    rho_sq = sq_norm(_select(si_mask, params))
+    rho_sq = sq_norm(select(si_mask, params))
     return jax.tree.map(lambda m, u: u * rho_sq if m else u, si_mask, updates), state
 
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
@@ -84,12 +84,12 @@ def project_si_to_norm(si_mask, target_norm: float | None) -> optax.GradientTran
 
   def init_fn(params):
     if target_norm is None:
-      return FixedNormState(jnp.sqrt(sq_norm(_select(si_mask, params))))
+      return FixedNormState(jnp.sqrt(sq_norm(select(si_mask, params))))
     return FixedNormState(jnp.asarray(target_norm, jnp.float32))
 
   def update_fn(updates, state, params):
     new = jax.tree.map(lambda x, u: x + u, params, updates)
-    scale = state.target_norm / jnp.sqrt(sq_norm(_select(si_mask, new)))
+    scale = state.target_norm / jnp.sqrt(sq_norm(select(si_mask, new)))
     projected = jax.tree.map(lambda m, x, y: y * scale - x if m else y - x, si_mask, params, new)
     return projected, state
 

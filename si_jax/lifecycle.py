@@ -1,0 +1,237 @@
+"""A run's life outside the step: its workdir and config guard, resume from the newest
+checkpoint, the checkpoint policy, preemption by SIGTERM/SIGINT, and the progress line.
+
+A run (``Run``) is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.jsonl``)
+and ``checkpoints/``. The training loop (``si_jax.loop``) drives R >= 1 of them at
+once; each member of a vmapped family is an ordinary run with all of this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+
+from si_jax import config as config_lib
+from si_jax import logs, optim
+from si_jax.checkpoint import Checkpointer
+
+CONFIG_FILE = "config.json"
+DIVERGED_FILE = "diverged.json"
+
+
+class ConfigMismatch(ValueError):
+  """The workdir holds a run with another config."""
+
+
+# Fields that may change when a run is resumed: extend it, change its checkpointing.
+RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+  """'field: saved -> current' for every field that differs (resumable ones excepted)."""
+  a, b = config_lib.flatten(saved), config_lib.flatten(current)
+  diffs = []
+  for key in sorted(set(a) | set(b)):
+    if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
+      continue
+    if a.get(key, "<absent>") != b.get(key, "<absent>"):
+      diffs.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+  return diffs
+
+
+def check_workdir_config(config, workdir: str, allow_config_change: bool) -> None:
+  """Raises ConfigMismatch if ``workdir`` holds a run of another config."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  diffs = config_differences(saved, json.loads(config.to_json_best_effort()))
+  if diffs and not allow_config_change:
+    raise ConfigMismatch(
+        f"{workdir} holds a run with a different config ({'; '.join(diffs)}). Use another "
+        "--workdir, or pass --allow_config_change to resume it with the new values.")
+
+
+@dataclasses.dataclass
+class Run:
+  """One run's files and where it stands: the loop's unit of logging and checkpointing."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  ckpt: Checkpointer | None = None
+  writer: logs.MetricWriter | None = None
+  start_epoch: int = 0
+  offsets: tuple[int, int] = (0, 0)
+  wall_before: float = 0.0
+  started: float = 0.0
+  complete: bool = False
+  diverged: str | None = None
+  record: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  @property
+  def active(self) -> bool:
+    return self.diverged is None
+
+  def open_logs(self) -> None:
+    """Opens the logs, cut back to the checkpointed lengths; starts the wall clock.
+    Every host computes the same metrics; host 0 writes the run's logs, the others
+    their own (``process_N/``)."""
+    log_dir = self.workdir if jax.process_index() == 0 else os.path.join(
+        self.workdir, f"process_{jax.process_index()}")
+    os.makedirs(log_dir, exist_ok=True)
+    self.writer = logs.MetricWriter(log_dir, per_step=(self.config.train.log_every == "step"),
+                                    offsets=self.offsets)
+    self.started = time.time() - self.wall_before
+
+  def save(self, epoch: int, state) -> str:
+    metrics_bytes, steps_bytes = self.writer.offsets()
+    return self.ckpt.save(epoch, state, {
+        "metrics_bytes": metrics_bytes, "steps_bytes": steps_bytes,
+        "wall_time": time.time() - self.started, "step": int(state.step)})
+
+  def checkpoint_due(self, done: int, preempted: bool) -> bool:
+    cc = self.config.checkpoint
+    return bool(self.ckpt) and self.active and (
+        done % cc.every_epochs == 0 or done in cc.snapshot_epochs
+        or done == self.config.train.epochs or preempted)
+
+  def mark_diverged(self, message: str) -> None:
+    """A family member whose loss or weights became non-finite: its logs stop here (the
+    steps up to it are kept) and ``diverged.json`` says why; the others go on."""
+    self.diverged = message
+    with open(os.path.join(self.workdir, DIVERGED_FILE), "w") as f:
+      json.dump({"message": message}, f)
+    print(f"{self.workdir}: diverged, frozen ({message})", file=sys.stderr, flush=True)
+
+  def previously_diverged(self) -> bool:
+    """Whether an earlier attempt marked this run diverged (a family skips it)."""
+    return os.path.exists(os.path.join(self.workdir, DIVERGED_FILE))
+
+  def final_record(self) -> dict[str, Any]:
+    """The last epoch record ({'diverged': message} for a diverged run)."""
+    if self.diverged or self.previously_diverged():
+      if self.diverged is None:
+        with open(os.path.join(self.workdir, DIVERGED_FILE)) as f:
+          self.diverged = json.load(f)["message"]
+      return {"diverged": self.diverged}
+    if not self.record and os.path.exists(os.path.join(self.workdir, logs.METRICS_FILE)):
+      self.record = logs.read_run(self.workdir)[-1]
+    return self.record
+
+  def close(self) -> None:
+    if self.writer:
+      self.writer.close()
+    if self.ckpt:
+      self.ckpt.close()
+
+
+def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
+  """Creates (or re-opens) ``workdir`` for ``config``: checks a saved config, writes
+  config.json and opens the checkpoint manager."""
+  cc = config.checkpoint
+  os.makedirs(workdir, exist_ok=True)
+  check_workdir_config(config, workdir, allow_config_change)
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs) if cc.every_epochs else None
+  return Run(config, workdir, ckpt)
+
+
+def restore(run: Run, template, max_epoch: int | None = None):
+  """The state to start ``run`` from: its newest readable checkpoint (at most
+  ``max_epoch``), with the config's hyperparameters, or ``template`` to start afresh.
+  Sets the run's start epoch, log offsets and wall time; marks a finished run complete."""
+  restored = run.ckpt.restore_latest(template, max_epoch) if run.ckpt else None
+  if not restored:
+    run.start_epoch, run.offsets, run.wall_before = 0, (0, 0), 0.0
+    return template
+  state, meta = restored
+  oc = run.config.optim
+  # the config's hyperparameters win (they differ only with allow_config_change)
+  state = state.replace(opt_state=optim.with_hyperparams(
+      state.opt_state, learning_rate=oc.lr, weight_decay=oc.wd, momentum=oc.momentum))
+  run.start_epoch, run.wall_before = meta["epoch"], meta["wall_time"]
+  run.offsets = (meta["metrics_bytes"], meta["steps_bytes"])
+  run.complete = run.start_epoch >= run.config.train.epochs
+  return state
+
+
+def restore_together(runs: list[Run], templates: list) -> list:
+  """Restores every run at one epoch, the newest that all of them have (a family killed
+  while saving its members' checkpoints resumes from the last epoch every member
+  saved); newer checkpoints are discarded, as the runs will redo those epochs."""
+  states = [restore(r, t) for r, t in zip(runs, templates)]
+  while len({r.start_epoch for r in runs}) > 1:
+    target = min(r.start_epoch for r in runs)
+    for i, r in enumerate(runs):
+      if r.start_epoch > target:
+        states[i] = restore(r, templates[i], max_epoch=target)
+  for r in runs:
+    if r.ckpt:
+      r.ckpt.discard_after(r.start_epoch)
+  return states
+
+
+class Preemption:
+  """Turns SIGTERM/SIGINT into a request to checkpoint and stop at the end of the epoch.
+
+  A second signal interrupts at once. Only installed from the main thread.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+    print(f"\nsignal {signal.Signals(signum).name}: finishing this epoch, then saving a "
+          "checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+class Progress:
+  """One line per epoch with loss and effective LR; rewritten in place on a terminal."""
+
+  def __init__(self, total: int, stream=sys.stderr, enabled: bool = True, prefix: str = ""):
+    self.total, self.stream, self.enabled, self.prefix = total, stream, enabled, prefix
+    self.tty = hasattr(stream, "isatty") and stream.isatty()
+    self.start = time.time()
+
+  def update(self, epoch: int, record: dict) -> None:
+    if not self.enabled:
+      return
+    elapsed = time.time() - self.start
+    eta = elapsed / epoch * (self.total - epoch) if epoch else 0.0
+    width = 20
+    done = int(width * epoch / self.total)
+    line = (f"{self.prefix}[{'#' * done}{'.' * (width - done)}] epoch {epoch}/{self.total} "
+            f"loss {record.get('loss', float('nan')):.4g} "
+            f"eff_lr {record.get('effective_lr', float('nan')):.3g} "
+            f"rho {record.get('weight_norm', float('nan')):.3g} "
+            f"{elapsed:.0f}s<{eta:.0f}s")
+    if self.tty:
+      self.stream.write("\r" + line + ("\n" if epoch == self.total else ""))
+    elif epoch == self.total or epoch % max(1, self.total // 20) == 0 or epoch == 1:
+      self.stream.write(line + "\n")
+    self.stream.flush()

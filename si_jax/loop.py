@@ -1,0 +1,214 @@
+"""The one host loop: R >= 1 runs trained together, each with its whole lifecycle.
+
+One run (``stacked=False``) uses the plain jitted step. A family of R runs that differ
+only in values held by the state (lr, wd, seed, init scale, last-layer norm) stacks
+their states along a leading runs axis and ``jax.vmap``s the same step functions over
+it. Either way every run gets SGD or full-batch GD, per-epoch and per-step logs, the
+in-step invariance checks, evaluation as in appendix B ("Logging"), checkpoints with
+exact resume, preemption and the progress line.
+
+The host dispatches jitted steps asynchronously and pulls metrics to the host once per
+epoch (a Python loop over jitted steps, not a rolled ``lax.scan``: on XLA:CPU a conv
+weight-gradient inside a rolled loop ran ~100x slower).
+
+Divergence: a single run stops with ``TrainingDiverged`` (the last good checkpoint
+stays). In a family the diverged member is frozen and marked (``diverged.json``, its
+steps up to the failure kept in its logs, no further records or checkpoints) and the
+others go on; vmapped runs do not mix, so its non-finite values reach no other member.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from si_jax import batching, records, sharding, step
+from si_jax.lifecycle import Preemption, Progress, Run
+from si_jax.records import TrainingDiverged
+from si_jax.state import StepContext
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """The jitted (and, for a family, vmapped) step functions of one loop."""
+
+  sgd_step: Callable
+  micro_grads: Callable
+  gd_step: Callable
+  eval_sums: Callable
+
+
+def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -> Programs:
+  """The loop's step functions; with ``stacked`` they map over a leading runs axis."""
+  tc = config.train
+  sgd = functools.partial(
+      step.train_step, ctx, augment=config.data.augment, pad_value=jnp.asarray(pad_value),
+      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh)
+  micro = functools.partial(step.micro_batch_grads, ctx)
+  gd = functools.partial(step.gd_apply, ctx)
+  evals = functools.partial(step.eval_sums, ctx)
+  if stacked:
+    sgd = jax.vmap(sgd, in_axes=(0, None, None, None))
+    micro = jax.vmap(micro, in_axes=(0, 0, 0, None, None, None))
+    gd = jax.vmap(gd, in_axes=(0, 0, 0, 0, 0, None))
+    evals = jax.vmap(evals, in_axes=(0, 0, None, None, None, None))
+  return Programs(sgd_step=jax.jit(sgd, donate_argnums=0),
+                  micro_grads=jax.jit(micro, donate_argnums=2),
+                  gd_step=jax.jit(gd, donate_argnums=0, static_argnums=5),
+                  eval_sums=jax.jit(evals, static_argnums=5))
+
+
+def sgd_epoch(programs: Programs, state, data, config, epoch: int):
+  """One epoch of mini-batch SGD; the per-step metrics stay on the device."""
+  train_x, train_y = data[:2]
+  pending = []
+  for idx in batching.epoch_batches(config, epoch, len(train_y)):
+    state, m = programs.sgd_step(state, train_x, train_y, idx)
+    pending.append(m)
+  return state, pending
+
+
+def gd_epoch(programs: Programs, state, data, config, epoch: int):
+  """One full-batch GD step: gradients summed over micro-batches, then divided by N."""
+  del epoch  # full batch: the same set every step
+  train_x, train_y = data[:2]
+  grad_sum = jax.tree.map(jnp.zeros_like, state.params)
+  loss_sum, correct_sum, stats = 0.0, 0.0, state.batch_stats
+  for idx in batching.full_batch_chunks(config, len(train_y)):
+    grad_sum, stats, l, c = programs.micro_grads(state.params, stats, grad_sum, train_x,
+                                                 train_y, idx)
+    loss_sum, correct_sum = loss_sum + l, correct_sum + c
+  state, m = programs.gd_step(state, grad_sum, stats, loss_sum, correct_sum, len(train_y))
+  return state, [m]
+
+
+def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, train_mode: bool):
+  """Mean loss and accuracy over (x, y), from ``eval_fn`` = a jitted ``eval_sums`` (or
+  its vmap over runs) applied batch by batch; one transfer to the host at the end."""
+  loss, correct = 0.0, 0.0
+  for idx in batching.batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
+    l, c = eval_fn(params, batch_stats, x, y, idx, train_mode)
+    loss, correct = loss + l, correct + c
+  loss, correct = jax.device_get((loss, correct))
+  return loss / len(y), correct / len(y)
+
+
+def evaluate(programs: Programs, state, data, tc) -> dict[str, Any]:
+  """Appendix B's evaluation at the epoch's weights: the test set with the running BN
+  statistics (eval mode), the train set in train mode (batch statistics of
+  ``train.batch_size`` examples; running statistics untouched)."""
+  train_x, train_y, test_x, test_y = data
+  test_loss, test_acc = evaluate_in_batches(programs.eval_sums, state.params, state.batch_stats,
+                                            test_x, test_y, tc.eval_batch_size, False)
+  train_loss, train_acc = evaluate_in_batches(programs.eval_sums, state.params,
+                                              state.batch_stats, train_x, train_y,
+                                              tc.batch_size, True)
+  return {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss,
+          "train_accuracy": train_acc}
+
+
+def _log_steps(run: Run, stacked: dict, member: int | None, first_step: int, epoch: int,
+               single: bool) -> list[dict] | None:
+  """Writes a run's per-step records; None once it diverged (a single run raises)."""
+  tc = run.config.train
+  step_records = records.step_records(stacked, first_step, epoch, member)
+  try:
+    records.check_finite(step_records, first_step, tc.on_nonfinite)
+  except TrainingDiverged as e:
+    run.writer.write_steps(step_records, tc.invariance_every)  # the steps up to it are kept
+    last = run.ckpt.epochs()[-1] if run.ckpt and run.ckpt.epochs() else None
+    kept = (f"the last good checkpoint (epoch {last}) is in {run.ckpt.directory}"
+            if last is not None else "no checkpoint was written")
+    if single:
+      raise TrainingDiverged(f"{e} Training stopped; {kept}.") from None
+    run.mark_diverged(f"{e} {kept}")
+    return None
+  run.writer.write_steps(step_records, tc.invariance_every)
+  return step_records
+
+
+def _log_epoch(run: Run, step_records: list[dict], member: int | None, evals, epoch: int,
+               step_count: int) -> None:
+  record = {"epoch": epoch + 1, "step": step_count,
+            **records.epoch_summary(step_records, run.config.train.invariance_every)}
+  if evals:
+    value = lambda k: float(evals[k] if member is None else evals[k][member])
+    record.update(test_loss=value("test_loss"), test_error=1.0 - value("test_accuracy"),
+                  train_loss=value("train_loss"), train_accuracy=value("train_accuracy"))
+  record["wall_time"] = time.time() - run.started
+  run.writer.write_epoch(record)
+  run.record = record
+
+
+def _train_epoch(programs, state, data, config, runs, epoch, stacked: bool):
+  """One epoch of every run: steps, per-step logs, evaluation, epoch records."""
+  tc = config.train
+  first_steps = np.atleast_1d(jax.device_get(state.step))
+  epoch_fn = sgd_epoch if tc.mode == "sgd" else gd_epoch
+  state, pending = epoch_fn(programs, state, data, config, epoch)
+  # One stacked transfer per metric at the end of the epoch; the host never waited on
+  # the device between the steps above.
+  stacked_metrics = records.stack_metrics(pending, axis=1 if stacked else 0)
+  members = [(i if stacked else None, run) for i, run in enumerate(runs) if run.active]
+  logged = [(i, run, _log_steps(run, stacked_metrics, i, int(first_steps[i or 0]), epoch,
+                                single=not stacked)) for i, run in members]
+  evals = None
+  if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
+    evals = evaluate(programs, state, data, tc)
+  step_counts = np.atleast_1d(jax.device_get(state.step))
+  for i, run, step_records in logged:
+    if step_records is not None:
+      _log_epoch(run, step_records, i, evals, epoch, int(step_counts[i or 0]))
+  return state
+
+
+def _save(runs: list[Run], state, done: int, stacked: bool, preempted: bool) -> str | None:
+  path = None
+  for i, run in enumerate(runs):
+    if run.checkpoint_due(done, preempted):
+      path = run.save(done, jax.tree.map(lambda a: a[i], state) if stacked else state)
+  return path
+
+
+def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,
+             *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
+  """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs``; returns the
+  final state and whether a signal stopped it early (after a checkpoint)."""
+  tc = config.train
+  data = sharding.place_arrays((dataset.train_images, dataset.train_labels,
+                                dataset.test_images, dataset.test_labels), mesh, stacked)
+  programs = compile_programs(ctx, config, dataset.pad_value, mesh, stacked)
+  for run in runs:
+    run.open_logs()
+  bar = Progress(tc.epochs, enabled=progress,
+                 prefix=f"{len(runs)} runs " if stacked else "")
+  try:
+    with Preemption() as preemption:
+      for epoch in range(runs[0].start_epoch, tc.epochs):
+        state = _train_epoch(programs, state, data, config, runs, epoch, stacked)
+        live = [r for r in runs if r.active]
+        if live:
+          bar.update(epoch + 1, live[0].record)
+        done = epoch + 1
+        path = _save(runs, state, done, stacked, preemption.requested)
+        if not live:
+          break
+        if preemption.requested and done < tc.epochs:
+          where = (f"checkpoint saved to {path}" if path else
+                   "no checkpoint (checkpoint.every_epochs=0)")
+          again = "the same command" if stacked else f"the same command (same --workdir={runs[0].workdir})"
+          print(f"preempted after epoch {done} (step {int(np.max(jax.device_get(state.step)))}"
+                f"): {where}. Resume with {again}.", file=sys.stderr, flush=True)
+          return state, True
+  finally:
+    for run in runs:
+      run.close()
+  return state, False

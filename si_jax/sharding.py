@@ -1,0 +1,75 @@
+"""Device meshes and data placement for R >= 1 runs.
+
+* One run: a 1-D ``data`` mesh over every device (of every host after
+  ``jax.distributed.initialize()``); each step's batch is split along it.
+* R > 1 runs (a vmapped family): a 2-D ``('runs', 'data')`` mesh over the local
+  devices: the runs are split over gcd(devices, R) groups and each run's batch over
+  the rest, with BN statistics over the global batch, so results do not depend on
+  the device count.
+The datasets are replicated on every device; states of several runs are split along
+their leading runs axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+
+P = jax.sharding.PartitionSpec
+
+
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named 'data' over all devices, of every host after
+  ``jax.distributed.initialize()`` (Auto axis: the classic behaviour)."""
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+def runs_mesh(num_runs: int, devices=None) -> jax.sharding.Mesh:
+  """A ('runs', 'data') mesh over the local devices: gcd(devices, runs) run groups."""
+  devices = jax.local_devices() if devices is None else devices
+  runs = math.gcd(len(devices), num_runs)
+  auto = jax.sharding.AxisType.Auto
+  return jax.make_mesh((runs, len(devices) // runs), ("runs", "data"), axis_types=(auto, auto),
+                       devices=devices)
+
+
+def mesh_for(num_runs: int | None) -> jax.sharding.Mesh | None:
+  """The mesh of a loop over ``num_runs`` stacked runs (None: one un-stacked run); None
+  on a single device."""
+  if num_runs is None:
+    return data_mesh() if jax.device_count() > 1 else None
+  return runs_mesh(num_runs) if jax.local_device_count() > 1 else None
+
+
+def shard_batch(x, mesh: jax.sharding.Mesh | None):
+  """Constrains a batch to be split along 'data' (params stay replicated).
+
+  Inside jit, XLA's partitioner then computes every mean over the batch (the loss, BN's
+  batch statistics) over the global batch, so results do not depend on the device
+  count. A batch that does not divide evenly stays replicated.
+  """
+  if mesh is None or mesh.shape["data"] == 1 or x.shape[0] % mesh.shape["data"]:
+    return x
+  spec = P("data", *([None] * (x.ndim - 1)))
+  return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+
+
+def place_arrays(arrays, mesh: jax.sharding.Mesh | None, stacked: bool):
+  """Host arrays replicated on every device of ``mesh`` (every host loads the same
+  arrays: each contributes its local copy), or on the default device."""
+  if mesh is None:
+    return tuple(jax.device_put(a) for a in arrays)
+  where = jax.sharding.NamedSharding(mesh, P())
+  if stacked:  # a local ('runs', 'data') mesh
+    return tuple(jax.device_put(a, where) for a in arrays)
+  return tuple(jax.make_array_from_process_local_data(where, a, a.shape) for a in arrays)
+
+
+def place_runs(state, mesh: jax.sharding.Mesh | None):
+  """A stacked state split along its leading runs axis."""
+  if mesh is None:
+    return state
+  return jax.device_put(state, jax.sharding.NamedSharding(mesh, P("runs")))

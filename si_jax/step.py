@@ -1,0 +1,102 @@
+"""The pure, jittable step functions: (context, state, data) -> (state, metrics).
+
+* ``train_step``: one SGD step on a mini-batch with the in-step dynamics metrics
+  (``si_jax.metrics``) and, every ``invariance_every`` steps, the scale-invariance
+  residuals (``si_jax.invariance``);
+* ``micro_batch_grads`` + ``gd_apply``: one full-batch GD step accumulated over
+  micro-batches;
+* ``eval_sums``: loss and correct counts of a batch, in train or eval mode.
+Each is used as is for one run and ``jax.vmap``-ed over a leading runs axis for a
+family (``si_jax.loop``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from si_jax import data as data_lib
+from si_jax import invariance, metrics, optim
+from si_jax.sharding import shard_batch
+from si_jax.state import StepContext, TrainState
+
+
+def loss_and_aux(model, params, batch_stats, x, y, train: bool = True):
+  """Mean cross-entropy; train mode uses batch statistics and returns the new running ones."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  if train:
+    logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    new_stats = updated["batch_stats"]
+  else:
+    logits, new_stats = model.apply(variables, x, train=False), batch_stats
+  loss = jnp.mean(metrics.cross_entropy(logits, y))
+  return loss, (logits, new_stats)
+
+
+def apply_gradients(ctx: StepContext, state: TrainState, grads, new_batch_stats, loss, accuracy):
+  """One optimizer step from given loss gradients, with the dynamics metrics."""
+  updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  lr = optim.hyperparams(opt_state)["learning_rate"]
+  if ctx.fixed_effective_lr:  # the SI step used eta_t = eta~ rho_t^2
+    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))
+  step_metrics = metrics.dynamics_metrics(
+      state.params, grads, new_params, lr, ctx.groups.si_groups)
+  step_metrics.update(loss=loss, accuracy=accuracy)
+  new_state = state.replace(
+      step=state.step + 1, params=new_params, batch_stats=new_batch_stats, opt_state=opt_state)
+  return new_state, step_metrics
+
+
+def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augment: bool = False,
+               pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0,
+               mesh: jax.sharding.Mesh | None = None):
+  """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
+
+  With a ``mesh`` the batch is split across its devices (data parallelism).
+  """
+  x, y = shard_batch(images[idx], mesh), shard_batch(labels[idx], mesh)
+  if augment:
+    x = data_lib.augment_batch(jax.random.fold_in(state.rng, state.step), x, pad_value)
+  grad_fn = jax.value_and_grad(
+      lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y), has_aux=True)
+  (loss, (logits, new_stats)), grads = grad_fn(state.params)
+  accuracy = jnp.mean(metrics.correct(logits, y))
+  new_state, step_metrics = apply_gradients(ctx, state, grads, new_stats, loss, accuracy)
+  if invariance_every:
+    loss_fn = lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y)[0]
+    check = lambda: invariance.invariance_residuals(
+        loss_fn, state.params, ctx.groups.si_groups, invariance_scale)
+    skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(check))
+    step_metrics.update(jax.lax.cond(state.step % invariance_every == 0, check, skip))
+  return new_state, step_metrics
+
+
+def micro_batch_grads(ctx: StepContext, params, batch_stats, grad_sum, images, labels, idx):
+  """Adds sum_i grad loss_i over the micro-batch to ``grad_sum`` (full-batch GD).
+
+  BN statistics are those of the micro-batch ("ghost" statistics, as the original
+  full-batch code did); one micro-batch of the whole subset gives exact statistics.
+  """
+  x, y = images[idx], labels[idx]
+  n = idx.shape[0]
+  grad_fn = jax.value_and_grad(
+      lambda p: loss_and_aux(ctx.model, p, batch_stats, x, y), has_aux=True)
+  (loss, (logits, new_stats)), grads = grad_fn(params)
+  grad_sum = jax.tree.map(lambda s, g: s + n * g, grad_sum, grads)
+  return grad_sum, new_stats, loss * n, jnp.sum(metrics.correct(logits, y))
+
+
+def gd_apply(ctx: StepContext, state: TrainState, grad_sum, new_batch_stats, loss_sum,
+             correct_sum, n):
+  """The full-batch GD step from the summed gradients of ``n`` examples."""
+  grads = jax.tree.map(lambda g: g / n, grad_sum)
+  return apply_gradients(ctx, state, grads, new_batch_stats, loss_sum / n, correct_sum / n)
+
+
+def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train: bool):
+  """(sum of losses, number correct) on ``images[idx]``; BN statistics are not updated."""
+  x, y = images[idx], labels[idx]
+  logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=train)[1][0]
+  return jnp.sum(metrics.cross_entropy(logits, y)), jnp.sum(metrics.correct(logits, y))
