@@ -1,33 +1,83 @@
-"""A vmapped sweep member equals the same run trained alone."""
+"""A vmapped sweep member equals the same run trained alone, and both log the
+evaluation of their own final weights (recomputed here, appendix B "Logging")."""
 
 import pytest
 
+import independent
 from si_jax import logs, sweep, train
 from test_train import tiny_config
 
+# member 2 is member 0 under Proposition 4: (c x0, c^2 eta, lambda / c^2) with c = 2
 MEMBERS = [{"optim.lr": 0.1, "optim.wd": 0.01},
-           {"optim.lr": 0.05, "optim.wd": 0.03, "seed": 1},
-           {"optim.lr": 0.1, "optim.wd": 0.01, "init_scale": 2.0, "model.last_layer_norm": 5.0}]
-KEYS = ("loss", "weight_norm", "grad_norm", "effective_lr", "cosine_distance", "test_loss",
-        "train_loss")
+           {"optim.lr": 0.05, "optim.wd": 0.03, "seed": 1, "model.last_layer_norm": 5.0},
+           {"optim.lr": 0.4, "optim.wd": 0.0025, "init_scale": 2.0}]
+# vmapped and single programs differ by float32 round-off: measured <= 2e-6 relative
+REL = 2e-5
 
 
-def test_members_match_single_runs(tmp_path):
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """(base config, sweep dir, [(member config, single-run dir, single-run summary)])."""
+  root = tmp_path_factory.mktemp("sweep")
   config = tiny_config(**{"train.epochs": 3, "checkpoint.every_epochs": 0})
-  finals = sweep.train_sweep(config, MEMBERS, str(tmp_path / "sweep"), progress=False)
-  assert len(finals) == 3
+  finals = sweep.train_sweep(config, MEMBERS, str(root / "sweep"), progress=False)
+  assert [f["epoch"] for f in finals] == [3, 3, 3]
+  singles = []
   for i, overrides in enumerate(MEMBERS):
-    single_dir = str(tmp_path / f"single_{i}")
-    train.train_and_evaluate(sweep.member_config(config, overrides), single_dir, progress=False)
-    got = logs.read_run(str(tmp_path / "sweep" / f"member_{i}"))
+    member = sweep.member_config(config, overrides)
+    summary = train.train_and_evaluate(member, str(root / f"single_{i}"), progress=False)
+    singles.append((member, str(root / f"single_{i}"), summary))
+  return config, str(root / "sweep"), singles
+
+
+def test_members_match_single_runs(runs):
+  """Whole records, every key (wall time aside): a member is its single run."""
+  _, sweep_dir, singles = runs
+  for i, (_, single_dir, _) in enumerate(singles):
+    got = logs.read_run(f"{sweep_dir}/member_{i}")
     want = logs.read_run(single_dir)
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
-      for k in KEYS:
-        assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-9), (i, g["epoch"], k)
-  # member 2 starts at twice member 0's SI norm with 1/4 of its effective LR
-  first = [logs.read_run(str(tmp_path / "sweep" / f"member_{i}"))[0] for i in (0, 2)]
-  assert first[1]["effective_lr"] < 0.5 * first[0]["effective_lr"]
+      assert set(g) == set(w), (i, set(g) ^ set(w))
+      for k in set(w) - {"wall_time"}:
+        assert g[k] == pytest.approx(w[k], rel=REL, abs=1e-9), (i, g["epoch"], k)
+
+
+def test_init_scale_member_follows_proposition_4(runs):
+  """Member 2 (SI weights x 2 at init, lr x 4, wd / 4) follows member 0 in the first
+  epoch: twice the weight norm, half the gradient norm, the same effective LR and loss.
+  Only there: BN's epsilon breaks the invariance slightly and this tiny run amplifies
+  it (2e-3 relative in the loss at epoch 1, 3e-2 at epoch 3; measured); the test loss
+  is not invariant early at all (the running statistics start at (0, 1) at any scale)."""
+  sweep_dir = runs[1]
+  a, b = (logs.read_run(f"{sweep_dir}/member_{i}")[0] for i in (0, 2))
+  assert b["weight_norm"] == pytest.approx(2 * a["weight_norm"], rel=1e-4)
+  assert b["grad_norm"] == pytest.approx(a["grad_norm"] / 2, rel=5e-3)
+  assert b["effective_lr"] == pytest.approx(a["effective_lr"], rel=1e-4)
+  for k in ("loss", "train_loss"):
+    assert b[k] == pytest.approx(a[k], rel=5e-3), k
+
+
+def test_single_runs_log_the_evaluation_of_their_final_weights(runs):
+  """test_loss/test_error (running BN statistics) and train_loss/train_accuracy (train-mode
+  BN over batches of train.batch_size, here 128 + 128 + 44) recomputed from the returned
+  state by applying the model here."""
+  for member, single_dir, summary in runs[2]:
+    state = summary["state"]
+    expected = independent.evaluation(member, state.params, state.batch_stats)
+    independent.assert_evaluation_matches(logs.read_run(single_dir)[-1], expected, rel=1e-5)
+    assert summary["final"]["test_error"] == logs.read_run(single_dir)[-1]["test_error"]
+
+
+def test_sweep_members_log_the_evaluation_of_their_final_weights(runs):
+  """The sweep's own (vmapped) evaluation, against the recomputation from the weights the
+  member shares with its single run (to float32 round-off, test_members_match...)."""
+  _, sweep_dir, singles = runs
+  for i, (member, _, summary) in enumerate(singles):
+    state = summary["state"]
+    expected = independent.evaluation(member, state.params, state.batch_stats)
+    independent.assert_evaluation_matches(logs.read_run(f"{sweep_dir}/member_{i}")[-1],
+                                          expected, rel=REL)
 
 
 def test_bad_member_field():
