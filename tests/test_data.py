@@ -52,6 +52,8 @@ def write_cifar(root, name, tar=False, n=6):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 @pytest.mark.parametrize("tar", [False, True])
 def test_archive_roundtrip(tmp_path, name, tar):
+  # The test writes the official format itself (R, G, B planes of 1,024 bytes per row):
+  # the loader must decode those bytes into the NHWC images they came from.
   expect = write_cifar(str(tmp_path), name, tar=tar)
   got = archive.load_archive(name, str(tmp_path))
   for k in expect:
@@ -63,35 +65,70 @@ def test_archive_roundtrip(tmp_path, name, tar):
 def test_extracted_folder_given_directly(tmp_path):
   expect = write_cifar(str(tmp_path), "cifar10")
   got = archive.load_archive("cifar10", str(tmp_path / "cifar-10-batches-py"))
-  np.testing.assert_array_equal(got["test_labels"], expect["test_labels"])
+  for k in expect:
+    np.testing.assert_array_equal(got[k], expect[k], err_msg=k)
 
 
-def test_normalization_uses_paper_constants(tmp_path):
-  expect = write_cifar(str(tmp_path), "cifar10")
-  ds = data_lib.load_dataset("cifar10", "archive", str(tmp_path))
-  mean, std = np.array(data_lib.CIFAR_MEAN), np.array(data_lib.CIFAR_STD)
-  np.testing.assert_allclose(ds.train_images, (expect["train_images"] / 255.0 - mean) / std,
-                             rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(ds.pad_value, -mean / std, rtol=1e-6)
-  assert ds.num_classes == 10 and ds.train_images.dtype == np.float32
+# The paper's constants, typed from the released code (nets/convnet_si.py and
+# nets/resnet_si.py of the paper's repository: transforms.Normalize((0.4914, 0.4822,
+# 0.4465), (0.2023, 0.1994, 0.2010)), used for CIFAR-10 and CIFAR-100 alike). They are
+# not the per-channel std of CIFAR-10 (0.2470, 0.2435, 0.2616).
+PAPER_MEAN = np.array([0.4914, 0.4822, 0.4465])
+PAPER_STD = np.array([0.2023, 0.1994, 0.2010])
+
+
+def paper_normalize(images_uint8):
+  return (images_uint8 / 255.0 - PAPER_MEAN) / PAPER_STD
+
+
+def paper_denormalize(images):
+  """Back to the uint8 pixels (exact after rounding: float32 error << 1/255)."""
+  return np.rint((np.asarray(images, np.float64) * PAPER_STD + PAPER_MEAN) * 255).astype(int)
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_normalization_uses_paper_constants(tmp_path, name, classes):
+  expect = write_cifar(str(tmp_path), name)
+  ds = data_lib.load_dataset(name, "archive", str(tmp_path))
+  for split in ("train", "test"):
+    np.testing.assert_allclose(getattr(ds, f"{split}_images"),
+                               paper_normalize(expect[f"{split}_images"]), rtol=1e-5, atol=1e-5)
+  # a black pixel (torchvision's zero padding) after normalization, by hand:
+  # -0.4914 / 0.2023, -0.4822 / 0.1994, -0.4465 / 0.2010
+  np.testing.assert_allclose(ds.pad_value, [-2.42906574, -2.41825476, -2.22139303], rtol=1e-6)
+  assert ds.num_classes == classes and ds.train_images.dtype == np.float32
+
+
+def rows_of(images, pool):
+  """The index in ``pool`` (uint8 NHWC) of each normalized image (CIFAR pixels are random,
+  so every image is unique)."""
+  index = {img.tobytes(): i for i, img in enumerate(pool.astype(int))}
+  return np.array([index[img.tobytes()] for img in paper_denormalize(images)])
 
 
 def test_subsets(tmp_path):
   expect = write_cifar(str(tmp_path), "cifar10", n=20)  # 100 train, 20 test
-  first = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, test_size=5)
+  load = lambda **kw: data_lib.load_dataset("cifar10", "archive", str(tmp_path), **kw)
+  first = load(train_size=30, test_size=5)
+  np.testing.assert_array_equal(rows_of(first.train_images, expect["train_images"]), np.arange(30))
+  np.testing.assert_array_equal(rows_of(first.test_images, expect["test_images"]), np.arange(5))
   np.testing.assert_array_equal(first.train_labels, expect["train_labels"][:30])
-  r1 = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, subset="random",
-                             subset_seed=1)
-  r1b = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, subset="random",
-                              subset_seed=1)
-  r2 = data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=30, subset="random",
-                             subset_seed=2)
-  np.testing.assert_array_equal(r1.train_images, r1b.train_images)
-  assert not np.array_equal(r1.train_labels, r2.train_labels) or not np.array_equal(
-      r1.train_images, r2.train_images)
-  assert not np.array_equal(r1.train_images, first.train_images)
+  r1 = load(train_size=30, test_size=5, subset="random", subset_seed=1)
+  r2 = load(train_size=30, test_size=5, subset="random", subset_seed=2)
+  idx1, idx2 = (rows_of(r.train_images, expect["train_images"]) for r in (r1, r2))
+  for r, idx in ((r1, idx1), (r2, idx2)):
+    # 30 distinct rows of the training set, in their original order, labels kept
+    assert len(idx) == 30 and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(r.train_labels, expect["train_labels"][idx])
+    test_idx = rows_of(r.test_images, expect["test_images"])
+    assert len(test_idx) == 5 and np.all(np.diff(test_idx) > 0)
+    np.testing.assert_array_equal(r.test_labels, expect["test_labels"][test_idx])
+  # the seed decides the subset (and it is not the first 30); the same seed repeats it
+  assert not np.array_equal(idx1, idx2) and not np.array_equal(idx1, np.arange(30))
+  np.testing.assert_array_equal(rows_of(load(train_size=30, subset="random", subset_seed=1)
+                                        .train_images, expect["train_images"]), idx1)
   with pytest.raises(ValueError, match="data.train_size"):
-    data_lib.load_dataset("cifar10", "archive", str(tmp_path), train_size=101)
+    load(train_size=101)
 
 
 def test_missing_dataset(tmp_path):
@@ -146,13 +183,17 @@ def test_wrong_format(tmp_path):
 @pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
 def test_tfds_mock(name, classes):
   tfds = pytest.importorskip("tensorflow_datasets")
-  with tfds.testing.mock_data(num_examples=12):
+  with tfds.testing.mock_data(num_examples=12):  # deterministic mock records
     ds = data_lib.load_dataset(name, "tfds")
-  assert ds.train_images.shape == (12, 32, 32, 3)
-  assert ds.test_images.shape == (12, 32, 32, 3)
+    for split in ("train", "test"):
+      source = tfds.data_source(name, split=split, download=False)
+      raw = np.stack([np.asarray(source[i]["image"]) for i in range(len(source))])
+      labels = np.array([int(source[i]["label"]) for i in range(len(source))])
+      assert raw.shape == (12, 32, 32, 3) and raw.max() > 200  # real 0..255 pixels
+      np.testing.assert_allclose(getattr(ds, f"{split}_images"), paper_normalize(raw),
+                                 rtol=1e-5, atol=1e-5)
+      np.testing.assert_array_equal(getattr(ds, f"{split}_labels"), labels)
   assert ds.num_classes == classes
-  assert ds.train_labels.min() >= 0 and ds.train_labels.max() < classes
-  assert np.isfinite(ds.train_images).all()
 
 
 def test_tfds_unprepared_dir_gives_clear_error(tmp_path):
@@ -162,11 +203,28 @@ def test_tfds_unprepared_dir_gives_clear_error(tmp_path):
 
 
 def test_embedded_digits_is_real_data():
+  """scikit-learn's 1,797 digits, split 80/20 and standardized with the train statistics."""
+  from sklearn.datasets import load_digits
   ds = data_lib.load_dataset()
-  assert ds.train_images.shape == (1438, 8, 8, 1) and ds.test_images.shape == (359, 8, 8, 1)
-  assert sorted(np.unique(ds.train_labels)) == list(range(10))
-  # standardized with the training set's statistics
-  assert abs(ds.train_images.mean()) < 1e-5 and abs(ds.train_images.std() - 1) < 1e-5
+  assert len(ds.train_labels) == 1438 and len(ds.test_labels) == 359  # 20% of 1,797 test
+  # One scale and offset for the whole set; the raw pixels are k/16, k = 0..16, so
+  # both are read off the 17 normalized values: v_k = (k/16 - mean) / std.
+  values = np.unique(np.concatenate([ds.train_images.ravel(), ds.test_images.ravel()]))
+  assert len(values) == 17
+  slope, offset = np.polyfit(np.arange(17) / 16, values.astype(np.float64), 1)
+  std, mean = 1 / slope, -offset / slope
+  raw = {s: np.rint((getattr(ds, f"{s}_images")[..., 0] * std + mean) * 16).astype(int)
+         for s in ("train", "test")}
+  # the training set's own mean and population std (measured agreement ~3e-8; the
+  # sample std would be 5e-6 off)
+  assert mean == pytest.approx(raw["train"].mean() / 16, rel=1e-6)
+  assert std == pytest.approx(raw["train"].std() / 16, rel=1e-6)
+  # train + test is exactly scikit-learn's set of (image, label), each once
+  sk = load_digits()
+  want = sorted(img.astype(int).tobytes() + bytes([y]) for img, y in zip(sk.images, sk.target))
+  got = sorted(img.tobytes() + bytes([int(y)]) for s in ("train", "test")
+               for img, y in zip(raw[s], getattr(ds, f"{s}_labels")))
+  assert got == want
   with pytest.raises(ValueError, match="data.source"):
     data_lib.load_dataset("digits", "archive")
   with pytest.raises(ValueError, match="data.name"):
