@@ -30,6 +30,13 @@ class CheckpointError(RuntimeError):
   """A checkpoint could not be written or read; the message says what to do."""
 
 
+def state_shapes(state) -> dict[str, list[int]]:
+  """{tree path: shape} of a TrainState as saved (what a checkpoint records, so a resume
+  with a model of other shapes is named as such rather than as an unreadable file)."""
+  leaves = jax.tree_util.tree_leaves_with_path(_to_saveable(state))
+  return {jax.tree_util.keystr(p): list(x.shape) for p, x in leaves}
+
+
 def _to_saveable(state) -> dict[str, Any]:
   return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
           "opt_state": state.opt_state, "rng": jax.random.key_data(state.rng)}
@@ -64,7 +71,8 @@ class Checkpointer:
     try:
       self._manager.save(epoch, args=ocp.args.Composite(
           state=ocp.args.StandardSave(_to_saveable(state)),
-          meta=ocp.args.JsonSave(dict(meta, epoch=epoch))), force=True)
+          meta=ocp.args.JsonSave(dict(meta, epoch=epoch, shapes=state_shapes(state)))),
+          force=True)
       self._manager.wait_until_finished()
     except Exception as e:  # disk full, permissions, ...
       kept = f"the checkpoint of epoch {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
@@ -74,11 +82,18 @@ class Checkpointer:
           "rerun the same command: it resumes from the last good checkpoint.") from e
     return os.path.join(self.directory, str(epoch))
 
-  def restore_latest(self, template_state, max_epoch: int | None = None
-                     ) -> tuple[Any, dict[str, Any]] | None:
+  def read_meta(self, epoch: int) -> dict[str, Any]:
+    """The JSON metadata of one checkpoint (epoch, log lengths, config, shapes)."""
+    restored = self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"])
+
+  def restore_latest(self, template_state, max_epoch: int | None = None,
+                     check_meta=None) -> tuple[Any, dict[str, Any]] | None:
     """The newest readable checkpoint (of at most ``max_epoch`` epochs) as (state, meta);
     None if there is none.
 
+    ``check_meta(meta)`` may refuse a checkpoint (by raising) before its state is read:
+    a checkpoint of another config or of other shapes is never taken for a damaged one.
     An unreadable (corrupted, truncated) checkpoint is skipped with a warning, moved
     aside to ``EPOCH.unreadable`` (kept for inspection) and the next older one is used;
     if none is readable, CheckpointError says what to do.
@@ -87,28 +102,39 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(template_state))
     errors = []
     for epoch in reversed(epochs):
+      path = os.path.join(self.directory, str(epoch))
+      try:
+        meta = self.read_meta(epoch)
+      except Exception as e:
+        errors.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})")
+        logging.warning("%s; trying an older one", errors[-1])
+        continue
+      if check_meta:
+        check_meta(meta)
+      _check_shapes(meta, template_state, path)
       try:
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract)))
         state = _from_saveable(template_state, restored["state"])
-        meta = dict(restored["meta"])
       except Exception as e:
-        msg = f"checkpoint {os.path.join(self.directory, str(epoch))} is unreadable ({type(e).__name__}: {e})"
-        logging.warning("%s; trying an older one", msg)
-        errors.append(msg)
+        errors.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})")
+        logging.warning("%s; trying an older one", errors[-1])
         continue
       if errors:
-        logging.warning("resuming from the checkpoint of epoch %d instead", epoch)
-        for bad in (e for e in epochs if e > epoch):
-          path = os.path.join(self.directory, str(bad))
-          os.replace(path, f"{path}.unreadable-{int(time.time())}")
-        self._manager.reload()
+        self._set_aside(epochs, epoch)
       return state, meta
     if epochs:
       raise CheckpointError(
           "no readable checkpoint in " + self.directory + ": " + "; ".join(errors) +
           ". Delete that directory to restart the run from scratch, or use another --workdir.")
     return None
+
+  def _set_aside(self, epochs: list[int], good: int) -> None:
+    logging.warning("resuming from the checkpoint of epoch %d instead", good)
+    for bad in (e for e in epochs if e > good):
+      path = os.path.join(self.directory, str(bad))
+      os.replace(path, f"{path}.unreadable-{int(time.time())}")
+    self._manager.reload()
 
   def discard_after(self, epoch: int) -> None:
     """Deletes the checkpoints of more than ``epoch`` epochs (a run resumed from an
@@ -118,6 +144,21 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _check_shapes(meta: dict[str, Any], template_state, path: str) -> None:
+  """CheckpointError naming the first tensor whose shape differs from the template's."""
+  saved = meta.get("shapes")
+  if saved is None:  # written before checkpoints recorded their shapes
+    return
+  want = state_shapes(template_state)
+  for key in sorted(set(saved) | set(want)):
+    if saved.get(key) != want.get(key):
+      raise CheckpointError(
+          f"checkpoint {path} holds a state of other shapes than this config's model "
+          f"({key}: {saved.get(key, 'absent')} in the checkpoint, {want.get(key, 'absent')} "
+          "now): the config change does not fit this run. The checkpoint is intact; use "
+          "another --workdir for the new config.")
 
 
 def _existing_manager(workdir: str) -> ocp.CheckpointManager:

@@ -69,6 +69,7 @@ class Run:
   config: ml_collections.ConfigDict
   workdir: str
   ckpt: Checkpointer | None = None
+  allow_config_change: bool = False
   writer: logs.MetricWriter | None = None
   start_epoch: int = 0
   offsets: tuple[int, int] = (0, 0)
@@ -82,13 +83,22 @@ class Run:
   def active(self) -> bool:
     return self.diverged is None
 
-  def open_logs(self) -> None:
-    """Opens the logs, cut back to the checkpointed lengths; starts the wall clock.
-    Every host computes the same metrics; host 0 writes the run's logs, the others
+  @property
+  def log_dir(self) -> str:
+    """Every host computes the same metrics; host 0 writes the run's logs, the others
     their own (``process_N/``)."""
-    log_dir = self.workdir if jax.process_index() == 0 else os.path.join(
-        self.workdir, f"process_{jax.process_index()}")
+    if jax.process_index() == 0:
+      return self.workdir
+    return os.path.join(self.workdir, f"process_{jax.process_index()}")
+
+  def open_logs(self) -> None:
+    """Start-up succeeded: writes config.json (atomically), opens the logs cut back to
+    the checkpointed lengths, starts the wall clock."""
+    log_dir = self.log_dir
     os.makedirs(log_dir, exist_ok=True)
+    if jax.process_index() == 0:
+      write_atomically(os.path.join(self.workdir, CONFIG_FILE),
+                       self.config.to_json_best_effort(indent=2))
     self.writer = logs.MetricWriter(log_dir, per_step=(self.config.train.log_every == "step"),
                                     offsets=self.offsets)
     self.started = time.time() - self.wall_before
@@ -97,7 +107,8 @@ class Run:
     metrics_bytes, steps_bytes = self.writer.offsets()
     return self.ckpt.save(epoch, state, {
         "metrics_bytes": metrics_bytes, "steps_bytes": steps_bytes,
-        "wall_time": time.time() - self.started, "step": int(state.step)})
+        "wall_time": time.time() - self.started, "step": int(state.step),
+        "config": json.loads(self.config.to_json_best_effort())})
 
   def checkpoint_due(self, done: int, preempted: bool) -> bool:
     cc = self.config.checkpoint
@@ -135,25 +146,105 @@ class Run:
       self.ckpt.close()
 
 
+def write_atomically(path: str, text: str) -> None:
+  """Writes ``path`` through a temporary file and a rename: never half a file."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
-  """Creates (or re-opens) ``workdir`` for ``config``: checks a saved config, writes
-  config.json and opens the checkpoint manager."""
+  """Re-opens (or creates) ``workdir`` for ``config``: refuses a saved config.json of
+  another run and opens the checkpoint manager. config.json itself is written only once
+  start-up succeeded (``Run.open_logs``)."""
   cc = config.checkpoint
-  os.makedirs(workdir, exist_ok=True)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file, not a directory")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create --workdir={workdir}: {e.strerror}") from None
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f"--workdir={workdir} is not writable")
   check_workdir_config(config, workdir, allow_config_change)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
   ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs) if cc.every_epochs else None
-  return Run(config, workdir, ckpt)
+  return Run(config, workdir, ckpt, allow_config_change)
+
+
+class LogMismatch(ValueError):
+  """A log is shorter than the checkpoint says: it was cut after the checkpoint."""
+
+
+def _log_sizes(run: Run) -> tuple[int, int]:
+  paths = (os.path.join(run.log_dir, logs.METRICS_FILE), os.path.join(run.log_dir, logs.STEPS_FILE))
+  return tuple(os.path.getsize(p) if os.path.exists(p) else 0 for p in paths)
+
+
+def _check_meta(run: Run, meta: dict[str, Any]) -> None:
+  """Refuses a checkpoint written by a run of another config (unless allowed)."""
+  if "config" not in meta or run.allow_config_change:
+    return
+  diffs = config_differences(meta["config"], json.loads(run.config.to_json_best_effort()))
+  if diffs:
+    raise ConfigMismatch(
+        f"{run.workdir} holds checkpoints of a run with a different config "
+        f"({'; '.join(diffs)}). Use another --workdir, or pass --allow_config_change to "
+        "resume it with the new values.")
+
+
+def _restore_checked(run: Run, template, max_epoch: int | None):
+  """The newest checkpoint whose log lengths the logs on disk still hold; an older one
+  (its epochs are redone, nothing is lost) when the logs were cut after the newest."""
+  sizes, cut = _log_sizes(run), None
+  while True:
+    restored = run.ckpt.restore_latest(template, max_epoch, lambda m: _check_meta(run, m))
+    if not restored:
+      break
+    meta = restored[1]
+    if meta["metrics_bytes"] <= sizes[0] and meta["steps_bytes"] <= sizes[1]:
+      break
+    cut = cut or meta["epoch"]
+    max_epoch = meta["epoch"] - 1
+  if cut and restored:
+    print(f"warning: {run.workdir}'s logs are shorter than its checkpoint of epoch {cut} "
+          f"recorded; resuming from the checkpoint of epoch {restored[1]['epoch']}, whose "
+          "logs are intact", file=sys.stderr)
+  elif cut:
+    raise LogMismatch(
+        f"{os.path.join(run.log_dir, logs.METRICS_FILE)} is shorter than every checkpoint of "
+        f"{run.workdir} recorded (cut by a crash or a partial copy): restore the full logs, "
+        "or use another --workdir")
+  return restored
+
+
+def _fresh_start(run: Run) -> None:
+  """A run without a checkpoint: logs already there are never overwritten silently."""
+  path = os.path.join(run.log_dir, logs.METRICS_FILE)
+  if not os.path.exists(path) or not os.path.getsize(path):
+    return
+  if not os.path.exists(os.path.join(run.workdir, CONFIG_FILE)):
+    raise ValueError(
+        f"{run.workdir} holds logs but neither a checkpoint nor config.json (they may be "
+        f"another run's): use another --workdir, or delete {path} to start over")
+  records = logs.read_run(run.log_dir)
+  if records and records[-1].get("epoch", 0) >= run.config.train.epochs:
+    run.complete, run.start_epoch = True, records[-1]["epoch"]
+    return
+  print(f"warning: {run.workdir} has no checkpoint to resume from "
+        f"(checkpoint.every_epochs={run.config.checkpoint.every_epochs}): restarting at "
+        f"epoch 0; the {len(records)} epochs logged are recomputed and rewritten",
+        file=sys.stderr)
 
 
 def restore(run: Run, template, max_epoch: int | None = None):
-  """The state to start ``run`` from: its newest readable checkpoint (at most
+  """The state to start ``run`` from: its newest usable checkpoint (at most
   ``max_epoch``), with the config's hyperparameters, or ``template`` to start afresh.
   Sets the run's start epoch, log offsets and wall time; marks a finished run complete."""
-  restored = run.ckpt.restore_latest(template, max_epoch) if run.ckpt else None
+  restored = _restore_checked(run, template, max_epoch) if run.ckpt else None
   if not restored:
     run.start_epoch, run.offsets, run.wall_before = 0, (0, 0), 0.0
+    _fresh_start(run)
     return template
   state, meta = restored
   oc = run.config.optim

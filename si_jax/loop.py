@@ -178,6 +178,18 @@ def _save(runs: list[Run], state, done: int, stacked: bool, preempted: bool) -> 
   return path
 
 
+def _report_preemption(runs: list[Run], state, done: int, path: str | None, stacked: bool):
+  step_count = int(np.max(jax.device_get(state.step)))
+  if path is None:
+    print(f"preempted after epoch {done} (step {step_count}) without a checkpoint "
+          "(checkpoint.every_epochs=0): this run cannot resume; rerunning the same command "
+          "restarts it at epoch 0.", file=sys.stderr, flush=True)
+    return
+  again = "the same command" if stacked else f"the same command (same --workdir={runs[0].workdir})"
+  print(f"preempted after epoch {done} (step {step_count}): checkpoint saved to {path}. "
+        f"Resume with {again}.", file=sys.stderr, flush=True)
+
+
 def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,
              *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
   """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs``; returns the
@@ -202,11 +214,7 @@ def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_colle
         if not live:
           break
         if preemption.requested and done < tc.epochs:
-          where = (f"checkpoint saved to {path}" if path else
-                   "no checkpoint (checkpoint.every_epochs=0)")
-          again = "the same command" if stacked else f"the same command (same --workdir={runs[0].workdir})"
-          print(f"preempted after epoch {done} (step {int(np.max(jax.device_get(state.step)))}"
-                f"): {where}. Resume with {again}.", file=sys.stderr, flush=True)
+          _report_preemption(runs, state, done, path, stacked)
           return state, True
   finally:
     for run in runs:
