@@ -152,25 +152,52 @@ def test_fixed_norm_projection(target):
     assert_close([got[step]], [xs], rtol=1e-5, atol=1e-6)
 
 
-def test_fixed_effective_lr():
-  params, g, grads = setup()
+@pytest.mark.parametrize("momentum", [0.0, MU])
+def test_fixed_effective_lr_several_steps(momentum):
+  """eta_t = eta~ rho_t^2 with rho_t the SI norm *at step t*, for 4 steps (the norm
+  changes by ~10% a step here); the trainable non-SI parameters step with eta~ itself."""
+  params, g, grads = setup(train_non_si=True)
   elr = 0.002
-  tx = optim.make_optimizer(params, g, lr=elr, wd=WD, fixed_effective_lr=True)
-  got = run(tx, params, grads[:1])[0]
-  rho_sq = si_norm(params, g) ** 2
-  for p in g.si_paths:
-    x, gr = np.asarray(models.get_path(params, p)), np.asarray(models.get_path(grads[0], p))
-    np.testing.assert_allclose(models.get_path(got, p), x - elr * rho_sq * (gr + WD * x),
-                               rtol=1e-5, atol=1e-6)
+  tx = optim.make_optimizer(params, g, lr=elr, wd=WD, momentum=momentum, fixed_effective_lr=True)
+  got = run(tx, params, grads)
+  si = set(g.si_paths)
+  xs, ms, want, rho_sq_seq = flat(params), {}, [], []
+  for grads_t in grads:
+    gs = flat(grads_t)
+    rho_sq = sum(np.sum(xs[p] ** 2) for p in si)  # rho_t^2, float64
+    rho_sq_seq.append(rho_sq)
+    for p in xs:
+      d = gs[p] + WD * xs[p]
+      ms[p] = d if p not in ms else momentum * ms[p] + d
+      xs[p] = xs[p] - elr * (rho_sq if p in si else 1.0) * ms[p]
+    want.append(dict(xs))
+  assert_close(got, want, rtol=1e-5, atol=1e-6)
+  assert max(rho_sq_seq) / min(rho_sq_seq) > 1.2  # rho_0^2 would be far off
 
 
-def test_hyperparameters_live_in_the_state():
-  params, g, _ = setup()
-  state = optim.make_optimizer(params, g, lr=0.3, wd=0.02, momentum=0.5).init(params)
+def test_injected_hyperparameters_drive_the_update():
+  """Values written into the state (a sweep member's, or on resume) are the ones used."""
+  params, g, grads = setup()
+  tx = optim.make_optimizer(params, g, lr=0.3, wd=0.02, momentum=0.5)
+  state = tx.init(params)
   hp = optim.hyperparams(state)
-  assert float(hp["learning_rate"]) == pytest.approx(0.3)
-  assert float(hp["weight_decay"]) == pytest.approx(0.02)
-  assert float(hp["momentum"]) == pytest.approx(0.5)
+  assert (float(hp["learning_rate"]), float(hp["weight_decay"]), float(hp["momentum"])) == \
+      pytest.approx((0.3, 0.02, 0.5))
+  state = optim.with_hyperparams(state, learning_rate=LR, weight_decay=WD, momentum=MU)
+  update = jax.jit(tx.update)
+  got, p = [], params
+  for grads_t in grads:
+    updates, state = update(grads_t, state, p)
+    p = jax.tree.map(jnp.add, p, updates)
+    got.append(p)
+  trainable = dict(models.flatten_with_paths(g.trainable_mask(params)))
+
+  def rule(x, gr, m):
+    d = gr + WD * x
+    m = d if m is None else MU * m + d
+    return x - LR * m, m
+
+  assert_close(got, hand(params, grads, rule, trainable))
 
 
 @pytest.mark.parametrize("kwargs,field", [
@@ -179,6 +206,7 @@ def test_hyperparameters_live_in_the_state():
     (dict(wd_mode="l2"), "optim.wd_mode"), (dict(si_norm=-2.0, fix_si_norm=True), "optim.si_norm"),
 ])
 def test_bad_optimizer_config(kwargs, field):
+  # An error path: the message naming the config field is the behaviour under test.
   params, g, _ = setup()
   with pytest.raises(ValueError, match=field):
     optim.make_optimizer(params, g, **kwargs)
