@@ -7,7 +7,8 @@
   micro-batches;
 * ``eval_sums``: loss and correct counts of a batch, in train or eval mode.
 Each is used as is for one run and ``jax.vmap``-ed over a leading runs axis for a
-family (``si_jax.loop``).
+family (``si_jax.loop``). ``train_step(..., axis_name=...)`` also runs under ``jax.pmap``
+with the batch split along that named axis (README, "pmap launchers").
 """
 
 from __future__ import annotations
@@ -18,15 +19,22 @@ import optax
 
 from si_jax import data as data_lib
 from si_jax import invariance, metrics, optim
+from si_jax.models import layers
 from si_jax.sharding import shard_batch
 from si_jax.state import StepContext, TrainState
 
 
-def loss_and_aux(model, params, batch_stats, x, y, train: bool = True):
-  """Mean cross-entropy; train mode uses batch statistics and returns the new running ones."""
+def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,
+                 axis_name: str | None = None):
+  """Mean cross-entropy; train mode uses batch statistics and returns the new running ones.
+
+  With ``axis_name`` the batch statistics are those of the batch split along that pmap
+  axis (``layers.batch_axis``); the loss stays this shard's mean.
+  """
   variables = {"params": params, "batch_stats": batch_stats}
   if train:
-    logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    with layers.batch_axis(axis_name):
+      logits, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
     new_stats = updated["batch_stats"]
   else:
     logits, new_stats = model.apply(variables, x, train=False), batch_stats
@@ -51,18 +59,35 @@ def apply_gradients(ctx: StepContext, state: TrainState, grads, new_batch_stats,
 
 def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augment: bool = False,
                pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None):
   """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
 
-  With a ``mesh`` the batch is split across its devices (data parallelism).
+  With a ``mesh`` the batch is split across its devices (data parallelism). Under
+  ``jax.pmap`` with ``axis_name``, ``images[idx]`` is this device's equal shard of the
+  batch: BN uses the global batch statistics, and the gradients, loss and accuracy are
+  averaged over the axis (``lax.pmean``), so every replica takes the global-batch step.
+  (Augmentation then draws each shard's crops with the device index folded in: not the
+  same draw as the one-device step.)
   """
+  if axis_name is not None and invariance_every:
+    raise ValueError("train.invariance_every needs the global loss's gradient; it is not "
+                     "supported under pmap (axis_name): set it to 0 or use the jit step")
   x, y = shard_batch(images[idx], mesh), shard_batch(labels[idx], mesh)
   if augment:
-    x = data_lib.augment_batch(jax.random.fold_in(state.rng, state.step), x, pad_value)
+    key = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    x = data_lib.augment_batch(key, x, pad_value)
   grad_fn = jax.value_and_grad(
-      lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y), has_aux=True)
+      lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y, axis_name=axis_name),
+      has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(state.params)
   accuracy = jnp.mean(metrics.correct(logits, y))
+  # Equal shards: the global means. Each shard's gradient already carries, through BN's
+  # pmean'ed statistics, its loss's dependence on the other shards, so the mean of the
+  # shard gradients is the gradient of the global batch's loss.
+  if axis_name is not None:
+    grads, loss, accuracy = jax.lax.pmean((grads, loss, accuracy), axis_name)
   new_state, step_metrics = apply_gradients(ctx, state, grads, new_stats, loss, accuracy)
   if invariance_every:
     loss_fn = lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y)[0]

@@ -6,8 +6,9 @@ the initial effective learning rate eta / rho_0^2, so they must match the origin
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -106,6 +107,12 @@ class Norm(nn.Module):
   Layer norm normalizes each sample over (H, W, C) (GroupNorm with one group);
   instance norm each sample and channel over (H, W). Both use the same statistics in
   train and eval mode. The affine scale/shift, when present, is per channel.
+
+  With ``axis_name`` (a ``jax.pmap`` axis over which the batch is split in equal
+  shards; set by ``batch_axis``) batch norm uses the global batch's statistics:
+  mean = pmean(shard means), var = pmean(shard means of (x - mean)^2), and n the
+  global count in the unbiased running variance, so the step equals the one-device
+  step on the whole batch.
   """
 
   kind: str = "batch"
@@ -114,7 +121,7 @@ class Norm(nn.Module):
   momentum: float = 0.1
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool, axis_name: str | None = None) -> jax.Array:
     if self.kind not in NORMS:
       raise ValueError(f"model.norm must be one of {NORMS}, got {self.kind!r}")
     channels = x.shape[-1]
@@ -122,10 +129,13 @@ class Norm(nn.Module):
       running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,))
       running_var = self.variable("batch_stats", "var", jnp.ones, (channels,))
       if train:
-        mean = jnp.mean(x, axis=(0, 1, 2))
-        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        # over the global batch when it is split along a pmap axis (two-pass variance)
+        global_mean = (lambda v: v) if axis_name is None else (
+            lambda v: jax.lax.pmean(v, axis_name))
+        mean = global_mean(jnp.mean(x, axis=(0, 1, 2)))
+        var = global_mean(jnp.mean(jnp.square(x - mean), axis=(0, 1, 2)))
         if not self.is_initializing():
-          n = x.size // channels
+          n = x.size // channels * (1 if axis_name is None else jax.lax.axis_size(axis_name))
           m = self.momentum
           running_mean.value = (1 - m) * running_mean.value + m * mean
           running_var.value = (1 - m) * running_var.value + m * var * (n / max(n - 1, 1))
@@ -140,6 +150,25 @@ class Norm(nn.Module):
       y = y * self.param("scale", nn.initializers.ones, (channels,))
       y = y + self.param("bias", nn.initializers.zeros, (channels,))
     return y
+
+
+@contextlib.contextmanager
+def batch_axis(axis_name: str | None) -> Iterator[None]:
+  """Within it, every ``Norm`` call gets ``axis_name``: batch norm averages its batch
+  statistics over that named (``jax.pmap``) axis, without the models knowing about it.
+  ``None`` changes nothing. (A flax method interceptor, active while the model is traced.)
+  """
+  if axis_name is None:
+    yield
+    return
+
+  def with_axis(next_fun, args, kwargs, context):
+    if isinstance(context.module, Norm) and context.method_name == "__call__":
+      kwargs = {**kwargs, "axis_name": axis_name}
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(with_axis):
+    yield
 
 
 ParamPath = tuple[str, ...]
