@@ -15,7 +15,8 @@ from si_jax.config import base_config
 
 
 def get_config(arg: str | None = None):
-  del arg
+  if arg:
+    raise ValueError(f"unknown config variant {arg!r}: configs/quickstart.py has none")
   config = base_config()
   config.model.width = 8
   config.data.name = "digits"

@@ -129,6 +129,28 @@ def _chain(
   return optax.chain(*parts)
 
 
+def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: str,
+                  fix_si_norm: bool, si_norm: float | None, **unused) -> None:
+  """Raises ValueError naming the config field (``optim.*``) of the first bad value."""
+  del unused
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")
+  if wd_mode not in WD_MODES:
+    raise ValueError(f"optim.wd_mode must be one of {WD_MODES}, got {wd_mode!r}")
+  if not lr > 0:
+    raise ValueError(f"optim.lr must be positive, got {lr!r}")
+  if not wd >= 0:
+    raise ValueError(f"optim.wd must be non-negative, got {wd!r}")
+  if not 0 <= momentum < 1:
+    raise ValueError(f"optim.momentum must be in [0, 1), got {momentum!r}")
+  if name == "adam" and momentum:
+    raise ValueError("optim.momentum is for sgd; adam uses optim.adam_b1")
+  if si_norm is not None and not si_norm > 0:
+    raise ValueError(f"optim.si_norm must be positive or None, got {si_norm!r}")
+  if si_norm is not None and not fix_si_norm:
+    raise ValueError("optim.si_norm is set but optim.fix_si_norm is False")
+
+
 def make_optimizer(
     params,
     groups,
@@ -149,22 +171,8 @@ def make_optimizer(
 
   Raises ValueError, naming the config field, for any bad value.
   """
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")
-  if wd_mode not in WD_MODES:
-    raise ValueError(f"optim.wd_mode must be one of {WD_MODES}, got {wd_mode!r}")
-  if not lr > 0:
-    raise ValueError(f"optim.lr must be positive, got {lr!r}")
-  if not wd >= 0:
-    raise ValueError(f"optim.wd must be non-negative, got {wd!r}")
-  if not 0 <= momentum < 1:
-    raise ValueError(f"optim.momentum must be in [0, 1), got {momentum!r}")
-  if name == "adam" and momentum:
-    raise ValueError("optim.momentum is for sgd; adam uses optim.adam_b1")
-  if si_norm is not None and not si_norm > 0:
-    raise ValueError(f"optim.si_norm must be positive or None, got {si_norm!r}")
-  if si_norm is not None and not fix_si_norm:
-    raise ValueError("optim.si_norm is set but optim.fix_si_norm is False")
+  check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
+                fix_si_norm=fix_si_norm, si_norm=si_norm)
   factory = functools.partial(
       _chain,
       name=name,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import ml_collections
 
+from si_jax import config as config_lib
 from si_jax import data as data_lib
 from si_jax import models, optim
 
@@ -24,41 +26,45 @@ def _one_of(value, allowed, field):
     raise ValueError(f"{field} must be one of {tuple(allowed)}, got {value!r}")
 
 
+def _check_finite_numbers(config: ml_collections.ConfigDict) -> None:
+  """Every number in the config is finite (an inf or nan would surface only later, as
+  a "divergence")."""
+  for key, value in config_lib.flatten(config.to_dict()).items():
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad field."""
+  """Raises ValueError naming the first bad field: the one check of a run config, made
+  before any file is written."""
   for section in SECTIONS:
     if section not in config:
       raise ValueError(f"config has no '{section}' section")
+  _check_finite_numbers(config)
   if not isinstance(config.seed, int):
     raise ValueError(f"seed must be an integer, got {config.seed!r}")
   m, d, o, t = config.model, config.data, config.optim, config.train
-  _one_of(m.name, sorted(models.MODELS), "model.name")
-  _one_of(m.norm, models.NORMS, "model.norm")
-  _one_of(m.get("conv_impl", "xla"), models.layers.CONV_IMPLS, "model.conv_impl")
-  if m.width is not None:
-    _positive_int(m.width, "model.width")
-  if not m.norm_epsilon >= 0:
-    raise ValueError(f"model.norm_epsilon must be non-negative, got {m.norm_epsilon!r}")
+  models.check_options(name=m.name, norm=m.norm, width=m.width, norm_epsilon=m.norm_epsilon,
+                       conv_impl=m.get("conv_impl", "xla"), last_layer_norm=m.last_layer_norm)
   if not (isinstance(m.get("init_scale", 1.0), (int, float)) and 0 < m.get("init_scale", 1.0) < float("inf")):
     raise ValueError(f"model.init_scale must be a positive finite number, got {m.get('init_scale')!r}")
-  if m.last_layer_norm is not None and not m.last_layer_norm > 0:
-    raise ValueError(f"model.last_layer_norm must be positive or None, got {m.last_layer_norm!r}")
+  if m.get("init_checkpoint") and not os.path.isdir(m.init_checkpoint):
+    raise ValueError(f"model.init_checkpoint={m.init_checkpoint!r} is not a directory (a run's "
+                     "workdir to warm-start from)")
+  if m.get("init_epoch") is not None:
+    _positive_int(m.init_epoch, "model.init_epoch")
   _one_of(d.name, data_lib.NAMES, "data.name")
   _one_of(d.source, data_lib.SOURCES, "data.source")
+  _one_of(d.get("subset", "first"), data_lib.SUBSETS, "data.subset")
   if d.source == "archive" and not (d.data_dir and os.path.isdir(d.data_dir)):
     raise ValueError(f"data.data_dir={d.data_dir!r} does not exist (data.source='archive' "
                      "reads the official CIFAR python archive from it)")
   for field in ("train_size", "test_size"):
     if d[field] is not None:
       _positive_int(d[field], f"data.{field}")
-  _one_of(o.name, optim.OPTIMIZERS, "optim.name")
-  _one_of(o.wd_mode, optim.WD_MODES, "optim.wd_mode")
-  if not o.lr > 0:
-    raise ValueError(f"optim.lr must be positive, got {o.lr!r}")
-  if not o.wd >= 0:
-    raise ValueError(f"optim.wd must be non-negative, got {o.wd!r}")
-  if not 0 <= o.momentum < 1:
-    raise ValueError(f"optim.momentum must be in [0, 1), got {o.momentum!r}")
+  optim.check_options(**o.to_dict())
   if o.fix_si_norm and o.fixed_effective_lr:
     raise ValueError("optim.fix_si_norm and optim.fixed_effective_lr are exclusive "
                      "(with a fixed norm the effective LR is already fixed)")

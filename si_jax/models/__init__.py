@@ -29,6 +29,23 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 DEFAULT_WIDTH = {"convnet_si": 32, "resnet18_si": 64}
 
 
+def check_options(*, name: str, norm: str, width: int | None, norm_epsilon: float,
+                  conv_impl: str = "xla", last_layer_norm: float | None = None) -> None:
+  """Raises ValueError naming the config field (``model.*``) of the first bad value."""
+  if name not in MODELS:
+    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
+  if norm not in NORMS:
+    raise ValueError(f"model.norm must be one of {NORMS}, got {norm!r}")
+  if width is not None and (not isinstance(width, int) or isinstance(width, bool) or width <= 0):
+    raise ValueError(f"model.width must be a positive integer, got {width!r}")
+  if not norm_epsilon >= 0:
+    raise ValueError(f"model.norm_epsilon must be non-negative, got {norm_epsilon!r}")
+  if conv_impl not in layers.CONV_IMPLS:
+    raise ValueError(f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {conv_impl!r}")
+  if last_layer_norm is not None and not last_layer_norm > 0:
+    raise ValueError(f"model.last_layer_norm must be positive or None, got {last_layer_norm!r}")
+
+
 def create_model(
     name: str,
     *,
@@ -46,19 +63,10 @@ def create_model(
   float round-off) for invariance studies. ``conv_impl`` 'patches' computes the
   convolutions as im2col + matmul (same function and parameters; faster on XLA:CPU).
   """
-  if name not in MODELS:
-    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
-  if norm not in NORMS:
-    raise ValueError(f"model.norm must be one of {NORMS}, got {norm!r}")
-  width = DEFAULT_WIDTH[name] if width is None else width
-  if not isinstance(width, int) or width <= 0:
-    raise ValueError(f"model.width must be a positive integer, got {width!r}")
+  width = DEFAULT_WIDTH.get(name) if width is None else width
+  check_options(name=name, norm=norm, width=width, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
   if not isinstance(num_classes, int) or num_classes <= 1:
     raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-  if not norm_epsilon >= 0:
-    raise ValueError(f"model.norm_epsilon must be non-negative, got {norm_epsilon!r}")
-  if conv_impl not in layers.CONV_IMPLS:
-    raise ValueError(f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {conv_impl!r}")
   return MODELS[name](width=width, num_classes=num_classes, norm=norm,
                       train_non_si=train_non_si, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
 
