@@ -56,13 +56,27 @@ class MetricWriter:
 
 
 def read_jsonl(path: str) -> list[dict]:
+  """The records of a JSON-lines file; ValueError naming the line that is not JSON."""
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        raise ValueError(f"{path}, line {number}: not a JSON record (a log cut by a crash "
+                         "or a partial copy?)") from None
+  return records
 
 
-def read_run(workdir: str, steps: bool = False) -> list[dict]:
-  """The per-epoch (or per-step) records of a run directory."""
+def read_run(workdir: str, steps: bool = False, nonempty: bool = False) -> list[dict]:
+  """The per-epoch (or per-step) records of a run directory (``nonempty``: at least one,
+  else ValueError)."""
   path = os.path.join(workdir, STEPS_FILE if steps else METRICS_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} an si_jax run directory?")
-  return read_jsonl(path)
+  records = read_jsonl(path)
+  if nonempty and not records:
+    raise ValueError(f"{path} holds no record yet (the run has not finished an epoch)")
+  return records

@@ -17,7 +17,10 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.labels and len(args.labels) != len(args.runs):
     parser.error(f"--labels needs {len(args.runs)} values, got {len(args.labels)}")
-  print(plotting.plot_runs(args.runs, args.out, args.labels, theory_overlay=args.theory))
+  try:
+    print(plotting.plot_runs(args.runs, args.out, args.labels, theory_overlay=args.theory))
+  except (FileNotFoundError, ValueError, OSError) as e:
+    parser.exit(1, f"error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,15 @@ def gradient_bounds(series: dict[str, np.ndarray], tail: float = 0.5,
   return tail_quantiles(series, "effective_grad_norm", tail, quantiles)
 
 
+def _series(workdir: str) -> dict[str, np.ndarray]:
+  """A run's per-epoch series; ValueError if it has none to draw."""
+  s = phases.load_series(workdir)
+  if "epoch" not in s:
+    raise ValueError(f"{workdir}: metrics.jsonl holds no record yet (the run has not "
+                     "finished an epoch)")
+  return s
+
+
 def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
               mark_spikes: bool = True, theory_overlay: bool = False) -> str:
   """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...).
@@ -58,7 +67,7 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
   labels = labels or [_label(w) for w in workdirs]
   fig, axes = plt.subplots(1, 4, figsize=(18, 4), constrained_layout=True)
   for workdir, label, color in zip(workdirs, labels, plt.cm.tab10.colors * 10):
-    s = phases.load_series(workdir)
+    s = _series(workdir)
     epoch = s["epoch"]
     loss = s["train_loss"] if "train_loss" in s and np.isfinite(s["train_loss"]).any() else s["loss"]
     ok = np.isfinite(loss)
@@ -127,7 +136,7 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
                            constrained_layout=True)
   for k, (workdir, label) in enumerate(zip(workdirs, labels)):
     ax = axes[k // cols][k % cols]
-    s = phases.load_series(workdir)
+    s = _series(workdir)
     a = analyses[k] if analyses else phases.analyze_run(workdir, series=s)
     loss = phases.loss_series(s)
     ok = np.isfinite(loss)
@@ -161,7 +170,7 @@ def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> s
   """Effective LR and effective gradient norm over epochs for every run (Fig. 16)."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
   for workdir, label, color in zip(workdirs, labels, plt.cm.tab10.colors * 10):
-    s = phases.load_series(workdir)
+    s = _series(workdir)
     ls = "--" if "init" in label else "-"
     axes[0].semilogy(s["epoch"], s["effective_lr"], ls, color=color, lw=0.8, label=label)
     axes[1].semilogy(s["epoch"], s["effective_grad_norm"], ls, color=color, lw=0.8)
