@@ -11,6 +11,7 @@ import pytest
 from si_jax import models
 from si_jax.models import layers
 from conftest import make
+import reference_nets
 
 
 def si_count(variables, groups):
@@ -76,6 +77,8 @@ def test_last_layer_rescaled_bias_not():
 
 @pytest.mark.parametrize("name", ["convnet_si", "resnet18_si"])
 def test_si_groups_cover_every_conv_kernel_and_nothing_else(name):
+  # Structural on purpose: which kernels are SI is a set; that each declared group is
+  # really SI is measured numerically in test_invariance.py.
   _, v, g = make(name, width=4, input_shape=(16, 16, 3), train_non_si=True)
   kernels = {p for p, x in models.flatten_with_paths(v["params"]) if x.ndim == 4}
   assert set(g.si_paths) == kernels
@@ -85,6 +88,7 @@ def test_si_groups_cover_every_conv_kernel_and_nothing_else(name):
 
 
 def test_frozen_non_si_mask():
+  # Structural: the optimizer's use of this mask is checked on numbers in test_optim.py.
   _, v, g = make("convnet_si", norm="batch", train_non_si=False)
   mask = dict(models.flatten_with_paths(g.trainable_mask(v["params"])))
   assert mask[("classifier", "kernel")] is False and mask[("classifier", "bias")] is False
@@ -106,6 +110,67 @@ def test_batchnorm_matches_pytorch_rule_by_hand():
   y_eval = norm.apply(upd, x, train=False)
   np.testing.assert_allclose(
       y_eval, (x - 0.1 * mean) / np.sqrt(0.9 + 0.1 * var_biased * n / (n - 1) + 1e-5), rtol=1e-5)
+
+
+def norm_input(scale=1.0):
+  """Samples and channels with their own offsets and spreads, so that normalizing over
+  the wrong axes (per channel instead of per sample, or over the batch) shows."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(4, 5, 6, 3))
+  x = x * np.array([0.5, 2.0, 4.0]) + np.array([1.0, -3.0, 0.0])  # per channel
+  x = x * np.array([1.0, 3.0, 0.3, 1.5])[:, None, None, None] + np.arange(4)[:, None, None, None]
+  return (scale * x).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["layer", "instance"])
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_layer_and_instance_norm_match_numpy(kind, scale):
+  # scale 1e-3 puts the variance (~1e-6) below epsilon = 1e-5, so the epsilon must sit
+  # inside the square root, as in torch: (x - mean) / sqrt(var + eps)
+  x = norm_input(scale)
+  norm = layers.Norm(kind)
+  v = norm.init(jax.random.key(0), x, train=False)
+  assert v == {}  # no running statistics, no parameters
+  want = reference_nets.norm(x, kind)
+  for train in (True, False):  # the same statistics in both modes
+    np.testing.assert_allclose(norm.apply(v, x, train=train), want, rtol=2e-4, atol=2e-4)
+  # and the three kinds really differ on this input
+  for other in set(reference_nets.NORM_AXES) - {kind}:
+    assert np.abs(reference_nets.norm(x, other) - want).max() > 0.1
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer", "instance"])
+def test_affine_norm_scale_and_shift_per_channel(kind):
+  x = norm_input()
+  norm = layers.Norm(kind, affine=True)
+  v = norm.init(jax.random.key(0), x, train=False)
+  rng = np.random.default_rng(2)
+  scale, bias = rng.normal(size=3).astype(np.float32), rng.normal(size=3).astype(np.float32)
+  v = {**v, "params": {"scale": scale, "bias": bias}}
+  y, _ = norm.apply(v, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(y, reference_nets.norm(x, kind, scale=scale, bias=bias),
+                             rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer", "instance"])
+def test_convnet_forward_matches_numpy_reference(kind):
+  """The whole ConvNet, each of its norm layers included, against the original
+  ConvNetDepth written out in NumPy (batch norm in train mode)."""
+  x = np.random.default_rng(3).normal(size=(4, 16, 16, 3)).astype(np.float32)
+  model, v, _ = make("convnet_si", norm=kind, width=4, input_shape=(16, 16, 3), seed=2)
+  logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
+  want = reference_nets.convnet(v["params"], x, kind)
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())  # measured <= 4e-6 on |logits| ~ 10
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer", "instance"])
+def test_resnet18_forward_matches_numpy_reference(kind):
+  """The pre-activation ResNet-18 against the original PreActResNet in NumPy."""
+  x = np.random.default_rng(4).normal(size=(4, 16, 16, 3)).astype(np.float32)
+  model, v, _ = make("resnet18_si", norm=kind, width=4, input_shape=(16, 16, 3), seed=3)
+  logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
+  want = reference_nets.resnet18(v["params"], x, kind)
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())  # measured <= 4e-6 on |logits| ~ 10
 
 
 def test_stride2_conv_pads_symmetrically_like_pytorch():
@@ -168,6 +233,7 @@ def test_reshape_max_pool_equals_flax_max_pool():
     (dict(name="convnet_si", width=-3), "model.width"),
 ])
 def test_bad_model_config_names_the_field(kwargs, field):
+  # An error path: the message naming the config field is the behaviour under test.
   with pytest.raises(ValueError, match=field):
     models.create_model(num_classes=10, **kwargs)
 
