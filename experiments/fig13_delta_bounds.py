@@ -5,7 +5,7 @@ and Eq. (8)'s prediction from the measured g~_t overlaid on the measured 1 - cos
 
   python -m si_jax.main --config=configs/quickstart.py --workdir=runs/qs_steps \
       --config.train.log_every=step --config.train.epochs=120
-  python experiments/fig13_delta_bounds.py runs/qs_steps --out fig13.png [--period 1]
+  python experiments/fig13_delta_bounds.py runs/qs_steps --out=fig13.png [--period=1]
 
 Period k runs from the k-th destabilization to the next and its phase B is the one
 ``si_jax.phases.analyze`` finds on the per-epoch logs (from the first epoch whose train
@@ -16,15 +16,14 @@ step after it).
 
 from __future__ import annotations
 
-import argparse
-
+from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import phases, plotting, theory  # noqa: E402
+from si_jax import cli, phases, plotting, theory  # noqa: E402
 
 
 def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int]:
@@ -35,7 +34,7 @@ def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int
   epochs = phases.load_series(workdir)
   analysis = phases.analyze_run(workdir, series=epochs, b_decades=float(np.log10(near)))
   if not 1 <= period <= len(analysis.onsets) or not analysis.periods[period].complete:
-    raise SystemExit(f"{workdir}: destabilizations at epochs {analysis.destabilizations}; "
+    raise ValueError(f"{workdir}: destabilizations at epochs {analysis.destabilizations}; "
                      f"period {period} needs two of them. Train longer or pick another --period.")
   p = analysis.periods[period]
   done = epochs["step"].astype(int)  # steps completed at the end of each epoch
@@ -58,22 +57,21 @@ def report_equilibrium(steps, t0, b_start, b_end, lr, wd, momentum=0.0) -> None:
             f"median {np.median(ratio):.3g}, range {ratio.min():.3g}..{ratio.max():.3g}")
 
 
-def main():
-  parser = argparse.ArgumentParser(description="Fig. 13: delta-jump bounds on phase B.")
-  parser.add_argument("run")
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--period", type=int, default=1)
-  parser.add_argument("--near", type=float, default=10.0,
-                      help="phase B starts when the loss is within this factor of its minimum")
-  parser.add_argument("--lower-power", type=float, default=1.0, help="1 for SGD, 2 for GD")
-  args = parser.parse_args()
-  lr, wd = plotting.run_hyperparams(args.run)
-  steps = phases.load_series(args.run, steps=True)
-  t0, b_start, b_end = phase_b_steps(args.run, args.period, args.near)
+def delta_bounds_figure(run: str, out: str, period: int = 1, near: float = 10.0,
+                        lower_power: float = 1.0) -> str:
+  """Draws Fig. 13 for ``period`` of the run into ``out`` and prints the equilibrium
+  check per phase, the envelope constants and how well Eq. (8) and the bounds hold.
+
+  ``lower_power``: the exponent p of the lower envelope l(t) = c/(t - t0)^p (1 for SGD,
+  2 for GD).
+  """
+  lr, wd = plotting.run_hyperparams(run)
+  steps = phases.load_series(run, steps=True)
+  t0, b_start, b_end = phase_b_steps(run, period, near)
   sel = (steps["step"] >= b_start) & (steps["step"] <= b_end)
   t, g, rho, cd = (steps[k][sel] for k in ("step", "effective_grad_norm", "weight_norm",
                                           "cosine_distance"))
-  fit = theory.fit_gradient_envelopes(t, g, t0=t0, t_valid=b_start, lower_power=args.lower_power)
+  fit = theory.fit_gradient_envelopes(t, g, t0=t0, t_valid=b_start, lower_power=lower_power)
   low, high = fit(t)
   cd_low, cd_high = theory.cosine_distance_bounds(rho, low, high, lr, wd)
   predicted = theory.cosine_distance(rho, g, lr, wd)
@@ -89,14 +87,27 @@ def main():
   axes[1].set(xlabel="step", title=f"cosine distance of adjacent steps (lr {lr:g}, wd {wd:g})")
   for ax in axes:
     ax.legend(fontsize=8)
-  fig.savefig(args.out, dpi=110)
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
   report_equilibrium(steps, t0, b_start, b_end, lr, wd)
   residual = np.abs(cd / predicted - 1)
   inside = np.mean((cd >= cd_low * (1 - 1e-3)) & (cd <= cd_high * (1 + 1e-3)))
-  print(f"{args.out}: phase B steps {b_start}..{b_end} (t0={t0}); c={fit.c:.4g}, C={fit.C:.4g}; "
+  print(f"{out}: phase B steps {b_start}..{b_end} (t0={t0}); c={fit.c:.4g}, C={fit.C:.4g}; "
         f"Eq. (8) residual median {np.median(residual):.2e}, max {residual.max():.2e}; "
         f"measured 1 - cos inside the bounds at {100 * inside:.1f}% of steps")
+  return out
 
 
-if __name__ == "__main__":
-  main()
+def main(argv):
+  values = flags.FLAGS
+  delta_bounds_figure(argv[1], values.out, values.period, values.near, values.lower_power)
+
+
+if __name__ == "__main__":  # flags only here: experiments/one_period.py imports the figure
+  flags.DEFINE_string("out", None, "output image (png, pdf, svg)", required=True)
+  flags.DEFINE_integer("period", 1, "which period (1 is the first after the warm-up)",
+                        lower_bound=1)
+  flags.DEFINE_float("near", 10.0, "phase B starts when the loss is within this factor of "
+                     "its minimum", lower_bound=1.0)
+  flags.DEFINE_float("lower_power", 1.0, "exponent of the lower envelope: 1 for SGD, 2 for GD")
+  cli.run(main, positional=1)

@@ -11,17 +11,16 @@ destabilize). Then the summary table and figures, as experiments/run_family.py.
 """
 
 import os
-import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from si_jax import checkpoint, experiment, phases  # noqa: E402
+from si_jax import checkpoint, cli, experiment, phases
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/gd.py[:variant]")
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
+_CONFIG = cli.config_flag("configs/gd.py[:variant]")
+_WORKDIR = cli.workdir_flag()
+_PROGRESS = cli.progress_flag()
+cli.cpu_devices_flag()  # both applied by cli.run before training
+cli.compilation_cache_flag()
 _MARGIN = flags.DEFINE_integer("margin", 20, "steps between the checkpoint and the first "
                                "destabilization of the reference run")
 _REFERENCE = flags.DEFINE_string("reference", "lr_0p5", "member whose pre-destabilization "
@@ -32,11 +31,11 @@ def add_stage_two(config, workdir: str) -> str:
   ref_dir = os.path.join(workdir, _REFERENCE.value)
   analysis = phases.analyze_run(ref_dir)
   if not analysis.onsets:
-    raise SystemExit(f"{ref_dir}: {analysis.describe()}; stage 2 needs a destabilization")
+    raise ValueError(f"{ref_dir}: {analysis.describe()}; stage 2 needs a destabilization")
   first = analysis.destabilizations[0]
   saved = [e for e in checkpoint.saved_epochs(ref_dir) if e <= first - _MARGIN.value]
   if not saved:
-    raise SystemExit(f"{ref_dir}: no checkpoint {_MARGIN.value} steps before the first "
+    raise ValueError(f"{ref_dir}: no checkpoint {_MARGIN.value} steps before the first "
                      f"destabilization (step {first:g}); lower checkpoint.every_epochs")
   start = saved[-1]
   rho = phases.load_series(ref_dir)["weight_norm"][start - 1]  # logged at its last step
@@ -53,21 +52,14 @@ def add_stage_two(config, workdir: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  del argv  # only flags
   config, workdir = _CONFIG.value, _WORKDIR.value
-  experiment.run_family(config, workdir, vmap="no")
+  experiment.run_family(config, workdir, vmap="no", progress=_PROGRESS.value)
   note = add_stage_two(config, workdir)
   print(note)
-  summary = experiment.run_family(config, workdir, vmap="no")
-  text = experiment.table(summary)
-  with open(os.path.join(workdir, "summary.md"), "w") as f:
-    f.write(note + "\n\n" + text + "\n")
-  print(text)
-  for path in experiment.draw(config, workdir):
-    print(f"figure: {path}")
+  summary = experiment.run_family(config, workdir, vmap="no", progress=_PROGRESS.value)
+  cli.report_family(config, workdir, summary, note)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,7 @@
 """Kill a training run with SIGKILL at random moments, resume it each time, and check
 that it ends with exactly the metrics and parameters of an uninterrupted run.
 
-  python experiments/kill_resume.py --kills 20 [--epochs 300] [--workdir /tmp/kills]
+  python experiments/kill_resume.py --kills=20 [--epochs=300] [--workdir=/tmp/kills]
 
 Both runs are separate processes, so equality also shows cross-process determinism.
 Kills land anywhere: inside a step, during a checkpoint write, between a checkpoint
@@ -10,7 +10,6 @@ and the next log line. Prints the number of kills tried and the comparison.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -19,12 +18,18 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+import jax
 import numpy as np
+
+from si_jax import checkpoint, cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command(workdir: str, epochs: int, extra=()) -> list[str]:
+  """The training program (``python -m si_jax.main``) on the quickstart config: 512
+  examples, per-step logs, a checkpoint every epoch."""
   return [sys.executable, "-m", "si_jax.main", "--config=configs/quickstart.py",
           f"--workdir={workdir}", f"--config.train.epochs={epochs}",
           "--config.data.train_size=512", "--config.train.log_every=step",
@@ -32,6 +37,7 @@ def command(workdir: str, epochs: int, extra=()) -> list[str]:
 
 
 def run(workdir, epochs, timeout=None):
+  """An uninterrupted run in its own process."""
   return subprocess.run(command(workdir, epochs), cwd=ROOT, capture_output=True, text=True,
                         timeout=timeout)
 
@@ -43,23 +49,10 @@ def records(workdir: str, name: str) -> list[dict]:
 
 
 def final_params(workdir: str) -> dict[str, np.ndarray]:
-  """The SI and last-layer parameters of the newest checkpoint."""
-  import jax  # noqa: F401  (orbax needs it)
-  import orbax.checkpoint as ocp
-  ckpt = os.path.join(workdir, "checkpoints")
-  epoch = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-  tree = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(epoch), "state"))
-  flat = {}
-
-  def walk(prefix, node):
-    if isinstance(node, dict):
-      for k, v in node.items():
-        walk(f"{prefix}/{k}", v)
-    else:
-      flat[prefix] = np.asarray(node)
-
-  walk("", tree["params"])
-  return flat
+  """The parameters and BN statistics of the newest checkpoint, by tree path."""
+  params, batch_stats, _ = checkpoint.load_weights(workdir)
+  leaves = jax.tree_util.tree_flatten_with_path({"params": params, "batch_stats": batch_stats})[0]
+  return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
 def kill_and_resume(workdir: str, epochs: int, kills: int, seed: int = 0,
@@ -87,21 +80,17 @@ def kill_and_resume(workdir: str, epochs: int, kills: int, seed: int = 0,
     return done
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--kills", type=int, default=20)
-  parser.add_argument("--epochs", type=int, default=300)
-  parser.add_argument("--workdir", default="/tmp/si_jax_kills")
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
-  shutil.rmtree(args.workdir, ignore_errors=True)
-  ref, killed = os.path.join(args.workdir, "reference"), os.path.join(args.workdir, "killed")
+def main(argv):
+  del argv  # only flags
+  values = flags.FLAGS
+  shutil.rmtree(values.workdir, ignore_errors=True)
+  ref, killed = os.path.join(values.workdir, "reference"), os.path.join(values.workdir, "killed")
   t0 = time.time()
-  out = run(ref, args.epochs)
+  out = run(ref, values.epochs)
   if out.returncode:
-    raise SystemExit(out.stderr[-2000:])
+    sys.exit(f"error: the reference run failed:\n{out.stderr[-2000:]}")
   print(f"reference run: {time.time() - t0:.0f} s")
-  n = kill_and_resume(killed, args.epochs, args.kills, args.seed)
+  n = kill_and_resume(killed, values.epochs, values.kills, values.seed)
   same_epochs = records(ref, "metrics.jsonl") == records(killed, "metrics.jsonl")
   same_steps = records(ref, "steps.jsonl") == records(killed, "steps.jsonl")
   pa, pb = final_params(ref), final_params(killed)
@@ -109,8 +98,12 @@ def main():
   print(f"kills: {n}; metrics.jsonl identical: {same_epochs}; steps.jsonl identical: "
         f"{same_steps}; final parameters bit-identical: {same_params}")
   if not (same_epochs and same_steps and same_params):
-    raise SystemExit(1)
+    sys.exit(1)
 
 
-if __name__ == "__main__":
-  main()
+if __name__ == "__main__":  # flags only here: tests import this module's functions
+  flags.DEFINE_integer("kills", 20, "SIGKILLs to deliver", lower_bound=0)
+  flags.DEFINE_integer("epochs", 300, "epochs of the quickstart run", lower_bound=1)
+  flags.DEFINE_string("workdir", "/tmp/si_jax_kills", "scratch directory (deleted first)")
+  flags.DEFINE_integer("seed", 0, "seed of the kill times")
+  cli.run(main)

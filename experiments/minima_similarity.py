@@ -14,26 +14,23 @@ two independent runs. Writes WORKDIR/minima_similarity.png/.pdf and similarity.j
 import itertools
 import json
 import os
-import sys
 
-from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from si_jax import checkpoint, experiment, phases, plotting, train  # noqa: E402
+from si_jax import checkpoint, cli, experiment, phases, plotting  # noqa: E402
+from si_jax import state as state_lib  # noqa: E402
 from si_jax.models import get_path  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/minima_similarity.py[:variant]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
+_CONFIG = cli.config_flag("configs/minima_similarity.py[:variant]")
+_WORKDIR = cli.workdir_flag()
+_PROGRESS = cli.progress_flag()
+cli.compilation_cache_flag()  # applied by cli.run before training
 
 
 def end_of_phase_a(workdir: str, available: list[int]) -> list[tuple[int, int]]:
@@ -48,32 +45,34 @@ def end_of_phase_a(workdir: str, available: list[int]) -> list[tuple[int, int]]:
   return out
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  config, workdir = _CONFIG.value, _WORKDIR.value
-  experiment.run_family(config, workdir, vmap="no")
+def collect_minima(config, workdir: str):
+  """The end-of-phase-A checkpoints of every member: [(run, period, epoch)], their SI
+  weight vectors, their test-set softmax outputs, and the test labels."""
   members = experiment.member_overrides(config)
   run_config = experiment.member_config(config, members[0][2])
-  dataset = train.load_dataset(run_config)
-  task, _ = train.create_task_and_state(run_config, dataset)
-  test_x, test_y = jnp.asarray(dataset.test_images), np.asarray(dataset.test_labels)
+  dataset = state_lib.load_dataset(run_config)
+  ctx, _ = state_lib.create_state(run_config, dataset)
+  test_x = jnp.asarray(dataset.test_images)
 
   @jax.jit
   def probabilities(params, batch_stats):
-    logits = task.model.apply({"params": params, "batch_stats": batch_stats}, test_x, train=False)
+    logits = ctx.model.apply({"params": params, "batch_stats": batch_stats}, test_x, train=False)
     return jax.nn.softmax(logits)
 
   names, vectors, probs = [], [], []
-  for run, (name, label, _) in enumerate(members):
+  for run, (name, _, _) in enumerate(members):
     run_dir = os.path.join(workdir, name)
-    available = checkpoint.saved_epochs(run_dir)
-    for period, epoch in end_of_phase_a(run_dir, available):
+    for period, epoch in end_of_phase_a(run_dir, checkpoint.saved_epochs(run_dir)):
       params, stats, _ = checkpoint.load_weights(run_dir, epoch)
-      vectors.append(np.concatenate([np.ravel(get_path(params, p)) for p in task.groups.si_paths]))
+      vectors.append(np.concatenate([np.ravel(get_path(params, p)) for p in ctx.groups.si_paths]))
       probs.append(np.asarray(probabilities(params, stats)))
       names.append((run, period, epoch))
+  return names, vectors, probs, np.asarray(dataset.test_labels)
+
+
+def similarity(names, vectors, probs, test_y, member_names: list[str]) -> dict:
+  """Cosine similarities of the SI weights and test errors of single minima and of
+  two-member ensembles (mean softmax): periods of one run vs independent runs."""
   unit = np.stack([v / np.linalg.norm(v) for v in vectors])
   cosine = unit @ unit.T
   error = lambda p: float(np.mean(p.argmax(-1) != test_y))
@@ -83,8 +82,8 @@ def main(argv):
             if names[i][0] == names[j][0] == 0 and names[i][1] > 0 and names[j][1] > 0]
   across = [(index[(0, k)], index[(1, k)]) for (r, k, _) in names if r == 0 and (1, k) in index]
   ensemble = lambda pairs: [error((probs[i] + probs[j]) / 2) for i, j in pairs]
-  result = {
-      "checkpoints": [{"run": members[r][0], "period": k, "epoch": e, "test_error": s}
+  return {
+      "checkpoints": [{"run": member_names[r], "period": k, "epoch": e, "test_error": s}
                       for (r, k, e), s in zip(names, single)],
       "cosine": cosine.tolist(),
       "within_run_cosine": [float(cosine[i, j]) for i, j in within],
@@ -92,9 +91,13 @@ def main(argv):
       "within_run_ensemble_error": ensemble(within),
       "independent_ensemble_error": ensemble(across),
   }
-  with open(os.path.join(workdir, "similarity.json"), "w") as f:
-    json.dump(result, f, indent=1)
 
+
+def draw(result: dict, names, out: str) -> str:
+  """Left: the cosine-similarity matrix; right: test errors of single models and of
+  ensembles."""
+  cosine = np.asarray(result["cosine"])
+  single = [c["test_error"] for c in result["checkpoints"]]
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
   ticks = [f"{'ind. ' if r else ''}P{k} (ep {e})" for r, k, e in names]
   im = axes[0].imshow(cosine, cmap="viridis", vmin=min(0.0, cosine.min()), vmax=1)
@@ -112,15 +115,29 @@ def main(argv):
       axes[1].hlines(np.mean(values), pos - 0.3, pos + 0.3, color="k")
   axes[1].set(xticks=range(3), ylabel="test error", title="functional similarity (ensembles of two)")
   axes[1].set_xticklabels([g[0] for g in groups], fontsize=8)
-  plotting.save_figure(fig, os.path.join(workdir, "minima_similarity.png"))
+  plotting.save_figure(fig, out)
+  return out
+
+
+def main(argv):
+  del argv  # only flags
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  experiment.run_family(config, workdir, vmap="no", progress=_PROGRESS.value)
+  names, vectors, probs, test_y = collect_minima(config, workdir)
+  member_names = [name for name, _, _ in experiment.member_overrides(config)]
+  result = similarity(names, vectors, probs, test_y, member_names)
+  with open(os.path.join(workdir, "similarity.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  out = draw(result, names, os.path.join(workdir, "minima_similarity.png"))
   mean = lambda v: float(np.mean(v)) if v else float("nan")
+  single = [c["test_error"] for c in result["checkpoints"]]
   print(f"{len(names)} checkpoints: within-run cosine {mean(result['within_run_cosine']):.3f} "
         f"(min {min(result['within_run_cosine'], default=np.nan):.3f}), independent-run cosine "
         f"{mean(result['independent_cosine']):.3f}; test error: single {mean(single):.4f}, "
         f"ensembles of periods {mean(result['within_run_ensemble_error']):.4f}, of independent "
         f"runs {mean(result['independent_ensemble_error']):.4f}")
-  print(f"figure: {os.path.join(workdir, 'minima_similarity.png')}")
+  print(f"figure: {out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -10,32 +10,30 @@ WORKDIR/fig13.png.
 """
 
 import os
-import subprocess
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from si_jax import phases, plotting, train  # noqa: E402
+from fig13_delta_bounds import delta_bounds_figure  # noqa: E402  (this script's sibling)
+from si_jax import cli, phases, plotting, train  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/one_period.py[:variant]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
-_PERIOD = flags.DEFINE_integer("period", 1, "which period (0 is the warm-up)")
+_CONFIG = cli.config_flag("configs/one_period.py[:variant]")
+_WORKDIR = cli.workdir_flag()
+_PROGRESS = cli.progress_flag()
+cli.compilation_cache_flag()  # applied by cli.run before training
+_PERIOD = flags.DEFINE_integer("period", 1, "which period (0 is the warm-up; Fig. 13 needs "
+                               "1 or later)", lower_bound=0)
 
 
 def draw_period(workdir: str, period: int, out: str) -> str:
   epochs = phases.load_series(workdir)
   analysis = phases.analyze_run(workdir, series=epochs)
   if not 0 <= period < len(analysis.periods):
-    raise SystemExit(f"{workdir}: {analysis.describe()}\nno period {period}")
+    raise ValueError(f"{workdir}: {analysis.describe()}\nno period {period}")
   p = analysis.periods[period]
   steps = phases.load_series(workdir, steps=True)
   done = np.r_[0, epochs["step"].astype(int)]  # steps completed before epoch index i
@@ -71,20 +69,14 @@ def draw_period(workdir: str, period: int, out: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  del argv  # only flags
   config, workdir = _CONFIG.value, _WORKDIR.value
-  try:
-    train.train_and_evaluate(config, workdir)
-  except (ValueError, train.TrainingDiverged) as e:
-    sys.exit(f"error: {e}")
+  if train.train_and_evaluate(config, workdir, progress=_PROGRESS.value)["preempted"]:
+    return  # the same command resumes the run, then draws
   print("figure:", draw_period(workdir, _PERIOD.value, os.path.join(workdir, "one_period.png")))
-  lower = "2" if config.train.mode == "gd" else "1"
-  subprocess.run([sys.executable, os.path.join(HERE, "fig13_delta_bounds.py"), workdir,
-                  "--out", os.path.join(workdir, "fig13.png"), "--period", str(_PERIOD.value),
-                  "--lower-power", lower], check=True)
+  delta_bounds_figure(workdir, os.path.join(workdir, "fig13.png"), _PERIOD.value,
+                      lower_power=2.0 if config.train.mode == "gd" else 1.0)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,6 +1,6 @@
 """Collects the CPU-scale figure families into the numbers of docs/reproduction.md.
 
-  python experiments/reproduction_report.py runs/cpu --figures docs/figures
+  python experiments/reproduction_report.py runs/cpu --figures=docs/figures
 
 Expects the workdirs of the commands in docs/reproduction.md under RUNS (lr_sweep,
 wd_sweep, lr_wd_product, last_layer_norm, practical, gd, one_period, minima); prints
@@ -10,14 +10,17 @@ figures (PNG, at most 1100 px wide) into --figures. Families not run yet are ski
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
+from absl import flags
 import numpy as np
 from PIL import Image
 
-from si_jax import experiment, phases, plotting
+from si_jax import cli, experiment, phases, plotting
+
+_FIGURES = flags.DEFINE_string("figures", "docs/figures",
+                               "where the down-scaled figure copies go")
 
 
 def load_summary(path: str) -> dict | None:
@@ -48,70 +51,84 @@ def relative_differences(a: str, b: str, key: str, scale: float = 1.0,
 
 
 def sweep_claims(s: dict) -> None:
-  flags = [m["periodic"] for m in s["members"]]
-  periodic = [i for i, f in enumerate(flags) if f]
+  is_periodic = [m["periodic"] for m in s["members"]]
+  periodic = [i for i, f in enumerate(is_periodic) if f]
   contiguous = periodic and periodic == list(range(periodic[0], periodic[-1] + 1))
   print(f"  periodic members: {[s['members'][i]['label'] for i in periodic]}; contiguous middle "
-        f"range: {bool(contiguous and periodic[0] > 0 and periodic[-1] < len(flags) - 1)}")
+        f"range: {bool(contiguous and periodic[0] > 0 and periodic[-1] < len(is_periodic) - 1)}")
   for m in s["members"]:
     if not m["periodic"]:
       print(f"  {m['label']}: {m['reason']}")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("runs")
-  parser.add_argument("--figures", default="docs/figures")
-  args = parser.parse_args()
-  for family in ("lr_sweep", "wd_sweep", "lr_wd_product", "last_layer_norm", "practical", "gd"):
-    path = os.path.join(args.runs, family)
-    s = load_summary(path)
-    if s is None:
-      print(f"## {family}: not run")
-      continue
-    print(f"## {family}\n{experiment.table(s)}")
-    for m in s["members"]:
-      lengths = [p["length"] for p in m["periods"][1:] if p["complete"]]
-      if lengths:
-        print(f"  {m['label']}: period lengths {lengths}")
-    if family in ("lr_sweep", "wd_sweep", "last_layer_norm"):
-      sweep_claims(s)
-    if family == "lr_wd_product":
-      for m in s["members"]:
-        series = phases.load_series(os.path.join(path, m["name"]))  # Remark 3's ranges:
-        elr = plotting.tail_quantiles(series, "effective_lr")
-        g = plotting.tail_quantiles(series, "effective_grad_norm")
-        print(f"  {m['label']}: 2nd-half 5-95% effective LR {elr[0]:.3g}..{elr[1]:.3g}, "
-              f"effective grad norm {g[0]:.3g}..{g[1]:.3g}")
-      for m in s["members"]:
-        if m["name"].startswith("rescaled"):
-          ref = os.path.join(path, "ratio_1")
-          c = m["overrides"]["model.init_scale"]
-          for key, scale in (("loss", 1.0), ("weight_norm", c), ("effective_lr", 1.0)):
-            name = "weight_norm / c" if key == "weight_norm" else key
-            print(f"  {m['label']} vs lr 0.1, wd 0.03: relative difference of {name}: "
-                  f"{relative_differences(os.path.join(path, m['name']), ref, key, scale)}")
-    for name in (f"{family}.png", f"{family}_phases.png", f"{family}_ranges.png"):
-      out = shrink(os.path.join(path, name), args.figures)
-      if out:
-        print(f"  figure {out} ({os.path.getsize(out) // 1024} KiB)")
-  minima = os.path.join(args.runs, "minima", "similarity.json")
-  if os.path.exists(minima):
-    with open(minima) as f:
-      r = json.load(f)
-    print("## minima similarity")
-    for k in ("within_run_cosine", "independent_cosine", "within_run_ensemble_error",
-              "independent_ensemble_error"):
-      v = r[k]
-      print(f"  {k}: mean {np.mean(v):.4f}, min {np.min(v):.4f}, max {np.max(v):.4f} ({len(v)})")
-    print("  single models:", [(c["run"], c["period"], c["epoch"], round(c["test_error"], 4))
-                               for c in r["checkpoints"]])
-    shrink(os.path.join(args.runs, "minima", "minima_similarity.png"), args.figures)
-  for name in ("one_period.png", "fig13.png"):
-    out = shrink(os.path.join(args.runs, "one_period", name), args.figures)
+def product_claims(s: dict, path: str) -> None:
+  """Remark 3's ranges per member, and Proposition 4's rescaled runs against lr 0.1."""
+  for m in s["members"]:
+    series = phases.load_series(os.path.join(path, m["name"]))
+    elr = plotting.tail_quantiles(series, "effective_lr")
+    g = plotting.tail_quantiles(series, "effective_grad_norm")
+    print(f"  {m['label']}: 2nd-half 5-95% effective LR {elr[0]:.3g}..{elr[1]:.3g}, "
+          f"effective grad norm {g[0]:.3g}..{g[1]:.3g}")
+  for m in s["members"]:
+    if m["name"].startswith("rescaled"):
+      ref = os.path.join(path, "ratio_1")
+      c = m["overrides"]["model.init_scale"]
+      for key, scale in (("loss", 1.0), ("weight_norm", c), ("effective_lr", 1.0)):
+        name = "weight_norm / c" if key == "weight_norm" else key
+        print(f"  {m['label']} vs lr 0.1, wd 0.03: relative difference of {name}: "
+              f"{relative_differences(os.path.join(path, m['name']), ref, key, scale)}")
+
+
+def shrink_all(sources: list[str], figures: str) -> None:
+  for src in sources:
+    out = shrink(src, figures)
     if out:
       print(f"  figure {out} ({os.path.getsize(out) // 1024} KiB)")
 
 
+def family_report(runs: str, family: str, figures: str) -> None:
+  path = os.path.join(runs, family)
+  s = load_summary(path)
+  if s is None:
+    print(f"## {family}: not run")
+    return
+  print(f"## {family}\n{experiment.table(s)}")
+  for m in s["members"]:
+    lengths = [p["length"] for p in m["periods"][1:] if p["complete"]]
+    if lengths:
+      print(f"  {m['label']}: period lengths {lengths}")
+  if family in ("lr_sweep", "wd_sweep", "last_layer_norm"):
+    sweep_claims(s)
+  if family == "lr_wd_product":
+    product_claims(s, path)
+  shrink_all([os.path.join(path, f"{family}{suffix}.png") for suffix in ("", "_phases", "_ranges")],
+             figures)
+
+
+def minima_report(runs: str, figures: str) -> None:
+  minima = os.path.join(runs, "minima", "similarity.json")
+  if not os.path.exists(minima):
+    return
+  with open(minima) as f:
+    r = json.load(f)
+  print("## minima similarity")
+  for k in ("within_run_cosine", "independent_cosine", "within_run_ensemble_error",
+            "independent_ensemble_error"):
+    v = r[k]
+    print(f"  {k}: mean {np.mean(v):.4f}, min {np.min(v):.4f}, max {np.max(v):.4f} ({len(v)})")
+  print("  single models:", [(c["run"], c["period"], c["epoch"], round(c["test_error"], 4))
+                             for c in r["checkpoints"]])
+  shrink(os.path.join(runs, "minima", "minima_similarity.png"), figures)
+
+
+def main(argv):
+  runs = argv[1]
+  for family in ("lr_sweep", "wd_sweep", "lr_wd_product", "last_layer_norm", "practical", "gd"):
+    family_report(runs, family, _FIGURES.value)
+  minima_report(runs, _FIGURES.value)
+  shrink_all([os.path.join(runs, "one_period", name) for name in ("one_period.png", "fig13.png")],
+             _FIGURES.value)
+
+
 if __name__ == "__main__":
-  main()
+  cli.run(main, positional=1)

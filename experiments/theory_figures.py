@@ -1,6 +1,6 @@
 """Figures 8, 9 and 14 of the appendix from the theory module (seconds on a CPU).
 
-  python experiments/theory_figures.py --out figures/
+  python experiments/theory_figures.py --out=figures/
 
 Fig. 8: gamma_{t+1} = phi(gamma_t) of Eq. (12) for alpha = 0.1, with facts (13c-g).
 Fig. 9: a beta-undetermined sequence (alpha = 0.1, beta_t ~ U(1, 10)) converging to
@@ -11,16 +11,18 @@ Fig. 14: GD on f(x, y) = x^2 / (x^2 + y^2) from (0.01, 1), lr 1: without weight 
 
 from __future__ import annotations
 
-import argparse
 import os
 
+from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import theory, toy  # noqa: E402
+from si_jax import cli, theory, toy  # noqa: E402
+
+_OUT = flags.DEFINE_string("out", "figures", "output directory")
 
 
 def figure8(out: str, alpha: float = 0.1) -> str:
@@ -91,15 +93,13 @@ def figure14(out: str, steps: int = 600) -> str:
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description="Figures 8, 9 and 14.")
-  parser.add_argument("--out", default="figures")
-  args = parser.parse_args()
-  os.makedirs(args.out, exist_ok=True)
+def main(argv):
+  del argv  # only flags
+  os.makedirs(_OUT.value, exist_ok=True)
   for fn, name in ((figure8, "fig8_phi.png"), (figure9, "fig9_beta_sequence.png"),
                    (figure14, "fig14_toy.png")):
-    print(fn(os.path.join(args.out, name)))
+    print(fn(os.path.join(_OUT.value, name)))
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)
