@@ -1,0 +1,464 @@
+"""Mutation check: named bugs that matter, each with the tests expected to catch it.
+
+Each mutation replaces one exact snippet of the library (it must occur exactly once in
+its file) in a private copy of the repository, then runs its target tests there:
+
+  KILLED    a target test failed (the tests catch this bug)
+  SURVIVED  every target test passed with the bug in place (a blind spot)
+  STALE     the snippet occurs 0 or >1 times, or a target file is gone: the code moved,
+            update the table below
+  ERROR     pytest could not run (no test selected, usage error, timeout, ...)
+
+Usage (from the repository root; tests/MUTATIONS.md has the list and the last result):
+
+  .venv/bin/python tests/mutations.py --list
+  .venv/bin/python tests/mutations.py --baseline          # the unmutated copy passes?
+  .venv/bin/python tests/mutations.py                     # every mutation, one at a time
+  .venv/bin/python tests/mutations.py --only NAME [NAME ...] --jobs 2 --timeout 600
+  .venv/bin/python tests/mutations.py --rev HEAD          # a commit instead of the work tree
+
+The exit status is 0 only if every mutation was killed (or, with --baseline, every
+target set passed). The working tree itself is never modified: copies of COPIED go to
+a temporary directory, and the tests run there with that directory first on PYTHONPATH,
+so the mutated package is the one imported, by the tests and by any subprocess they
+start (the editable install's finder comes after PYTHONPATH). The persistent JAX
+compilation cache of tests/conftest.py is shared (it is keyed on the compiled program,
+which a mutation changes); --private_cache gives each run its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+  name: str
+  file: str          # relative to the repository root
+  original: str      # must occur exactly once in ``file``
+  replacement: str
+  targets: str       # pytest arguments (shlex syntax): test files or node ids, -k EXPR
+  bug: str           # what the mutation does, in the paper's terms
+
+
+# The table. Keep snippets short but unique; when the code moves, the mutation reports
+# STALE and the snippet (or file, or targets) is updated here.
+MUTATIONS = [
+    Mutation(
+        "test_eval_in_train_mode", "si_jax/loop.py",
+        "test_x, test_y, tc.eval_batch_size, False)",
+        "test_x, test_y, tc.eval_batch_size, True)",
+        "tests/test_sweep.py -k single_runs_log_the_evaluation",
+        "test metrics computed with train-mode BN (batch statistics of the test batch) "
+        "instead of the running statistics"),
+    Mutation(
+        "layer_norm_per_channel", "si_jax/models/layers.py",
+        'axes = (1, 2, 3) if self.kind == "layer" else (1, 2)',
+        'axes = (1, 2) if self.kind == "layer" else (1, 2)',
+        "tests/test_models.py",
+        "layer norm normalizes each channel over (H, W) (= instance norm) instead of each "
+        "sample over (H, W, C)"),
+    Mutation(
+        "resume_zeroes_momentum", "si_jax/checkpoint.py",
+        'opt_state=tree["opt_state"]',
+        "opt_state=jax.tree_util.tree_map_with_path(lambda p, x: x * 0 if '.trace' in "
+        'jax.tree_util.keystr(p) else x, tree["opt_state"])',
+        "tests/test_checkpoint.py tests/test_engine.py -k 'resume_is_bit_identical or "
+        "killed_mid_way'",
+        "resume restores the optimizer state but with the momentum buffer at zero"),
+    Mutation(
+        "resume_fresh_optimizer_state", "si_jax/checkpoint.py",
+        'opt_state=tree["opt_state"]',
+        "opt_state=template.opt_state",
+        "tests/test_checkpoint.py -k resume_is_bit_identical",
+        "resume starts from a fresh optimizer state (tx.init: momentum buffer and step "
+        "count at zero)"),
+    Mutation(
+        "fixed_effective_lr_uses_rho0", "si_jax/optim.py",
+        "    return jax.tree.map(lambda m, u: u * rho_sq if m else u, si_mask, updates), state\n"
+        "\n"
+        "  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)\n",
+        "    rho_sq = state.target_norm  # mutation: rho_0^2, taken once at init\n"
+        "    return jax.tree.map(lambda m, u: u * rho_sq if m else u, si_mask, updates), state\n"
+        "\n"
+        "  return optax.GradientTransformation(lambda p: FixedNormState(sq_norm(\n"
+        "      jax.tree.map(lambda m, x: x if m else 0 * x, si_mask, p))), update_fn)\n",
+        "tests/test_optim.py -k fixed_effective_lr",
+        "fixed effective LR scales the SI step by rho_0^2 from initialization instead of "
+        "rho_t^2"),
+    Mutation(
+        "sweep_logs_accuracy_as_test_error", "si_jax/loop.py",
+        'test_error=1.0 - value("test_accuracy")',
+        'test_error=value("test_accuracy") if member is not None else '
+        '1.0 - value("test_accuracy")',
+        "tests/test_sweep.py -k 'members_match or sweep_members_log'",
+        "a sweep member writes its test accuracy under test_error"),
+    Mutation(
+        "phase_a_end_two_decades_off", "si_jax/phases.py",
+        "near = np.flatnonzero(after <= low * 10**b_decades)",
+        "near = np.flatnonzero(after <= low * 10**(b_decades + 2))",
+        "tests/test_phases.py -k known_periods",
+        "phase A ends 3 decades above the period's minimum loss instead of 1"),
+    Mutation(
+        "cifar_std_wrong", "si_jax/data/__init__.py",
+        "CIFAR_STD = (0.2023, 0.1994, 0.2010)",
+        "CIFAR_STD = (0.2470, 0.2435, 0.2616)",
+        "tests/test_data.py -k normalization",
+        "CIFAR normalized with the per-pixel std of the dataset instead of the paper's "
+        "constants (0.2023, 0.1994, 0.2010)"),
+    Mutation(
+        "prop3_band_twice_too_wide", "si_jax/theory.py",
+        "return Interval(k * l, k * L, 2 * lr * wd * L <= l)",
+        "return Interval(k * (3 * l - L) / 2, k * (3 * L - l) / 2, 2 * lr * wd * L <= l)",
+        "tests/test_theory.py -k proposition3",
+        "Proposition 3's band [kappa l, kappa L] twice as wide about its centre"),
+    Mutation(
+        "envelope_fit_ignores_t0", "si_jax/theory.py",
+        "  dt = t[keep] - t0\n",
+        "  dt = t[keep]\n",
+        "tests/test_theory.py -k envelope",
+        "the gradient-envelope fit c / (t - t0)^p, C / (t - t0) uses t instead of t - t0"),
+    Mutation(
+        "weight_decay_sign", "si_jax/optim.py",
+        "optax.add_decayed_weights(weight_decay, mask=trainable_mask)",
+        "optax.add_decayed_weights(-weight_decay, mask=trainable_mask)",
+        "tests/test_optim.py -k eq2",
+        "Eq. (2) with weight growth: x - eta (grad - lambda x)"),
+    Mutation(
+        "coupled_wd_is_decoupled", "si_jax/optim.py",
+        "    parts = [decay, precondition]\n",
+        "    parts = [precondition, decay]\n",
+        "tests/test_optim.py -k coupled",
+        "coupled weight decay added after the momentum trace (SGDW) instead of before it "
+        "(torch.optim.SGD, the paper's runs)"),
+    Mutation(
+        "frozen_params_updated", "si_jax/optim.py",
+        "trainable_mask, updates), state",
+        "jax.tree.map(lambda _: True, trainable_mask), updates), state",
+        "tests/test_optim.py -k eq2",
+        "the frozen non-SI parameters (last layer, norm affine) get updated"),
+    Mutation(
+        "effective_lr_over_rho", "si_jax/metrics.py",
+        '"effective_lr": lr / jnp.square(rho),',
+        '"effective_lr": lr / rho,',
+        "tests/test_dynamics.py -k eq8",
+        "effective LR logged as eta / rho instead of eta / rho^2"),
+    Mutation(
+        "cosine_distance_not_halved", "si_jax/metrics.py",
+        '"cosine_distance": unit_diff_sq / 2,',
+        '"cosine_distance": unit_diff_sq,',
+        "tests/test_dynamics.py",
+        "1 - cos computed as ||u_{t+1} - u_t||^2 instead of half of it"),
+    Mutation(
+        "data_order_ignores_epoch", "si_jax/batching.py",
+        "np.random.default_rng([seed, epoch])",
+        "np.random.default_rng([seed, 0])",
+        "tests/test_train.py -k epoch_order",
+        "every epoch sees the examples in the same order"),
+    Mutation(
+        "bn_momentum_flax_convention", "si_jax/models/layers.py",
+        "momentum: float = 0.1",
+        "momentum: float = 0.9",
+        "tests/test_models.py -k batchnorm",
+        "BN running statistics with momentum 0.9 (Flax's convention) read as PyTorch's"),
+    Mutation(
+        "bn_running_var_biased", "si_jax/models/layers.py",
+        "m * var * (n / max(n - 1, 1))",
+        "m * var",
+        "tests/test_models.py -k batchnorm",
+        "BN running variance updated with the biased batch variance"),
+    Mutation(
+        "resume_drops_bn_stats", "si_jax/checkpoint.py",
+        'batch_stats=tree["batch_stats"]',
+        "batch_stats=template.batch_stats",
+        "tests/test_checkpoint.py -k resume_is_bit_identical",
+        "resume restores the initial BN running statistics"),
+    Mutation(
+        "kappa_without_2", "si_jax/theory.py",
+        "return math.sqrt(lr / (2 * wd))",
+        "return math.sqrt(lr / wd)",
+        "tests/test_theory.py -k proposition",
+        "kappa = sqrt(eta / lambda) instead of sqrt(eta / (2 lambda))"),
+    Mutation(
+        "loss_summed_over_batch", "si_jax/step.py",
+        "loss = jnp.mean(metrics.cross_entropy(logits, y))",
+        "loss = jnp.sum(metrics.cross_entropy(logits, y))",
+        "tests/test_torch_parity.py -k logits_loss_grads",
+        "the training loss (and so the gradient) summed over the batch, not averaged"),
+    Mutation(
+        "eval_drops_last_batch", "si_jax/loop.py",
+        "batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False)",
+        "batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=True)",
+        "tests/test_sweep.py -k single_runs_log_the_evaluation",
+        "evaluation skips the last partial batch but still divides by the whole set"),
+]
+
+# What a private copy holds (the tests read configs/, experiments/ and benchmarks/).
+COPIED = ("si_jax", "tests", "configs", "experiments", "benchmarks", "pyproject.toml")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
+
+
+@dataclasses.dataclass
+class Outcome:
+  name: str
+  status: str        # KILLED, SURVIVED, STALE, ERROR (PASS / FAIL for the baseline)
+  detail: str = ""
+  seconds: float = 0.0
+  tail: str = ""
+
+
+class Source:
+  """The files mutated and copied: the working tree, or a commit (``rev``)."""
+
+  def __init__(self, rev: str | None):
+    self.rev = rev
+
+  def read(self, path: str) -> str | None:
+    if self.rev is None:
+      full = os.path.join(ROOT, path)
+      if not os.path.isfile(full):
+        return None
+      with open(full) as f:
+        return f.read()
+    out = subprocess.run(["git", "show", f"{self.rev}:{path}"], cwd=ROOT, capture_output=True,
+                         text=True)
+    return out.stdout if out.returncode == 0 else None
+
+  def exists(self, path: str) -> bool:
+    if self.rev is None:
+      return os.path.exists(os.path.join(ROOT, path))
+    out = subprocess.run(["git", "cat-file", "-e", f"{self.rev}:{path}"], cwd=ROOT,
+                         capture_output=True)
+    return out.returncode == 0
+
+  def copy_to(self, dest: str) -> None:
+    if self.rev is None:
+      for name in COPIED:
+        src = os.path.join(ROOT, name)
+        if os.path.isdir(src):
+          shutil.copytree(src, os.path.join(dest, name), ignore=IGNORED)
+        elif os.path.exists(src):
+          shutil.copy2(src, os.path.join(dest, name))
+      return
+    present = [n for n in COPIED if self.exists(n)]
+    archive = subprocess.run(["git", "archive", "--format=tar", self.rev, *present], cwd=ROOT,
+                             capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", dest], input=archive.stdout, check=True)
+
+
+def stale_reason(m: Mutation, source: Source) -> str:
+  """Why the mutation cannot be applied as written ('' if it can)."""
+  text = source.read(m.file)
+  if text is None:
+    return f"{m.file} does not exist"
+  count = text.count(m.original)
+  if count != 1:
+    return f"snippet found {count} times in {m.file} (need exactly 1): {m.original.strip()[:60]!r}"
+  missing = [t for t in target_files(m.targets) if not source.exists(t)]
+  if missing:
+    return f"target file(s) gone: {', '.join(missing)}"
+  return ""
+
+
+def target_files(targets: str) -> list[str]:
+  """The test files named in a target string (node ids cut at '::'; -k EXPR skipped)."""
+  args, files, skip = shlex.split(targets), [], False
+  for a in args:
+    if skip:
+      skip = False
+    elif a in ("-k", "-m"):
+      skip = True
+    elif not a.startswith("-"):
+      files.append(a.split("::")[0])
+  return files
+
+
+def pytest_command(targets: str) -> list[str]:
+  return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:xdist", "-rfE",
+          *shlex.split(targets)]
+
+
+def run_tests(copy: str, targets: str, timeout: float, private_cache: bool):
+  """(returncode or None on timeout, output, seconds) of the targets run inside ``copy``."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([copy, *filter(None, [env.get("PYTHONPATH")])])
+  env["PYTHONDONTWRITEBYTECODE"] = "1"
+  if private_cache:
+    env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(copy, ".jax_cache")
+  # from another directory, so that only PYTHONPATH can lead to the copy
+  check = subprocess.run([sys.executable, "-c", "import si_jax; print(si_jax.__file__)"],
+                         cwd=os.path.dirname(copy), env=env, capture_output=True, text=True)
+  if not check.stdout.strip().startswith(copy + os.sep):
+    raise RuntimeError(f"si_jax imports from {check.stdout.strip() or check.stderr[-300:]}, "
+                       f"not from the copy {copy}")
+  start = time.time()
+  proc = subprocess.Popen(pytest_command(targets), cwd=copy, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+  try:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out, time.time() - start
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, 9)  # the whole session: pytest and the runs it started
+    out, _ = proc.communicate()
+    return None, out, time.time() - start
+
+
+def first_failure(output: str) -> str:
+  """The node id of the first FAILED / ERROR line of pytest's short summary."""
+  match = re.search(r"^(FAILED|ERROR) (\S+)", output, re.MULTILINE)
+  return match.group(2) if match else "?"
+
+
+def tail(output: str, lines: int = 15) -> str:
+  return "\n".join(output.rstrip().splitlines()[-lines:])
+
+
+def run_mutation(m: Mutation | None, targets: str, source: Source, args) -> Outcome:
+  """One private copy, the mutation applied to it (None: unmutated), the targets run."""
+  name = m.name if m else targets
+  copy = tempfile.mkdtemp(prefix="si_jax_mutation_")
+  try:
+    source.copy_to(copy)
+    if m:
+      path = os.path.join(copy, m.file)
+      with open(path) as f:
+        text = f.read()
+      assert text.count(m.original) == 1, m.name
+      with open(path, "w") as f:
+        f.write(text.replace(m.original, m.replacement))
+    rc, out, seconds = run_tests(copy, targets, args.timeout, args.private_cache)
+  except Exception as e:  # a copy or import problem, not a test result
+    return Outcome(name, "ERROR", f"{type(e).__name__}: {e}")
+  finally:
+    if not args.keep:
+      shutil.rmtree(copy, ignore_errors=True)
+  if rc is None:
+    return Outcome(name, "ERROR", f"timeout after {args.timeout:g}s", seconds, tail(out))
+  if m is None:
+    return Outcome(name, "PASS" if rc == 0 else "FAIL",
+                   f"pytest exit {rc}" if rc else "", seconds, tail(out) if rc else "")
+  if rc == 0:
+    return Outcome(name, "SURVIVED", f"targets: {targets}", seconds)
+  if rc == 1:
+    return Outcome(name, "KILLED", f"by {first_failure(out)}", seconds)
+  why = {2: "interrupted (collection error?)", 4: "usage error", 5: "no test selected"}
+  return Outcome(name, "ERROR", f"pytest exit {rc}: {why.get(rc, 'internal error')}",
+                 seconds, tail(out))
+
+
+def report(outcome: Outcome, lock: threading.Lock) -> None:
+  with lock:
+    timing = f"  ({outcome.seconds:.0f}s)" if outcome.seconds else ""
+    print(f"{outcome.status:9s} {outcome.name}  {outcome.detail}{timing}", flush=True)
+    if outcome.tail and outcome.status in ("ERROR", "FAIL"):
+      print("    " + outcome.tail.replace("\n", "\n    "), flush=True)
+
+
+def run_all(jobs: list, source: Source, args) -> list[Outcome]:
+  """Runs (mutation or None, targets) jobs on ``args.jobs`` workers, reporting each."""
+  lock = threading.Lock()
+  results: dict[int, Outcome] = {}
+
+  def work(i, job):
+    outcome = run_mutation(*job, source, args)
+    report(outcome, lock)
+    results[i] = outcome
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    for future in [pool.submit(work, i, job) for i, job in enumerate(jobs)]:
+      future.result()
+  return [results[i] for i in range(len(jobs))]
+
+
+def markdown(outcomes: list[Outcome]) -> str:
+  rows = ["| mutation | result | detail | seconds |", "|---|---|---|---|"]
+  for o in outcomes:
+    rows.append(f"| `{o.name}` | {o.status} | {o.detail.replace('|', '/')} | "
+                f"{o.seconds:.0f} |")
+  return "\n".join(rows)
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+  parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
+  parser.add_argument("--jobs", type=int, default=1, help="mutations run at once (default 1)")
+  parser.add_argument("--timeout", type=float, default=900.0,
+                      help="seconds per mutation before it counts as ERROR (default 900)")
+  parser.add_argument("--baseline", action="store_true",
+                      help="run each distinct target set on the unmutated copy instead")
+  parser.add_argument("--rev", help="copy this git commit instead of the working tree")
+  parser.add_argument("--private_cache", action="store_true",
+                      help="a fresh JAX compilation cache per run (default: the shared one)")
+  parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+  parser.add_argument("--markdown", action="store_true", help="also print a markdown table")
+  args = parser.parse_args(argv)
+  if args.jobs < 1:
+    parser.error("--jobs must be at least 1")
+  return args
+
+
+def selected(args) -> list[Mutation]:
+  names = [m.name for m in MUTATIONS]
+  assert len(set(names)) == len(names), "duplicate mutation names"
+  if not args.only:
+    return list(MUTATIONS)
+  unknown = sorted(set(args.only) - set(names))
+  if unknown:
+    sys.exit(f"unknown mutation(s) {unknown}; --list shows the names")
+  return [m for m in MUTATIONS if m.name in args.only]
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  mutations = selected(args)
+  if args.list:
+    for m in mutations:
+      print(f"{m.name}\n    {m.file}: {m.bug}\n    targets: {m.targets}")
+    return 0
+  source = Source(args.rev)
+  start = time.time()
+  where = f"commit {args.rev}" if args.rev else f"working tree {ROOT}"
+  print(f"{len(mutations)} mutation(s) of the {where}, {args.jobs} job(s)", flush=True)
+  if args.baseline:
+    target_sets = list(dict.fromkeys(m.targets for m in mutations))
+    outcomes = run_all([(None, t) for t in target_sets], source, args)
+    failed = sum(o.status != "PASS" for o in outcomes)
+    print(f"baseline: {len(outcomes) - failed} target sets pass, {failed} fail "
+          f"({time.time() - start:.0f}s)")
+    return 1 if failed else 0
+  outcomes, runnable = [], []
+  for m in mutations:
+    reason = stale_reason(m, source)
+    if reason:
+      outcomes.append(Outcome(m.name, "STALE", reason))
+      print(f"{'STALE':9s} {m.name}  {reason}", flush=True)
+    else:
+      runnable.append(m)
+  outcomes += run_all([(m, m.targets) for m in runnable], source, args)
+  order = {m.name: i for i, m in enumerate(mutations)}
+  outcomes.sort(key=lambda o: order[o.name])
+  count = lambda s: sum(o.status == s for o in outcomes)
+  summary = f"{count('KILLED')} killed, {count('SURVIVED')} survived, {count('STALE')} stale"
+  if count("ERROR"):
+    summary += f", {count('ERROR')} error"
+  print(f"{summary} ({time.time() - start:.0f}s)")
+  if args.markdown:
+    print(markdown(outcomes))
+  return 0 if count("KILLED") == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
