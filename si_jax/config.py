@@ -16,7 +16,9 @@ Every experiment config imports this one and overrides only what changes. Fields
                        order_seed: seeds the data order (None: seed).
   optim                sgd | adam; lr eta; wd lambda (Eq. 2); momentum; wd_mode
                        coupled | decoupled; fix_si_norm (+ si_norm, None = initial);
-                       fixed_effective_lr (lr is then the effective LR).
+                       fixed_effective_lr (lr is then the effective LR); schedule
+                       constant | cosine | linear | linear_half | step with
+                       schedule_factor p (``optim.lr_schedule``; appendix J).
   train.mode           sgd (mini-batches) | gd (full batch, micro_batch_size ghost BN
                        statistics; None = one pass with exact statistics).
   train.log_every      epoch | step (per-step records in steps.jsonl).
@@ -97,6 +99,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.adam_b1 = 0.9
   config.optim.adam_b2 = 0.999
   config.optim.adam_eps = 1e-8
+  config.optim.schedule = "constant"  # cosine | linear | linear_half | step (appendix J)
+  config.optim.schedule_factor = 10.0  # p of the linear and step schedules
 
   config.train = ml_collections.ConfigDict()
   config.train.mode = "sgd"

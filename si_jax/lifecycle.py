@@ -37,8 +37,10 @@ RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-  """'field: saved -> current' for every field that differs (resumable ones excepted)."""
-  a, b = config_lib.flatten(saved), config_lib.flatten(current)
+  """'field: saved -> current' for every field that differs (resumable ones excepted). A
+  field the saved config lacks (written before the field existed) counts as its default."""
+  defaults = config_lib.flatten(json.loads(config_lib.base_config().to_json_best_effort()))
+  a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:

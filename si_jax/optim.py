@@ -39,6 +39,40 @@ import optax
 
 OPTIMIZERS = ("sgd", "adam")
 WD_MODES = ("coupled", "decoupled")
+SCHEDULES = ("constant", "cosine", "linear", "linear_half", "step")
+
+
+def lr_schedule(kind: str, factor: float, total_steps: int):
+  """The multiplier s(t) of the learning rate at update t of T = ``total_steps`` (appendix
+  J: schedules hide the periodic behavior), eta_t = eta s(t):
+
+  * ``constant``: 1;
+  * ``cosine``: (1 + cos(pi t / T)) / 2;
+  * ``linear``: 1 for the first quarter, then linear to 1/p at T (the released code's
+    linear schedule, p = ``factor``);
+  * ``linear_half``: 1 for the first half, then linear to 0.01 at 0.9 T, 0.01 after
+    (the released code's other linear schedule);
+  * ``step``: divided by p at each quarter (1, 1/p, 1/p^2, 1/p^3).
+  Returns None for ``constant`` (nothing is injected, the chain is the plain one).
+  """
+  if kind == "constant":
+    return None
+  T = float(total_steps)
+
+  def multiplier(count):
+    t = jnp.asarray(count, jnp.float32)
+    if kind == "cosine":
+      return 0.5 * (1.0 + jnp.cos(jnp.pi * t / T))
+    if kind == "linear":
+      frac = jnp.clip((t - T / 4) / (0.75 * T), 0.0, 1.0)
+      return 1.0 - (1.0 - 1.0 / factor) * frac
+    if kind == "linear_half":
+      frac = jnp.clip((t - 0.5 * T) / (0.4 * T), 0.0, 1.0)
+      return 1.0 - 0.99 * frac
+    quarters = jnp.minimum(jnp.floor(4.0 * t / T), 3.0)  # step
+    return jnp.asarray(factor, jnp.float32) ** (-quarters)
+
+  return multiplier
 
 
 def sq_norm(tree) -> jax.Array:
@@ -100,6 +134,7 @@ def _chain(
     learning_rate,
     weight_decay,
     momentum,
+    lr_multiplier=1.0,
     *,
     name: str,
     wd_mode: str,
@@ -123,16 +158,21 @@ def _chain(
     parts = [precondition, decay]
   if fixed_effective_lr:
     parts.append(scale_si_by_norm_squared(si_mask))
-  parts += [optax.scale(-learning_rate), zero_frozen(trainable_mask)]
+  parts += [optax.scale(-learning_rate * lr_multiplier), zero_frozen(trainable_mask)]
   if fix_si_norm:
     parts.append(project_si_to_norm(si_mask, si_norm))
   return optax.chain(*parts)
 
 
 def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: str,
-                  fix_si_norm: bool, si_norm: float | None, **unused) -> None:
+                  fix_si_norm: bool, si_norm: float | None, schedule: str = "constant",
+                  schedule_factor: float = 10.0, **unused) -> None:
   """Raises ValueError naming the config field (``optim.*``) of the first bad value."""
   del unused
+  if schedule not in SCHEDULES:
+    raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
+  if not schedule_factor >= 1:
+    raise ValueError(f"optim.schedule_factor must be >= 1, got {schedule_factor!r}")
   if name not in OPTIMIZERS:
     raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")
   if wd_mode not in WD_MODES:
@@ -166,13 +206,22 @@ def make_optimizer(
     adam_b1: float = 0.9,
     adam_b2: float = 0.999,
     adam_eps: float = 1e-8,
+    schedule: str = "constant",
+    schedule_factor: float = 10.0,
+    total_steps: int | None = None,
 ) -> optax.GradientTransformation:
   """Builds the optimizer for ``params`` given a models.ParamGroups.
 
-  Raises ValueError, naming the config field, for any bad value.
+  A ``schedule`` other than constant needs ``total_steps`` (T); its multiplier is
+  injected per step (``lr_multiplier`` in the optimizer state beside ``learning_rate``,
+  so the in-step metrics use that step's lr). Raises ValueError, naming the config
+  field, for any bad value.
   """
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
-                fix_si_norm=fix_si_norm, si_norm=si_norm)
+                fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
+                schedule_factor=schedule_factor)
+  if schedule != "constant" and not total_steps:
+    raise ValueError("optim.schedule needs the run's number of steps (total_steps)")
   factory = functools.partial(
       _chain,
       name=name,
@@ -186,8 +235,12 @@ def make_optimizer(
       adam_b2=adam_b2,
       adam_eps=adam_eps,
   )
-  return optax.inject_hyperparams(factory)(
-      learning_rate=lr, weight_decay=wd, momentum=momentum
+  multiplier = lr_schedule(schedule, schedule_factor, total_steps or 1)
+  scheduled = {} if multiplier is None else {"lr_multiplier": multiplier}
+  # without a schedule the multiplier stays a static 1.0, not a hyperparameter
+  static = () if scheduled else ("lr_multiplier",)
+  return optax.inject_hyperparams(factory, static_args=static)(
+      learning_rate=lr, weight_decay=wd, momentum=momentum, **scheduled
   )
 
 
@@ -200,5 +253,12 @@ def with_hyperparams(opt_state, **values):
 
 
 def hyperparams(opt_state) -> dict[str, Any]:
-  """The injected hyperparameters (learning_rate, weight_decay, momentum)."""
+  """The injected hyperparameters (learning_rate, weight_decay, momentum and, with a
+  schedule, lr_multiplier)."""
   return opt_state.hyperparams
+
+
+def step_lr(opt_state) -> jax.Array:
+  """The learning rate of the step that produced ``opt_state``: eta s(t)."""
+  hp = opt_state.hyperparams
+  return hp["learning_rate"] * hp["lr_multiplier"] if "lr_multiplier" in hp else hp["learning_rate"]

@@ -56,6 +56,15 @@ def _warm_start(mc, variables):
           "batch_stats": jax.tree.map(jnp.asarray, stats)}
 
 
+def total_steps(config, num_train: int) -> int:
+  """T: the run's number of updates (what a learning-rate schedule spans)."""
+  tc = config.train
+  if tc.mode == "gd":
+    return tc.epochs
+  per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)
+  return tc.epochs * per_epoch
+
+
 def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
                  ) -> tuple[StepContext, TrainState]:
   """Model, optimizer and initial state from a validated config."""
@@ -72,7 +81,8 @@ def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
   params = variables["params"]
   if mc.get("init_scale", 1.0) != 1.0:
     params = invariance.scale_paths(params, groups.si_paths, mc.init_scale)
-  tx = optim.make_optimizer(params, groups, **oc.to_dict())
+  tx = optim.make_optimizer(params, groups, **oc.to_dict(),
+                            total_steps=total_steps(config, len(dataset.train_labels)))
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,

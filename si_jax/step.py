@@ -46,11 +46,13 @@ def apply_gradients(ctx: StepContext, state: TrainState, grads, new_batch_stats,
   """One optimizer step from given loss gradients, with the dynamics metrics."""
   updates, opt_state = ctx.tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
-  lr = optim.hyperparams(opt_state)["learning_rate"]
+  lr = step_lr = optim.step_lr(opt_state)  # with a schedule: this step's eta_t
   if ctx.fixed_effective_lr:  # the SI step used eta_t = eta~ rho_t^2
     lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))
   step_metrics = metrics.dynamics_metrics(
       state.params, grads, new_params, lr, ctx.groups.si_groups)
+  if "lr_multiplier" in optim.hyperparams(opt_state):
+    step_metrics["learning_rate"] = step_lr
   step_metrics.update(loss=loss, accuracy=accuracy)
   new_state = state.replace(
       step=state.step + 1, params=new_params, batch_stats=new_batch_stats, opt_state=opt_state)
