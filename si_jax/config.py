@@ -18,7 +18,9 @@ Every experiment config imports this one and overrides only what changes. Fields
                        coupled | decoupled; fix_si_norm (+ si_norm, None = initial);
                        fixed_effective_lr (lr is then the effective LR); schedule
                        constant | cosine | linear | linear_half | step with
-                       schedule_factor p (``optim.lr_schedule``; appendix J).
+                       schedule_factor p (``optim.lr_schedule``; appendix J);
+                       non_si_lr: -1 the SI lr, 0 frozen, > 0 their own (the released
+                       code's meaning; with model.train_non_si).
   train.mode           sgd (mini-batches) | gd (full batch, micro_batch_size ghost BN
                        statistics; None = one pass with exact statistics).
   train.log_every      epoch | step (per-step records in steps.jsonl).
@@ -101,6 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.adam_eps = 1e-8
   config.optim.schedule = "constant"  # cosine | linear | linear_half | step (appendix J)
   config.optim.schedule_factor = 10.0  # p of the linear and step schedules
+  config.optim.non_si_lr = -1.0  # trainable non-SI params: -1 the SI lr, 0 frozen, > 0 own lr
 
   config.train = ml_collections.ConfigDict()
   config.train.mode = "sgd"

@@ -96,6 +96,16 @@ def zero_frozen(trainable_mask) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
+def scale_masked(mask, factor) -> optax.GradientTransformation:
+  """Multiplies the updates where ``mask`` is True by ``factor``."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda m, u: u * factor if m else u, mask, updates), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
 def scale_si_by_norm_squared(si_mask) -> optax.GradientTransformation:
   """Multiplies the SI updates by rho_t^2 = ||x_t||^2 (fixed effective LR)."""
 
@@ -140,6 +150,7 @@ def _chain(
     wd_mode: str,
     trainable_mask,
     si_mask,
+    non_si_lr: float = -1.0,
     fix_si_norm: bool,
     si_norm: float | None,
     fixed_effective_lr: bool,
@@ -159,6 +170,9 @@ def _chain(
   if fixed_effective_lr:
     parts.append(scale_si_by_norm_squared(si_mask))
   parts += [optax.scale(-learning_rate * lr_multiplier), zero_frozen(trainable_mask)]
+  if non_si_lr > 0:  # the trainable non-SI parameters step with their own lr
+    ratio = non_si_lr / learning_rate
+    parts.append(scale_masked(jax.tree.map(lambda si: not si, si_mask), ratio))
   if fix_si_norm:
     parts.append(project_si_to_norm(si_mask, si_norm))
   return optax.chain(*parts)
@@ -166,9 +180,16 @@ def _chain(
 
 def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: str,
                   fix_si_norm: bool, si_norm: float | None, schedule: str = "constant",
-                  schedule_factor: float = 10.0, **unused) -> None:
+                  schedule_factor: float = 10.0, non_si_lr: float = -1.0,
+                  train_non_si: bool | None = None, **unused) -> None:
   """Raises ValueError naming the config field (``optim.*``) of the first bad value."""
   del unused
+  if not (non_si_lr == -1 or non_si_lr >= 0):
+    raise ValueError(f"optim.non_si_lr must be -1 (the SI parameters' lr), 0 (frozen) or "
+                     f"positive, got {non_si_lr!r}")
+  if non_si_lr != -1 and train_non_si is False:
+    raise ValueError("optim.non_si_lr is set but model.train_non_si is False (the non-SI "
+                     "parameters are frozen)")
   if schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
   if not schedule_factor >= 1:
@@ -209,6 +230,7 @@ def make_optimizer(
     schedule: str = "constant",
     schedule_factor: float = 10.0,
     total_steps: int | None = None,
+    non_si_lr: float = -1.0,
 ) -> optax.GradientTransformation:
   """Builds the optimizer for ``params`` given a models.ParamGroups.
 
@@ -219,15 +241,20 @@ def make_optimizer(
   """
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
-                schedule_factor=schedule_factor)
+                schedule_factor=schedule_factor, non_si_lr=non_si_lr,
+                train_non_si=groups.train_non_si)
+  si_mask = groups.si_mask(params)
+  # non_si_lr 0 freezes the non-SI parameters (no update, no decay)
+  trainable_mask = si_mask if non_si_lr == 0 else groups.trainable_mask(params)
   if schedule != "constant" and not total_steps:
     raise ValueError("optim.schedule needs the run's number of steps (total_steps)")
   factory = functools.partial(
       _chain,
       name=name,
       wd_mode=wd_mode,
-      trainable_mask=groups.trainable_mask(params),
-      si_mask=groups.si_mask(params),
+      trainable_mask=trainable_mask,
+      si_mask=si_mask,
+      non_si_lr=non_si_lr,
       fix_si_norm=fix_si_norm,
       si_norm=si_norm,
       fixed_effective_lr=fixed_effective_lr,
@@ -238,7 +265,7 @@ def make_optimizer(
   multiplier = lr_schedule(schedule, schedule_factor, total_steps or 1)
   scheduled = {} if multiplier is None else {"lr_multiplier": multiplier}
   # without a schedule the multiplier stays a static 1.0, not a hyperparameter
-  static = () if scheduled else ("lr_multiplier",)
+  static = ("non_si_lr",) + (() if scheduled else ("lr_multiplier",))
   return optax.inject_hyperparams(factory, static_args=static)(
       learning_rate=lr, weight_decay=wd, momentum=momentum, **scheduled
   )

@@ -64,7 +64,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("train_size", "test_size"):
     if d[field] is not None:
       _positive_int(d[field], f"data.{field}")
-  optim.check_options(**o.to_dict())
+  optim.check_options(**o.to_dict(), train_non_si=m.train_non_si)
   if o.fix_si_norm and o.fixed_effective_lr:
     raise ValueError("optim.fix_si_norm and optim.fixed_effective_lr are exclusive "
                      "(with a fixed norm the effective LR is already fixed)")
