@@ -121,7 +121,7 @@ def test_plot_command(cli_run, tmp_path):
     plot.main([str(tmp_path), "--out", png])
 
 
-def test_sgd_step_logs_loss_and_gradient_of_its_batch(tmp_path):
+def test_sgd_step_on_its_batch_of_the_epoch_order(tmp_path):
   """The first step of epoch 2 starts from the checkpoint of epoch 1 and takes the first
   128 examples of epoch 1's order, np.random.default_rng([seed, 1]).permutation(300)
   (the order is a function of seed and epoch alone; data.order_seed unset: the run's
