@@ -24,6 +24,10 @@ Every experiment config imports this one and overrides only what changes. Fields
   train.mode           sgd (mini-batches) | gd (full batch, micro_batch_size ghost BN
                        statistics; None = one pass with exact statistics).
   train.log_every      epoch | step (per-step records in steps.jsonl).
+  train.grad_pass_every  appendix B's gradient pass at the epoch's weights (train_grad_norm,
+                       train_weight_norm, train_effective_grad_norm, train_effective_lr):
+                       -1 every epoch up to 20, every 5th to 100, 10th to 200, 50th to
+                       1000, 100th after (the released code's thinning); k every k; 0 off.
   train.invariance_every  check the scale-invariance identities every N steps (0: off).
   train.on_nonfinite   stop | record (log non-finite metrics and go on while the
                        weights stay finite).
@@ -114,6 +118,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.log_every = "epoch"
   config.train.eval_every = 1
   config.train.eval_batch_size = 1000
+  # appendix B's gradient pass (train_* norms): -1 the released thinning, k every k epochs, 0 off
+  config.train.grad_pass_every = -1
   config.train.invariance_every = 0
   config.train.invariance_scale = 2.0
   config.train.on_nonfinite = "stop"

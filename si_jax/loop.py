@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from si_jax import batching, records, sharding, step
+from si_jax import batching, distributed, records, sharding, step
 from si_jax.lifecycle import Preemption, Progress, Run
 from si_jax.records import TrainingDiverged
 from si_jax.state import StepContext
@@ -44,6 +44,8 @@ class Programs:
   micro_grads: Callable
   gd_step: Callable
   eval_sums: Callable
+  train_pass: Callable
+  pass_metrics: Callable
 
 
 def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -> Programs:
@@ -55,15 +57,21 @@ def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -
   micro = functools.partial(step.micro_batch_grads, ctx)
   gd = functools.partial(step.gd_apply, ctx)
   evals = functools.partial(step.eval_sums, ctx)
+  train_pass = functools.partial(step.train_pass_sums, ctx)
+  pass_metrics = functools.partial(step.full_pass_metrics, ctx)
   if stacked:
     sgd = jax.vmap(sgd, in_axes=(0, None, None, None))
     micro = jax.vmap(micro, in_axes=(0, 0, 0, None, None, None))
     gd = jax.vmap(gd, in_axes=(0, 0, 0, 0, 0, None))
     evals = jax.vmap(evals, in_axes=(0, 0, None, None, None, None))
+    train_pass = jax.vmap(train_pass, in_axes=(0, 0, None, None, None))
+    pass_metrics = jax.vmap(pass_metrics, in_axes=(0, 0, None))
   return Programs(sgd_step=jax.jit(sgd, donate_argnums=0),
                   micro_grads=jax.jit(micro, donate_argnums=2),
                   gd_step=jax.jit(gd, donate_argnums=0, static_argnums=5),
-                  eval_sums=jax.jit(evals, static_argnums=5))
+                  eval_sums=jax.jit(evals, static_argnums=5),
+                  train_pass=jax.jit(train_pass),
+                  pass_metrics=jax.jit(pass_metrics))
 
 
 def sgd_epoch(programs: Programs, state, data, config, epoch: int):
@@ -101,18 +109,53 @@ def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, tra
   return loss / len(y), correct / len(y)
 
 
-def evaluate(programs: Programs, state, data, tc) -> dict[str, Any]:
+def grad_pass_due(epochs_done: int, every: int, last: int) -> bool:
+  """Whether appendix B's gradient pass runs after ``epochs_done`` epochs: ``every`` > 0
+  every that many epochs, 0 never, -1 the released code's thinning (every epoch up to 20,
+  every 5th up to 100, every 10th up to 200, every 50th up to 1000, every 100th after);
+  always at the last epoch unless off."""
+  if every == 0:
+    return False
+  if epochs_done == last:
+    return True
+  if every > 0:
+    return epochs_done % every == 0
+  for limit, stride in ((20, 1), (100, 5), (200, 10), (1000, 50)):
+    if epochs_done <= limit:
+      return epochs_done % stride == 0
+  return epochs_done % 100 == 0
+
+
+def _train_pass_with_grads(programs: Programs, state, x, y, batch_size: int):
+  """The train-mode pass over (x, y) with the gradient of the mean loss (appendix B)."""
+  loss, correct, grad_sum = 0.0, 0.0, None
+  for idx in batching.batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
+    l, c, g = programs.train_pass(state.params, state.batch_stats, x, y, idx)
+    loss, correct = loss + l, correct + c
+    grad_sum = g if grad_sum is None else jax.tree.map(jnp.add, grad_sum, g)
+  pass_metrics = programs.pass_metrics(state, grad_sum, len(y))
+  loss, correct, pass_metrics = jax.device_get((loss, correct, pass_metrics))
+  return loss / len(y), correct / len(y), pass_metrics
+
+
+def evaluate(programs: Programs, state, data, tc, with_grads: bool = False) -> dict[str, Any]:
   """Appendix B's evaluation at the epoch's weights: the test set with the running BN
   statistics (eval mode), the train set in train mode (batch statistics of
-  ``train.batch_size`` examples; running statistics untouched)."""
+  ``train.batch_size`` examples; running statistics untouched) and, ``with_grads``, the
+  gradient of the mean train loss over the whole set (``train_*`` norms)."""
   train_x, train_y, test_x, test_y = data
   test_loss, test_acc = evaluate_in_batches(programs.eval_sums, state.params, state.batch_stats,
                                             test_x, test_y, tc.eval_batch_size, False)
-  train_loss, train_acc = evaluate_in_batches(programs.eval_sums, state.params,
-                                              state.batch_stats, train_x, train_y,
-                                              tc.batch_size, True)
+  full_pass = {}
+  if with_grads:
+    train_loss, train_acc, full_pass = _train_pass_with_grads(programs, state, train_x, train_y,
+                                                              tc.batch_size)
+  else:
+    train_loss, train_acc = evaluate_in_batches(programs.eval_sums, state.params,
+                                                state.batch_stats, train_x, train_y,
+                                                tc.batch_size, True)
   return {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss,
-          "train_accuracy": train_acc}
+          "train_accuracy": train_acc, "full_pass": full_pass}
 
 
 def _log_steps(run: Run, stacked: dict, member: int | None, first_step: int, epoch: int,
@@ -143,7 +186,11 @@ def _log_epoch(run: Run, step_records: list[dict], member: int | None, evals, ep
     value = lambda k: float(evals[k] if member is None else evals[k][member])
     record.update(test_loss=value("test_loss"), test_error=1.0 - value("test_accuracy"),
                   train_loss=value("train_loss"), train_accuracy=value("train_accuracy"))
-  record["wall_time"] = time.time() - run.started
+    for k, v in evals["full_pass"].items():
+      record[k] = float(v if member is None else v[member])
+  # process 0's clock on every process: their logs stay byte for byte the same, so the
+  # log lengths a checkpoint records (process 0's) hold for every process's logs
+  record["wall_time"] = distributed.process_0_value(time.time() - run.started)
   run.writer.write_epoch(record)
   run.record = record
 
@@ -161,8 +208,9 @@ def _train_epoch(programs, state, data, config, runs, epoch, stacked: bool):
   logged = [(i, run, _log_steps(run, stacked_metrics, i, int(first_steps[i or 0]), epoch,
                                 single=not stacked)) for i, run in members]
   evals = None
-  if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs:
-    evals = evaluate(programs, state, data, tc)
+  with_grads = grad_pass_due(epoch + 1, tc.get("grad_pass_every", 0), tc.epochs)
+  if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or with_grads:
+    evals = evaluate(programs, state, data, tc, with_grads)
   step_counts = np.atleast_1d(jax.device_get(state.step))
   for i, run, step_records in logged:
     if step_records is not None:
@@ -190,6 +238,25 @@ def _report_preemption(runs: list[Run], state, done: int, path: str | None, stac
         f"Resume with {again}.", file=sys.stderr, flush=True)
 
 
+def place_state(state, mesh):
+  """One run's state replicated on every device of ``mesh`` (of every process), as the
+  data are: a state restored from a checkpoint sits on the first local device, which a
+  step over the mesh refuses. Every process holds the same values (same seed, same
+  checkpoint) and contributes its local copy."""
+  if mesh is None:
+    return state
+  where = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  if jax.process_count() == 1:
+    return jax.device_put(state, where)
+
+  def put(a):
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+    local = np.asarray(a)
+    return jax.make_array_from_process_local_data(where, local, local.shape)
+  return jax.tree.map(put, state)
+
+
 def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,
              *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
   """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs``; returns the
@@ -197,6 +264,8 @@ def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_colle
   tc = config.train
   data = sharding.place_arrays((dataset.train_images, dataset.train_labels,
                                 dataset.test_images, dataset.test_labels), mesh, stacked)
+  if not stacked:  # a family's state is split over its runs by the caller
+    state = place_state(state, mesh)
   programs = compile_programs(ctx, config, dataset.pad_value, mesh, stacked)
   for run in runs:
     run.open_logs()
@@ -210,10 +279,13 @@ def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_colle
         if live:
           bar.update(epoch + 1, live[0].record)
         done = epoch + 1
-        path = _save(runs, state, done, stacked, preemption.requested)
+        # one decision per epoch boundary, the same on every process: a signal to any
+        # of them stops all at this epoch, each with its checkpoint
+        stop = distributed.agree(preemption.requested)
+        path = _save(runs, state, done, stacked, stop)
         if not live:
           break
-        if preemption.requested and done < tc.epochs:
+        if stop and done < tc.epochs:
           _report_preemption(runs, state, done, path, stacked)
           return state, True
   finally:

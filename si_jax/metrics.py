@@ -81,6 +81,26 @@ def dynamics_metrics(
   return out
 
 
+def full_pass_metrics(params, mean_grads, lr: jax.Array,
+                      si_groups: Mapping[str, tuple[ParamPath, ...]]) -> dict[str, jax.Array]:
+  """Appendix B's extra pass, from the gradient of the mean train loss over the whole
+  training set at the epoch's weights: ``train_grad_norm`` ||grad L||,
+  ``train_weight_norm`` rho, ``train_effective_grad_norm`` rho ||grad L|| and
+  ``train_effective_lr`` eta / rho^2, for the SI union and per SI group."""
+  take = lambda tree, paths: [get_path(tree, p) for p in paths]
+
+  def group(paths):
+    rho, grad_norm = jnp.sqrt(sq_norm(take(params, paths))), jnp.sqrt(sq_norm(take(mean_grads, paths)))
+    return {"train_grad_norm": grad_norm, "train_weight_norm": rho,
+            "train_effective_grad_norm": rho * grad_norm, "train_effective_lr": lr / jnp.square(rho)}
+
+  out = group(tuple(p for paths in si_groups.values() for p in paths))
+  if len(si_groups) > 1:
+    for name, paths in si_groups.items():
+      out.update({f"{name}/{k}": v for k, v in group(paths).items()})
+  return out
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example softmax cross-entropy with integer labels."""
   logp = jax.nn.log_softmax(_f32(logits))

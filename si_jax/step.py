@@ -127,3 +127,27 @@ def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train:
   x, y = images[idx], labels[idx]
   logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=train)[1][0]
   return jnp.sum(metrics.cross_entropy(logits, y)), jnp.sum(metrics.correct(logits, y))
+
+
+def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
+  """Appendix B's train pass with gradients: (sum of losses, number correct, gradient of
+  the sum of losses) on ``images[idx]`` in train mode (the batch's BN statistics), the
+  running statistics untouched."""
+  x, y = images[idx], labels[idx]
+
+  def loss_sum(p):
+    logits = loss_and_aux(ctx.model, p, batch_stats, x, y, train=True)[1][0]
+    return jnp.sum(metrics.cross_entropy(logits, y)), logits
+
+  (total, logits), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
+  return total, jnp.sum(metrics.correct(logits, y)), grads
+
+
+def full_pass_metrics(ctx: StepContext, state: TrainState, grad_sum, n):
+  """The extra pass's metrics (``metrics.full_pass_metrics``) from the summed gradients of
+  ``n`` examples, at the lr of the state's last step."""
+  mean_grads = jax.tree.map(lambda g: g / n, grad_sum)
+  lr = optim.step_lr(state.opt_state)
+  if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2
+    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))
+  return metrics.full_pass_metrics(state.params, mean_grads, lr, ctx.groups.si_groups)

@@ -81,6 +81,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not t.invariance_scale > 0:
     raise ValueError(f"train.invariance_scale must be positive, got {t.invariance_scale!r}")
   _one_of(t.on_nonfinite, ("stop", "record"), "train.on_nonfinite")
+  every = t.get("grad_pass_every", 0)
+  if not isinstance(every, int) or isinstance(every, bool) or every < -1:
+    raise ValueError(f"train.grad_pass_every must be -1 (thinned), 0 (off) or a positive "
+                     f"integer, got {every!r}")
   if "checkpoint" in config:
     c = config.checkpoint
     if not isinstance(c.every_epochs, int) or c.every_epochs < 0:

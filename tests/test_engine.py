@@ -37,6 +37,13 @@ def read(workdir, steps=False):
           for r in logs.read_run(workdir, steps=steps)]
 
 
+def tolerance(key, rel=1e-5):
+  """The full-set gradient of appendix B's pass (train_grad_norm, ...) is a sum of
+  per-batch gradients that largely cancel near a minimum: float32 differences between
+  the vmapped and the plain convolution amplify there (measured 1.3e-4 on conv_0)."""
+  return 1e-3 if "train_grad" in key or "train_effective_grad" in key else rel
+
+
 def assert_members_equal_single_runs(config, workdir, tmp_path, steps, rel=1e-5):
   for i, overrides in enumerate(MEMBERS):
     single = str(tmp_path / f"single_{i}")
@@ -48,7 +55,7 @@ def assert_members_equal_single_runs(config, workdir, tmp_path, steps, rel=1e-5)
       for g, w in zip(got, want):
         assert set(g) == set(w)  # the same record, key for key
         for k in w:
-          assert g[k] == pytest.approx(w[k], rel=rel, abs=1e-7), (i, w.get("step"), k)
+          assert g[k] == pytest.approx(w[k], rel=tolerance(k, rel), abs=1e-7), (i, w.get("step"), k)
 
 
 def test_vmapped_gd_family_with_per_step_logs_equals_single_runs(tmp_path):
@@ -120,7 +127,7 @@ def test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on(tmp_path
   got, want = read(os.path.join(workdir, "member_0")), read(single)
   for g, w in zip(got, want):
     for k in w:
-      assert g[k] == pytest.approx(w[k], rel=1e-5, abs=1e-7), k
+      assert g[k] == pytest.approx(w[k], rel=tolerance(k), abs=1e-7), k
   # a rerun skips both: one finished, one marked diverged
   again = sweep.train_sweep(config, members, workdir, progress=False)
   assert again[0] == logs.read_run(os.path.join(workdir, "member_0"))[-1]
