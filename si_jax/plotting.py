@@ -53,6 +53,16 @@ def _series(workdir: str) -> dict[str, np.ndarray]:
   return s
 
 
+def effective_series(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(epochs, effective LR, effective gradient norm) of the phase diagram: appendix B's
+  full-pass values (``train_effective_*``) at the epochs they were logged, else the
+  epoch means of the in-step values."""
+  if "train_effective_lr" in s and np.isfinite(s["train_effective_lr"]).sum() >= 2:
+    ok = np.isfinite(s["train_effective_lr"])
+    return s["epoch"][ok], s["train_effective_lr"][ok], s["train_effective_grad_norm"][ok]
+  return s["epoch"], s["effective_lr"], s["effective_grad_norm"]
+
+
 def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
               mark_spikes: bool = True, theory_overlay: bool = False) -> str:
   """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...).
@@ -76,8 +86,9 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
       ok = np.isfinite(s["test_error"])
       axes[1].plot(epoch[ok], s["test_error"][ok], color=color)
     axes[2].plot(epoch, s["weight_norm"], color=color)
-    axes[3].loglog(s["effective_lr"], s["effective_grad_norm"], color=color, lw=0.8)
-    axes[3].plot(s["effective_lr"][-1:], s["effective_grad_norm"][-1:], "o", color=color)
+    _, elr, egn = effective_series(s)
+    axes[3].loglog(elr, egn, color=color, lw=0.8)
+    axes[3].plot(elr[-1:], egn[-1:], "o", color=color)
     if theory_overlay:
       lr, wd = run_hyperparams(workdir)
       l, L = gradient_bounds(s)
@@ -167,13 +178,15 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
 
 
 def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> str:
-  """Effective LR and effective gradient norm over epochs for every run (Fig. 16)."""
+  """Effective LR and effective gradient norm over epochs for every run (Fig. 16), from
+  appendix B's full pass where logged (``effective_series``)."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
   for workdir, label, color in zip(workdirs, labels, plt.cm.tab10.colors * 10):
     s = _series(workdir)
     ls = "--" if "init" in label else "-"
-    axes[0].semilogy(s["epoch"], s["effective_lr"], ls, color=color, lw=0.8, label=label)
-    axes[1].semilogy(s["epoch"], s["effective_grad_norm"], ls, color=color, lw=0.8)
+    epoch, elr, egn = effective_series(s)
+    axes[0].semilogy(epoch, elr, ls, color=color, lw=0.8, label=label)
+    axes[1].semilogy(epoch, egn, ls, color=color, lw=0.8)
   axes[0].set(xlabel="epoch", title=r"effective LR $\eta/\rho^2$")
   axes[1].set(xlabel="epoch", title=r"effective gradient norm $\rho\|\nabla f\|$")
   axes[0].legend(fontsize=7)
