@@ -11,7 +11,8 @@ Variants: ``cpu`` (the quickstart run logged per step for 100 epochs, ~25 s: per
 is epochs ~45-89); ``gd_cpu`` (full-batch GD on 512 digits, lr 0.5, wd 0.01, 1500
 steps: Fig. 11 at CPU scale); '' (paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd
 0.001, SGD, 400 epochs logged per step); ``gd`` (Fig. 11: full-batch GD on a 4.5K
-random subset of CIFAR-10, 5K random test images, lr 0.5, wd 0.001).
+random subset of CIFAR-10, 5K random test images, lr 0.5, wd 0.001, the released code's
+ghost batch-128 statistics); ``gd13`` (Fig. 13's GD panel: the same at wd 1e-4).
 """
 
 from si_jax.experiment import scaled_base
@@ -20,10 +21,10 @@ from si_jax.experiment import scaled_base
 def get_config(arg: str | None = None):
   if arg in ("cpu", "gd_cpu"):
     config, _ = scaled_base("cpu")
-  elif arg in ("", None, "gd"):
+  elif arg in ("", None, "gd", "gd13"):
     config, _ = scaled_base("paper")
   else:
-    raise ValueError(f"unknown config variant {arg!r}; use cpu, gd_cpu, '' or gd")
+    raise ValueError(f"unknown config variant {arg!r}; use cpu, gd_cpu, '', gd or gd13")
   config.train.log_every = "step"
   if arg == "cpu":
     config.train.epochs = 100
@@ -33,12 +34,12 @@ def get_config(arg: str | None = None):
     config.optim.lr, config.optim.wd = 0.5, 0.01
     config.train.epochs, config.train.eval_every = 1500, 10
     config.checkpoint.every_epochs = 250
-  elif arg == "gd":
+  elif arg in ("gd", "gd13"):
     config.train.mode = "gd"
     config.data.train_size, config.data.test_size, config.data.subset = 4500, 5000, "random"
-    config.optim.lr, config.optim.wd = 0.5, 0.001
+    config.optim.lr, config.optim.wd = 0.5, (0.001 if arg == "gd" else 1e-4)
     config.train.epochs, config.train.eval_every = 10000, 50
-    config.train.micro_batch_size = 500
+    config.train.micro_batch_size = 128  # the released code's ghost batch-128 statistics
     config.checkpoint.every_epochs = 500
   else:
     config.train.epochs = 400
