@@ -1,38 +1,66 @@
-"""Periods and phases of a run, read from its logs (Sec. 3 of the paper, Figs. 1-4).
+"""Periods and phases of a run, read from its logs (Sec. 3-4 of the paper, Figs. 1-4).
 
-A *destabilization* (the start of phase C) is a train-loss spike that comes after the
-loss has converged and that the SI weight norm answers with a jump: the two together
-are what the paper calls a destabilization (Figs. 1-4, 11). Concretely, sample i is the
-onset of a destabilization when
+The paper splits every period of training with BN and weight decay into three phases
+(Sec. 4 and Fig. 4; appendix Fig. 11 for full-batch GD, Fig. 14 for the toy function):
 
-1. the loss is ``ratio`` (10) times above its minimum since the run start or since the
-   last destabilization was over ("armed": after a spike the loss has to fall
-   ``ratio`` below the spike's peak before a new one can count, so one long or double-
-   humped spike counts once);
-2. the loss has converged: its running median over 3 samples has fallen
-   ``converge_ratio`` (100) below the reference loss: that median's largest value, or
-   the chance-level loss ln(classes) if larger (``analyze_run`` reads the classes from
-   the run's config), so a run whose loss never converges (too large a learning rate)
-   has no destabilizations however noisy it is;
-3. the SI weight norm jumps: its largest value in the ``confirm`` samples from i on
-   exceeds its smallest in the ``confirm`` samples before i by the factor
-   ``1 + norm_jump`` (a loss bump without a norm jump is SGD noise, not phase C).
+* phase A: the train loss falls back to its low level;
+* phase B: the loss stays low while weight decay shrinks the SI weight norm rho, so the
+  effective learning rate eta / rho^2 (appendix A.1, proof of Proposition 4) grows;
+* phase C, the *destabilization*: the effective LR has grown too large, the train loss
+  spikes, and the large effective gradients g~ make the norm jump up (Eq. (3):
+  rho_{t+1}^2 = (1 - eta lambda)^2 rho_t^2 + eta^2 g~_t^2 / rho_t^2), which lowers the
+  effective LR again and starts the next period.
+
+A destabilization is therefore detected as a sharp rise of the train loss answered by
+a jump of the weight norm after a stretch of falling norm. "Sharp" and "jump" are
+measured against the run's own fluctuations, not against absolute levels, so one rule
+serves digits (loss floors near 1e-4 between spikes) and CIFAR-10 (floors of 0.02-0.3,
+never 100x below chance). With s_loss the robust scale of the noise of ln(loss) (its
+per-sample change's standard deviation, from the median absolute deviation of second
+differences, so a steady fall does not count as noise: ``robust_scale``) and s_rho the
+median per-sample |change of ln(rho)| (the norm's typical relative change, about
+eta lambda per step in phase B), sample i is the onset of a destabilization when
+
+1. the loss rises: ln(loss_i) exceeds the ln of its minimum since the run start, or
+   since the last spike was over, by ``rise`` = ``rise_scales`` (6) x s_loss, clipped
+   to [ln ``min_ratio`` (2), ln ``ratio`` (10)] (a tenfold rise is always sharp, one
+   below twofold never). The spike is over once the loss has fallen ``rise`` below its
+   peak, or back within ``rise`` / 2 of the minimum it rose from, so one long or
+   double-humped spike counts once;
+2. the loss has converged before: its 3-sample running median has fallen below the
+   reference loss (that median's largest value, or the chance-level loss ln(classes)
+   if larger; ``analyze_run`` reads the classes from the run's config) by
+   ``converge`` = max(ln ``converge_ratio`` (5), ``converge_scales`` (5) x s_loss), so
+   a run whose loss never converges (too large a learning rate) has no destabilizations
+   however noisy it is;
+3. the weight norm answers (not checked for a bare loss trace): its largest value from
+   i to ``confirm`` (2) samples after the spike's loss peak exceeds its smallest value
+   rho_min in the ``confirm`` samples up to i by ``jump`` = max(ln(1 + ``norm_jump``
+   (0.01)), ``jump_scales`` (1.5) x s_rho) in ln units, and rho_min is below the norm
+   3 ``confirm`` samples before i (the norm was falling: phase B came first). A loss
+   bump without such a jump is SGD noise, not phase C. The effective LR eta / rho^2
+   then drops by the same factor squared, so it needs no test of its own.
+
+On the CIFAR-10 ``:cpu`` run recorded in tests/data (s_loss = 0.15 per epoch: rise
+2.5x; s_rho = 1.2%: jump 1.8%) the onsets are epochs 50, 59, 75, 93, 120, 141, each
+at most an epoch before a jump of the norm (within 3 epochs: 2.3% at epoch 51, 9-23% at
+the others); on the digits quickstart (rise 10x, jump 5.5%) each of the 11 onsets is
+0-1 epoch before a jump of 9% or more.
 
 Each period then runs from one onset to the next (period 0 from the start of training:
 the warm-up, which has no phase C) and is split into
 
-* phase C: from the onset to the loss's peak within the spike (before the loss has
-  fallen ``ratio`` below that peak);
-* phase A: from the peak until the loss is within ``b_decades`` (1) decade of the
-  period's minimum loss (the loss falls, the norm changes little);
-* phase B: from there to the next onset (the loss sits near its minimum while the
-  weight norm shrinks and the effective LR eta/rho^2 grows).
+* phase C: from the onset to the loss's peak within the spike;
+* phase A: from the peak until the loss is within ``b_decades`` (1) decade of its
+  minimum over the rest of the period;
+* phase B: from there to the next onset.
 
 ``analyze`` returns all of it with per-period statistics (length in samples, epochs
 and steps, minimum train loss and test error, effective-LR, effective-gradient-norm
 and weight-norm ranges) and says "no periodic behavior" (with the reason) when a run
 has fewer than two destabilizations.
 """
+
 
 from __future__ import annotations
 
@@ -152,68 +180,146 @@ def _fmt(values: list[float]) -> str:
   return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
-def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, ratio: float = 10.0,
-                converge_ratio: float = 100.0, norm_jump: float = 0.02, confirm: int = 5,
-                smooth: int = 1, reference_loss: float | None = None
-                ) -> tuple[list[int], list[int], str]:
-  """(onsets, peaks, reason): sample indices where destabilizations start, where each
-  spike's loss peaks (before it falls ``ratio`` below that peak), and why there are no
-  destabilizations if so.
+def robust_scale(values: np.ndarray, lag: int = 1, min_changes: int = 20) -> float:
+  """Robust scale of the noise in ``values``, as the standard deviation of a change over
+  ``lag`` samples: 1.4826 x the median absolute deviation of the second differences
+  v[i + lag] - 2 v[i] + v[i - lag], divided by sqrt(3) (for white noise of variance
+  s^2 / 2 a change has variance s^2, a second difference 3 s^2). A steady trend (an
+  exponential fall of the loss is a straight line in ln) adds nothing, a noise-free
+  trace that mostly sits still gives 0. A running median over w samples is correlated
+  over w samples: its noise shows at ``lag`` = w. Fewer than ``min_changes`` second
+  differences give no estimate (0): a short trace is all signal."""
+  second = values[2 * lag:] - 2 * values[lag:-lag] + values[:-2 * lag]
+  second = second[np.isfinite(second)]
+  if len(second) < min_changes:
+    return 0.0
+  return float(1.4826 * np.median(np.abs(second - np.median(second))) / np.sqrt(3))
 
-  See the module docstring for the three conditions. ``weight_norm=None`` skips the
-  norm-jump condition (e.g. for a bare loss trace).
+
+def typical_change(values: np.ndarray) -> float:
+  """Median |per-sample change| of ``values`` over the samples where it changes (a
+  per-step trace of a per-epoch value repeats it: those repeats are not changes)."""
+  steps = np.abs(np.diff(values))
+  steps = steps[np.isfinite(steps) & (steps > 0)]
+  return float(np.median(steps)) if len(steps) else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+  """A run's detection thresholds in natural-log units (module docstring, 1-3)."""
+  rise: float       # ln-loss rise that starts a spike (and fall that ends it)
+  converge: float   # ln-loss fall below the reference that counts as converged
+  jump: float       # ln-norm rise that confirms a spike
+  top: float        # the reference loss for convergence
+
+
+def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1,
+               ratio: float = 10.0, min_ratio: float = 2.0, rise_scales: float = 6.0,
+               converge_ratio: float = 5.0, converge_scales: float = 5.0,
+               norm_jump: float = 0.01, jump_scales: float = 1.5,
+               reference_loss: float | None = None) -> Thresholds:
+  """Thresholds from the run's own statistics: s_loss = ``robust_scale`` of ln(loss)
+  (changes over ``lag`` samples: the width of the running median ``loss`` went through)
+  and s_rho = ``typical_change`` of ln(weight norm) (module docstring)."""
+  if not ratio >= min_ratio > 1 or not converge_ratio >= 1 or not norm_jump >= 0:
+    raise ValueError(f"need ratio >= min_ratio > 1, converge_ratio >= 1, norm_jump >= 0; got "
+                     f"ratio {ratio}, min_ratio {min_ratio}, converge_ratio {converge_ratio}, "
+                     f"norm_jump {norm_jump}")
+  if min(rise_scales, converge_scales, jump_scales) < 0:
+    raise ValueError("rise_scales, converge_scales and jump_scales must be >= 0")
+  log_loss = np.log(np.where(loss > 0, loss, np.nan))
+  s_loss = robust_scale(log_loss, lag)
+  level = _smooth(log_loss, 3)  # one-sample dips are not convergence
+  s_rho = typical_change(np.log(weight_norm)) if weight_norm is not None else 0.0
+  return Thresholds(
+      rise=float(np.clip(rise_scales * s_loss, np.log(min_ratio), np.log(ratio))),
+      converge=max(float(np.log(converge_ratio)), converge_scales * s_loss),
+      jump=max(float(np.log1p(norm_jump)), jump_scales * s_rho),
+      top=max(float(np.exp(np.nanmax(level))), reference_loss or 0.0))
+
+
+def _spike_end(log_loss: np.ndarray, i: int, rise: float, low: float) -> tuple[int, int]:
+  """(peak, over): the sample where the spike starting at i peaks, and the first sample
+  after it where the spike is over: ``rise`` below that peak, or back within half of
+  ``rise`` above ``low``, the minimum it rose from (len(log_loss) if the run ends
+  first). The second rule ends an SGD bump that is followed by the real spike a few
+  samples later, before the loss has fallen a whole ``rise`` below the bump."""
+  peak = i
+  for j in range(i + 1, len(log_loss)):
+    if not np.isfinite(log_loss[j]):
+      continue
+    if log_loss[j] > log_loss[peak]:
+      peak = j
+    elif log_loss[peak] - log_loss[j] >= rise or log_loss[j] - low <= rise / 2:
+      return peak, j
+  return peak, len(log_loss)
+
+
+def _norm_answers(log_rho: np.ndarray, i: int, peak: int, jump: float, confirm: int) -> bool:
+  """Condition 3: the norm jumps by ``jump`` between the ``confirm`` samples up to the
+  onset i and the samples from i to ``confirm`` after the loss peak, and was falling
+  into the onset."""
+  before = log_rho[max(0, i - confirm):i + 1]
+  after = log_rho[i:peak + confirm + 1]
+  before, after = before[np.isfinite(before)], after[np.isfinite(after)]
+  earlier = log_rho[max(0, i - 3 * confirm)]
+  if not len(before) or not len(after) or not np.isfinite(earlier):
+    return False
+  return after.max() - before.min() >= jump and before.min() < earlier
+
+
+def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, confirm: int = 2,
+                smooth: int = 1, **kwargs) -> tuple[list[int], list[int], str]:
+  """(onsets, peaks, reason): sample indices where destabilizations start, where each
+  spike's loss peaks, and why there are no destabilizations if so.
+
+  See the module docstring for the three conditions; ``kwargs`` go to ``thresholds``.
+  ``weight_norm=None`` skips the norm condition (e.g. for a bare loss trace).
   """
-  if not ratio > 1 or not converge_ratio >= 1 or not norm_jump >= 0 or confirm < 1:
-    raise ValueError(f"need ratio > 1, converge_ratio >= 1, norm_jump >= 0, confirm >= 1; "
-                     f"got {ratio}, {converge_ratio}, {norm_jump}, {confirm}")
+  if confirm < 1:
+    raise ValueError(f"need confirm >= 1; got {confirm}")
   loss = _smooth(np.asarray(loss, np.float64), smooth)
   finite = np.isfinite(loss) & (loss > 0)
   if finite.sum() < 3:
     return [], [], "fewer than 3 finite loss values"
-  level = _smooth(np.where(finite, loss, np.nan), 3)  # one-sample dips are not convergence
-  top = max(np.nanmax(level), reference_loss or 0.0)
+  thr = thresholds(loss, weight_norm, lag=max(1, smooth), **kwargs)
+  log_loss = np.log(np.where(finite, loss, np.nan))
+  level = _smooth(log_loss, 3)
+  log_rho = None if weight_norm is None else np.log(np.asarray(weight_norm, np.float64))
   onsets: list[int] = []
   peaks: list[int] = []
-  window_min, level_min, armed, peak = np.inf, np.inf, True, 0.0
-  ever_converged, bumps_without_jump = False, 0
+  low, level_low, resume = np.inf, np.inf, 0
+  ever_converged, bumps = False, 0
   for i in np.flatnonzero(finite):
-    value = loss[i]
-    if not armed:  # inside a spike: wait until the loss has come back down
-      if value > peak:
-        peak, peaks[-1] = value, int(i)
-      elif value * ratio <= peak:
-        armed, window_min, level_min = True, value, level[i]
+    if i < resume:  # inside a spike: wait until the loss has come back down
       continue
-    window_min, level_min = min(window_min, value), min(level_min, level[i])
-    converged = level_min * converge_ratio <= top
+    low, level_low = min(low, log_loss[i]), min(level_low, level[i])
+    converged = np.log(thr.top) - level_low >= thr.converge
     ever_converged |= converged
-    if value > ratio * window_min and converged:
-      if weight_norm is not None and not _norm_jumps(weight_norm, i, norm_jump, confirm):
-        bumps_without_jump += 1
-        continue
-      onsets.append(int(i))
-      peaks.append(int(i))
-      armed, peak = False, value
+    if not (converged and log_loss[i] - low >= thr.rise):
+      continue
+    peak, resume = _spike_end(log_loss, i, thr.rise, low)
+    if log_rho is not None and not _norm_answers(log_rho, i, peak, thr.jump, confirm):
+      bumps, resume = bumps + 1, i + 1
+      continue
+    onsets.append(int(i))
+    peaks.append(int(peak))
+    low = level_low = np.inf  # the spike is over at ``resume``: minima start afresh there
   if onsets:
     return onsets, peaks, ""
+  return [], [], _no_onset_reason(ever_converged, bumps, level, thr)
+
+
+def _no_onset_reason(ever_converged: bool, bumps: int, level: np.ndarray,
+                     thr: Thresholds) -> str:
   if not ever_converged:
-    return [], [], (f"the loss never converged (its 3-sample running median fell to "
-                f"{np.nanmin(level):.3g}, less than {converge_ratio:g}x below its maximum "
-                f"{top:.3g}): learning rate or weight decay too large, or a network that cannot fit "
-                "the data (e.g. too small a last-layer norm)")
-  extra = (f"; {bumps_without_jump} loss bumps without a weight-norm jump were SGD noise"
-           if bumps_without_jump else "")
-  return [], [], ("the loss converged and never destabilized (learning rate or weight decay "
-              f"too small, or the run too short){extra}")
-
-
-def _norm_jumps(weight_norm: np.ndarray, i: int, norm_jump: float, confirm: int) -> bool:
-  before = weight_norm[max(0, i - confirm):i + 1]
-  after = weight_norm[i:i + confirm + 1]
-  before, after = before[np.isfinite(before)], after[np.isfinite(after)]
-  if not len(before) or not len(after):
-    return False
-  return after.max() > (1 + norm_jump) * before.min()
+    return (f"the loss never converged (its 3-sample running median fell to "
+            f"{np.exp(np.nanmin(level)):.3g}, less than {np.exp(thr.converge):.3g}x below "
+            f"{thr.top:.3g}, its maximum or the chance level): learning rate or weight decay "
+            "too large, or a network that cannot fit the data (e.g. too small a last-layer norm)")
+  extra = (f"; {bumps} loss bumps without a weight-norm jump were SGD noise" if bumps else "")
+  return ("the loss converged and never destabilized (learning rate or weight decay too "
+          f"small, or the run too short){extra}")
 
 
 def _range(stats: dict, name: str, values: np.ndarray) -> None:
@@ -222,24 +328,22 @@ def _range(stats: dict, name: str, values: np.ndarray) -> None:
     stats[f"{name}_min"], stats[f"{name}_max"] = float(values.min()), float(values.max())
 
 
-def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_ratio: float = 100.0,
-            norm_jump: float = 0.02, confirm: int = 5, smooth: int = 1,
-            b_decades: float = 1.0, min_destabilizations: int = 2,
-            reference_loss: float | None = None) -> Analysis:
+def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
+            b_decades: float = 1.0, min_destabilizations: int = 2, **kwargs) -> Analysis:
   """Destabilizations, periods, phases and per-period statistics of a logged run.
 
   ``series`` is ``load_series(workdir)`` (per epoch) or ``load_series(workdir,
   steps=True)`` (per step; pass ``smooth`` of about an epoch's steps there, since
-  batch losses are noisy). Fewer than ``min_destabilizations`` onsets means no
-  periodic behavior.
+  batch losses are noisy, and ``confirm`` of an epoch or two). ``kwargs`` (``ratio``,
+  ``min_ratio``, ``rise_scales``, ``converge_ratio``, ``converge_scales``,
+  ``norm_jump``, ``jump_scales``, ``reference_loss``) go to ``thresholds``. Fewer than
+  ``min_destabilizations`` onsets means no periodic behavior.
   """
   loss = loss_series(series)
   n = len(loss)
   x = _x(series, n)
-  rho = series.get("weight_norm")
-  onsets, peaks, reason = find_onsets(loss, rho, ratio=ratio, converge_ratio=converge_ratio,
-                               norm_jump=norm_jump, confirm=confirm, smooth=smooth,
-                               reference_loss=reference_loss)
+  onsets, peaks, reason = find_onsets(loss, series.get("weight_norm"), confirm=confirm,
+                                      smooth=smooth, **kwargs)
   if onsets and len(onsets) < min_destabilizations:
     reason = (f"only {len(onsets)} destabilization (at {x[onsets[0]]:g}); periodic behavior "
               f"needs {min_destabilizations}: train longer")
@@ -250,36 +354,43 @@ def analyze(series: dict[str, np.ndarray], *, ratio: float = 10.0, converge_rati
   for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
     if end <= start:
       continue
-    seg = smoothed[start:end]
-    ok = np.isfinite(seg)
     peak = peaks[k - 1] + 1 if k else start  # phase C: onset .. the spike's peak
     after = smoothed[peak:end]
-    low = np.nanmin(seg) if ok.any() else np.nan
+    # phase B starts at the first sample within b_decades of the loss's minimum after the
+    # peak (not the onset's: it can sit below a new, higher floor)
+    low = np.nanmin(after) if np.isfinite(after).any() else np.nan
     near = np.flatnonzero(after <= low * 10**b_decades)
     b_start = peak + int(near[0]) if len(near) else end
-
-    stats: dict[str, float] = {
-        "x_start": float(x[start]), "x_end": float(x[end - 1]),
-        "length": float(x[end] - x[start]) if end < n else float(x[end - 1] - x[start] + 1),
-        "samples": float(end - start),
-        "min_loss": float(np.nanmin(loss[start:end])) if np.isfinite(loss[start:end]).any()
-                    else float("nan"),
-    }
-    if "epoch" in series:
-      stats["epoch_start"] = float(series["epoch"][start])
-      stats["epochs"] = float(series["epoch"][min(end, n - 1)] - series["epoch"][start])
-    if "step" in series:
-      stats["step_start"] = float(series["step"][start])
-      stats["steps"] = float(series["step"][min(end, n - 1)] - series["step"][start])
-    if "test_error" in series and np.isfinite(series["test_error"][start:end]).any():
-      stats["min_test_error"] = float(np.nanmin(series["test_error"][start:end]))
-    for name in ("effective_lr", "effective_grad_norm", "weight_norm"):
-      if name in series:
-        _range(stats, name, series[name][start:end])
     phases_ = ((start, peak), (peak, b_start), (b_start, end)) if converged else ((start, start),) * 3
-    periods.append(Period(index=k, start=start, end=end, complete=end < n,
-                          c=phases_[0], a=phases_[1], b=phases_[2], stats=stats))
+    periods.append(Period(index=k, start=start, end=end, complete=end < n, c=phases_[0],
+                          a=phases_[1], b=phases_[2], stats=_stats(series, loss, x, start, end)))
   return Analysis(x=x, onsets=onsets, periods=periods, reason=reason)
+
+
+def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start: int,
+           end: int) -> dict[str, float]:
+  """Per-period statistics of samples [start, end): its x range and length, minimum
+  loss and test error, effective-LR, effective-gradient-norm and weight-norm ranges."""
+  n = len(loss)
+  stats: dict[str, float] = {
+      "x_start": float(x[start]), "x_end": float(x[end - 1]),
+      "length": float(x[end] - x[start]) if end < n else float(x[end - 1] - x[start] + 1),
+      "samples": float(end - start),
+      "min_loss": float(np.nanmin(loss[start:end])) if np.isfinite(loss[start:end]).any()
+                  else float("nan"),
+  }
+  if "epoch" in series:
+    stats["epoch_start"] = float(series["epoch"][start])
+    stats["epochs"] = float(series["epoch"][min(end, n - 1)] - series["epoch"][start])
+  if "step" in series:
+    stats["step_start"] = float(series["step"][start])
+    stats["steps"] = float(series["step"][min(end, n - 1)] - series["step"][start])
+  if "test_error" in series and np.isfinite(series["test_error"][start:end]).any():
+    stats["min_test_error"] = float(np.nanmin(series["test_error"][start:end]))
+  for name in ("effective_lr", "effective_grad_norm", "weight_norm"):
+    if name in series:
+      _range(stats, name, series[name][start:end])
+  return stats
 
 
 def chance_loss(workdir: str) -> float | None:
@@ -296,9 +407,9 @@ def chance_loss(workdir: str) -> float | None:
 def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray] | None = None,
                 **kwargs) -> Analysis:
   """``analyze`` of a run directory's logs (``series``: already loaded with
-  ``load_series``), with the chance-level loss as the reference for convergence (a run
-  whose first logged loss is already low still counts as converged once it is 100x
-  below chance)."""
+  ``load_series``), with the chance-level loss ln(classes) as the reference for
+  convergence (a run whose first logged loss is already low still counts as converged
+  once it is ``converge_ratio`` below chance)."""
   kwargs.setdefault("reference_loss", chance_loss(workdir))
   return analyze(load_series(workdir, steps=steps) if series is None else series, **kwargs)
 
