@@ -1,0 +1,438 @@
+"""Scale-invariant parameter groups, found numerically for any model's parameters.
+
+A group S of parameter tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x)
+for every c > 0 (property (1a) of the paper for the joint vector x_S): f is
+homogeneous of degree 0 in x_S. Euler's theorem for homogeneous functions then gives,
+at every point and for every output direction u,
+
+    sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = d/dc [u . f(c x_S)] at c = 1 = 0,   (E)
+
+the identity <grad f(x), x> = 0 by which appendix A (A.2) drops the cross term of
+Eq. (3) and Eq. (8), here written for a group and for every output coordinate.
+
+``find_si_groups`` turns (E) into linear algebra. Column i of the matrix M holds
+<grad_{x_i}(u_k . f), x_i> / ||f|| for probes u_k (all output coordinates when the
+output is small, random directions otherwise; random inputs enter through
+``more_args``). Every SI group is a 0/1 vector z = 1_S with M z = 0; the converse is
+checked by rescaling. Steps:
+
+1. Excluded: tensors of norm 0 (f(c 0) = f(0) for any f: invariant trivially, which
+   says nothing about the tensor's role) and tensors f does not depend on here
+   (gradient 0 for every probe, e.g. a bias whose effect a batch norm's mean removes).
+   Groups are found at the given point: a zero bias that belongs with its kernel
+   (Dense -> LayerNorm) is left out, and the kernel alone is reported.
+2. Single SI tensors: columns with ||M_i|| <= rtol.
+3. Joint groups, among the other columns only (a minimal group holds no SI single):
+   N, the null space of those columns of M (right singular vectors with singular value
+   <= rtol). A null vector is fixed by its values on d pivot rows of N: z = A z_P with
+   A = N N_P^{-1} (the reduced row echelon form of N^T). A 0/1 null vector has 0/1
+   pivot values, so enumerating z_P in {0, 1}^d finds every one. The bipartite graph of
+   A's nonzeros (the fundamental circuits) splits the columns into the matroid's
+   components; a minimal group lies within one, so the cost is 2^d per component.
+4. Confirmation, smallest candidates first, skipping supersets of accepted groups:
+   the Euler residual ||M 1_S|| (~ ||d/dc f(c x_S)|| / ||f||), the relative change
+   max_c ||f(c x_S) - f(x)|| / ||f(x)|| for c in ``scales``, both <= rtol, and that
+   change <= ``margin`` times a non-SI baseline: the change of f under a random
+   perturbation of x_S of the same size |c - 1| ||x_S||. A tensor that barely affects f
+   (a small bias) changes f as little under both and is rejected; an SI group is
+   flat only along x_S.
+
+The normalization's epsilon breaks (E) slightly: f depends on ||x_S|| through
+eps / var(pre-norm activations), and var grows like ||x_S||^2. Measured on si_jax's
+ConvNet (width 4, 16x16 inputs) and ResNet-18 (width 4 on 8x8, width 8 on 16x16), batch /
+layer / instance norm, eps 1e-5 (scripts of tests/test_si_groups.py's setups):
+
+* at a PyTorch init, SI groups: Euler residual <= 3e-4, value residual <= 4e-4, value /
+  baseline <= 2e-3 (instance norm on the ResNet's 2x2 maps: 9e-4, 1.2e-2); tensors in no
+  group: Euler residual >= 1.6e-2 (the ConvNet's classifier bias), most ~1; a bias
+  added to the output has value / baseline = 1 exactly.
+* SI weights shrunk 10x (as at the end of the paper's phase B): residuals 100x larger,
+  value 4e-3..4e-2, value / baseline up to 8e-2.
+
+Hence DEFAULT_RTOL = 3e-3 (7x above the init residuals, 5x below the smallest non-SI
+one) and DEFAULT_MARGIN = 0.1 (20x above the init groups' ratio, 10x below a bias's).
+For shrunk weights raise rtol by (init norm / norm)^2 (2e-2 finds the ConvNet's groups
+at 10x shrink); the margin keeps weakly acting non-SI tensors out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ParamPath = tuple[str, ...]
+DEFAULT_RTOL = 3e-3
+DEFAULT_MARGIN = 0.1
+DEFAULT_SCALES = (0.5, 2.0)
+UNUSED_TOL = 1e-6  # max_k ||grad_i(u_k . f)|| ||x_i|| / ||f|| below this: f ignores x_i
+MAX_NULL_DIM = 16  # 2^16 pivot patterns per component at most
+_TINY = 1e-30
+
+
+@dataclasses.dataclass(frozen=True)
+class SIGroupsReport:
+  """What ``find_si_groups`` measured.
+
+  Attributes:
+    groups: name -> paths of each accepted group.
+    euler: name -> Euler residual ||M 1_S||, the probes' estimate of
+      ||d/dc f(c x_S)|| / ||f|| (root-sum-square over argument sets).
+    value: name -> max_c ||f(c x_S) - f(x)|| / ||f(x)||.
+    baseline: name -> the same change under a random perturbation of x_S of equal size.
+    zero: paths of the tensors excluded because their norm is 0.
+    unused: paths of the tensors f does not depend on (excluded).
+    rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
+    nearest_non_si: (path, ||M_i||) of the tensor in no group that comes closest to
+      the single-tensor threshold rtol: the room rtol has (warned when within 3x).
+  """
+
+  groups: dict[str, tuple[ParamPath, ...]]
+  euler: dict[str, float]
+  value: dict[str, float]
+  baseline: dict[str, float]
+  zero: tuple[ParamPath, ...]
+  unused: tuple[ParamPath, ...]
+  rejected: dict[str, tuple[float, float, float]]
+  nearest_non_si: tuple[ParamPath, float] | None
+
+
+class _Model:
+  """fn with its parameters flattened (numpy leaves, so that rescaled copies cost no
+  compilation): outputs as one vector, per argument set."""
+
+  def __init__(self, fn: Callable, params, arg_sets: Sequence[tuple]):
+    keyed, self.treedef = jax.tree_util.tree_flatten_with_path(params)
+    self.paths = [_path_str(kp) for kp, _ in keyed]
+    self.leaves = [np.asarray(x) for _, x in keyed]
+    bad = [p for p, x in zip(self.paths, self.leaves) if not np.issubdtype(x.dtype, np.inexact)]
+    if bad:
+      raise ValueError(f"params must hold floating arrays only; not floating: {bad}")
+    if len(set(self.paths)) != len(self.paths):
+      raise ValueError(f"parameter paths collide once converted to strings: {self.paths}")
+    self.arg_sets = [tuple(a) for a in arg_sets]
+    self.norms = np.array([float(np.linalg.norm(x)) for x in self.leaves])
+    self.apply, self._jvp, self.vjp = _compiled(fn, self.treedef)
+    self.base = [np.asarray(self.apply(self.leaves, args)) for args in self.arg_sets]
+    self.base_norms = [max(float(np.linalg.norm(y)), _TINY) for y in self.base]
+
+  def change(self, new_leaves) -> float:
+    """max over argument sets of ||f(new) - f(x)|| / ||f(x)||."""
+    return max(float(np.linalg.norm(np.asarray(self.apply(new_leaves, args)) - y)) / n
+               for args, y, n in zip(self.arg_sets, self.base, self.base_norms))
+
+  def euler(self, members: Sequence[int]) -> float:
+    """max over argument sets of ||d/dc f(c x_S) at c = 1|| / ||f(x)||, Eq. (E)."""
+    tangents = [x if i in members else np.zeros_like(x) for i, x in enumerate(self.leaves)]
+    return max(float(np.linalg.norm(self._jvp(self.leaves, tangents, args))) / n
+               for args, n in zip(self.arg_sets, self.base_norms))
+
+  def scaled(self, members: Sequence[int], c: float) -> list:
+    return [x * np.asarray(c, x.dtype) if i in members else x for i, x in enumerate(self.leaves)]
+
+  def perturbed(self, members: Sequence[int], size: float, rng: np.random.Generator) -> list:
+    """x_S + size * xi with xi a random unit vector over the stacked group."""
+    noise = {i: rng.standard_normal(self.leaves[i].shape) for i in members}
+    scale = size / np.sqrt(sum(np.sum(n * n) for n in noise.values()))
+    return [(x + scale * noise[i]).astype(x.dtype) if i in noise else x
+            for i, x in enumerate(self.leaves)]
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(fn: Callable, treedef) -> tuple[Callable, Callable, Callable]:
+  """Compiled f(leaves, args) as one vector, its JVP and its VJP: reused by every call
+  with the same fn and parameter structure.
+
+  The VJP takes one cotangent per call. Not ``vmap`` over cotangents: with jax 0.10.2
+  XLA:CPU miscompiles a VJP whose residuals are shared by vmapped cotangents once the
+  batch holds more than ~32k elements (even ``jit(jacrev(lambda h: h * (h * h).sum(-1)))``
+  on a 32 x 16 input is wrong; cf. jax-ml/jax#39103), which silently corrupted M.
+  """
+  apply = jax.jit(lambda leaves, args: _as_vector(fn(treedef.unflatten(leaves), *args)))
+  jvp = jax.jit(lambda leaves, tangents, args: jax.jvp(
+      lambda ls: apply(ls, args), (leaves,), (tangents,))[1])
+  vjp = jax.jit(lambda leaves, args, u: jax.vjp(lambda ls: apply(ls, args), leaves)[1](u)[0])
+  return apply, jvp, vjp
+
+
+def _path_str(keypath) -> ParamPath:
+  """Tree path -> tuple of str; nnx's trailing '.value' attribute is dropped."""
+  parts = []
+  for k in keypath:
+    if isinstance(k, jax.tree_util.GetAttrKey):
+      parts.append(k.name)
+    elif isinstance(k, jax.tree_util.SequenceKey):
+      parts.append(str(k.idx))
+    else:  # DictKey, FlattenedIndexKey
+      parts.append(str(k.key))
+  if keypath and isinstance(keypath[-1], jax.tree_util.GetAttrKey) and parts[-1] == "value":
+    parts.pop()
+  return tuple(parts)
+
+
+def _as_vector(out) -> jax.Array:
+  leaves = [jnp.ravel(x) for x in jax.tree.leaves(out)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  if not leaves:
+    raise ValueError("fn must return floating arrays (e.g. logits), got none")
+  return jnp.concatenate(leaves).astype(jnp.float32)
+
+
+def _probe_matrix(model: _Model, columns: Sequence[int], num_probes: int | None,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """M[k, i] = <grad_{x_i}(u_k . f), x_i> / ||f|| and the gradient sizes
+  max_k ||grad_{x_i}(u_k . f)|| ||x_i|| / ||f||, rows stacked over argument sets
+  (so ||M z|| is a root-sum-square over them). Inner products in float64 numpy."""
+  rows, sizes = [], np.zeros(len(columns))
+  leaves = [model.leaves[i].astype(np.float64) for i in columns]
+  for args, y, norm in zip(model.arg_sets, model.base, model.base_norms):
+    k = min(y.size, num_probes or len(columns) + 16)
+    if k == y.size:  # every output coordinate: the exact Jacobian-vector products
+      probes = np.eye(y.size, dtype=np.float32)
+    else:  # E ||U v||^2 = ||v||^2 for U with N(0, 1/k) entries
+      probes = (rng.standard_normal((k, y.size)) / np.sqrt(k)).astype(np.float32)
+    block = np.empty((k, len(columns)))
+    for row, u in enumerate(probes):
+      grads = model.vjp(model.leaves, args, u)
+      grads = [np.asarray(grads[i], np.float64) for i in columns]
+      block[row] = [np.vdot(g, x) for g, x in zip(grads, leaves)]
+      sizes = np.maximum(sizes, [np.linalg.norm(g) * np.linalg.norm(x) / norm
+                                 for g, x in zip(grads, leaves)])
+    rows.append(block / norm)
+  return np.concatenate(rows), sizes
+
+
+def _null_space(m: np.ndarray, tol: float) -> np.ndarray:
+  """Orthonormal basis (columns) of {z : ||M z|| <= tol ||z||}, numerically."""
+  _, s, vt = np.linalg.svd(m, full_matrices=True)
+  rank = int(np.sum(s > tol))
+  return vt[rank:].T
+
+
+def _pivots(basis: np.ndarray) -> list[int]:
+  """d rows of the (n x d) basis that span it, chosen greedily by largest residual
+  norm (QR with column pivoting of basis^T), so that basis[pivots] is well conditioned."""
+  rest, pivots = basis.copy(), []
+  for _ in range(basis.shape[1]):
+    i = int(np.argmax(np.linalg.norm(rest, axis=1)))
+    pivots.append(i)
+    q = rest[i] / np.linalg.norm(rest[i])
+    rest = rest - np.outer(rest @ q, q)
+  return pivots
+
+
+def _components(coeffs: np.ndarray, pivots: list[int], tol: float = 0.05) -> list[list[int]]:
+  """Connected components of the pivots, two pivots joined when a column depends on
+  both (|A[i, p]| > tol): the matroid's components, restricted to the pivots."""
+  parent = list(range(len(pivots)))
+
+  def find(a):
+    while parent[a] != a:
+      parent[a] = parent[parent[a]]
+      a = parent[a]
+    return a
+
+  for row in np.abs(coeffs) > tol:
+    linked = np.flatnonzero(row)
+    for a in linked[1:]:
+      parent[find(a)] = find(linked[0])
+  comps: dict[int, list[int]] = {}
+  for a in range(len(pivots)):
+    comps.setdefault(find(a), []).append(a)
+  return list(comps.values())
+
+
+def _binary_null_vectors(m: np.ndarray, rtol: float, max_dim: int) -> list[tuple[int, ...]]:
+  """Supports of the 0/1 vectors z with M z ~ 0 (step 3), as column index tuples."""
+  if m.shape[1] == 0:
+    return []
+  basis = _null_space(m, rtol)
+  if basis.shape[1] == 0:
+    return []
+  pivots = _pivots(basis)
+  coeffs = basis @ np.linalg.inv(basis[pivots])  # z = coeffs @ z_P; coeffs[pivots] = I
+  supports = set()
+  for comp in _components(coeffs, pivots):
+    if len(comp) > max_dim:
+      raise ValueError(
+          f"a component of {len(comp)} independent near-SI directions exceeds max_null_dim="
+          f"{max_dim}; pass more argument sets (more_args) or raise max_null_dim")
+    patterns = np.array(list(itertools.product((0.0, 1.0), repeat=len(comp)))[1:])
+    z = patterns @ coeffs[:, comp].T  # (patterns, columns)
+    binary = np.all((np.abs(z) < 0.25) | (np.abs(z - 1) < 0.25), axis=1)
+    supports.update(tuple(np.flatnonzero(row > 0.5)) for row in z[binary])
+  return sorted(supports, key=lambda s: (len(s), s))
+
+
+def _confirm(model: _Model, candidates, euler_fn: Callable, rtol: float, margin: float,
+             scales, rng: np.random.Generator):
+  """Step 4: accepted member tuples (minimal, smallest first), their
+  (euler, value, baseline), and the same for the rejected candidates."""
+  accepted, stats, rejected = [], {}, {}
+  for members in sorted(candidates, key=lambda s: (len(s), s)):
+    if any(set(a) <= set(members) for a in accepted):
+      continue  # not minimal
+    euler = euler_fn(members)
+    group_norm = float(np.sqrt(sum(model.norms[i] ** 2 for i in members)))
+    value = baseline = 0.0
+    flat = True
+    for c in scales:
+      change = model.change(model.scaled(members, c))
+      noise = model.perturbed(members, abs(c - 1) * group_norm, rng)
+      reference = model.change(noise)
+      flat &= change <= margin * reference
+      value, baseline = max(value, change), max(baseline, reference)
+    if euler <= rtol and value <= rtol and flat:
+      accepted.append(members)
+      stats[members] = (euler, value, baseline)
+    else:
+      rejected[members] = (euler, value, baseline)
+  return accepted, stats, rejected
+
+
+def _check_scales(scales) -> None:
+  if not scales or any(not (c > 0) or c == 1 for c in scales):
+    raise ValueError(f"scales must be positive factors other than 1, got {scales!r}")
+
+
+def group_name(group: Sequence[ParamPath], all_paths: Sequence[ParamPath]) -> str:
+  """A readable name for a group, as si_jax's models name theirs.
+
+  A member is written as the shortest path prefix whose leaves (two or more, all of
+  ``all_paths``) are all in the group, e.g. 'dense_0' for its kernel and bias; a lone
+  leaf as '/'.join(path) without a trailing 'kernel' ('conv_0', 'layer1_0/conv1',
+  'norm_0/scale'). Members are joined by '+': 'stem+layer1_0/conv2+layer1_1/conv2'.
+  """
+  members, names = set(group), []
+  for path in group:
+    name = None
+    for k in range(1, len(path)):
+      under = [q for q in all_paths if q[:k] == path[:k]]
+      if len(under) > 1 and all(q in members for q in under):
+        name = "/".join(path[:k])
+        break
+    if name is None:
+      name = "/".join(path[:-1] if len(path) > 1 and path[-1] == "kernel" else path)
+    if name not in names:
+      names.append(name)
+  return "+".join(names)
+
+
+def find_si_groups(
+    fn: Callable[..., Any],
+    params,
+    *args,
+    more_args: Sequence[tuple] = (),
+    rtol: float = DEFAULT_RTOL,
+    margin: float = DEFAULT_MARGIN,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    num_probes: int | None = None,
+    seed: int = 0,
+    max_null_dim: int = MAX_NULL_DIM,
+    return_report: bool = False,
+):
+  """Every minimal group of parameter tensors on which ``fn(params, *args)`` is
+  scale-invariant, {name: (path, ...)} (method: the module docstring, Eq. (E)).
+
+  Args:
+    fn: f(params, *args) -> floating arrays (e.g. logits; a batch norm in train mode
+      with its statistics made mutable, returning only the output). Must be jittable.
+    params: a pytree of floating arrays: Flax linen params (dict / FrozenDict), an nnx
+      ``State`` (``nnx.state(model, nnx.Param)``) or its pure dict. Paths are tuples of
+      str (int keys converted, nnx's '.value' dropped).
+    *args: the arguments after params, e.g. a batch of inputs.
+    more_args: further argument tuples (other inputs): more rows of M, and the
+      confirmation takes the worst case over all argument sets.
+    rtol: tolerance of the relative residuals (Euler and value); see DEFAULT_RTOL.
+    margin: a group's change under rescaling must be <= margin times the change under a
+      random perturbation of the same size (the non-SI baseline).
+    scales: rescaling factors c of the confirmation.
+    num_probes: output directions per argument set; default min(output size,
+      number of tensors + 16) (all coordinates when the output is that small).
+    seed: for the random probes and perturbations.
+    max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
+    return_report: also return a ``SIGroupsReport``.
+  """
+  _check_scales(scales)
+  model = _Model(fn, params, (args, *more_args))
+  report = _search(model, rtol, margin, scales, num_probes, np.random.default_rng(seed),
+                   max_null_dim)
+  if report.nearest_non_si is not None and report.nearest_non_si[1] < 3 * rtol:
+    path, residual = report.nearest_non_si
+    warnings.warn(f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
+                  f"within 3x of rtol={rtol:g}: the groups found may depend on the tolerance")
+  return (report.groups, report) if return_report else report.groups
+
+
+def _search(model: _Model, rtol, margin, scales, num_probes, rng, max_null_dim) -> SIGroupsReport:
+  """Steps 1-4 of the module docstring."""
+  nonzero = [i for i, n in enumerate(model.norms) if n > 0]
+  m, sizes = _probe_matrix(model, nonzero, num_probes, rng)
+  used = sizes > UNUSED_TOL
+  columns, m = [i for i, u in zip(nonzero, used) if u], m[:, used]
+  column_residuals = np.linalg.norm(m, axis=0)
+  single = column_residuals <= rtol
+  rest = [i for i, s in zip(columns, single) if not s]
+  candidates = [(i,) for i, s in zip(columns, single) if s]
+  candidates += [tuple(rest[j] for j in support)
+                 for support in _binary_null_vectors(m[:, ~single], rtol, max_null_dim)]
+  position = {i: j for j, i in enumerate(columns)}
+  euler = lambda members: float(np.linalg.norm(m[:, [position[i] for i in members]].sum(1)))
+  accepted, stats, rejected = _confirm(model, candidates, euler, rtol, margin, scales, rng)
+  named = {}
+  for members in sorted(accepted, key=min):
+    name = group_name([model.paths[i] for i in members], model.paths)
+    named[name if name not in named else f"{name}#{len(named)}"] = members
+  in_groups = {i for members in accepted for i in members}
+  outside = [(model.paths[i], float(r)) for i, r in zip(columns, column_residuals)
+             if i not in in_groups]
+  return SIGroupsReport(
+      groups={name: tuple(model.paths[i] for i in s) for name, s in named.items()},
+      euler={name: stats[s][0] for name, s in named.items()},
+      value={name: stats[s][1] for name, s in named.items()},
+      baseline={name: stats[s][2] for name, s in named.items()},
+      zero=tuple(model.paths[i] for i, n in enumerate(model.norms) if n == 0),
+      unused=tuple(model.paths[i] for i, u in zip(nonzero, used) if not u),
+      rejected={group_name([model.paths[i] for i in s], model.paths): r
+                for s, r in rejected.items()},
+      nearest_non_si=min(outside, key=lambda t: t[1]) if outside else None,
+  )
+
+
+def verify_si_groups(
+    fn: Callable[..., Any],
+    params,
+    groups: Mapping[str, Sequence[Sequence[Any]]],
+    *args,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    with_euler: bool = False,
+    more_args: Sequence[tuple] = (),
+) -> dict[str, Any]:
+  """{name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} over c in ``scales`` and argument sets:
+  property (1a) checked directly; ~float round-off (plus the norm's epsilon) for an SI
+  group, O(|c - 1|) of the group's share of f otherwise.
+
+  With ``with_euler`` each value is {'value': ..., 'euler': ||d/dc f(c x_S)|| / ||f||},
+  the relative residual of Euler's identity (E), sum_i <grad_i (u . f), x_i> for every u.
+  Paths may hold ints (nnx); they are compared as strings.
+  """
+  _check_scales(scales)
+  model = _Model(fn, params, (args, *more_args))
+  index = {p: i for i, p in enumerate(model.paths)}
+  out = {}
+  for name, paths in groups.items():
+    paths = [tuple(str(k) for k in p) for p in paths]
+    missing = [p for p in paths if p not in index]
+    if missing:
+      raise ValueError(f"group {name!r}: paths not in params: {missing}")
+    members = [index[p] for p in paths]
+    value = max(model.change(model.scaled(members, c)) for c in scales)
+    out[name] = {"value": value, "euler": model.euler(members)} if with_euler else value
+  return out

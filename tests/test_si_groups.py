@@ -1,0 +1,256 @@
+"""find_si_groups / verify_si_groups against groups derived by hand.
+
+Each expected group below is derived from the architecture, not from the code under
+test: a tensor set S is SI when every path from it to the output passes a
+normalization that sees all of S's contribution scaled by the same c (property (1a)).
+
+Measured (width 4, BN eps 1e-5, LN eps 1e-6, PyTorch-style init, this file's inputs):
+  SI groups:     Euler residual 2e-6..3e-4, value residual (c in {0.5, 2}) 3e-6..4e-4;
+  non-SI tensors: Euler residual >= 1.9e-2 (the ConvNet's classifier bias), value
+                 residual of a stream writer alone ~0.3; the non-SI baseline (a random
+                 perturbation of the same size) changes f by 0.2..1.1.
+"""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from si_jax import invariance, si_groups
+from conftest import make, rng_images
+
+BIAS_INIT = nn.initializers.normal(0.5)  # nonzero biases: a zero tensor is excluded
+
+
+def as_sets(groups):
+  return {frozenset(paths) for paths in groups.values()}
+
+
+def paths(*names):
+  return tuple(tuple(n.split("/")) for n in names)
+
+
+def batch_norm_fn(model, variables):
+  """Logits in train mode (batch statistics, the running ones updated and dropped)."""
+  return lambda p, x: model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
+                                  train=True, mutable=["batch_stats"])[0]
+
+
+def test_convnet_groups_are_the_declared_ones():
+  model, v, g = make("convnet_si", width=4, input_shape=(8, 8, 1))
+  fn = batch_norm_fn(model, v)
+  x = rng_images(32, (8, 8, 1))
+  found, report = si_groups.find_si_groups(fn, v["params"], x, return_report=True)
+  # each conv is followed by a BN; the classifier (kernel, bias) writes the logits
+  assert found == dict(g.si_groups) == {f"conv_{i}": paths(f"conv_{i}/kernel") for i in range(4)}
+  assert max(report.value.values()) < 1e-3 and max(report.euler.values()) < 1e-3
+  assert report.nearest_non_si[0] == ("classifier", "bias") and report.nearest_non_si[1] > 1e-2
+  res = si_groups.verify_si_groups(
+      fn, v["params"], {**found, "classifier": paths("classifier/kernel", "classifier/bias")}, x,
+      with_euler=True)
+  assert all(res[k]["value"] < 1e-3 and res[k]["euler"] < 1e-3 for k in found), res
+  # logits -> 0.5 logits or 2 logits (the bias aside): a relative change ~0.5..1
+  assert res["classifier"]["value"] > 0.3 and res["classifier"]["euler"] > 0.3
+
+
+def test_shrunk_weights_need_the_larger_tolerance():
+  # SI weights 10x below init: eps / var grows 100x, and the residuals with it
+  # (1e-2 on 16x16 inputs, the module docstring); rtol 2e-2 finds the groups again.
+  model, v, g = make("convnet_si", width=4, input_shape=(8, 8, 1))
+  fn = batch_norm_fn(model, v)
+  x = rng_images(32, (8, 8, 1))
+  params = invariance.scale_paths(v["params"], g.si_paths, 0.1)
+  with pytest.warns(UserWarning, match="may depend on the tolerance"):
+    found = si_groups.find_si_groups(fn, params, x)
+  assert set(found) < set(g.si_groups)
+  with pytest.warns(UserWarning, match="classifier/bias is in no SI group"):
+    found, report = si_groups.find_si_groups(fn, params, x, rtol=2e-2, return_report=True)
+  assert found == dict(g.si_groups)
+  assert max(report.value[k] / report.baseline[k] for k in found) < si_groups.DEFAULT_MARGIN
+
+
+def test_resnet18_stream_groups_are_the_declared_ones():
+  model, v, g = make("resnet18_si", width=4, input_shape=(8, 8, 3))
+  fn = batch_norm_fn(model, v)
+  x = rng_images(16, (8, 8, 3))
+  found = si_groups.find_si_groups(fn, v["params"], x)
+  # By hand: conv1 feeds norm2 (SI alone); stage s's residual stream is written by the
+  # stem (s = 1) or layer{s}_0's shortcut conv (s > 1, reading a shortcut norm) and the
+  # conv2 of both blocks, and read only by norms (norm1, shortcut_norm, final_norm).
+  by_hand = {frozenset(paths(f"layer{s}_{b}/conv1/kernel")) for s in range(1, 5) for b in (0, 1)}
+  for s in range(1, 5):
+    writer = "stem/kernel" if s == 1 else f"layer{s}_0/shortcut_conv/kernel"
+    by_hand.add(frozenset(paths(writer, f"layer{s}_0/conv2/kernel", f"layer{s}_1/conv2/kernel")))
+  assert as_sets(found) == by_hand
+  assert as_sets(found) == as_sets(g.si_groups), "the model declares other groups than it has"
+  assert found["layer1_0/conv1"] == paths("layer1_0/conv1/kernel")
+  assert set(found["layer1_0/conv2+layer1_1/conv2+stem"]) == set(g.si_groups["stage1_stream"])
+  # each writer alone is not SI; jointly they are
+  res = si_groups.verify_si_groups(
+      fn, v["params"], {"stream": g.si_groups["stage1_stream"], "stem": paths("stem/kernel")}, x)
+  assert res["stream"] < 1e-3 and res["stem"] > 1e-1, res
+
+
+class LayerNormMLP(nn.Module):
+  """Dense -> LN (affine) -> relu -> Dense -> LN -> relu -> Dense."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_0")(x)
+    x = nn.relu(nn.LayerNorm(bias_init=BIAS_INIT, name="ln_0")(x))
+    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_1")(x)
+    x = nn.relu(nn.LayerNorm(use_scale=False, use_bias=False, name="ln_1")(x))
+    return nn.Dense(10, bias_init=BIAS_INIT, name="head")(x)
+
+
+def init(module, x, seed=0):
+  return module.init(jax.random.key(seed), x)["params"]
+
+
+def test_layer_norm_mlp_groups_by_hand():
+  x = rng_images(32, (12,))
+  module = LayerNormMLP()
+  params = init(module, x)
+  found = si_groups.find_si_groups(module.apply, {"params": params}, x)
+  # A layer norm sees its Dense's kernel and bias together: {dense_i/kernel, dense_i/bias}.
+  # relu is positively homogeneous: scaling ln_0's scale and bias by c scales relu's output,
+  # hence dense_1's kernel term, by c; with dense_1's bias also scaled, ln_1 removes c.
+  assert found == {
+      "params/dense_0": paths("params/dense_0/bias", "params/dense_0/kernel"),
+      "params/dense_1": paths("params/dense_1/bias", "params/dense_1/kernel"),
+      "params/dense_1/bias+params/ln_0": paths("params/dense_1/bias", "params/ln_0/bias",
+                                               "params/ln_0/scale"),
+  }
+  more = [(rng_images(32, (12,), seed=1),)]  # a second batch: more rows, worst case of both
+  assert si_groups.find_si_groups(module.apply, {"params": params}, x, more_args=more) == found
+  res = si_groups.verify_si_groups(module.apply, {"params": params},
+                                   {**found, "kernel_only": paths("params/dense_0/kernel")}, x)
+  assert max(res[k] for k in found) < 1e-3 and res["kernel_only"] > 1e-2, res
+
+
+class PreLNBlock(nn.Module):
+  @nn.compact
+  def __call__(self, h):
+    a = nn.LayerNorm(use_scale=False, use_bias=False, name="ln")(h)
+    a = nn.relu(nn.Dense(24, bias_init=BIAS_INIT, name="fc_in")(a))
+    return h + nn.Dense(h.shape[-1], bias_init=BIAS_INIT, name="fc_out")(a)
+
+
+class PreLNResidual(nn.Module):
+  """embed -> 2 pre-LN residual blocks -> LN (affine) -> head."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(16, bias_init=BIAS_INIT, name="embed")(x)
+    for k in range(2):
+      h = PreLNBlock(name=f"block_{k}")(h)
+    h = nn.LayerNorm(bias_init=BIAS_INIT, name="final_ln")(h)
+    return nn.Dense(10, bias_init=BIAS_INIT, name="head")(h)
+
+
+def test_pre_layer_norm_residual_stream_groups_by_hand():
+  x = rng_images(32, (12,))
+  module = PreLNResidual()
+  params = init(module, x)
+  found = si_groups.find_si_groups(lambda p, x: module.apply({"params": p}, x), params, x)
+  # The stream h is read only by layer norms (each block's ln, final_ln), so everything
+  # written into it must scale by the same c: embed's kernel and bias, and each block's
+  # branch fc_out(relu(fc_in(.))) + bias. The branch scales by c with fc_out's kernel,
+  # or (relu positively homogeneous) with fc_in's kernel and bias instead; fc_out's bias
+  # always. Two blocks, two choices each: four minimal, overlapping groups.
+  embed = ("embed/kernel", "embed/bias")
+  choices = [[(f"block_{k}/fc_out/kernel", f"block_{k}/fc_out/bias"),
+              (f"block_{k}/fc_in/kernel", f"block_{k}/fc_in/bias", f"block_{k}/fc_out/bias")]
+             for k in range(2)]
+  by_hand = {frozenset(paths(*embed, *a, *b)) for a in choices[0] for b in choices[1]}
+  assert as_sets(found) == by_hand
+  assert "block_0/fc_out+block_1/fc_out+embed" in found
+  partial = paths(*embed, *choices[0][0])  # block_1's branch left unscaled
+  res = si_groups.verify_si_groups(lambda p, x: module.apply({"params": p}, x), params,
+                                   {**found, "partial": partial}, x, with_euler=True)
+  assert all(res[k]["value"] < 1e-3 and res[k]["euler"] < 1e-3 for k in found), res
+  assert res["partial"]["value"] > 1e-2 and res["partial"]["euler"] > 1e-2, res
+
+
+class NNXNet(nnx.Module):
+  """Linear -> LN -> relu, twice (layers in an nnx.List: int path elements), then a head."""
+
+  def __init__(self, rngs):
+    bias = nnx.initializers.normal(0.5)
+    self.layers = nnx.List([nnx.Linear(12, 16, bias_init=bias, rngs=rngs),
+                            nnx.Linear(16, 16, bias_init=bias, rngs=rngs)])
+    self.norm = nnx.LayerNorm(16, use_scale=False, use_bias=False, rngs=rngs)
+    self.head = nnx.Linear(16, 10, bias_init=bias, rngs=rngs)
+
+  def __call__(self, x):
+    for layer in self.layers:
+      x = nnx.relu(self.norm(layer(x)))
+    return self.head(x)
+
+
+def test_nnx_state_and_pure_dict():
+  graphdef, state = nnx.split(NNXNet(nnx.Rngs(0)))
+  x = rng_images(32, (12,))
+  by_hand = {"layers/0": paths("layers/0/bias", "layers/0/kernel"),
+             "layers/1": paths("layers/1/bias", "layers/1/kernel")}
+  fn = lambda s, x: nnx.merge(graphdef, s)(x)
+  # num_probes >= the output size: every output coordinate is a probe (exact columns)
+  assert si_groups.find_si_groups(fn, state, x, num_probes=10**6) == by_hand
+
+  def fn_pure(d, x):
+    s = nnx.clone(state)
+    nnx.replace_by_pure_dict(s, d)
+    return nnx.merge(graphdef, s)(x)
+
+  pure = nnx.to_pure_dict(state)
+  assert si_groups.find_si_groups(fn_pure, pure, x) == by_hand
+  res = si_groups.verify_si_groups(fn, state, {"layer_0": ((("layers", 0, "kernel")),
+                                                          ("layers", 0, "bias"))}, x)
+  assert res["layer_0"] < 1e-3
+
+
+class BatchNormDense(nn.Module):
+  """Dense (bias) -> BN (no affine) -> relu -> Dense (zero bias) -> LN -> Dense head."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_0")(x)
+    x = nn.BatchNorm(use_running_average=False, use_scale=False, use_bias=False)(x)
+    x = nn.Dense(16, name="dense_1")(nn.relu(x))
+    x = nn.relu(nn.LayerNorm(use_scale=False, use_bias=False)(x))
+    return nn.Dense(10, bias_init=BIAS_INIT, name="head")(x)
+
+
+def test_zero_and_unused_tensors_are_excluded():
+  x = rng_images(32, (12,))
+  module = BatchNormDense()
+  variables = module.init(jax.random.key(0), x)
+  fn = lambda p, x: module.apply({**variables, "params": p}, x, mutable=["batch_stats"])[0]
+  found, report = si_groups.find_si_groups(fn, variables["params"], x, return_report=True)
+  # BN subtracts the batch mean: dense_0's bias has no effect (gradient 0), its kernel
+  # is SI alone. dense_1's bias is 0 (flax init), so only its kernel is tested: SI here.
+  assert report.unused == paths("dense_0/bias")
+  assert report.zero == paths("dense_1/bias")
+  assert found == {"dense_0": paths("dense_0/kernel"), "dense_1": paths("dense_1/kernel")}
+
+
+def test_small_bias_is_rejected_by_the_non_si_baseline():
+  # A head bias 1e-5 times its init changes f by ~1e-6 (below rtol), but as much as a
+  # random perturbation of the same size does: not SI, so not a group.
+  x = rng_images(32, (12,))
+  module = LayerNormMLP()
+  params = init(module, x)
+  params = {**params, "head": {**params["head"], "bias": params["head"]["bias"] * 1e-5}}
+  with pytest.warns(UserWarning, match="params/head/bias is in no SI group"):
+    found, report = si_groups.find_si_groups(module.apply, {"params": params}, x,
+                                             return_report=True)
+  assert ("params", "head", "bias") not in {p for ps in found.values() for p in ps}
+  euler, value, baseline = report.rejected["params/head/bias"]
+  assert value < 1e-3 and value > 0.1 * baseline
+
+
+def test_bad_scales_raise():
+  with pytest.raises(ValueError, match="scales"):
+    si_groups.verify_si_groups(lambda p, x: p["w"] * x, {"w": np.ones(2)}, {}, np.ones(2),
+                               scales=(1.0,))
