@@ -198,8 +198,8 @@ MUTATIONS = [
         "the training loss (and so the gradient) summed over the batch, not averaged"),
     Mutation(
         "eval_drops_last_batch", "si_jax/loop.py",
-        "batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False)",
-        "batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=True)",
+        "drop_last=False):\n    l, c = eval_fn(",
+        "drop_last=True):\n    l, c = eval_fn(",
         "tests/test_sweep.py -k single_runs_log_the_evaluation",
         "evaluation skips the last partial batch but still divides by the whole set"),
 ]
