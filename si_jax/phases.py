@@ -44,7 +44,8 @@ eta lambda per step in phase B), sample i is the onset of a destabilization when
 On the CIFAR-10 ``:cpu`` run recorded in tests/data (s_loss = 0.15 per epoch: rise
 2.5x; s_rho = 1.2%: jump 1.8%) the onsets are epochs 50, 59, 75, 93, 120, 141, each
 at most an epoch before a jump of the norm (within 3 epochs: 2.3% at epoch 51, 9-23% at
-the others); on the digits quickstart (rise 10x, jump 5.5%) each of the 11 onsets is
+the others); with weight decay 1e-3 the one onset, at epoch 134, is an epoch before the
+one jump (6.3%); on the digits quickstart (rise 10x, jump 5.5%) each of the 11 onsets is
 0-1 epoch before a jump of 9% or more.
 
 Each period then runs from one onset to the next (period 0 from the start of training:

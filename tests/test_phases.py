@@ -339,19 +339,24 @@ def weight_norm_jumps(rho, rise=0.02):
 @pytest.mark.parametrize("name, epochs", [
     ("convnet_cifar10_cpu", [51, 60, 75, 94, 120, 142]),
     ("quickstart", [46, 68, 96, 124, 139, 156, 180, 191, 215, 249, 278]),
+    ("convnet_cifar10_cpu_wd1e-3", [135]),  # lr x wd 10x smaller: the norm falls slower
 ])
 def test_recorded_runs_onsets_are_the_weight_norm_jumps(name, epochs):
   """Real logs: every destabilization the detector finds is one of the run's weight-norm
   jumps (within 3 epochs) and every jump is found, on CIFAR-10 (loss floors 0.02-0.08
   between spikes, never 100x below chance) as on digits (floors near 3e-4); the
-  logged effective LR falls 4% or more below its peak at the onset within 3 epochs."""
+  logged effective LR falls 4% or more below its peak at the onset within 3 epochs.
+  With weight decay 1e-3 instead of 1e-2 the norm shrinks 10x slower and CIFAR's one
+  destabilization in 150 epochs (at 134) is not periodic behavior."""
   record, s = recorded_run(name)
   rho = s["weight_norm"]
   jumps = weight_norm_jumps(rho)
   assert [int(s["epoch"][e]) for e in jumps] == epochs  # listed by hand from the log too
   a = phases.analyze(s, reference_loss=np.log(10))  # 10 classes: ln(10) is chance level
-  assert a.periodic, a.reason
   assert len(a.onsets) == len(jumps)
   assert all(abs(o - e) <= 3 for o, e in zip(a.onsets, jumps)), (a.destabilizations, epochs)
+  assert a.periodic == (len(epochs) >= 2)
+  if not a.periodic:
+    assert a.reason.startswith("only 1 destabilization")
   lr = s["effective_lr"]
   assert all(lr[o:o + 4].min() < 0.96 * lr[o - 2:o + 1].max() for o in a.onsets)
