@@ -1,36 +1,83 @@
-"""Fixed learning-rate x weight-decay product, different ratios (appendix F.1,
+"""Fixed learning-rate x weight-decay products, each at several ratios (appendix F.1,
 Figs. 15-16), with the rescaled-initialization runs of Proposition 4.
 
 Claims: runs with the same product settle into the same effective-LR and
-effective-gradient-norm ranges (Remark 3) and periods of similar length, after warm-ups
-that differ (same initial norm, different equilibrium norms); with the initialization
-rescaled by c = sqrt(lr / lr_ref) the runs are identical to the reference, warm-up
+effective-gradient-norm ranges (Remark 3: sqrt(2 eta lam) / L <= eta~ <= sqrt(2 eta lam)
+/ l) and periods of similar length, after warm-ups that differ (same initial norm,
+different equilibrium norms); a larger product gives a larger effective LR and more
+frequent periods (Fig. 15's rows); with the initialization rescaled by
+c = sqrt(lr / lr_ref) the runs are identical to their product's reference, warm-up
 included (Proposition 4: (c x0, c^2 eta, lam / c^2) gives the same directions).
 
   python experiments/run_family.py --config=configs/lr_wd_product.py:cpu --workdir=runs/product
 
-Variants: ``cpu`` (digits, product 0.003: lr 0.3/0.1/0.03 with wd 0.01/0.03/0.1, plus
-lr 0.3 and 0.03 with rescaled init; 300 epochs); '' (paper: ConvNet width 32 on
-CIFAR-10, product 1e-5: lr 0.1/0.01/0.001 with wd 1e-4/1e-3/1e-2, plus rescaled runs).
+Members, per product p (tag ``p<p>``, e.g. ``p0p003``): ``<tag>_ratio_<i>`` at lr_i with
+wd = p / lr_i, and ``<tag>_rescaled_<i>`` at the same (lr_i, wd) with the SI weights of
+the initialization scaled by c = sqrt(lr_i / lr_ref), lr_ref the product's middle
+learning rate (its ``ratio_1``, which is not rescaled). All members differ only in lr,
+wd and init scale, so they run as one vmapped program where that pays
+(``si_jax.experiment.run_family``).
+
+Variants:
+  ``cpu``: digits, width 8, 300 epochs; products 0.003 (the quickstart's lr 0.1 x wd 0.03)
+    and 0.01, each at lr 0.3 / 0.1 / 0.03 (wd = p / lr: 0.01 / 0.03 / 0.1 and
+    0.033 / 0.1 / 0.33), lr_ref = 0.1: 10 members, ~1 min each on 2 quiet CPU cores
+    (~10 min sequentially; faster vmapped with --cpu_devices=2
+    --config.model.conv_impl=patches). Expected: both products periodic, product 0.01
+    with shorter periods (~14 epochs against ~23) and a larger effective LR.
+  '' (paper): ConvNet width 32 on CIFAR-10, last-layer norm 10, 1001 epochs; products
+    1e-4, 3e-5 and 1e-5, each at wd 1e-4 / 1e-3 / 1e-2 (lr = p / wd), lr_ref = p / 1e-3
+    (the paper's standard wd): 15 members. The appendix does not list Fig. 15's
+    products; these span the periodic range of its Figs. 3 and 18 (lr 0.1 .. 0.01 at wd
+    1e-3, i.e. Fig. 3's 0.03 and 0.01 and one step above) with ratios 100x apart.
+  ``cifar100``, ``resnet``: the paper-scale family on those bases.
 """
 
 import math
 
 from si_jax.experiment import add_member, experiment_config, scaled_base
 
+# scale -> (products, the ratio axis); a ratio member's (lr, wd) follows from the product
+CPU_PRODUCTS, CPU_LRS = (0.003, 0.01), (0.3, 0.1, 0.03)
+PAPER_PRODUCTS, PAPER_WDS = (1e-4, 3e-5, 1e-5), (1e-4, 1e-3, 1e-2)
+
+
+def product_tag(product: float) -> str:
+  """'p0p003' for 0.003, 'p1em05' for 1e-5: a member-name prefix (an identifier)."""
+  return "p" + f"{product:g}".replace(".", "p").replace("-", "m")
+
+
+def _decimal(x: float) -> float:
+  """x rounded to 12 significant digits: 0.01 / 0.1 is 0.1, not 0.09999999999999999
+  (so a member equals the same (lr, wd) run of the other sweeps bit for bit)."""
+  return float(f"{x:.12g}")
+
+
+def ratio_settings(scale: str) -> list[tuple[float, list[tuple[float, float]]]]:
+  """[(product, [(lr, wd) per ratio, the reference in the middle])] for the scale."""
+  if scale == "cpu":
+    return [(p, [(lr, _decimal(p / lr)) for lr in CPU_LRS]) for p in CPU_PRODUCTS]
+  return [(p, [(_decimal(p / wd), wd) for wd in PAPER_WDS]) for p in PAPER_PRODUCTS]
+
+
+def add_product(config, product: float, pairs: list[tuple[float, float]]) -> None:
+  """The ratio members of one product, then Proposition 4's rescaled members: each
+  non-reference (lr, wd) again with the init's SI weights scaled by sqrt(lr / lr_ref)."""
+  tag, lr_ref = product_tag(product), pairs[len(pairs) // 2][0]
+  for i, (lr, wd) in enumerate(pairs):
+    add_member(config, f"{tag}_ratio_{i}", f"product {product:g}: lr {lr:g}, wd {wd:.3g}",
+               {"optim.lr": lr, "optim.wd": wd})
+  for i, (lr, wd) in enumerate(pairs):
+    if lr != lr_ref:
+      c = math.sqrt(lr / lr_ref)
+      add_member(config, f"{tag}_rescaled_{i}",
+                 f"product {product:g}: lr {lr:g}, wd {wd:.3g}, init x{c:.3g}",
+                 {"optim.lr": lr, "optim.wd": wd, "model.init_scale": c})
+
 
 def get_config(arg: str | None = None):
   config, scale = scaled_base(arg, allowed=("cpu", "paper", "cifar100", "resnet"))
   config = experiment_config(config, "lr_wd_product", figure="product")
-  if scale == "cpu":
-    reference, pairs = (0.1, 0.03), ((0.3, 0.01), (0.1, 0.03), (0.03, 0.1))
-  else:
-    reference, pairs = (0.01, 0.001), ((0.1, 0.0001), (0.01, 0.001), (0.001, 0.01))
-  for i, (lr, wd) in enumerate(pairs):
-    add_member(config, f"ratio_{i}", f"lr {lr:g}, wd {wd:g}", {"optim.lr": lr, "optim.wd": wd})
-  for i, (lr, wd) in enumerate(pairs):
-    if (lr, wd) != reference:
-      c = math.sqrt(lr / reference[0])
-      add_member(config, f"rescaled_{i}", f"lr {lr:g}, wd {wd:g}, init x{c:.3g}",
-                 {"optim.lr": lr, "optim.wd": wd, "model.init_scale": c})
+  for product, pairs in ratio_settings(scale):
+    add_product(config, product, pairs)
   return config
