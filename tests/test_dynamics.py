@@ -15,25 +15,32 @@ import pytest
 
 from si_jax import config as config_lib
 from si_jax import data as data_lib
-from si_jax import metrics, train
+from si_jax import batching, metrics, state as state_lib, step as step_lib
+
+
+def run_steps(num_steps, **optim_fields):
+  """Per-step metrics of a width-8 ConvNet on digits, as the jitted train step reports."""
+  config = config_lib.base_config()
+  config.model.width = 8
+  config.data.name, config.data.source = "digits", "embedded"
+  for k, v in optim_fields.items():
+    setattr(config.optim, k, v)
+  dataset = data_lib.load_dataset("digits", "embedded")
+  task, state = state_lib.create_state(config, dataset)
+  step = jax.jit(functools.partial(step_lib.train_step, task))
+  x, y = dataset.train_images, dataset.train_labels
+  records = []
+  order = batching.batches(batching.epoch_order(0, 0, len(y)), 128, True) * 6
+  for idx in order[:num_steps]:
+    state, m = step(state, x, y, idx)
+    records.append({k: float(v) for k, v in m.items()})
+  return records
 
 
 @pytest.fixture(scope="module")
 def step_records():
-  config = config_lib.base_config()
-  config.model.width = 8
-  config.data.name, config.data.source = "digits", "embedded"
-  config.optim.lr, config.optim.wd = 0.1, 0.01
-  dataset = data_lib.load_dataset("digits", "embedded")
-  task, state = train.create_task_and_state(config, dataset)
-  step = jax.jit(functools.partial(train.train_step, task))
-  x, y = dataset.train_images, dataset.train_labels
-  records = []
-  order = train.batches(train.epoch_order(0, 0, len(y)), 128, True) * 6
-  for idx in order[:60]:
-    state, m = step(state, x, y, idx)
-    records.append({k: float(v) for k, v in m.items()})
-  return records, config.optim.lr, config.optim.wd
+  lr, wd = 0.1, 0.01
+  return run_steps(60, lr=lr, wd=wd), lr, wd
 
 
 def test_eq3_norm_dynamics(step_records):
@@ -83,3 +90,25 @@ def test_cosine_distance_resolves_phase_b_steps():
     if target <= 1e-8:
       naive = 1 - float(m["adjacent_cosine"])
       assert abs(naive - exact) > 0.3 * exact  # the plain cosine is noise here
+
+
+def test_fixed_effective_lr_run_logs_and_follows_eq3():
+  """With optim.fixed_effective_lr the step is eta_t = eta~ rho_t^2: the logged effective
+  LR eta_t / rho_t^2 is eta~ at every step, and Eq. (3) holds with that eta_t."""
+  elr, wd = 0.0025, 0.01
+  records = run_steps(20, lr=elr, wd=wd, fixed_effective_lr=True)
+  worst = 0.0
+  for now, nxt in zip(records, records[1:]):
+    rho_sq = now["weight_norm"] ** 2
+    eta = elr * rho_sq
+    assert now["effective_lr"] == pytest.approx(elr, rel=1e-5)
+    for prefix in ("", "conv_1/", "conv_3/"):
+      rho_g, g = now[prefix + "weight_norm"], now[prefix + "grad_norm"]
+      # per group: the same step eta_t over the group's own norm
+      assert now[prefix + "effective_lr"] == pytest.approx(eta / rho_g**2, rel=1e-5)
+      predicted = (1 - eta * wd) ** 2 * rho_g**2 + eta**2 * g**2
+      worst = max(worst, abs(nxt[prefix + "weight_norm"] ** 2 / predicted - 1))
+  assert worst < 1e-5
+  # the norm moves, so a step computed with rho_0 would differ from rho_t's
+  norms = [r["weight_norm"] for r in records]
+  assert max(norms) / min(norms) > 1.01
