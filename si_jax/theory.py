@@ -290,3 +290,72 @@ def fit_gradient_envelopes(t, g_eff, t0: float, t_valid: float | None = None,
 def cosine_distance_bounds(rho, l, L, lr, wd):
   """The 1 - cos(x_t, x_{t+1}) that Eq. (8) gives with g~ = l and g~ = L (Fig. 13)."""
   return cosine_distance(rho, l, lr, wd), cosine_distance(rho, L, lr, wd)
+
+
+class HeldOutBounds(NamedTuple):
+  """Appendix D's envelopes fitted on the steps before ``t_split``, checked after it."""
+  fit: EnvelopeFit
+  t_split: float
+  n_fit: int
+  n_check: int
+  gradient_inside: float  # fraction of checked steps with l(t) <= g~_t <= L(t), Eq. (17)
+  cosine_inside: float  # fraction of checked steps with 1 - cos between Eq. (8)'s bounds
+
+
+def held_out_bounds(t, g_eff, rho, cos_distance, lr, wd, t0: float, t_split: float,
+                    t_valid: float | None = None, lower_power: float = 1.0,
+                    rtol: float = 1e-3) -> HeldOutBounds:
+  """Fits l(t), L(t) (``fit_gradient_envelopes``) on the steps t_valid <= t < t_split and
+  checks them on the steps t >= t_split only.
+
+  On the fitted steps Eq. (17) holds by construction (c and C are the extreme values of
+  g~_t (t - t0)^p there); the held-out steps test whether the envelopes and the
+  delta-jump bounds they imply, 1 - cos between Eq. (8) at g~ = l(t) and at g~ = L(t),
+  extrapolate. The measured 1 - cos is compared with a relative slack ``rtol`` (it is
+  logged in float32; the envelopes of g~_t need none). ``t_valid`` defaults to the
+  first step.
+  """
+  t = np.asarray(t, np.float64)
+  g_eff, rho, cd = (np.asarray(a, np.float64) for a in (g_eff, rho, cos_distance))
+  t_valid = float(t.min()) if t_valid is None else t_valid
+  fit_part, check = (t >= t_valid) & (t < t_split), t >= t_split
+  if not fit_part.any() or not check.any():
+    raise ValueError(f"t_split={t_split!r} leaves no steps to fit (from t_valid={t_valid!r}) "
+                     f"or none to check (steps {t.min():g}..{t.max():g})")
+  fit = fit_gradient_envelopes(t[fit_part], g_eff[fit_part], t0=t0, t_valid=t_valid,
+                               lower_power=lower_power)
+  low, high = fit(t[check])
+  g = g_eff[check]
+  cd_low, cd_high = cosine_distance_bounds(rho[check], low, high, lr, wd)
+  inside_cd = (cd[check] >= cd_low * (1 - rtol)) & (cd[check] <= cd_high * (1 + rtol))
+  return HeldOutBounds(fit, float(t_split), int(fit_part.sum()), int(check.sum()),
+                       float(np.mean((g >= low) & (g <= high))), float(np.mean(inside_cd)))
+
+
+class Trend(NamedTuple):
+  """Whether a positive series grows from one part of phase B to the next (Fig. 13)."""
+  median_ratio: float  # median over t >= t_split / median over t < t_split
+  growth: float  # exp(slope x span) of a least-squares line through log(values), t >= t_split
+
+  @property
+  def verdict(self) -> str:
+    if self.median_ratio > 1 and self.growth > 1:
+      return "grows"
+    if self.median_ratio < 1 and self.growth < 1:
+      return "falls"
+    return "mixed"
+
+
+def half_trend(t, values, t_split: float) -> Trend:
+  """Appendix D's "both bounds and the cosine metric itself growing in the second half
+  of the phase", as two numbers: the ratio of the medians after and before ``t_split``,
+  and the factor by which a straight line fitted to log(values) over the steps
+  t >= t_split rises across them. Non-positive or non-finite values are left out."""
+  t, v = np.asarray(t, np.float64), np.asarray(values, np.float64)
+  ok = np.isfinite(v) & (v > 0)
+  first, second = ok & (t < t_split), ok & (t >= t_split)
+  if first.sum() < 1 or second.sum() < 2:
+    raise ValueError(f"t_split={t_split!r} leaves too few positive values on one side")
+  slope = np.polyfit(t[second], np.log(v[second]), 1)[0]
+  span = t[second].max() - t[second].min()
+  return Trend(float(np.median(v[second]) / np.median(v[first])), float(np.exp(slope * span)))
