@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+import independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 1 and 4 devices reduce over the batch in different orders: float32 round-off only
-REL = 1e-5
 
 SCRIPT = r"""
 import functools, os, sys
@@ -38,15 +38,6 @@ def read(path):
     return [json.loads(line) for line in f]
 
 
-def assert_same_records(got, want):
-  """Record for record, every key (wall time aside)."""
-  assert len(got) == len(want)
-  for g, w in zip(got, want):
-    assert set(g) == set(w), set(g) ^ set(w)
-    for k in set(w) - {"wall_time"}:
-      assert g[k] == pytest.approx(w[k], rel=REL, abs=1e-9), (w.get("step"), w.get("epoch"), k)
-
-
 def run(devices, workdir):
   out = subprocess.run([sys.executable, "-c", SCRIPT, str(devices), workdir], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
@@ -61,7 +52,7 @@ def test_four_devices_match_one(tmp_path):
   for name in ("steps.jsonl", "metrics.jsonl"):
     one, four = read(tmp_path / "one" / name), read(tmp_path / "four" / name)
     assert len(one) == (6 if name == "steps.jsonl" else 3)
-    assert_same_records(four, one)
+    independent.assert_same_records(four, one)  # reductions in other orders
 
 
 SWEEP = r"""
@@ -93,6 +84,6 @@ def test_sweep_on_a_runs_by_data_mesh_matches_one_device(tmp_path):
                         for i in range(2)]
   for member_one, member_four in zip(results[1], results[4]):
     assert len(member_one) == 2
-    assert_same_records(member_four, member_one)
+    independent.assert_same_records(member_four, member_one)
   # the members are different runs (so a mix-up of the runs axis would show)
   assert results[1][0][0]["loss"] != pytest.approx(results[1][1][0]["loss"], rel=1e-3)
