@@ -50,15 +50,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return {"final": run.record, "wall_time": time.time() - run.started, "workdir": workdir,
           "state": state, "task": ctx, "preempted": preempted}
 
-
-# TEMPORARY (removed once the tests and scripts import from the modules by job).
-from si_jax.batching import batches, epoch_order, order_seed  # noqa: E402,F401
-from si_jax.lifecycle import ConfigMismatch, Progress  # noqa: E402,F401
-from si_jax.loop import evaluate_in_batches  # noqa: E402,F401
-from si_jax.records import TrainingDiverged, stack_metrics  # noqa: E402,F401
-from si_jax.records import check_finite as _check_finite  # noqa: E402,F401
-from si_jax.sharding import data_mesh, shard_batch  # noqa: E402,F401
-from si_jax.state import StepContext as Task, TrainState, load_dataset  # noqa: E402,F401
-from si_jax.state import create_state as create_task_and_state  # noqa: E402,F401
-from si_jax.step import (apply_gradients, eval_sums, gd_apply, loss_and_aux,  # noqa: E402,F401
-                         micro_batch_grads, train_step)

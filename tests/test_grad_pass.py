@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from si_jax import logs, loop, models, train
+from si_jax import state as state_lib
 from si_jax.config import base_config
 
 
@@ -41,7 +42,7 @@ def test_full_pass_gradient_norms_match_a_hand_computation(tmp_path):
   records = logs.read_run(str(tmp_path / "on"))
   assert ["train_grad_norm" in r for r in records] == [False, True, True]  # epochs 2 and 3
   state, ctx = out["state"], out["task"]
-  dataset = train.load_dataset(config)
+  dataset = state_lib.load_dataset(config)
   x, y = dataset.train_images, dataset.train_labels
 
   def mean_loss(params):  # batch-128 train-mode statistics, summed, over N

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from si_jax import invariance, models, train
+from si_jax import invariance, models, step
 from conftest import make, rng_images
 
 EPS = 1e-5
@@ -104,7 +104,7 @@ def test_identities_hold_for_all_groups_jointly_in_float64(norm):
   with jax.enable_x64(True):
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), v["params"])
     x64 = jnp.asarray(x, jnp.float64)
-    f = lambda p: train.loss_and_aux(model, p, v["batch_stats"], x64, y)[0]
+    f = lambda p: step.loss_and_aux(model, p, v["batch_stats"], x64, y)[0]
     fn = jax.jit(lambda p, c: invariance.invariance_residuals(f, p, g.si_groups, c))
     for c in (3.0, 0.5, 1e-3):
       res = {k: float(r) for k, r in fn(params, jnp.float64(c)).items()}
@@ -119,7 +119,7 @@ def test_each_stream_group_is_minimal():
   # on the logits: joint <= 7e-7 (round-off), leaving one out >= 0.15.
   x, y = batch()
   model, v, g = make("resnet18_si", width=4, input_shape=x.shape[1:], norm_epsilon=0.0)
-  logits = jax.jit(lambda p: train.loss_and_aux(model, p, v["batch_stats"], x, y)[1][0])
+  logits = jax.jit(lambda p: step.loss_and_aux(model, p, v["batch_stats"], x, y)[1][0])
   base = np.asarray(logits(v["params"]))
   change = lambda p: np.linalg.norm(np.asarray(logits(p)) - base) / np.linalg.norm(base)
   for stage in range(1, 5):

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "benchmarks"))
 from torch_convnet import TorchConvNetSI, conv_grads_as_hwio, load_flax_params  # noqa: E402
 
-from si_jax import models, optim, train  # noqa: E402
+from si_jax import models, optim  # noqa: E402
+from si_jax import step as step_lib  # noqa: E402
 from conftest import make, rng_images  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def test_logits_loss_grads_match(pair):
   tmodel.zero_grad()
   loss_t.backward()
   fn = jax.value_and_grad(
-      lambda p: train.loss_and_aux(model, p, v["batch_stats"], x, y), has_aux=True)
+      lambda p: step_lib.loss_and_aux(model, p, v["batch_stats"], x, y), has_aux=True)
   (loss, (logits, stats)), grads = fn(v["params"])
   assert np.abs(np.asarray(logits) - logits_t.detach().numpy()).max() < 1e-4
   assert float(loss) == pytest.approx(loss_t.item(), rel=1e-5)
@@ -84,7 +85,7 @@ def test_eval_mode_and_one_sgd_step_match(pair):
         tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(y).long()).backward()
     opt.step()
     (_, (_, stats)), grads = jax.value_and_grad(
-        lambda p: train.loss_and_aux(model, p, stats, x, y), has_aux=True)(params)
+        lambda p: step_lib.loss_and_aux(model, p, stats, x, y), has_aux=True)(params)
     updates, state = tx.update(grads, state, params)
     params = jax.tree.map(jnp.add, params, updates)
   for i, conv in enumerate(tmodel.convs()):
@@ -193,7 +194,7 @@ def resnet_pair(request):
   x = rng_images(8, (32, 32, 3), seed=5)
   y = np.arange(8, dtype=np.int32) % 10
   fn = jax.jit(jax.value_and_grad(
-      lambda p: train.loss_and_aux(model, p, v["batch_stats"], x, y), has_aux=True))
+      lambda p: step_lib.loss_and_aux(model, p, v["batch_stats"], x, y), has_aux=True))
   (loss, (logits, stats)), grads = fn(v["params"])
   return model, v, g, x, y, (loss, logits, stats, grads)
 
