@@ -1,33 +1,33 @@
-"""Train-step time with the batch split over N forced host devices vs one device.
+"""Train-step time with the batch split over N CPU devices vs one device.
 
-  python benchmarks/data_parallel.py [--width 32] [--devices 1 2] [--steps 10]
+  python -m benchmarks.data_parallel [--width 32] [--devices 1 2] [--steps 10]
 
-Each device count runs in its own process (XLA_FLAGS must be set before jax starts).
-Prints ms/step and the speed-up against the first count. Never asserted.
+Each device count runs in its own process (the CPU's device count is fixed when JAX
+starts). Prints ms/step and the speed-up against the first count. Never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
+import functools
 
-CHILD = r"""
-import functools, os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[4])))
 import jax
-from si_jax import config as config_lib, train
-from step_vs_torch import dataset, time_jax
-config = config_lib.base_config()
-config.model.width = int(sys.argv[2])
-ds = dataset()
-task, state = train.create_task_and_state(config, ds)
-mesh = train.data_mesh() if jax.local_device_count() > 1 else None
-step = jax.jit(functools.partial(train.train_step, task, mesh=mesh), donate_argnums=0)
-print(time_jax(step, state, ds, int(sys.argv[3])))
-"""
+
+from benchmarks import common
+from si_jax import sharding
+from si_jax import state as state_lib
+from si_jax import step as step_lib
+
+
+def data_parallel_step_time(devices: int, width: int, steps: int) -> float:
+  """Median seconds of a train step whose batch is split over ``devices`` CPU devices
+  (run it in a fresh process: ``common.in_fresh_process``)."""
+  common.use_cpu_devices(devices)
+  ds = common.dataset()
+  ctx, state = state_lib.create_state(common.convnet_config(width), ds)
+  mesh = sharding.data_mesh() if jax.local_device_count() > 1 else None
+  step = jax.jit(functools.partial(step_lib.train_step, ctx, mesh=mesh), donate_argnums=0)
+  return common.time_jax(step, state, ds, steps)
 
 
 def main():
@@ -36,12 +36,9 @@ def main():
   parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
   parser.add_argument("--steps", type=int, default=10)
   args = parser.parse_args()
-  here = os.path.abspath(__file__)
   base = None
   for n in args.devices:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(args.width), str(args.steps), here],
-                         capture_output=True, text=True, check=True)
-    t = float(out.stdout.strip().splitlines()[-1])
+    t = common.in_fresh_process(data_parallel_step_time, n, args.width, args.steps)
     base = base or t
     print(f"width {args.width}, {n} device(s): {t * 1e3:7.1f} ms/step, speed-up {base / t:4.2f}x",
           flush=True)

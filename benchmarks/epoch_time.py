@@ -4,7 +4,7 @@ Measures the jitted train step (metrics included) on CIFAR-shaped data resident 
 the device, then reports the projected epoch time for 50,000 images (391 steps) and
 the quickstart's epoch. Prints ratios measured in this one run; never asserted.
 
-  python benchmarks/epoch_time.py [--widths 8 32] [--steps 30]
+  python -m benchmarks.epoch_time [--widths 8 32] [--steps 30]
 """
 
 from __future__ import annotations
@@ -14,26 +14,18 @@ import functools
 import time
 
 import jax
-import numpy as np
 
-from si_jax import config as config_lib
-from si_jax import data as data_lib
-from si_jax import train
+from benchmarks import common
+from si_jax import state as state_lib
+from si_jax import step as step_lib
 
 
 def step_time(width: int, steps: int, batch: int = 128, n: int = 2048) -> float:
-  rng = np.random.default_rng(0)
-  ds = data_lib.Dataset("bench", rng.standard_normal((n, 32, 32, 3)).astype(np.float32),
-                        rng.integers(0, 10, n).astype(np.int32),
-                        rng.standard_normal((256, 32, 32, 3)).astype(np.float32),
-                        rng.integers(0, 10, 256).astype(np.int32), 10, np.zeros(3, np.float32))
-  config = config_lib.base_config()
-  config.model.width = width
-  config.optim.lr, config.optim.wd = 0.01, 0.001
-  task, state = train.create_task_and_state(config, ds)
-  step = jax.jit(functools.partial(train.train_step, task), donate_argnums=0)
+  ds = common.dataset(n=n, test=256)
+  ctx, state = state_lib.create_state(common.convnet_config(width, lr=0.01, wd=0.001), ds)
+  step = jax.jit(functools.partial(step_lib.train_step, ctx), donate_argnums=0)
   x, y = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
-  order = train.batches(train.epoch_order(0, 0, n), batch, True)
+  order = common.batch_indices(n, batch)
   t0 = time.perf_counter()
   state, m = step(state, x, y, order[0])
   jax.block_until_ready(m)

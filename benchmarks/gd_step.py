@@ -1,7 +1,7 @@
 """A full-batch GD step (appendix C: 4.5K images) of the ConvNet: time, peak memory and
 the FLOP count XLA reports, as a fraction of this machine's measured matmul throughput.
 
-  python benchmarks/gd_step.py [--width 32] [--images 4500] [--micro 0 500]
+  python -m benchmarks.gd_step [--width 32] [--images 4500] [--micro 0 500]
 
 ``--micro 0`` is one pass with exact full-batch BN statistics (train.micro_batch_size
 None); other values accumulate gradients over micro-batches of that size (ghost BN
@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from si_jax import config as config_lib
-from si_jax import train
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_vs_torch import dataset, flops_of, matmul_gflops  # noqa: E402
+from benchmarks import common
+from si_jax import batching
+from si_jax import state as state_lib
+from si_jax import step as step_lib
 
 
 def temp_bytes(compiled) -> float:
@@ -46,23 +43,21 @@ def main():
   parser.add_argument("--steps", type=int, default=2)
   parser.add_argument("--conv_impl", default="xla", choices=["xla", "patches"])
   args = parser.parse_args()
-  peak = matmul_gflops()
-  print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; float32 matmul peak {peak:.0f} GFLOP/s; "
+  peak = common.matmul_gflops()
+  print(f"{common.versions()}; float32 matmul peak {peak:.0f} GFLOP/s; "
         f"width {args.width}, {args.images} images, conv_impl {args.conv_impl}")
-  ds = dataset(n=args.images)
-  config = config_lib.base_config()
-  config.model.width, config.model.conv_impl = args.width, args.conv_impl
-  task, state = train.create_task_and_state(config, ds)
+  ds = common.dataset(n=args.images)
+  ctx, state = state_lib.create_state(common.convnet_config(args.width, args.conv_impl), ds)
   x, y = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
-  micro_fn = jax.jit(functools.partial(train.micro_batch_grads, task))
-  gd_fn = jax.jit(functools.partial(train.gd_apply, task), static_argnums=5)
+  micro_fn = jax.jit(functools.partial(step_lib.micro_batch_grads, ctx))
+  gd_fn = jax.jit(functools.partial(step_lib.gd_apply, ctx), static_argnums=5)
   n = len(ds.train_labels)
   for micro in args.micro:
-    chunks = train.batches(np.arange(n, dtype=np.int32), micro or n, False)
+    chunks = batching.batches(np.arange(n, dtype=np.int32), micro or n, False)
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     compiled = {len(c): micro_fn.lower(state.params, state.batch_stats, zeros, x, y, c).compile()
                 for c in chunks}
-    flops = sum(flops_of(compiled[len(c)]) for c in chunks)
+    flops = sum(common.flops_of(compiled[len(c)]) for c in chunks)
     memory = max(temp_bytes(c) for c in compiled.values())
 
     def step(state):

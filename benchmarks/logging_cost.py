@@ -1,7 +1,7 @@
 """The cost of per-step logging over per-epoch logging in a real run (the quickstart's
 digits ConvNet): ``train.log_every='step'`` writes every step's metrics to steps.jsonl.
 
-  python benchmarks/logging_cost.py [--epochs 30] [--repeats 3]
+  python -m benchmarks.logging_cost [--epochs 30] [--repeats 3]
 
 Both runs compute the same in-step metrics (they always do); per-step logging adds the
 host-side records and the JSON lines. Runs alternate, best of ``--repeats``, evaluation
@@ -15,16 +15,13 @@ import os
 import tempfile
 import time
 
-from si_jax import config as config_lib
+from benchmarks import common
 from si_jax import train
 
 
 def run(log_every: str, epochs: int, workdir: str) -> float:
-  config = config_lib.base_config()
-  config.model.width = 8
-  config.data.name, config.data.source = "digits", "embedded"
-  config.optim.lr, config.optim.wd = 0.1, 0.03
-  config.train.epochs, config.train.log_every = epochs, log_every
+  config = common.digits_config(width=8, epochs=epochs)
+  config.train.log_every = log_every
   config.train.eval_every = 10**6  # only after the last epoch
   config.checkpoint.every_epochs = 0
   t0 = time.perf_counter()

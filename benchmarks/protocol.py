@@ -2,7 +2,7 @@
 second pass over the train set for the train loss and the gradient norms) vs si_jax's
 (dynamics metrics inside the train step, one forward pass for the train loss).
 
-  python benchmarks/protocol.py [--width 8] [--images 5120] [--conv_impl xla]
+  python -m benchmarks.protocol [--width 8] [--images 5120] [--conv_impl xla]
 
 Four timings on the same CIFAR-shaped random data (batch 128), one run, side by side:
 
@@ -10,7 +10,7 @@ Four timings on the same CIFAR-shaped random data (batch 128), one run, side by 
   the loss and the gradient norm of every conv layer (channels-last);
 * si_jax two-pass: the same protocol written in JAX (plain jitted steps, then a jitted
   loss-and-gradient-norm pass);
-* si_jax in-step: ``train.train_step`` (all dynamics metrics per step) and the
+* si_jax in-step: ``step.train_step`` (all dynamics metrics per step) and the
   train-mode forward pass for ``train_loss`` that ``train_and_evaluate`` logs;
 * si_jax in-step without the train-loss pass (what the run costs with eval_every > 1).
 
@@ -21,37 +21,34 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-from si_jax import config as config_lib
-from si_jax import optim, train
+from benchmarks import common
+from si_jax import loop, optim, records
+from si_jax import state as state_lib
+from si_jax import step as step_lib
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_vs_torch import dataset, plain_step  # noqa: E402
 
-
-def grad_pass(task, params, batch_stats, images, labels, idx):
+def grad_pass(ctx, params, batch_stats, images, labels, idx):
   """Loss and per-layer gradient norms on one batch, no update (the released code's
   offline pass)."""
   x, y = images[idx], labels[idx]
   (loss, _), grads = jax.value_and_grad(
-      lambda p: train.loss_and_aux(task.model, p, batch_stats, x, y), has_aux=True)(params)
+      lambda p: step_lib.loss_and_aux(ctx.model, p, batch_stats, x, y), has_aux=True)(params)
   return loss, {k: jnp.sqrt(optim.sq_norm(v)) for k, v in grads.items()}
 
 
 def jax_epochs(config, ds, repeats: int) -> dict[str, float]:
-  task, state = train.create_task_and_state(config, ds)
+  ctx, state = state_lib.create_state(config, ds)
   x, y = jax.device_put(ds.train_images), jax.device_put(ds.train_labels)
-  order = train.batches(train.epoch_order(0, 0, len(ds.train_labels)), 128, False)
-  in_step = jax.jit(functools.partial(train.train_step, task), donate_argnums=0)
-  plain = jax.jit(functools.partial(plain_step, task), donate_argnums=0)
-  second = jax.jit(functools.partial(grad_pass, task))
-  forward = jax.jit(functools.partial(train.eval_sums, task), static_argnums=5)
+  order = common.batch_indices(len(ds.train_labels), drop_last=False)
+  in_step = jax.jit(functools.partial(step_lib.train_step, ctx), donate_argnums=0)
+  plain = jax.jit(functools.partial(common.plain_step, ctx), donate_argnums=0)
+  second = jax.jit(functools.partial(grad_pass, ctx))
+  forward = jax.jit(functools.partial(step_lib.eval_sums, ctx), static_argnums=5)
 
   def two_pass(state):
     for idx in order:
@@ -65,15 +62,15 @@ def jax_epochs(config, ds, repeats: int) -> dict[str, float]:
     for idx in order:
       state, m = in_step(state, x, y, idx)
       pending.append(m)
-    train.stack_metrics(pending)
+    records.stack_metrics(pending)
     if loss_pass:
-      train.evaluate_in_batches(forward, state.params, state.batch_stats, x, y, 128, True)
+      loop.evaluate_in_batches(forward, state.params, state.batch_stats, x, y, 128, True)
     return state
 
   times = {"si_jax two-pass": [], "si_jax in-step": [], "si_jax in-step, no loss pass": []}
   runs = {"si_jax two-pass": two_pass, "si_jax in-step": metrics_in_step,
           "si_jax in-step, no loss pass": functools.partial(metrics_in_step, loss_pass=False)}
-  states = {k: train.create_task_and_state(config, ds)[1] for k in runs}
+  states = {k: state_lib.create_state(config, ds)[1] for k in runs}
   for k, f in runs.items():  # compile
     states[k] = f(states[k])
   for _ in range(repeats):
@@ -89,7 +86,7 @@ def torch_epoch(width, ds, repeats: int) -> float | None:
     import torch
   except ImportError:
     return None
-  from torch_convnet import TorchConvNetSI
+  from benchmarks.torch_convnet import TorchConvNetSI
   torch.manual_seed(0)
   model = TorchConvNetSI(width=width).to(memory_format=torch.channels_last)
   opt = torch.optim.SGD([c.weight for c in model.convs()], lr=0.01, weight_decay=1e-3)
@@ -127,10 +124,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--conv_impl", default="xla", choices=["xla", "patches"])
   args = parser.parse_args()
-  ds = dataset(n=args.images)
-  config = config_lib.base_config()
-  config.model.width, config.model.conv_impl = args.width, args.conv_impl
-  print(f"jax {jax.__version__}, {os.cpu_count()} CPUs; width {args.width}, {args.images} images "
+  ds = common.dataset(n=args.images)
+  config = common.convnet_config(args.width, args.conv_impl)
+  print(f"{common.versions()}; width {args.width}, {args.images} images "
         f"({-(-args.images // 128)} steps), conv_impl {args.conv_impl}; best of {args.repeats}")
   times = jax_epochs(config, ds, args.repeats)
   t_torch = torch_epoch(args.width, ds, args.repeats)

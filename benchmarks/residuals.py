@@ -1,6 +1,6 @@
 """Prints the measured residuals of Eq. (3), Eq. (8) and Proposition 4 for a short run.
 
-  python benchmarks/residuals.py [--steps 200]
+  python -m benchmarks.residuals [--steps 200]
 """
 
 from __future__ import annotations
@@ -11,26 +11,25 @@ import functools
 import jax
 import numpy as np
 
-from si_jax import config as config_lib
-from si_jax import data as data_lib
-from si_jax import invariance, proposition4, train
+from benchmarks import common
+from si_jax import batching, proposition4
+from si_jax import state as state_lib
+from si_jax import step as step_lib
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=200)
   args = parser.parse_args()
-  config = config_lib.base_config()
-  config.model.width = 8
-  config.data.name, config.data.source = "digits", "embedded"
-  lr, wd = config.optim.lr, config.optim.wd = 0.1, 0.01
-  dataset = data_lib.load_dataset("digits", "embedded")
-  task, state = train.create_task_and_state(config, dataset)
-  step = jax.jit(functools.partial(train.train_step, task))
+  lr, wd = 0.1, 0.01
+  config = common.digits_config(width=8, lr=lr, wd=wd)
+  dataset = state_lib.load_dataset(config)
+  ctx, state = state_lib.create_state(config, dataset)
+  step = jax.jit(functools.partial(step_lib.train_step, ctx))
   x, y = dataset.train_images, dataset.train_labels
   records, epoch = [], 0
   while len(records) < args.steps:
-    for idx in train.batches(train.epoch_order(0, epoch, len(y)), 128, True):
+    for idx in batching.batches(batching.epoch_order(0, epoch, len(y)), 128, True):
       state, m = step(state, x, y, idx)
       records.append({k: float(v) for k, v in jax.device_get(m).items()})
     epoch += 1

@@ -1,7 +1,7 @@
 """A sweep of N learning rates: one vmapped step over N members vs N single steps
 (si_jax, both convolution implementations) vs N PyTorch steps.
 
-  python benchmarks/sweep_speed.py [--members 8] [--widths 8 16] [--steps 10]
+  python -m benchmarks.sweep_speed [--members 8] [--widths 8 16] [--steps 10]
 
 Prints per-step times of the vmapped sweep and of one single run for model.conv_impl
 'xla' and 'patches', the speed-up N * single / vmapped (> 1: vmapping wins), and
@@ -12,47 +12,38 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import subprocess
-import sys
 
 import jax
 
-from si_jax import config as config_lib
-from si_jax import sweep, train
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_vs_torch import dataset, step_flops, time_jax, time_torch  # noqa: E402
-
-
-MESH_CHILD = r"""
-import functools, os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
-sys.path.insert(0, sys.argv[6])
-import jax
-from si_jax import config as config_lib, sweep, train
-from step_vs_torch import dataset, time_jax
-config = config_lib.base_config()
-config.model.width, config.model.conv_impl = int(sys.argv[2]), sys.argv[3]
-config.data.name, config.data.source = "digits", "embedded"
-ds = dataset(size=8, channels=1) if sys.argv[5] == "1" else dataset()
-members = [{"optim.lr": 0.01 * 2**i} for i in range(int(sys.argv[4]))]
-task, stacked = sweep.create_sweep(config, members, ds)
-mesh = sweep.sweep_mesh(len(members))
-stacked = jax.device_put(stacked, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs")))
-step = jax.jit(jax.vmap(functools.partial(train.train_step, task, mesh=mesh),
-                        in_axes=(0, None, None, None)), donate_argnums=0)
-print(time_jax(step, stacked, ds, int(sys.argv[7])))
-"""
+from benchmarks import common
+from si_jax import sharding, sweep
+from si_jax import state as state_lib
+from si_jax import step as step_lib
 
 
-def mesh_sweep_time(devices, width, impl, members, digits, steps) -> float:
-  """The vmapped sweep on a ('runs', 'data') mesh of forced host devices (own process)."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  out = subprocess.run([sys.executable, "-c", MESH_CHILD, str(devices), str(width), impl,
-                        str(members), "1" if digits else "0", here, str(steps)],
-                       capture_output=True, text=True, check=True)
-  return float(out.stdout.strip().splitlines()[-1])
+def lr_sweep(width: int, impl: str, members: int, ds):
+  """(step context, stacked states) of ``members`` runs with learning rates 0.01 * 2^i."""
+  config = common.convnet_config(width, impl)
+  ctx, states = sweep.create_sweep(config, [{"optim.lr": 0.01 * 2**i} for i in range(members)],
+                                   ds)
+  return ctx, sweep.stack_states(states)
+
+
+def vmapped_step(ctx, mesh=None):
+  """The train step vmapped over the runs axis of the state (data shared)."""
+  return jax.jit(jax.vmap(functools.partial(step_lib.train_step, ctx, mesh=mesh),
+                          in_axes=(0, None, None, None)), donate_argnums=0)
+
+
+def mesh_sweep_step_time(devices: int, width: int, impl: str, members: int, digits: bool,
+                         steps: int) -> float:
+  """Median seconds of the vmapped sweep's step on a ('runs', 'data') mesh of
+  ``devices`` CPU devices (run it in a fresh process: ``common.in_fresh_process``)."""
+  common.use_cpu_devices(devices)
+  ds = common.dataset(size=8, channels=1) if digits else common.dataset()
+  ctx, stacked = lr_sweep(width, impl, members, ds)
+  mesh = sharding.runs_mesh(members)
+  return common.time_jax(vmapped_step(ctx, mesh), sharding.place_runs(stacked, mesh), ds, steps)
 
 
 def main():
@@ -65,9 +56,9 @@ def main():
   parser.add_argument("--digits", action="store_true",
                       help="8x8x1 inputs (the cpu-scale experiments) instead of 32x32x3")
   args = parser.parse_args()
-  ds = dataset(size=8, channels=1) if args.digits else dataset()
-  print(f"jax {jax.__version__} ({jax.devices()[0].platform}), {os.cpu_count()} CPUs, "
-        f"{args.members} members, batch 128, {'8x8x1' if args.digits else '32x32x3'} inputs")
+  ds = common.dataset(size=8, channels=1) if args.digits else common.dataset()
+  print(f"{common.versions()}, {args.members} members, batch 128, "
+        f"{'8x8x1' if args.digits else '32x32x3'} inputs")
   try:
     import torch  # noqa: F401
   except ImportError:
@@ -76,19 +67,14 @@ def main():
   for width in args.widths:
     best_sequential = None
     for impl in ("xla", "patches"):
-      config = config_lib.base_config()
-      config.model.width, config.model.conv_impl = width, impl
-      config.data.name, config.data.source = "digits", "embedded"  # the data passed below is used
-      members = [{"optim.lr": 0.01 * 2**i} for i in range(n)]
-      task, stacked = sweep.create_sweep(config, members, ds)
-      vmapped = jax.jit(jax.vmap(functools.partial(train.train_step, task),
-                                 in_axes=(0, None, None, None)), donate_argnums=0)
-      f_sweep = step_flops(vmapped, stacked, ds)
-      t_sweep = time_jax(vmapped, stacked, ds, args.steps)
-      single_task, single_state = train.create_task_and_state(config, ds)
-      single = jax.jit(functools.partial(train.train_step, single_task), donate_argnums=0)
-      f_single = step_flops(single, single_state, ds)
-      t_single = time_jax(single, single_state, ds, args.steps)
+      ctx, stacked = lr_sweep(width, impl, n, ds)
+      vmapped = vmapped_step(ctx)
+      f_sweep = common.step_flops(vmapped, stacked, ds)
+      t_sweep = common.time_jax(vmapped, stacked, ds, args.steps)
+      single_ctx, single_state = state_lib.create_state(common.convnet_config(width, impl), ds)
+      single = jax.jit(functools.partial(step_lib.train_step, single_ctx), donate_argnums=0)
+      f_single = common.step_flops(single, single_state, ds)
+      t_single = common.time_jax(single, single_state, ds, args.steps)
       best_sequential = min(best_sequential or 1e9, n * t_single)
       print(f"width {width:3d} conv_impl {impl:7s}: vmapped {t_sweep * 1e3:8.1f} ms/step, "
             f"{n} x single {n * t_single * 1e3:8.1f} ms, speed-up {n} x single / vmapped = "
@@ -96,12 +82,13 @@ def main():
             f"{f_sweep / f_single:4.2f}, achieved {f_sweep / t_sweep / 1e9:5.1f} vs "
             f"{f_single / t_single / 1e9:5.1f} GFLOP/s", flush=True)
       if args.devices > 1:
-        t_mesh = mesh_sweep_time(args.devices, width, impl, n, args.digits, args.steps)
+        t_mesh = common.in_fresh_process(mesh_sweep_step_time, args.devices, width, impl, n,
+                                         args.digits, args.steps)
         print(f"width {width:3d} conv_impl {impl:7s}: the sweep on {args.devices} forced host "
               f"devices ('runs' x 'data' mesh) {t_mesh * 1e3:8.1f} ms/step, speed-up "
               f"{n} x single / mesh sweep = {n * t_single / t_mesh:4.2f}x", flush=True)
     if torch and not args.digits:
-      t_torch = time_torch(width, ds, args.steps, channels_last=True)
+      t_torch = common.time_torch(width, ds, args.steps, channels_last=True)
       print(f"width {width:3d}: {n} sequential PyTorch steps (channels-last) "
             f"{n * t_torch * 1e3:8.1f} ms; best sequential si_jax / PyTorch = "
             f"{best_sequential / (n * t_torch):4.2f}x", flush=True)
