@@ -10,7 +10,6 @@ and the next log line. Prints the number of kills tried and the comparison.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -22,7 +21,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from si_jax import checkpoint, cli
+from si_jax import checkpoint, cli, logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,10 +41,10 @@ def run(workdir, epochs, timeout=None):
                         timeout=timeout)
 
 
-def records(workdir: str, name: str) -> list[dict]:
-  with open(os.path.join(workdir, name)) as f:
-    rows = [json.loads(line) for line in f]
-  return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
+def records(workdir: str, steps: bool = False) -> list[dict]:
+  """The run's per-epoch (or per-step) records, wall time aside."""
+  return [{k: v for k, v in r.items() if k != "wall_time"}
+          for r in logs.read_run(workdir, steps=steps)]
 
 
 def final_params(workdir: str) -> dict[str, np.ndarray]:
@@ -91,12 +90,12 @@ def main(argv):
     sys.exit(f"error: the reference run failed:\n{out.stderr[-2000:]}")
   print(f"reference run: {time.time() - t0:.0f} s")
   n = kill_and_resume(killed, values.epochs, values.kills, values.seed)
-  same_epochs = records(ref, "metrics.jsonl") == records(killed, "metrics.jsonl")
-  same_steps = records(ref, "steps.jsonl") == records(killed, "steps.jsonl")
+  same_epochs = records(ref) == records(killed)
+  same_steps = records(ref, steps=True) == records(killed, steps=True)
   pa, pb = final_params(ref), final_params(killed)
   same_params = pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
-  print(f"kills: {n}; metrics.jsonl identical: {same_epochs}; steps.jsonl identical: "
-        f"{same_steps}; final parameters bit-identical: {same_params}")
+  print(f"kills: {n}; per-epoch records identical: {same_epochs}; per-step records "
+        f"identical: {same_steps}; final parameters bit-identical: {same_params}")
   if not (same_epochs and same_steps and same_params):
     sys.exit(1)
 
