@@ -215,13 +215,15 @@ def test_practical_run_with_momentum_and_augmentation(tmp_path):
   """Momentum, augmentation, trainable BN affine and last layer (Fig. 21's setting): the
   logged evaluation equals the one recomputed from the returned weights, and the non-SI
   parameters were trained (BN's scale starts at exactly 1, the classifier's norm at 10)."""
+  # without the gradient pass: the train-mode evaluation's other path
   config = tiny_config(**{"data.augment": True, "optim.momentum": 0.9,
-                          "model.train_non_si": True})
+                          "model.train_non_si": True, "train.grad_pass_every": 0})
   summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
   params = summary["state"].params
   independent.assert_evaluation_matches(
       logs.read_run(str(tmp_path))[-1],
-      independent.all_evaluations(config, params, summary["state"].batch_stats), rel=1e-5)
+      independent.evaluation(config, params, summary["state"].batch_stats), rel=1e-5)
+  assert "train_grad_norm" not in logs.read_run(str(tmp_path))[-1]
   scales = [np.asarray(v["scale"]) for k, v in params.items() if k.startswith("norm_")]
   assert len(scales) == 4 and all(np.abs(s - 1).max() > 1e-4 for s in scales)
   assert abs(np.linalg.norm(params["classifier"]["kernel"]) - 10.0) > 1e-3
