@@ -16,16 +16,25 @@ theory overlays read them by name):
                            (Fig. 13) are resolved instead of rounded to 0.
 
 The keys above are for the union of all SI groups; ``{group}/{key}`` gives the same
-quantities per SI group (per layer for the ConvNet).
+quantities per SI group (per layer for the ConvNet). A tensor in several groups counts
+once in the union.
+
+``si_metrics`` is the entry point for any optax chain and any training loop (a model
+of the user's, groups from ``si_jax.find_si_groups``): the same norms, the effective
+LR where the learning rate is known (given, or read from an ``optax.inject_hyperparams``
+state), and the angular update actually taken, so that momentum and Adam runs get a
+measured rotation beside eta / rho^2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from si_jax import theory
 from si_jax.models import ParamPath, get_path
 from si_jax.optim import sq_norm
 
@@ -71,7 +80,7 @@ def dynamics_metrics(
 ) -> dict[str, jax.Array]:
   """All dynamics metrics for the SI union and for each SI group (see module doc)."""
   take = lambda tree, paths: [get_path(tree, p) for p in paths]
-  all_paths = tuple(p for paths in si_groups.values() for p in paths)
+  all_paths = tuple(dict.fromkeys(p for paths in si_groups.values() for p in paths))
   out = _group_dynamics(take(params, all_paths), take(grads, all_paths),
                         take(new_params, all_paths), lr)
   if len(si_groups) > 1:
@@ -94,10 +103,115 @@ def full_pass_metrics(params, mean_grads, lr: jax.Array,
     return {"train_grad_norm": grad_norm, "train_weight_norm": rho,
             "train_effective_grad_norm": rho * grad_norm, "train_effective_lr": lr / jnp.square(rho)}
 
-  out = group(tuple(p for paths in si_groups.values() for p in paths))
+  out = group(tuple(dict.fromkeys(p for paths in si_groups.values() for p in paths)))
   if len(si_groups) > 1:
     for name, paths in si_groups.items():
       out.update({f"{name}/{k}": v for k, v in group(paths).items()})
+  return out
+
+
+def injected_hyperparams(opt_state) -> dict[str, Any]:
+  """The hyperparameters of the first ``optax.inject_hyperparams`` state found in
+  ``opt_state`` (depth first through chains and wrappers), {} if none."""
+  if hasattr(opt_state, "hyperparams"):
+    return dict(opt_state.hyperparams)
+  if isinstance(opt_state, (tuple, list)):
+    for sub in opt_state:
+      found = injected_hyperparams(sub)
+      if found:
+        return found
+  return {}
+
+
+def _equilibrium_angular_update(lr, wd, momentum) -> jax.Array:
+  """``theory.equilibrium_angular_update``, sqrt(2 eta lam / (1 + mu)); inside jit, where
+  the hyperparameters read from an optimizer state are traced, the same formula in jnp."""
+  if not any(isinstance(v, jax.core.Tracer) for v in (lr, wd, momentum)):
+    return jnp.asarray(theory.equilibrium_angular_update(float(lr), float(wd), float(momentum)))
+  return jnp.sqrt(2 * lr * wd / (1 + momentum))
+
+
+def _angular_update(xs, new_xs) -> tuple[jax.Array, jax.Array]:
+  """(rho_t, angle between x_t and x_{t+1}): 2 asin(||x_{t+1}/rho_{t+1} - x_t/rho_t|| / 2),
+  exact for unit vectors and resolved down to float32's 1e-7 rad, unlike arccos."""
+  rho, rho_next = jnp.sqrt(sq_norm(xs)), jnp.sqrt(sq_norm(new_xs))
+  chord = jnp.sqrt(sum(jnp.sum(jnp.square(_f32(b) / rho_next - _f32(a) / rho))
+                       for a, b in zip(xs, new_xs)))
+  return rho, 2 * jnp.arcsin(jnp.minimum(chord / 2, 1.0))
+
+
+def _channel_stats(xs, new_xs, lr) -> dict[str, jax.Array]:
+  """Per output channel c (last axis, the members' slices c together): rho_c, eta / rho_c^2
+  and the angular update of channel c, each as mean / min / max over the channels."""
+  cols = lambda x: jnp.reshape(_f32(x), (-1, x.shape[-1]))
+  rho = jnp.sqrt(sum(jnp.sum(jnp.square(cols(x)), 0) for x in xs))
+  rho_next = jnp.sqrt(sum(jnp.sum(jnp.square(cols(x)), 0) for x in new_xs))
+  chord = jnp.sqrt(sum(jnp.sum(jnp.square(cols(b) / rho_next - cols(a) / rho), 0)
+                       for a, b in zip(xs, new_xs)))
+  values = {"channel_weight_norm": rho,
+            "channel_angular_update": 2 * jnp.arcsin(jnp.minimum(chord / 2, 1.0))}
+  if lr is not None:
+    values["channel_effective_lr"] = lr / jnp.square(rho)
+  return {f"{k}_{stat}": fn(v) for k, v in values.items()
+          for stat, fn in (("mean", jnp.mean), ("min", jnp.min), ("max", jnp.max))}
+
+
+def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPath, ...]],
+               lr=None, opt_state=None, *, wd=None, momentum=None,
+               per_channel: bool = False) -> dict[str, jax.Array]:
+  """Dynamics metrics of one step x_t -> x_{t+1} of any optimizer; jittable.
+
+  For the union of the SI tensors (each once; groups from ``find_si_groups`` may
+  overlap, and then the union is not itself SI: read the per-group keys) and, with
+  several groups, for each group as ``{group}/{key}``:
+  ``weight_norm`` rho_t, ``grad_norm`` ||grad f(x_t)|| (``grads``: the loss gradient),
+  ``effective_grad_norm`` rho_t ||grad f(x_t)|| (property (1b)), ``angular_update`` the
+  angle between x_t and x_{t+1} actually taken, and, where eta is known,
+  ``effective_lr`` eta / rho_t^2 (Eq. (3)'s eta~; for Adam only a reference).
+
+  eta is ``lr``, else read from ``opt_state`` (the state ``tx.update`` returned for
+  this step) where ``optax.inject_hyperparams`` holds ``learning_rate`` (times
+  si_jax's ``lr_multiplier`` under a schedule); likewise ``wd`` (``weight_decay``) and
+  ``momentum`` (si_jax's ``fixed_effective_lr`` injects eta~ itself: pass ``lr``). Where
+  eta is known it is logged as ``lr``; where lambda is known too,
+  ``equilibrium_angular_update`` sqrt(2 eta lam / (1 + mu)) (the SGD / heavy-ball
+  prediction of ``theory.equilibrium_angular_update``) is added.
+
+  ``per_channel``: behind a batch norm each output channel (last axis of a kernel,
+  with the same slice of the group's other tensors) is SI on its own; per group,
+  ``channel_weight_norm``, ``channel_effective_lr`` and ``channel_angular_update``
+  as ``_mean`` / ``_min`` / ``_max`` over channels (groups whose tensors differ in
+  their last axis are skipped).
+  """
+  hp = injected_hyperparams(opt_state) if opt_state is not None else {}
+  if lr is None and "learning_rate" in hp:
+    lr = hp["learning_rate"] * hp.get("lr_multiplier", 1.0)
+  wd = hp.get("weight_decay") if wd is None else wd
+  momentum = hp.get("momentum", 0.0) if momentum is None else momentum
+  take = lambda tree, paths: [get_path(tree, p) for p in paths]
+
+  def group(paths):
+    xs, new_xs = take(params, paths), take(new_params, paths)
+    rho, angle = _angular_update(xs, new_xs)
+    grad_norm = jnp.sqrt(sq_norm(take(grads, paths)))
+    out = {"weight_norm": rho, "grad_norm": grad_norm, "effective_grad_norm": rho * grad_norm,
+           "angular_update": angle}
+    if lr is not None:
+      out["effective_lr"] = lr / jnp.square(rho)
+    return out
+
+  out = group(tuple(dict.fromkeys(p for paths in si_groups.values() for p in paths)))
+  if lr is not None:
+    out["lr"] = jnp.asarray(lr, jnp.float32)
+  if lr is not None and wd is not None:
+    out["equilibrium_angular_update"] = _equilibrium_angular_update(lr, wd, momentum)
+  for name, paths in si_groups.items():
+    if len(si_groups) > 1:
+      out.update({f"{name}/{k}": v for k, v in group(paths).items()})
+    xs = take(params, paths)
+    if per_channel and all(x.ndim and x.shape[-1] == xs[0].shape[-1] for x in xs):
+      stats = _channel_stats(xs, take(new_params, paths), lr)
+      out.update({f"{name}/{k}": v for k, v in stats.items()})
   return out
 
 

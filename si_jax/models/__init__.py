@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -75,19 +75,53 @@ def create_model(
 class ParamGroups:
   """Which parameters are scale-invariant, and how they are grouped.
 
+  The optimizer (``optim.make_optimizer``) reads two masks from it: the SI parameters
+  (``si_mask``: the union of all groups; always trained, with weight decay, and the
+  ones the fixed-norm and fixed-effective-LR ablations act on) and the trainable ones
+  (``trainable_mask``: the SI ones, plus every other parameter iff ``train_non_si``).
+  The metrics read ``si_groups`` per group.
+
   Attributes:
     si_groups: group name -> paths of the parameters that are jointly SI.
-    last_layer: path of the last layer's weight matrix.
-    train_non_si: whether the non-SI parameters are trained.
+    last_layer: path of the last layer's weight matrix (rescaled at init by
+      ``init_variables``), or None: nothing special.
+    train_non_si: whether the non-SI parameters are trained (else frozen).
+    allow_overlap: whether a tensor may sit in several groups, as in
+      ``find_si_groups``' minimal groups (see ``from_si_groups``).
   """
 
   si_groups: Mapping[str, tuple[ParamPath, ...]]
-  last_layer: ParamPath
-  train_non_si: bool
+  last_layer: ParamPath | None = None
+  train_non_si: bool = False
+  allow_overlap: bool = False
+
+  @classmethod
+  def from_si_groups(cls, si_groups: Mapping[str, Sequence[ParamPath]],
+                     train_non_si: bool = True) -> ParamGroups:
+    """Groups found by ``si_jax.find_si_groups`` (paths relative to the params the
+    optimizer sees), no last layer.
+
+    Minimal groups may overlap: in a pre-LN residual stream each block's branch scales
+    with its output kernel or, through the ReLU, with its input kernel, so a tensor can
+    sit in two groups. The optimizer takes the union of all SI tensors (each once) for
+    its masks; the metrics keep the groups as given. The union of overlapping groups is
+    not itself SI (rescaling all of it rescales a branch twice), so the ablations that
+    rescale the union jointly (``fix_si_norm``, ``fixed_effective_lr``) are meaningful
+    only when ``disjoint``.
+    """
+    groups = {name: tuple(tuple(str(k) for k in p) for p in paths)
+              for name, paths in si_groups.items()}
+    return cls(groups, last_layer=None, train_non_si=train_non_si, allow_overlap=True)
 
   @property
   def si_paths(self) -> tuple[ParamPath, ...]:
-    return tuple(p for paths in self.si_groups.values() for p in paths)
+    """Every SI parameter once, in group order."""
+    return tuple(dict.fromkeys(p for paths in self.si_groups.values() for p in paths))
+
+  @property
+  def disjoint(self) -> bool:
+    """Whether no tensor is in two groups (then the union is jointly SI too)."""
+    return len(self.si_paths) == sum(len(paths) for paths in self.si_groups.values())
 
   def si_mask(self, params) -> Any:
     """Pytree of bools: True for SI parameters."""
@@ -100,12 +134,12 @@ class ParamGroups:
     return _map_with_path(lambda path, _: self.train_non_si or path in si, params)
 
   def check(self, params) -> None:
-    """Every declared path exists and is a floating array; groups are disjoint."""
-    paths = self.si_paths
-    if len(set(paths)) != len(paths):
+    """Every declared path exists; groups are disjoint unless ``allow_overlap``."""
+    if not self.allow_overlap and not self.disjoint:
       raise ValueError("SI groups overlap")
     existing = {path for path, _ in flatten_with_paths(params)}
-    missing = [p for p in paths + (self.last_layer,) if p not in existing]
+    declared = self.si_paths + (() if self.last_layer is None else (self.last_layer,))
+    missing = [p for p in declared if p not in existing]
     if missing:
       raise ValueError(f"declared parameter paths not in the model: {missing}")
 
