@@ -1,4 +1,4 @@
-"""The paper's four panels from run directories (matplotlib).
+"""The paper's four panels from run directories or in-memory series (matplotlib).
 
 Train loss, test error, SI weight norm (rho) against epochs, and the effective
 gradient norm against the effective LR (the "phase diagram" of Figs. 1-3).
@@ -74,10 +74,34 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
   """
   if not workdirs:
     raise ValueError("plot_runs needs at least one run directory")
-  labels = labels or [_label(w) for w in workdirs]
+  series = [_series(w) for w in workdirs]
+  analyses = ([phases.analyze_run(w, series=s) for w, s in zip(workdirs, series)]
+              if mark_spikes else None)
+  return _four_panels(series, out, labels or [_label(w) for w in workdirs], analyses,
+                      [run_hyperparams(w) for w in workdirs] if theory_overlay else None)
+
+
+def plot_series(series_list: list[dict[str, np.ndarray]], out: str,
+                labels: list[str] | None = None, analyses: list[phases.Analysis] | None = None,
+                hyperparams: list[tuple[float, float]] | None = None,
+                mark_spikes: bool = True) -> str:
+  """``plot_runs`` from in-memory series (a loop of one's own): per-epoch arrays keyed as
+  in the logs (``epoch``, ``loss`` or ``train_loss``, ``weight_norm``, ``effective_lr``,
+  ``effective_grad_norm``; ``test_error`` optional). ``analyses`` default to
+  ``phases.analyze`` of each series; ``hyperparams`` [(lr, wd), ...] add the theory
+  overlay."""
+  if not series_list:
+    raise ValueError("plot_series needs at least one series")
+  if mark_spikes and analyses is None:
+    analyses = [phases.analyze(s) for s in series_list]
+  return _four_panels(series_list, out, labels or [f"run {k}" for k in range(len(series_list))],
+                      analyses if mark_spikes else None, hyperparams)
+
+
+def _four_panels(series_list, out, labels, analyses, hyperparams) -> str:
+  """The four panels of ``plot_runs`` / ``plot_series``, drawn from series."""
   fig, axes = plt.subplots(1, 4, figsize=(18, 4), constrained_layout=True)
-  for workdir, label, color in zip(workdirs, labels, plt.cm.tab10.colors * 10):
-    s = _series(workdir)
+  for k, (s, label, color) in enumerate(zip(series_list, labels, plt.cm.tab10.colors * 10)):
     epoch = s["epoch"]
     loss = s["train_loss"] if "train_loss" in s and np.isfinite(s["train_loss"]).any() else s["loss"]
     ok = np.isfinite(loss)
@@ -89,8 +113,8 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
     _, elr, egn = effective_series(s)
     axes[3].loglog(elr, egn, color=color, lw=0.8)
     axes[3].plot(elr[-1:], egn[-1:], "o", color=color)
-    if theory_overlay:
-      lr, wd = run_hyperparams(workdir)
+    if hyperparams:
+      lr, wd = hyperparams[k]
       l, L = gradient_bounds(s)
       if wd > 0:
         norm_band = theory.equilibrium_norm_sq(l, L, lr, wd)
@@ -101,13 +125,12 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
                         label="Remark 3 band")
         axes[2].legend(fontsize=8)
         axes[3].legend(fontsize=8)
-    if mark_spikes:
-      analysis = phases.analyze_run(workdir, series=s)
-      if len(workdirs) == 1:
+    if analyses:
+      if len(series_list) == 1:
         for ax in axes[:3]:
-          shade_phases(ax, analysis)
+          shade_phases(ax, analyses[k])
       else:
-        for e in analysis.destabilizations:
+        for e in analyses[k].destabilizations:
           for ax in axes[:3]:
             ax.axvline(e, color=color, ls=":", lw=0.8)
   axes[0].set(xlabel="epoch", ylabel="train loss", title="Train loss")
