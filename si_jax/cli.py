@@ -15,19 +15,32 @@ they imply, and ``run(main)``, which reports a user's error in one line.
 absl flags are process-global and a name may be defined once, so nothing is defined on
 import: a program calls the ``*_flag`` functions for the flags it reads. They are
 attributed to that program (its ``--help`` lists them), not to this module.
+
+A user's error (a bad flag or config, missing data, another run's workdir, a damaged
+checkpoint or log, a diverged run) ends the program with exit status 1 and one
+``error: ...`` line on stderr (at most one more line of hint), never a traceback;
+``--verbose`` or ``SI_JAX_VERBOSE=1`` adds the traceback and lets the libraries' own
+warnings through.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging as std_logging
 import os
+import re
 import sys
-from typing import Any, Callable
+import threading
+import traceback
+from typing import Any, Callable, NoReturn
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
 
 # Flags defined by the functions below belong to the program that calls them.
 flags.disclaim_key_flags()
+
+VERBOSE_ENV = "SI_JAX_VERBOSE"
 
 
 def config_flag(help_text: str = "experiment config (configs/*.py[:variant])",
@@ -73,6 +86,14 @@ def progress_flag() -> flags.FlagHolder:
   return flags.DEFINE_bool("progress", True, "report each epoch's progress on stderr")
 
 
+def verbose_flag() -> flags.FlagHolder:
+  """--verbose: tracebacks and the libraries' warnings (also ``SI_JAX_VERBOSE=1``);
+  defined by ``run`` for every program."""
+  return flags.DEFINE_bool(
+      "verbose", False, f"on an error, print the traceback too, and let the libraries' "
+      f"warnings through (or set {VERBOSE_ENV}=1)")
+
+
 def configure_jax() -> None:
   """Applies --cpu_devices and --compilation_cache_dir where the program defines them
   (before JAX starts its backend, i.e. before the first computation)."""
@@ -91,17 +112,205 @@ def configure_jax() -> None:
 
 def user_errors() -> tuple[type[BaseException], ...]:
   """The errors that mean a bad config, data, workdir or run rather than a bug: a bad
-  value or missing file, a diverged run, an unusable checkpoint.
+  value, a missing or unwritable file (a full disk), a diverged run, an unusable
+  checkpoint.
 
   An error class whose module was never imported cannot have been raised, so this
   imports nothing (a plotting script does not load orbax to report a bad argument).
   """
-  kinds: list[type[BaseException]] = [ValueError, FileNotFoundError]
+  kinds: list[type[BaseException]] = [ValueError, OSError]
   for module, name in (("si_jax.records", "TrainingDiverged"),
                        ("si_jax.checkpoint", "CheckpointError")):
     if module in sys.modules:
       kinds.append(getattr(sys.modules[module], name))
   return tuple(kinds)
+
+
+def verbose_requested(argv: list[str] | None = None) -> bool:
+  """Whether --verbose (the last of --verbose/--noverbose/--verbose=BOOL in ``argv``, read
+  before the flags are parsed: a flag error may stop the parsing) or SI_JAX_VERBOSE=1
+  asks for tracebacks."""
+  verbose = os.environ.get(VERBOSE_ENV, "").lower() not in ("", "0", "false", "no")
+  for arg in argv or ():
+    name, _, value = arg.lstrip("-").partition("=")
+    if name == "verbose":
+      verbose = value.lower() not in ("0", "false", "no")
+    elif name == "noverbose" and not value:
+      verbose = False
+  return verbose
+
+
+def one_line(error: BaseException | str) -> str:
+  """An error message on one line (a message with line breaks is joined); an OSError as
+  'PATH: what' (``[Errno 2] No such file or directory: 'x'`` -> ``x: No such file or
+  directory``)."""
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p)
+    error = f"{paths}: {error.strerror}"
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def fail(message: BaseException | str, hint: str = "", verbose: bool = False,
+         status: int = 1) -> NoReturn:
+  """Ends the program: ``error: MESSAGE`` on stderr (``hint`` on a second line), exit
+  ``status``; with ``verbose``, the traceback of the error being handled comes first."""
+  if verbose and sys.exc_info()[0] is not None:
+    traceback.print_exc()
+  print(f"error: {one_line(message)}", file=sys.stderr)
+  if hint:
+    print(hint, file=sys.stderr)
+  sys.stderr.flush()
+  sys.exit(status)
+
+
+class _QuietLibraryLog(std_logging.Filter):
+  """For the absl logger (orbax, ml_collections log through it): warnings are dropped,
+  errors recorded as background failures (orbax logs its writer threads' errors, which
+  the main thread then raises), only critical records shown."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if std_logging.ERROR <= record.levelno < std_logging.CRITICAL:
+      _background_failures.append(f"{record.module}: {one_line(record.getMessage())[:300]}")
+    return record.levelno >= std_logging.CRITICAL
+
+
+_background_failures: list[str] = []
+
+
+def _background_failed(kind: type[BaseException], value: Any, where: str) -> None:
+  """Records an error raised outside the main thread's flow (orbax's writer threads,
+  tensorstore's callbacks into a closed event loop on a full disk, a finalizer), which
+  the libraries would print as tracebacks; ``guarded`` reports them in one line if the
+  program otherwise succeeds (if it fails, its error line says what mattered)."""
+  if not issubclass(kind, SystemExit):
+    _background_failures.append(f"{where}: {kind.__name__}: {one_line(value)}")
+
+
+def _main_thread_only(hook: Callable) -> Callable:
+  """``sys.excepthook`` for the main thread's uncaught errors (a bug's traceback stays);
+  a native thread's error printed through it is a background failure."""
+  def excepthook(kind, value, tb):
+    if threading.current_thread() is threading.main_thread():
+      hook(kind, value, tb)
+    else:
+      _background_failed(kind, value, f"thread {threading.current_thread().name}")
+  excepthook.quiet = True
+  return excepthook
+
+
+def quiet_libraries() -> None:
+  """Keeps library output that is not the user's business off stderr (unless verbose):
+  absl-logged records (orbax, ml_collections; ``_QuietLibraryLog``), and the tracebacks
+  of errors in background threads, native callbacks and finalizers
+  (``_background_failed``). si_jax's own warnings (standard ``logging``, e.g. a damaged
+  checkpoint skipped) still show."""
+  absl_logger = std_logging.getLogger("absl")
+  if not any(isinstance(f, _QuietLibraryLog) for f in absl_logger.filters):
+    absl_logger.addFilter(_QuietLibraryLog())
+  threading.excepthook = lambda a: _background_failed(
+      a.exc_type, a.exc_value, f"thread {a.thread.name if a.thread else '?'}")
+  sys.unraisablehook = lambda u: _background_failed(u.exc_type, u.exc_value,
+                                                    u.err_msg or "a finalizer")
+  if not getattr(sys.excepthook, "quiet", False):
+    sys.excepthook = _main_thread_only(sys.excepthook)
+
+
+def _report_background_failures() -> None:
+  if _background_failures:
+    print(f"warning: {len(_background_failures)} error(s) in background threads, the "
+          f"first: {_background_failures[0]} ({VERBOSE_ENV}=1 shows them)", file=sys.stderr)
+
+
+def _flag_argument(argv: list[str], name: str) -> str | None:
+  """The (last) value given to --name in ``argv``, as --name=VALUE or --name VALUE."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    match = re.fullmatch(rf"--?{re.escape(name)}(=(.*))?", arg, re.DOTALL)
+    if match:
+      value = match.group(2) if match.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
+  return value
+
+
+def _root_cause(error: BaseException) -> BaseException:
+  """The first error of a chain (a config file's own error under the wrappers of
+  ml_collections and absl)."""
+  while True:
+    cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    if cause is None:
+      return error
+    error = cause
+
+
+def _describe(error: BaseException) -> str:
+  text = one_line(error)
+  return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
+def _unknown_override(config, name: str, argv: list[str]) -> str | None:
+  """Names the first --name.FIELD=... override whose field the config lacks."""
+  for arg in argv[1:]:
+    match = re.match(rf"--?(?:no)?{re.escape(name)}\.([^=]+)", arg)
+    if not match:
+      continue
+    path, node, done = match.group(1), config, []
+    for part in path.split("."):
+      where = ".".join(done)
+      if not isinstance(node, (config_dict.ConfigDict, dict)):
+        return f"--{name}.{path}: {where} is a value, not a section of fields"
+      if part not in node:
+        close = difflib.get_close_matches(part, [str(k) for k in node.keys()], 1)
+        hint = f" (did you mean --{'.'.join([name, *done, close[0]])}?)" if close else ""
+        return (f"--{name}.{path}: the config has no field {part!r}"
+                f"{' in ' + where if where else ''}{hint}")
+      node = node[part]
+      done.append(part)
+  return None
+
+
+def _config_flag_problem(name: str, argv: list[str]) -> str | None:
+  """What is wrong with --name=FILE.py[:variant] and its overrides, if anything: a
+  missing file, a file that does not load, an unknown variant, an unknown field."""
+  spec = _flag_argument(argv, name)
+  if spec is None:
+    return None
+  path = spec.split(":", 1)[0]
+  if not path:
+    return f"--{name} needs a config file (FILE.py or FILE.py:variant)"
+  if not os.path.exists(path):
+    return f"--{name}={spec}: no such config file {path!r}"
+  if os.path.isdir(path):
+    return f"--{name}={spec}: {path!r} is a directory, not a config file"
+  try:
+    config = flags.FLAGS[name].parser.parse(spec)
+    getattr(config, "lock", None)  # a file that could not be read raises here
+  except Exception as e:  # the config file's own error: a bad variant, a syntax error
+    return f"--{name}={spec}: {_describe(_root_cause(e))}"
+  return _unknown_override(config, name, argv)
+
+
+def _config_flag_names() -> list[str]:
+  """The flags defined by ``config_flags.DEFINE_config_file``."""
+  return [name for name in flags.FLAGS
+          if flags.FLAGS[name].parser.flag_type() == "config object"]
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, the config files loaded and their overrides applied (which
+  ml_collections does while parsing, or on the first access of the value); an error in
+  any of them ends the program with one line naming the flag, field or file."""
+  verbose = verbose_requested(argv)
+  if not verbose:
+    quiet_libraries()
+  try:
+    rest = flags.FLAGS(argv)
+    for name in _config_flag_names():
+      getattr(flags.FLAGS[name].value, "lock", None)  # a file that failed to load raises
+  except Exception as e:  # noqa: BLE001 -- every parsing error is the user's input
+    problems = (_config_flag_problem(name, argv) for name in _config_flag_names())
+    message = next((p for p in problems if p), None)
+    hint = "(--helpfull lists every flag)" if isinstance(e, flags.UnrecognizedFlagError) else ""
+    fail(message or one_line(e), "" if message else hint, verbose)
+  return rest
 
 
 def report_family(config, workdir: str, summary: dict[str, Any], note: str = "") -> None:
@@ -128,11 +337,30 @@ def _adopt_program_flags(main: Callable) -> None:
     stub.__doc__ = program.__doc__
 
 
-def run(main: Callable[[list[str]], None], positional: int = 0) -> None:
+def guarded(main: Callable[[list[str]], Any], argv: list[str]) -> None:
+  """Calls ``main(argv)``; a user error (``user_errors``, a usage error, an interrupt)
+  ends the program with one ``error:`` line (``fail``)."""
+  verbose = verbose_requested() or ("verbose" in flags.FLAGS and flags.FLAGS.verbose)
+  try:
+    main(argv)
+    _report_background_failures()
+  except app.UsageError as e:
+    fail(e, "(--help describes the program and its flags)", verbose)
+  except KeyboardInterrupt:  # a second SIGINT/SIGTERM: stopped at once
+    fail("interrupted", verbose=verbose, status=130)
+  except user_errors() as e:
+    fail(e, verbose=verbose)
+
+
+def run(main: Callable[[list[str]], None], positional: int = 0, jax_flags: bool = True) -> None:
   """``absl.app.run(main)`` with the shared set-up: exactly ``positional`` arguments
   besides the flags, warnings-only logging (orbax and JAX are chatty at INFO), the JAX
-  flags applied, and a user error (``user_errors``) reported as one ``error: ...``
-  line on stderr with exit status 1 instead of a traceback."""
+  flags applied (``configure_jax``; with ``jax_flags=False`` ``main`` applies them), and
+  every user error, from the flags and config files on (``parse_flags``, ``guarded``),
+  reported as one ``error: ...`` line on stderr with exit status 1 instead of a
+  traceback (``--verbose``: with it)."""
+  if "verbose" not in flags.FLAGS:
+    verbose_flag()
   _adopt_program_flags(main)
 
   def wrapped(argv: list[str]) -> None:
@@ -140,11 +368,8 @@ def run(main: Callable[[list[str]], None], positional: int = 0) -> None:
       raise app.UsageError(f"expected {positional} argument(s) besides the flags, got "
                            f"{argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    configure_jax()
-    try:
-      main(argv)
-    except user_errors() as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
+    if jax_flags:
+      configure_jax()
+    main(argv)
 
-  app.run(wrapped)
+  app.run(lambda argv: guarded(wrapped, argv), flags_parser=parse_flags)

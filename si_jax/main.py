@@ -10,13 +10,12 @@ where the figure is and how many destabilizations the run showed.
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from si_jax import checkpoint, phases, plotting, train
+from si_jax import cli, distributed, phases, plotting, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for logs and figures.")
@@ -32,9 +31,19 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "measured 1.4x faster with 2 on 2 cores). Results do not depend on N.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "Multi-host: call jax.distributed.initialize() first (run the same command on every "
-    "host; coordinator from the environment: Cloud TPU, SLURM, or JAX_COORDINATOR_ADDRESS, "
-    "JAX_NUM_PROCESSES, JAX_PROCESS_ID). The batch is then sharded over all hosts' devices.")
+    "Multi-process: join the other processes first (si_jax.distributed.initialize; run the "
+    "same command on every process, --process_id aside). The batch is then sharded over "
+    "every process's devices.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "With --distributed: HOST:PORT of process 0, the same on every process (default: "
+    "$JAX_COORDINATOR_ADDRESS, else the cluster's: Cloud TPU, SLURM, ...).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed: how many processes (default: $JAX_NUM_PROCESSES, "
+    "else the cluster's).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed: this process's id, 0 .. num_processes-1 (default: "
+    "$JAX_PROCESS_ID, else the cluster's).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,19 +51,23 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO
-  if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+  cluster = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not _DISTRIBUTED.value and cluster != (None, None, None):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed")
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if _CACHE.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  try:
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                       allow_config_change=_ALLOW_CHANGE.value)
-  except (ValueError, train.TrainingDiverged, checkpoint.CheckpointError) as e:
-    # bad config or data, another run's workdir, divergence, unusable checkpoint
-    sys.exit(f"error: {e}")
+  if _DISTRIBUTED.value:
+    # after the JAX config above: joining starts the backend (a missing or unusable
+    # setting is a ValueError: one error line, cli.run)
+    distributed.initialize(*cluster)
+  # a bad config or data, another run's workdir, a divergence, an unusable checkpoint:
+  # one error line (cli.run)
+  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                     allow_config_change=_ALLOW_CHANGE.value)
   if summary["preempted"]:
     return
   final = summary["final"]
@@ -71,5 +84,10 @@ def main(argv):
     print(f"figure: {path}")
 
 
+def run() -> None:
+  """The ``si-jax-train`` console script."""
+  cli.run(main, jax_flags=False)  # main applies --cpu_devices and the cache itself
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()
