@@ -101,7 +101,8 @@ def draw(a: dict, out: str) -> None:
   fit, t = a["held"].fit, a["t"]
   fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
   axes[0].semilogy(t, a["g"], lw=0.5, label=r"$\tilde g_t$")
-  axes[0].semilogy(t, a["low"], "--", label=rf"$\ell(t)={fit.c:.3g}/(t-t_0)^{{{fit.lower_power:g}}}$")
+  axes[0].semilogy(t, a["low"], "--",
+                   label=rf"$\ell(t)={fit.c:.3g}/(t-t_0)^{{{fit.lower_power:g}}}$")
   axes[0].semilogy(t, a["high"], "--", label=rf"$L(t)={fit.C:.3g}/(t-t_0)$")
   axes[0].set(xlabel="step", title="effective gradient norm, phase B")
   axes[1].semilogy(t, a["cd"], lw=0.5, label="measured 1 - cos")

@@ -56,7 +56,8 @@ def _by_hand(a, t_split):
   c, C = np.min(g[fit] * (t[fit] - t0)), np.max(g[fit] * (t[fit] - t0))
   low, high = c / (t - t0), C / (t - t0)
   inside = (g >= low) & (g <= high)
-  lo, hi = _cosine_distance(rho, low, a["lr"], a["wd"]), _cosine_distance(rho, high, a["lr"], a["wd"])
+  lo = _cosine_distance(rho, low, a["lr"], a["wd"])
+  hi = _cosine_distance(rho, high, a["lr"], a["wd"])
   inside_cd = (cd >= lo * (1 - 1e-3)) & (cd <= hi * (1 + 1e-3))
   return c, C, inside[check].mean(), inside_cd[check].mean(), inside[fit].mean()
 
