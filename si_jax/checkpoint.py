@@ -78,7 +78,7 @@ class Checkpointer:
       kept = f"the checkpoint of epoch {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
       raise CheckpointError(
           f"saving the checkpoint of epoch {epoch} to {self.directory} failed "
-          f"({type(e).__name__}: {e}); {kept}. Free space (or fix the directory) and "
+          f"({_first_line(e)}); {kept}. Free space (or fix the directory) and "
           "rerun the same command: it resumes from the last good checkpoint.") from e
     return os.path.join(self.directory, str(epoch))
 
@@ -106,7 +106,7 @@ class Checkpointer:
       try:
         meta = self.read_meta(epoch)
       except Exception as e:
-        errors.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})")
+        errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
         logging.warning("%s; trying an older one", errors[-1])
         continue
       if check_meta:
@@ -117,7 +117,7 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract)))
         state = _from_saveable(template_state, restored["state"])
       except Exception as e:
-        errors.append(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})")
+        errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
         logging.warning("%s; trying an older one", errors[-1])
         continue
       if errors:
@@ -125,8 +125,9 @@ class Checkpointer:
       return state, meta
     if epochs:
       raise CheckpointError(
-          "no readable checkpoint in " + self.directory + ": " + "; ".join(errors) +
-          ". Delete that directory to restart the run from scratch, or use another --workdir.")
+          f"no readable checkpoint in {self.directory}: epochs {sorted(epochs)} are unreadable "
+          f"(newest: {errors[0].split(' is unreadable ')[-1]}). Delete that directory to "
+          "restart the run from scratch, or use another --workdir.")
     return None
 
   def _set_aside(self, epochs: list[int], good: int) -> None:
@@ -144,6 +145,12 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _first_line(e: Exception) -> str:
+  """An exception in one line: orbax's can quote a whole TensorStore spec."""
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:120] if text else ''}"
 
 
 def _check_shapes(meta: dict[str, Any], template_state, path: str) -> None:

@@ -707,15 +707,8 @@ TRAINED_CASES = [
     Case("logs_without_checkpoint_or_config", r"holds logs but neither a checkpoint nor "
          r"config\.json", base=RUN, setup=remove("checkpoints", "config.json")),
     Case("all_checkpoints_corrupted", r"no readable checkpoint in .*/checkpoints: .*Delete that "
-         "directory", base=RUN, setup=corrupt_checkpoints(1, 2, 3),
-         xfail="checkpoint.Checkpointer.restore_latest: the warnings and the error quote "
-         "orbax's whole exception, a ~60-line TensorStore spec per checkpoint (200 lines, "
-         "a 3,000-character error line); quote its first line only, e.g. "
-         "f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'"),
-    Case("config_json_corrupted", r"config\.json", base=RUN, setup=bad_config_json,
-         xfail="lifecycle.check_workdir_config: json.load's JSONDecodeError does not name "
-         "the file; wrap it: ValueError(f'{path} is not valid JSON ({e}): restore it or "
-         "delete it (the checkpoints hold the config)')"),
+         "directory", base=RUN, setup=corrupt_checkpoints(1, 2, 3)),
+    Case("config_json_corrupted", r"config\.json", base=RUN, setup=bad_config_json),
     Case("init_epoch_not_checkpointed", r"no checkpoint of epoch 7 in .*/work/checkpoints; it "
          r"has \[1, 2, 3\]", ("--config.model.init_checkpoint={work}",
                                "--config.model.init_epoch=7"), workdir="{case}/new"),
@@ -739,12 +732,6 @@ def test_faults_of_a_trained_run(launcher, trained_run, tmp_path, case):
     assert tree_digest(case_dir) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "train.train_and_evaluate / lifecycle.restore: after falling back to an older "
-    "checkpoint because the logs were cut, the newer checkpoints (2, 3) stay, so saving "
-    "epoch 2 fails with StepAlreadyExistsError (and a message promising that rerunning "
-    "resumes); discard them once the fallback is chosen: run.ckpt.discard_after("
-    "run.start_epoch) in lifecycle.restore (as restore_together does for families)"))
 def test_log_cut_in_half_resumes_from_an_intact_checkpoint(launcher, trained_run, tmp_path):
   """metrics.jsonl cut after the checkpoint of epoch 1 recorded it: the run resumes from
   that checkpoint with a warning and redoes epochs 2 and 3 exactly."""
