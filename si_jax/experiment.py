@@ -111,10 +111,11 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
   if vmap not in ("auto", "yes", "no"):
     raise ValueError(f"vmap must be auto, yes or no, got {vmap!r}")
   members = member_overrides(config)
-  configs = [member_config(config, o) for _, _, o in members]
-  for (name, _, _), c in zip(members, configs):
+  configs = []
+  for name, _, o in members:
     try:
-      validate.validate_config(c)
+      configs.append(member_config(config, o))
+      validate.validate_config(configs[-1])
     except ValueError as e:
       raise ValueError(f"member {name!r}: {e}") from None
   overrides = [o for _, _, o in members]
