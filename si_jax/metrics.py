@@ -38,16 +38,6 @@ from si_jax import theory
 from si_jax.models import ParamPath, get_path
 from si_jax.optim import sq_norm
 
-DYNAMICS_KEYS = (
-    "weight_norm",
-    "grad_norm",
-    "effective_grad_norm",
-    "effective_lr",
-    "adjacent_cosine",
-    "cosine_distance",
-)
-
-
 def _f32(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 

@@ -49,11 +49,6 @@ def cosine_distance(rho, g_eff, lr, wd):
   return r / (s * (s + 1))
 
 
-def delta_jump(rho, g_eff, lr, wd, delta):
-  """Whether the step is a delta-jump, 1 - cos(x_t, x_{t+1}) > delta (exact, Eq. (8))."""
-  return cosine_distance(rho, g_eff, lr, wd) > delta
-
-
 def delta_jump_threshold(g_eff, lr, wd, delta, exact: bool = False):
   """The rho_t^2 below which a step is a delta-jump (Eq. (9)).
 
