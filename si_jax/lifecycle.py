@@ -95,14 +95,17 @@ class Run:
 
   def open_logs(self) -> None:
     """Start-up succeeded: writes config.json (atomically), opens the logs cut back to
-    the checkpointed lengths, starts the wall clock."""
+    the checkpointed lengths (process 0 also TensorBoard's, with the flattened config as
+    hyperparameters), starts the wall clock."""
     log_dir = self.log_dir
     os.makedirs(log_dir, exist_ok=True)
     if jax.process_index() == 0:
       write_atomically(os.path.join(self.workdir, CONFIG_FILE),
                        self.config.to_json_best_effort(indent=2))
+    hparams = config_lib.flatten(json.loads(self.config.to_json_best_effort()))
     self.writer = logs.MetricWriter(log_dir, per_step=(self.config.train.log_every == "step"),
-                                    offsets=self.offsets)
+                                    offsets=self.offsets,
+                                    tensorboard=hparams if jax.process_index() == 0 else None)
     self.started = time.time() - self.wall_before
 
   def save(self, epoch: int, state) -> str:
@@ -179,7 +182,7 @@ class LogMismatch(ValueError):
 
 
 def _log_sizes(run: Run) -> tuple[int, int]:
-  paths = (os.path.join(run.log_dir, logs.METRICS_FILE), os.path.join(run.log_dir, logs.STEPS_FILE))
+  paths = (os.path.join(run.log_dir, logs.METRICS_FILE), logs.steps_path(run.log_dir))
   return tuple(os.path.getsize(p) if os.path.exists(p) else 0 for p in paths)
 
 
