@@ -15,9 +15,9 @@ An experiment config is an ordinary run config with an ``experiment`` section:
 checkpoints, resume, logs), analyses each with ``si_jax.phases`` and writes
 ``WORKDIR/summary.json``. Members that differ only in sweepable fields (lr, wd, seed,
 init scale, last-layer norm) can run as one vmapped program (``vmap='auto'`` does so on
-accelerators, and on CPU with ``model.conv_impl='patches'`` and several CPU devices,
-where it measured 2.3x faster than sequential runs; benchmarks/RESULTS.md), through
-the same loop as a single run (GD, per-step logs, checkpoints and resume included).
+accelerators, and on CPU with ``model.conv_impl='patches'``, where it measured 1.62x
+faster end to end than sequential runs; benchmarks/family_speed.py), through the same
+loop as a single run (GD, per-step logs, checkpoints and resume included).
 """
 
 from __future__ import annotations
@@ -93,12 +93,14 @@ def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
 
 
 def _vmap_pays(config) -> bool:
-  """Whether one vmapped program beats sequential runs here (benchmarks/RESULTS.md): on
-  accelerators; on XLA:CPU only with the patches convolution on several (forced) CPU
-  devices, e.g. --cpu_devices=2 (2.3x on 2 cores for width 8 on digits)."""
+  """Whether one vmapped program beats sequential runs here: on accelerators; on XLA:CPU
+  with the patches convolution (benchmarks/family_speed.py, 4 digits members x 20
+  epochs, end to end: vmapped on one device 1.62x the sequential runs; splitting the 2
+  cores into 2 devices measured slower, 1.12x, so families keep one CPU device unless
+  --cpu_devices says otherwise)."""
   if jax.default_backend() != "cpu":
     return True
-  return jax.local_device_count() > 1 and config.model.get("conv_impl") == "patches"
+  return config.model.get("conv_impl") == "patches"
 
 
 def _vmappable(overrides: list[dict[str, Any]]) -> bool:

@@ -8,9 +8,9 @@ member), WORKDIR/summary.md (the table) and the figures WORKDIR/<family>.png/.pd
 four panels of Figs. 1-3 for all members), <family>_phases.png/.pdf (one panel per
 member, phases A/B/C shaded) and, for lr-wd products, <family>_ranges.png (Fig. 16).
 Rerunning resumes unfinished members and skips finished ones; --figures_only redraws.
-With --cpu_devices=N (N > 1) and --config.model.conv_impl=patches, a sweep runs as one
-vmapped program on a ('runs', 'data') mesh (2.3x faster than sequential runs on 2
-cores for the cpu-scale families; benchmarks/RESULTS.md).
+With --config.model.conv_impl=patches a sweep runs as one vmapped program on a CPU too
+(1.62x faster end to end than sequential runs; benchmarks/family_speed.py); with
+--cpu_devices=N (N > 1) on a ('runs', 'data') mesh.
 """
 
 from __future__ import annotations
