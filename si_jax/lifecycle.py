@@ -55,8 +55,12 @@ def check_workdir_config(config, workdir: str, allow_config_change: bool) -> Non
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}): restore it, or delete it (the "
+                     "checkpoints hold the run's config)") from None
   diffs = config_differences(saved, json.loads(config.to_json_best_effort()))
   if diffs and not allow_config_change:
     raise ConfigMismatch(
@@ -247,6 +251,8 @@ def restore(run: Run, template, max_epoch: int | None = None):
   ``max_epoch``), with the config's hyperparameters, or ``template`` to start afresh.
   Sets the run's start epoch, log offsets and wall time; marks a finished run complete."""
   restored = _restore_checked(run, template, max_epoch) if run.ckpt else None
+  if run.ckpt:  # checkpoints past the one chosen are redone (their logs were cut)
+    run.ckpt.discard_after(restored[1]["epoch"] if restored else 0)
   if not restored:
     run.start_epoch, run.offsets, run.wall_before = 0, (0, 0), 0.0
     _fresh_start(run)
