@@ -66,6 +66,25 @@ def set_fields(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> 
     node[field] = value
 
 
+def _train_section() -> ml_collections.ConfigDict:
+  """The ``train`` section of ``base_config``."""
+  train = ml_collections.ConfigDict()
+  train.mode = "sgd"
+  train.epochs = 1001
+  train.batch_size = 128
+  train.drop_last = False
+  train.micro_batch_size = config_dict.placeholder(int)
+  train.log_every = "epoch"
+  train.eval_every = 1
+  train.eval_batch_size = 1000
+  # appendix B's gradient pass (train_* norms): -1 the released thinning, k every k epochs, 0 off
+  train.grad_pass_every = -1
+  train.invariance_every = 0
+  train.invariance_scale = 2.0
+  train.on_nonfinite = "stop"
+  return train
+
+
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -109,20 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.schedule_factor = 10.0  # p of the linear and step schedules
   config.optim.non_si_lr = -1.0  # trainable non-SI params: -1 the SI lr, 0 frozen, > 0 own lr
 
-  config.train = ml_collections.ConfigDict()
-  config.train.mode = "sgd"
-  config.train.epochs = 1001
-  config.train.batch_size = 128
-  config.train.drop_last = False
-  config.train.micro_batch_size = config_dict.placeholder(int)
-  config.train.log_every = "epoch"
-  config.train.eval_every = 1
-  config.train.eval_batch_size = 1000
-  # appendix B's gradient pass (train_* norms): -1 the released thinning, k every k epochs, 0 off
-  config.train.grad_pass_every = -1
-  config.train.invariance_every = 0
-  config.train.invariance_scale = 2.0
-  config.train.on_nonfinite = "stop"
+  config.train = _train_section()
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_epochs = 10  # 0: no checkpoints (and no resume)
