@@ -1,5 +1,5 @@
 """The cost of per-step logging over per-epoch logging in a real run (the quickstart's
-digits ConvNet): ``train.log_every='step'`` writes every step's metrics to steps.jsonl.
+digits ConvNet): ``train.log_every='step'`` writes every step's metrics to steps.bin.
 
   python -m benchmarks.logging_cost [--epochs 30] [--repeats 3]
 
@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from benchmarks import common
-from si_jax import train
+from si_jax import logs, train
 
 
 def run(log_every: str, epochs: int, workdir: str) -> float:
@@ -40,7 +40,7 @@ def main():
     for r in range(args.repeats):
       for mode in ("epoch", "step"):
         times[mode].append(run(mode, args.epochs, os.path.join(tmp, f"{mode}_{r}")))
-    steps = sum(1 for _ in open(os.path.join(tmp, "step_0", "steps.jsonl")))
+    steps = len(logs.read_run(os.path.join(tmp, "step_0"), steps=True))
   e, s = min(times["epoch"]), min(times["step"])
   print(f"{args.epochs} epochs ({steps} steps) of the quickstart run: per-epoch logging {e:.2f} s, "
         f"per-step logging {s:.2f} s: per-step costs {100 * (s / e - 1):+.1f}% "

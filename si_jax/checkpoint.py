@@ -3,7 +3,7 @@
 A checkpoint is taken at the end of an epoch and labelled with the number of
 completed epochs. It holds the train state (params, BN statistics, optimizer state
 with its hyperparameters, step, RNG key) and, as JSON, what the host needs to continue
-exactly: the epoch, the byte lengths of metrics.jsonl / steps.jsonl at that moment
+exactly: the epoch, the byte lengths of metrics.jsonl / steps.bin at that moment
 (so records written after it are dropped on resume, never duplicated), and the wall
 time so far. The data order is a function of (seed, epoch), so nothing else is needed.
 

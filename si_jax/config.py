@@ -23,7 +23,8 @@ Every experiment config imports this one and overrides only what changes. Fields
                        code's meaning; with model.train_non_si).
   train.mode           sgd (mini-batches) | gd (full batch, micro_batch_size ghost BN
                        statistics; None = one pass with exact statistics).
-  train.log_every      epoch | step (per-step records in steps.jsonl).
+  train.log_every      epoch | step (per-step records in steps.bin, logs.read_run).
+  train.tensorboard    epoch | step | off: TensorBoard event files beside the logs.
   train.grad_pass_every  appendix B's gradient pass at the epoch's weights (train_grad_norm,
                        train_weight_norm, train_effective_grad_norm, train_effective_lr):
                        -1 every epoch up to 20, every 5th to 100, 10th to 200, 50th to
@@ -75,6 +76,7 @@ def _train_section() -> ml_collections.ConfigDict:
   train.drop_last = False
   train.micro_batch_size = config_dict.placeholder(int)
   train.log_every = "epoch"
+  train.tensorboard = "epoch"  # TensorBoard event files: epoch | step (also per step) | off
   train.eval_every = 1
   train.eval_batch_size = 1000
   # appendix B's gradient pass (train_* norms): -1 the released thinning, k every k epochs, 0 off

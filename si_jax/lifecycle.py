@@ -1,7 +1,7 @@
 """A run's life outside the step: its workdir and config guard, resume from the newest
 checkpoint, the checkpoint policy, preemption by SIGTERM/SIGINT, and the progress line.
 
-A run (``Run``) is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.jsonl``)
+A run (``Run``) is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.bin``), TensorBoard events
 and ``checkpoints/``. The training loop (``si_jax.loop``) drives R >= 1 of them at
 once; each member of a vmapped family is an ordinary run with all of this.
 """
@@ -107,9 +107,11 @@ class Run:
       write_atomically(os.path.join(self.workdir, CONFIG_FILE),
                        self.config.to_json_best_effort(indent=2))
     hparams = config_lib.flatten(json.loads(self.config.to_json_best_effort()))
-    self.writer = logs.MetricWriter(log_dir, per_step=(self.config.train.log_every == "step"),
-                                    offsets=self.offsets,
-                                    tensorboard=hparams if jax.process_index() == 0 else None)
+    board = self.config.train.get("tensorboard", "epoch")
+    self.writer = logs.MetricWriter(
+        log_dir, per_step=(self.config.train.log_every == "step"), offsets=self.offsets,
+        tensorboard=hparams if jax.process_index() == 0 and board != "off" else None,
+        tensorboard_steps=board == "step")
     self.started = time.time() - self.wall_before
 
   def save(self, epoch: int, state) -> str:

@@ -3,7 +3,7 @@
   python -m si_jax.main --config=configs/quickstart.py --workdir=/tmp/run \
       [--config.optim.lr=0.05 ...]
 
-Writes WORKDIR/config.json, metrics.jsonl (steps.jsonl), figure.png, and prints
+Writes WORKDIR/config.json, metrics.jsonl (steps.bin), TensorBoard events, figure.png, and prints
 where the figure is and how many destabilizations the run showed.
 """
 

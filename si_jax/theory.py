@@ -68,7 +68,7 @@ class StepResiduals(NamedTuple):
 
 
 def step_residuals(records: list[dict], lr: float, wd: float) -> StepResiduals:
-  """From per-step logs (steps.jsonl records of plain SGD, consecutive steps)."""
+  """From per-step logs (logs.read_run(..., steps=True) records of plain SGD, consecutive steps)."""
   rho = np.array([r["weight_norm"] for r in records])
   g_eff = np.array([r["effective_grad_norm"] for r in records])
   measured_cd = np.array([r["cosine_distance"] for r in records])

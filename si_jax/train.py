@@ -23,7 +23,7 @@ from si_jax import state as state_lib
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
-  """Trains as the config says; writes config.json, metrics.jsonl (and steps.jsonl).
+  """Trains as the config says; writes config.json, metrics.jsonl (and steps.bin).
 
   If ``workdir`` holds a checkpoint of the same config, the run resumes from it and
   continues bit for bit. Returns a summary dict (final record, wall time, paths, the

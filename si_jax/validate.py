@@ -70,6 +70,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      "(with a fixed norm the effective LR is already fixed)")
   _one_of(t.mode, TRAIN_MODES, "train.mode")
   _one_of(t.log_every, LOG_EVERY, "train.log_every")
+  _one_of(t.get("tensorboard", "epoch"), ("epoch", "step", "off"), "train.tensorboard")
   for field in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
     _positive_int(t[field], f"train.{field}")
   if t.micro_batch_size is not None:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import independent
+from si_jax import logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,9 +50,10 @@ def test_four_devices_match_one(tmp_path):
   run(1, str(tmp_path / "one"))
   stdout = run(4, str(tmp_path / "four"))
   assert "ALL_REDUCE" in stdout.split()  # the batch really is split across devices
-  for name in ("steps.jsonl", "metrics.jsonl"):
-    one, four = read(tmp_path / "one" / name), read(tmp_path / "four" / name)
-    assert len(one) == (6 if name == "steps.jsonl" else 3)
+  for steps in (True, False):
+    one = logs.read_run(str(tmp_path / "one"), steps=steps)
+    four = logs.read_run(str(tmp_path / "four"), steps=steps)
+    assert len(one) == (6 if steps else 3)
     independent.assert_same_records(four, one)  # reductions in other orders
 
 

@@ -24,7 +24,8 @@ FLOAT32_RTOL = 1e-7
 
 def config(epochs):
   return tiny_config(**{"train.epochs": epochs, "checkpoint.every_epochs": 1,
-                        "train.log_every": "step", "train.invariance_every": 2})
+                        "train.log_every": "step", "train.invariance_every": 2,
+                        "train.tensorboard": "step"})
 
 
 def read_events(workdir):
@@ -103,3 +104,12 @@ def test_resume_from_an_older_checkpoint_hides_the_orphaned_events(tmp_path):
   scalars, _ = assert_events_equal_logs(workdir, 3)
   assert [s for s, _ in scalars["step/loss"]] == list(range(9))
   assert [s for s, _ in scalars["epoch/loss"]] == [3, 6, 9]
+
+
+def test_default_writes_epoch_events_only(tmp_path):
+  """train.tensorboard='epoch' (the default): per-step events would cost ~1.1 KB a step."""
+  cfg = tiny_config(**{"train.epochs": 2, "train.log_every": "step"})
+  train.train_and_evaluate(cfg, str(tmp_path), progress=False)
+  scalars, _ = read_events(str(tmp_path))
+  assert scalars and all(tag.startswith("epoch/") for tag in scalars)
+  assert [s for s, _ in scalars["epoch/loss"]] == [r["step"] for r in logs.read_run(str(tmp_path))]
