@@ -11,20 +11,26 @@ included (Proposition 4: (c x0, c^2 eta, lam / c^2) gives the same directions).
 
   python experiments/run_family.py --config=configs/lr_wd_product.py:cpu --workdir=runs/product
 
-Members, per product p (tag ``p<p>``, e.g. ``p0p003``): ``<tag>_ratio_<i>`` at lr_i with
-wd = p / lr_i, and ``<tag>_rescaled_<i>`` at the same (lr_i, wd) with the SI weights of
-the initialization scaled by c = sqrt(lr_i / lr_ref), lr_ref the product's middle
-learning rate (its ``ratio_1``, which is not rescaled). All members differ only in lr,
+Members, per product p (tag ``p<p>``, e.g. ``p0p003``, ``p1em05``): ``<tag>_ratio_<i>``
+at lr_i with wd = p / lr_i, and ``<tag>_rescaled_<i>`` at the same (lr_i, wd) with the SI
+weights of the initialization scaled by c = sqrt(lr_i / lr_ref), lr_ref the product's
+middle learning rate (its ``ratio_1``, which is not rescaled). All members differ only in lr,
 wd and init scale, so they run as one vmapped program where that pays
 (``si_jax.experiment.run_family``).
 
 Variants:
-  ``cpu``: digits, width 8, 300 epochs; products 0.003 (the quickstart's lr 0.1 x wd 0.03)
-    and 0.01, each at lr 0.3 / 0.1 / 0.03 (wd = p / lr: 0.01 / 0.03 / 0.1 and
-    0.033 / 0.1 / 0.33), lr_ref = 0.1: 10 members, ~1 min each on 2 quiet CPU cores
-    (~10 min sequentially; faster vmapped with --cpu_devices=2
-    --config.model.conv_impl=patches). Expected: both products periodic, product 0.01
-    with shorter periods (~14 epochs against ~23) and a larger effective LR.
+  ``cpu``: digits, width 8, 300 epochs; products 0.001 and 0.003 (the quickstart's lr 0.1
+    x wd 0.03), each at lr 0.3 / 0.1 / 0.03 (wd = p / lr: 0.0033 / 0.01 / 0.033 and
+    0.01 / 0.03 / 0.1), lr_ref = 0.1: 10 members, 1-2 min each on 2 CPU cores (~10-20
+    min sequentially; faster vmapped with --cpu_devices=2
+    --config.model.conv_impl=patches). Measured (docs/reproduction.md): every member
+    periodic; product 0.001 destabilizes first at epoch 112-125 and every ~40-80 epochs,
+    product 0.003 at 32-51 and every ~21-23; the effective LR's 95th percentile over
+    the second half is 0.023, 0.023, 0.076 against 0.047, 0.040, 0.056 (Remark 3's bounds
+    scale with sqrt(product): sqrt(3) apart); product 0.001's rescaled
+    members track the reference to ~1e-3 up to their common first destabilization
+    (epoch 125). Product 0.01 (too large here: the loss never reconverges between
+    spikes) is in the report too.
   '' (paper): ConvNet width 32 on CIFAR-10, last-layer norm 10, 1001 epochs; products
     1e-4, 3e-5 and 1e-5, each at wd 1e-4 / 1e-3 / 1e-2 (lr = p / wd), lr_ref = p / 1e-3
     (the paper's standard wd): 15 members. The appendix does not list Fig. 15's
@@ -38,7 +44,7 @@ import math
 from si_jax.experiment import add_member, experiment_config, scaled_base
 
 # scale -> (products, the ratio axis); a ratio member's (lr, wd) follows from the product
-CPU_PRODUCTS, CPU_LRS = (0.003, 0.01), (0.3, 0.1, 0.03)
+CPU_PRODUCTS, CPU_LRS = (0.001, 0.003), (0.3, 0.1, 0.03)
 PAPER_PRODUCTS, PAPER_WDS = (1e-4, 3e-5, 1e-5), (1e-4, 1e-3, 1e-2)
 
 

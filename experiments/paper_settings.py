@@ -260,10 +260,11 @@ def sgd_figures() -> tuple[Figure, ...]:
                  Row("epochs", None, "", None, "not stated; ours long enough for the warm-up "
                      "and the first periods at lr 0.01 / wd 0.001 (not run at this scale)"))),
       Figure("Fig. 5 (main text)", "", (), (),
-             text="Not described in the appendix (its GD counterpart is Fig. 12, below). Our "
-             "SGD version: any config with `--config.optim.fix_si_norm=True` (norm fixed at "
-             "initialization, `model.init_scale` for other scales) or "
-             "`experiments/gd_fixed_norm.py` with `--config.train.mode=sgd`."),
+             text="Not described in the appendix (line 234: Fig. 12 'replicates the ablation "
+             "experiment with fixing the weight norm' for GD, below). An SGD version: any "
+             "config with `--config.optim.fix_si_norm=True` (the norm fixed at "
+             "initialization; `model.init_scale` for other scales; `model.init_checkpoint` to "
+             "start from a step of a regular run)."),
       Figure("Fig. 6 (main text; appendix H): minima of different periods, ConvNet on CIFAR-10",
              "python experiments/minima_similarity.py --config=configs/minima_similarity.py",
              (("configs/minima_similarity.py", "", None),),
