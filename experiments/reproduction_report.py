@@ -70,12 +70,12 @@ def product_claims(s: dict, path: str) -> None:
     print(f"  {m['label']}: 2nd-half 5-95% effective LR {elr[0]:.3g}..{elr[1]:.3g}, "
           f"effective grad norm {g[0]:.3g}..{g[1]:.3g}")
   for m in s["members"]:
-    if m["name"].startswith("rescaled"):
-      ref = os.path.join(path, "ratio_1")
+    if "_rescaled" in m["name"]:  # p<product>_rescaled_k against that product's ratio_1
+      ref = os.path.join(path, m["name"].split("_rescaled")[0] + "_ratio_1")
       c = m["overrides"]["model.init_scale"]
       for key, scale in (("loss", 1.0), ("weight_norm", c), ("effective_lr", 1.0)):
         name = "weight_norm / c" if key == "weight_norm" else key
-        print(f"  {m['label']} vs lr 0.1, wd 0.03: relative difference of {name}: "
+        print(f"  {m['label']} vs its product's reference run: relative difference of {name}: "
               f"{relative_differences(os.path.join(path, m['name']), ref, key, scale)}")
 
 

@@ -126,10 +126,11 @@ def test_product_family_rescales_init_by_proposition_4():
   config = load(os.path.join(ROOT, "configs", "lr_wd_product.py"), "cpu")
   members = {n: o for n, _, o in experiment.member_overrides(config)}
   products = {round(o["optim.lr"] * o["optim.wd"], 12) for o in members.values()}
-  assert products == {0.003}
-  for name, o in members.items():
-    if name.startswith("rescaled"):  # (c x0, c^2 eta, lam / c^2) with eta_ref = 0.1
-      assert o["model.init_scale"] ** 2 == pytest.approx(o["optim.lr"] / 0.1)
+  assert products == {0.001, 0.003}
+  rescaled = {n: o for n, o in members.items() if "_rescaled" in n}
+  assert len(rescaled) == 4  # two per product
+  for name, o in rescaled.items():  # (c x0, c^2 eta, lam / c^2) with eta_ref = 0.1
+    assert o["model.init_scale"] ** 2 == pytest.approx(o["optim.lr"] / 0.1)
 
 
 def strip(records):
