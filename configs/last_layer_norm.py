@@ -1,6 +1,6 @@
 """The fixed last layer's norm (appendix G, Fig. 19).
 
-Claim: a small last-layer norm (close to PyTorch's init, ~1 here) keeps the network
+Claim: a small last-layer norm (close to PyTorch's init, ~1.8 = sqrt(classes / 3) for 10 classes) keeps the network
 unconfident, the train loss stays high and periodic behavior may vanish; large norms
 (10, the main text's value) give low loss and periods.
 
