@@ -65,8 +65,12 @@ def product_claims(s: dict, path: str) -> None:
   """Remark 3's ranges per member, and Proposition 4's rescaled runs against lr 0.1."""
   for m in s["members"]:
     series = phases.load_series(os.path.join(path, m["name"]))
-    elr = plotting.tail_quantiles(series, "effective_lr")
-    g = plotting.tail_quantiles(series, "effective_grad_norm")
+    # appendix B's full-pass values where logged (the thinned gradient pass), else the
+    # epoch means of the in-step values
+    full = "train_effective_lr" in series and np.isfinite(series["train_effective_lr"]).sum() > 4
+    prefix = "train_" if full else ""
+    elr = plotting.tail_quantiles(series, prefix + "effective_lr")
+    g = plotting.tail_quantiles(series, prefix + "effective_grad_norm")
     print(f"  {m['label']}: 2nd-half 5-95% effective LR {elr[0]:.3g}..{elr[1]:.3g}, "
           f"effective grad norm {g[0]:.3g}..{g[1]:.3g}")
   for m in s["members"]:
