@@ -36,6 +36,28 @@ def _check_finite_numbers(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"{key} must be a finite number, got {value!r}")
 
 
+def _check_train(t: ml_collections.ConfigDict) -> None:
+  """The ``train`` section's fields."""
+  _one_of(t.mode, TRAIN_MODES, "train.mode")
+  _one_of(t.log_every, LOG_EVERY, "train.log_every")
+  _one_of(t.get("tensorboard", "epoch"), ("epoch", "step", "off"), "train.tensorboard")
+  for field in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+    _positive_int(t[field], f"train.{field}")
+  if t.micro_batch_size is not None:
+    _positive_int(t.micro_batch_size, "train.micro_batch_size")
+    if t.mode != "gd":
+      raise ValueError("train.micro_batch_size is for train.mode='gd' (full-batch GD)")
+  if not isinstance(t.invariance_every, int) or t.invariance_every < 0:
+    raise ValueError(f"train.invariance_every must be an integer >= 0, got {t.invariance_every!r}")
+  if not t.invariance_scale > 0:
+    raise ValueError(f"train.invariance_scale must be positive, got {t.invariance_scale!r}")
+  _one_of(t.on_nonfinite, ("stop", "record"), "train.on_nonfinite")
+  every = t.get("grad_pass_every", 0)
+  if not isinstance(every, int) or isinstance(every, bool) or every < -1:
+    raise ValueError(f"train.grad_pass_every must be -1 (thinned), 0 (off) or a positive "
+                     f"integer, got {every!r}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad field: the one check of a run config, made
   before any file is written."""
@@ -68,24 +90,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if o.fix_si_norm and o.fixed_effective_lr:
     raise ValueError("optim.fix_si_norm and optim.fixed_effective_lr are exclusive "
                      "(with a fixed norm the effective LR is already fixed)")
-  _one_of(t.mode, TRAIN_MODES, "train.mode")
-  _one_of(t.log_every, LOG_EVERY, "train.log_every")
-  _one_of(t.get("tensorboard", "epoch"), ("epoch", "step", "off"), "train.tensorboard")
-  for field in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
-    _positive_int(t[field], f"train.{field}")
-  if t.micro_batch_size is not None:
-    _positive_int(t.micro_batch_size, "train.micro_batch_size")
-    if t.mode != "gd":
-      raise ValueError("train.micro_batch_size is for train.mode='gd' (full-batch GD)")
-  if not isinstance(t.invariance_every, int) or t.invariance_every < 0:
-    raise ValueError(f"train.invariance_every must be an integer >= 0, got {t.invariance_every!r}")
-  if not t.invariance_scale > 0:
-    raise ValueError(f"train.invariance_scale must be positive, got {t.invariance_scale!r}")
-  _one_of(t.on_nonfinite, ("stop", "record"), "train.on_nonfinite")
-  every = t.get("grad_pass_every", 0)
-  if not isinstance(every, int) or isinstance(every, bool) or every < -1:
-    raise ValueError(f"train.grad_pass_every must be -1 (thinned), 0 (off) or a positive "
-                     f"integer, got {every!r}")
+  _check_train(t)
   if "checkpoint" in config:
     c = config.checkpoint
     if not isinstance(c.every_epochs, int) or c.every_epochs < 0:
