@@ -110,8 +110,11 @@ def _four_panels(series_list, out, labels, analyses, hyperparams) -> str:
       ok = np.isfinite(s["test_error"])
       axes[1].plot(epoch[ok], s["test_error"][ok], color=color)
     axes[2].plot(epoch, s["weight_norm"], color=color)
+    # the line: epoch means of the in-step values (every epoch); the dots: appendix B's
+    # full-pass values at the (thinned) epochs they were logged
+    axes[3].loglog(s["effective_lr"], s["effective_grad_norm"], color=color, lw=0.6, alpha=0.6)
     _, elr, egn = effective_series(s)
-    axes[3].loglog(elr, egn, color=color, lw=0.8)
+    axes[3].plot(elr, egn, ".", color=color, ms=3)
     axes[3].plot(elr[-1:], egn[-1:], "o", color=color)
     if hyperparams:
       lr, wd = hyperparams[k]
