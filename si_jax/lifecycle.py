@@ -270,19 +270,17 @@ def restore(run: Run, template, max_epoch: int | None = None):
   return state
 
 
-def restore_together(runs: list[Run], templates: list) -> list:
-  """Restores every run at one epoch, the newest that all of them have (a family killed
-  while saving its members' checkpoints resumes from the last epoch every member
-  saved); newer checkpoints are discarded, as the runs will redo those epochs."""
-  states = [restore(r, t) for r, t in zip(runs, templates)]
+def restore_together(runs: list[Run], templates: list, states: list) -> list:
+  """Brings runs already ``restore``d (to ``states``) to one epoch, the newest that all
+  of them have (a family killed while saving its members' checkpoints resumes from the
+  last epoch every member saved); ``restore`` discards the newer checkpoints, as the
+  runs will redo those epochs."""
+  states = list(states)
   while len({r.start_epoch for r in runs}) > 1:
     target = min(r.start_epoch for r in runs)
     for i, r in enumerate(runs):
       if r.start_epoch > target:
         states[i] = restore(r, templates[i], max_epoch=target)
-  for r in runs:
-    if r.ckpt:
-      r.ckpt.discard_after(r.start_epoch)
   return states
 
 

@@ -238,34 +238,14 @@ def _report_preemption(runs: list[Run], state, done: int, path: str | None, stac
         f"Resume with {again}.", file=sys.stderr, flush=True)
 
 
-def place_state(state, mesh):
-  """One run's state replicated on every device of ``mesh`` (of every process), as the
-  data are: a state restored from a checkpoint sits on the first local device, which a
-  step over the mesh refuses. Every process holds the same values (same seed, same
-  checkpoint) and contributes its local copy."""
-  if mesh is None:
-    return state
-  where = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  if jax.process_count() == 1:
-    return jax.device_put(state, where)
-
-  def put(a):
-    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-      return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=jax.random.key_impl(a))
-    local = np.asarray(a)
-    return jax.make_array_from_process_local_data(where, local, local.shape)
-  return jax.tree.map(put, state)
-
-
 def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,
              *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
-  """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs``; returns the
-  final state and whether a signal stopped it early (after a checkpoint)."""
+  """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs`` from ``state``,
+  already placed on ``mesh`` (``sharding.place_replicated`` / ``place_runs``); returns
+  the final state and whether a signal stopped it early (after a checkpoint)."""
   tc = config.train
   data = sharding.place_arrays((dataset.train_images, dataset.train_labels,
                                 dataset.test_images, dataset.test_labels), mesh, stacked)
-  if not stacked:  # a family's state is split over its runs by the caller
-    state = place_state(state, mesh)
   programs = compile_programs(ctx, config, dataset.pad_value, mesh, stacked)
   for run in runs:
     run.open_logs()

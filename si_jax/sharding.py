@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import jax
+import numpy as np
 
 P = jax.sharding.PartitionSpec
 
@@ -66,6 +67,25 @@ def place_arrays(arrays, mesh: jax.sharding.Mesh | None, stacked: bool):
   if stacked:  # a local ('runs', 'data') mesh
     return tuple(jax.device_put(a, where) for a in arrays)
   return tuple(jax.make_array_from_process_local_data(where, a, a.shape) for a in arrays)
+
+
+def place_replicated(state, mesh: jax.sharding.Mesh | None):
+  """One run's state replicated on every device of ``mesh`` (of every process), as the
+  data are: a state restored from a checkpoint sits on the first local device, which a
+  step over the mesh refuses. Every process holds the same values (same seed, same
+  checkpoint) and contributes its local copy."""
+  if mesh is None:
+    return state
+  where = jax.sharding.NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(state, where)
+
+  def put(a):
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+    local = np.asarray(a)
+    return jax.make_array_from_process_local_data(where, local, local.shape)
+  return jax.tree.map(put, state)
 
 
 def place_runs(state, mesh: jax.sharding.Mesh | None):

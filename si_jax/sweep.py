@@ -80,11 +80,11 @@ def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]]
   ctx, templates = create_sweep(config, members, dataset)
   runs = [lifecycle.open_run(member_config(config, o), os.path.join(workdir, n))
           for o, n in zip(members, names)]
-  for run, template in zip(runs, templates):
-    lifecycle.restore(run, template)
+  states = [lifecycle.restore(run, template) for run, template in zip(runs, templates)]
   todo = [i for i, r in enumerate(runs) if not (r.complete or r.previously_diverged())]
   if todo:
-    states = lifecycle.restore_together([runs[i] for i in todo], [templates[i] for i in todo])
+    states = lifecycle.restore_together([runs[i] for i in todo], [templates[i] for i in todo],
+                                        [states[i] for i in todo])
     start = runs[todo[0]].start_epoch
     if start:
       print(f"resuming {len(todo)} members of {workdir} from the checkpoints of epoch {start}",
@@ -92,6 +92,7 @@ def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]]
     mesh = sharding.mesh_for(len(todo))
     loop.run_loop(ctx, sharding.place_runs(stack_states(states), mesh), [runs[i] for i in todo],
                   dataset, config, stacked=True, mesh=mesh, progress=progress)
-  for run in runs:
-    run.close()
+  for i, run in enumerate(runs):
+    if i not in todo:  # run_loop closed the ones it trained
+      run.close()
   return [run.final_record() for run in runs]

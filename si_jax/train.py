@@ -45,8 +45,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if run.start_epoch:
     print(f"resuming {workdir} from the checkpoint of epoch {run.start_epoch} "
           f"(step {int(state.step)})", file=sys.stderr)
-  state, preempted = loop.run_loop(ctx, state, [run], dataset, config, stacked=False,
-                                   mesh=sharding.mesh_for(None), progress=progress)
+  mesh = sharding.mesh_for(None)
+  state, preempted = loop.run_loop(ctx, sharding.place_replicated(state, mesh), [run], dataset,
+                                   config, stacked=False, mesh=mesh, progress=progress)
   return {"final": run.record, "wall_time": time.time() - run.started, "workdir": workdir,
           "state": state, "task": ctx, "preempted": preempted}
 

@@ -12,22 +12,15 @@ import numpy as np
 import pytest
 
 from si_jax import logs, sweep, train
-from si_jax.config import base_config
+from test_train import tiny_config
 
 MEMBERS = [{"optim.lr": 0.1}, {"optim.lr": 0.05, "optim.wd": 0.03}]
 
 
 def tiny(**fields):
-  config = base_config()
-  config.model.width = 4
-  config.data.name, config.data.source = "digits", "embedded"
-  config.data.train_size, config.data.test_size = 256, 100
-  config.optim.lr, config.optim.wd = 0.1, 0.01
-  config.train.epochs = 3
+  """test_train's tiny run on 256 digits for 3 epochs, one data order for the family."""
+  config = tiny_config(**{"data.train_size": 256, "train.epochs": 3, **fields})
   config.data.order_seed = config.seed  # a family shares one data order
-  for key, value in fields.items():
-    section, field = key.split(".")
-    config[section][field] = value
   return config
 
 

@@ -9,20 +9,12 @@ import pytest
 
 from si_jax import logs, loop, models, train
 from si_jax import state as state_lib
-from si_jax.config import base_config
+from test_train import tiny_config
 
 
 def tiny(**fields):
-  config = base_config()
-  config.model.width = 4
-  config.data.name, config.data.source = "digits", "embedded"
-  config.data.train_size, config.data.test_size = 300, 100
-  config.optim.lr, config.optim.wd = 0.1, 0.01
-  config.train.epochs = 3
-  for key, value in fields.items():
-    section, field = key.split(".")
-    config[section][field] = value
-  return config
+  """test_train's tiny run (width 4, 300/100 digits, lr 0.1, wd 0.01) for 3 epochs."""
+  return tiny_config(**{"train.epochs": 3, **fields})
 
 
 def test_thinning_schedule_of_the_released_code():
