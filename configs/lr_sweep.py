@@ -7,7 +7,8 @@ converges).
   python experiments/run_family.py --config=configs/lr_sweep.py:cpu --workdir=runs/lr_sweep
 
 Variants: ``cpu`` (digits, width 8, wd 0.03, lr 3 .. 0.003, 300 epochs, ~6 min on 2
-cores); '' (paper: ConvNet width 32 on CIFAR-10, wd 0.001, lr 1.0, 0.03, 0.01, 0.001,
+cores); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048 images, wd 0.01, lr 1 .. 0.01,
+120 epochs, pass --config.data.data_dir=DIR; EXPECTED_CIFAR); '' (paper: ConvNet width 32 on CIFAR-10, wd 0.001, lr 1.0, 0.03, 0.01, 0.001,
 1001 epochs: the released code's Figure-2 runs); ``cifar100``, ``resnet``,
 ``resnet_cifar100`` (Fig. 17's other panels, same learning rates).
 """
@@ -22,7 +23,8 @@ def lr_name(lr: float) -> str:
 def get_config(arg: str | None = None):
   config, scale = scaled_base(arg)
   config = experiment_config(config, "lr_sweep")
-  lrs = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003) if scale == "cpu" else (1.0, 0.03, 0.01, 0.001)
+  lrs = {"cpu": (3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003),
+         "cifar_cpu": (1.0, 0.3, 0.1, 0.03, 0.01)}.get(scale, (1.0, 0.03, 0.01, 0.001))
   for lr in lrs:
     add_member(config, lr_name(lr), f"lr {lr:g}", {"optim.lr": lr})
   return config

@@ -8,7 +8,9 @@ the effective LR drops).
   python experiments/one_period.py --config=configs/one_period.py:cpu --workdir=runs/one_period
 
 Variants: ``cpu`` (the quickstart run logged per step for 100 epochs, ~25 s: period 1
-is epochs ~45-89); ``gd_cpu`` (full-batch GD on 512 digits, lr 0.5, wd 0.01, 1500
+is epochs ~45-89); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048 images, lr 0.1, wd
+0.01, 100 epochs logged per step, pass --config.data.data_dir=DIR; EXPECTED_CIFAR);
+``gd_cpu`` (full-batch GD on 512 digits, lr 0.5, wd 0.01, 1500
 steps: Fig. 11 at CPU scale); '' (paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd
 0.001, SGD, 400 epochs logged per step); ``gd`` (Fig. 11: full-batch GD on a 4.5K
 random subset of CIFAR-10, 5K random test images, lr 0.5, wd 0.001, the released code's
@@ -19,14 +21,14 @@ from si_jax.experiment import scaled_base
 
 
 def get_config(arg: str | None = None):
-  if arg in ("cpu", "gd_cpu"):
-    config, _ = scaled_base("cpu")
+  if arg in ("cpu", "gd_cpu", "cifar_cpu"):
+    config, _ = scaled_base(arg if arg == "cifar_cpu" else "cpu")
   elif arg in ("", None, "gd", "gd13"):
     config, _ = scaled_base("paper")
   else:
-    raise ValueError(f"unknown config variant {arg!r}; use cpu, gd_cpu, '', gd or gd13")
+    raise ValueError(f"unknown config variant {arg!r}; use cpu, gd_cpu, cifar_cpu, '', gd or gd13")
   config.train.log_every = "step"
-  if arg == "cpu":
+  if arg in ("cpu", "cifar_cpu"):
     config.train.epochs = 100
   elif arg == "gd_cpu":
     config.train.mode = "gd"
