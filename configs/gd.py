@@ -13,7 +13,10 @@ members that start from the reference run's checkpoint taken before its first
 destabilization: one with the norm fixed there, one regular (the control).
 
 Variants: ``cpu`` (512 digits, width 8, wd 0.03, lr 0.1/0.5/2, 1500 steps, ~15 min; the
-fixed-norm members and the reference at lr 0.5); '' (paper: ConvNet width 32 on a random
+fixed-norm members and the reference at lr 0.5); ``cifar_cpu`` (512 images of the CIFAR-10
+proxy, 1,000 test images, width 8, wd 0.01, lr 0.1/0.5/2, 600 steps, ghost batch-128
+statistics, the norm fixed at init x0.5 and x1, pass --config.data.data_dir=DIR;
+EXPECTED_CIFAR); '' (paper: ConvNet width 32 on a random
 4.5K subset of CIFAR-10, 5K random test images, wd 1e-4 (appendix B, Figs. 10 and 12),
 lr 0.1/0.5/1/2, 20000 steps; the fixed-norm members and the reference run at lr 1.0 as
 Fig. 12 states).
@@ -32,7 +35,7 @@ REFERENCE = "lr_0p5"  # the run whose pre-destabilization norm is fixed (gd_fixe
 
 
 def get_config(arg: str | None = None):
-  config, scale = scaled_base(arg, allowed=("cpu", "paper"))
+  config, scale = scaled_base(arg, allowed=("cpu", "cifar_cpu", "paper"))
   config = experiment_config(config, "gd", figure="gd")
   config.train.mode = "gd"
   config.checkpoint.every_epochs, config.checkpoint.keep = 50, 10000
@@ -41,6 +44,11 @@ def get_config(arg: str | None = None):
     config.optim.wd = 0.03
     config.train.epochs, config.train.eval_every = 1500, 10
     lrs = (0.1, 0.5, 2.0)
+  elif scale == "cifar_cpu":
+    config.data.train_size, config.data.test_size = 512, 1000
+    config.train.epochs, config.train.eval_every = 600, 10
+    config.train.micro_batch_size = 128  # the released code's ghost batch-128 statistics
+    lrs = (0.1, 0.5, 2.0)
   else:
     config.data.train_size, config.data.test_size, config.data.subset = 4500, 5000, "random"
     config.optim.wd = 1e-4
@@ -48,10 +56,10 @@ def get_config(arg: str | None = None):
     config.checkpoint.every_epochs = 250
     config.train.micro_batch_size = 128  # the released code's ghost batch-128 statistics
     lrs = (0.1, 0.5, 1.0, 2.0)
-  config.optim.lr = 0.5 if scale == "cpu" else 1.0  # the fixed-norm members' lr
+  config.optim.lr = 1.0 if scale == "paper" else 0.5  # the fixed-norm members' lr
   for lr in lrs:
     add_member(config, "lr_" + f"{lr:g}".replace(".", "p"), f"GD lr {lr:g}", {"optim.lr": lr})
-  for c in (0.5, 1.0, 2.0):
+  for c in ((0.5, 1.0) if scale == "cifar_cpu" else (0.5, 1.0, 2.0)):
     add_member(config, "fixed_init_x" + f"{c:g}".replace(".", "p"),
                f"norm fixed at init x{c:g}",
                {"optim.fix_si_norm": True, "model.init_scale": c})
