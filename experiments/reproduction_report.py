@@ -1,6 +1,7 @@
 """Collects the CPU-scale figure families into the numbers of docs/reproduction.md.
 
   python experiments/reproduction_report.py runs/cpu --figures=docs/figures
+  python experiments/reproduction_report.py runs/cifar_cpu --figures=docs/figures --prefix=cifar_
 
 Expects the workdirs of the commands in docs/reproduction.md under RUNS (lr_sweep,
 wd_sweep, lr_wd_product, last_layer_norm, practical, gd, one_period, minima); prints
@@ -21,6 +22,8 @@ from si_jax import cli, experiment, phases, plotting
 
 _FIGURES = flags.DEFINE_string("figures", "docs/figures",
                                "where the down-scaled figure copies go")
+_PREFIX = flags.DEFINE_string("prefix", "", "prepended to the copies' names (cifar_: the "
+                              "CIFAR-proxy families beside the digits ones)")
 
 
 def load_summary(path: str) -> dict | None:
@@ -37,7 +40,7 @@ def shrink(src: str, dst_dir: str, width: int = 1100) -> str | None:
   image = Image.open(src)
   if image.width > width:
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
-  dst = os.path.join(dst_dir, os.path.basename(src))
+  dst = os.path.join(dst_dir, _PREFIX.value + os.path.basename(src))
   image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
   return dst
 

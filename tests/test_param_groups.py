@@ -193,3 +193,16 @@ def test_dynamics_metrics_count_a_shared_tensor_once(net):
   rho = np.linalg.norm(_flat(params, union))  # dense_1/bias once: 6 tensors, not 7
   np.testing.assert_allclose(m["weight_norm"], rho, rtol=1e-6)
   np.testing.assert_allclose(m["effective_lr"], 0.1 / rho**2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("ablation", ["fix_si_norm", "fixed_effective_lr"])
+def test_joint_rescaling_ablations_refuse_overlapping_groups(net, ablation):
+  # the union of overlapping groups is not SI: projecting it onto a norm would rescale
+  # dense_1/bias's branch twice, so the optimizer refuses; disjoint groups are accepted
+  _, params, _, grads = net
+  with pytest.raises(ValueError, match="overlap"):
+    optim.make_optimizer(params, ParamGroups.from_si_groups(FOUND), lr=0.1, **{ablation: True})
+  disjoint = ParamGroups.from_si_groups({k: FOUND[k] for k in ("dense_0", "dense_1")})
+  tx = optim.make_optimizer(params, disjoint, lr=0.1, **{ablation: True})
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert np.isfinite(sum(float(jnp.sum(u)) for u in jax.tree.leaves(updates)))
