@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from si_jax.models.layers import ParamPath
+from si_jax.models.layers import ParamPath, path_str as _path_str
 
 DEFAULT_RTOL = 3e-3
 DEFAULT_MARGIN = 0.1
@@ -161,21 +161,6 @@ def _compiled(fn: Callable, treedef) -> tuple[Callable, Callable, Callable]:
       lambda ls: apply(ls, args), (leaves,), (tangents,))[1])
   vjp = jax.jit(lambda leaves, args, u: jax.vjp(lambda ls: apply(ls, args), leaves)[1](u)[0])
   return apply, jvp, vjp
-
-
-def _path_str(keypath) -> ParamPath:
-  """Tree path -> tuple of str; nnx's trailing '.value' attribute is dropped."""
-  parts = []
-  for k in keypath:
-    if isinstance(k, jax.tree_util.GetAttrKey):
-      parts.append(k.name)
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      parts.append(str(k.idx))
-    else:  # DictKey, FlattenedIndexKey
-      parts.append(str(k.key))
-  if keypath and isinstance(keypath[-1], jax.tree_util.GetAttrKey) and parts[-1] == "value":
-    parts.pop()
-  return tuple(parts)
 
 
 def _as_vector(out) -> jax.Array:

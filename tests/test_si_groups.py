@@ -16,11 +16,14 @@ Measured (this file's setups: width 4, BN eps 1e-5, LN eps 1e-6, PyTorch-style i
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
-from si_jax import invariance, si_groups
+from si_jax import invariance, optim, si_groups
+from si_jax.models import ParamGroups, layers
 from conftest import make, rng_images
 
 BIAS_INIT = nn.initializers.normal(0.5)  # nonzero biases: a zero tensor is excluded
@@ -257,3 +260,24 @@ def test_bad_scales_raise():
   with pytest.raises(ValueError, match="scales"):
     si_groups.verify_si_groups(lambda p, x: p["w"] * x, {"w": np.ones(2)}, {}, np.ones(2),
                                scales=(1.0,))
+
+
+def test_param_groups_masks_and_optimizer_on_nnx_state():
+  # groups found on an nnx State drive the optimizer on that State: SI tensors step by
+  # Eq. (2), the frozen non-SI ones stay put
+  graphdef, state = nnx.split(NNXNet(nnx.Rngs(0)), nnx.Param)
+  x = rng_images(32, (12,))
+  fn = lambda s, x: nnx.merge(graphdef, s)(x)
+  found = si_groups.find_si_groups(fn, state, x, num_probes=10**6)
+  groups = ParamGroups.from_si_groups(found, train_non_si=False)
+  mask = {layers.path_str(kp): bool(v) for kp, v in
+          jax.tree_util.tree_flatten_with_path(groups.si_mask(state))[0]}
+  assert {p for p, v in mask.items() if v} == set(sum(found.values(), ()))
+  assert len(mask) == 6  # 2 x (kernel, bias) + head (kernel, bias)
+  grads = jax.grad(lambda s: jnp.sum(fn(s, x) ** 2))(state)
+  tx = optim.make_optimizer(state, groups, lr=0.1, wd=0.01)
+  new = optax.apply_updates(state, tx.update(grads, tx.init(state), state)[0])
+  for (kp, a), b, g in zip(jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(new),
+                           jax.tree.leaves(grads)):
+    want = a - 0.1 * (g + 0.01 * a) if mask[layers.path_str(kp)] else a
+    np.testing.assert_allclose(b, want, rtol=1e-5, atol=1e-7)

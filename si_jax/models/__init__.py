@@ -155,7 +155,7 @@ def flatten_with_paths(tree) -> list[tuple[ParamPath, Any]]:
 
 
 def _map_with_path(fn, tree):
-  return jax.tree_util.tree_map_with_path(lambda kp, x: fn(tuple(str(k.key) for k in kp), x), tree)
+  return jax.tree_util.tree_map_with_path(lambda kp, x: fn(layers.path_str(kp), x), tree)
 
 
 def get_path(tree, path: ParamPath):

@@ -174,6 +174,23 @@ def batch_axis(axis_name: str | None) -> Iterator[None]:
 ParamPath = tuple[str, ...]
 
 
+def path_str(keypath) -> ParamPath:
+  """A jax tree path as a tuple of str (dict keys, attribute names, sequence indices);
+  nnx's trailing '.value' attribute is dropped, so linen params, nnx State and pure
+  dicts name a tensor alike."""
+  parts = []
+  for k in keypath:
+    if isinstance(k, jax.tree_util.GetAttrKey):
+      parts.append(k.name)
+    elif isinstance(k, jax.tree_util.SequenceKey):
+      parts.append(str(k.idx))
+    else:  # DictKey, FlattenedIndexKey
+      parts.append(str(k.key))
+  if keypath and isinstance(keypath[-1], jax.tree_util.GetAttrKey) and parts[-1] == "value":
+    parts.pop()
+  return tuple(parts)
+
+
 def paths_of(prefixes: Sequence[str], leaf: str = "kernel") -> tuple[ParamPath, ...]:
   """('a/b', 'c') -> (('a', 'b', 'kernel'), ('c', 'kernel'))."""
   return tuple(tuple(p.split("/")) + (leaf,) for p in prefixes)
