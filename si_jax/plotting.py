@@ -1,7 +1,15 @@
-"""The paper's four panels from run directories or in-memory series (matplotlib).
+"""The paper's figures from run directories or in-memory series (matplotlib).
 
-Train loss, test error, SI weight norm (rho) against epochs, and the effective
-gradient norm against the effective LR (the "phase diagram" of Figs. 1-3).
+The four panels of Figs. 1-3 (train loss, test error, SI weight norm rho against
+epochs, and the effective gradient norm against the effective LR, the "phase diagram",
+coloured by epoch), a panel per run with its phases shaded, and Fig. 16's ranges.
+
+Every figure of the project draws with the constants below (experiments/ import them):
+phases A, B, C shaded in ``PHASE_COLORS``; a destabilization onset is an ``ONSET_LINE``
+where phases are shaded and an ``ONSET_MARKER`` on the curve elsewhere; theory bands are
+hatched with dashed edges in the run's colour (``THEORY_BAND``), never filled; runs are
+drawn in ``RUN_COLORS`` (no phase colour among them), with ``RUN_MARKERS`` in the phase
+diagram, and time in ``TIME_CMAP``. ``figure_key`` writes the legend of these marks.
 """
 
 from __future__ import annotations
@@ -12,10 +20,99 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+from matplotlib import cm, colors, ticker  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from si_jax import phases, theory  # noqa: E402
+
+PHASE_COLORS = {"A": "tab:blue", "B": "tab:green", "C": "tab:red"}
+PHASE_ALPHA = 0.15
+ONSET_LABEL = "destabilization onset"
+ONSET_LINE = {"color": "k", "ls": ":", "lw": 0.9}  # across a panel whose phases are shaded
+ONSET_MARKER = {"marker": "v", "ms": 6, "mec": "k", "mew": 0.6, "ls": "none"}  # on a curve
+THEORY_BAND = {"facecolor": "none", "ls": "--", "lw": 0.8, "alpha": 0.5}  # edge: run colour
+THEORY_HATCHES = {"Prop. 3 band": "//", "Remark 3 band": "\\\\"}
+RUN_COLORS = ("k", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+              "tab:cyan", "tab:gray")
+RUN_MARKERS = ("o", "s", "^", "D", "P", "X", "h")  # 7 against 8 colours: 56 distinct runs
+TIME_CMAP = "viridis"
+
+
+def run_style(k: int) -> tuple[str, str]:
+  """(colour, phase-diagram marker) of the k-th run of a figure."""
+  return RUN_COLORS[k % len(RUN_COLORS)], RUN_MARKERS[k % len(RUN_MARKERS)]
+
+
+def shade_phase(ax, name: str, x0: float, x1: float, alpha: float = PHASE_ALPHA) -> None:
+  """Shades x0..x1 of ``ax`` in phase ``name``'s colour ("A", "B" or "C")."""
+  ax.axvspan(x0, x1, color=PHASE_COLORS[name], alpha=alpha, lw=0, zorder=0)
+
+
+def mark_onset(ax, x: float) -> None:
+  """A destabilization onset at ``x``, across ``ax`` (a panel whose phases are shaded)."""
+  ax.axvline(x, **ONSET_LINE)
+
+
+def mark_onsets(ax, x: np.ndarray, y: np.ndarray, onsets: list[int], color="k") -> None:
+  """``ONSET_MARKER``s on the curve (x, y) at the sample indices ``onsets`` (finite y)."""
+  i = [j for j in onsets if np.isfinite(y[j])]
+  if i:
+    ax.plot(x[i], y[i], color=color, zorder=3, **ONSET_MARKER)
+
+
+def key_entries(phase_names: str = "", onsets=(), bands=()) -> list[tuple]:
+  """(handle, label) pairs of the marks of a figure: the phases in ``phase_names``
+  ("ABC"), the onset styles in ``onsets`` ("line", "marker"), the theory bands named in
+  ``bands`` (keys of ``THEORY_HATCHES``)."""
+  entries = [(Patch(color=PHASE_COLORS[p], alpha=PHASE_ALPHA, lw=0), f"phase {p}")
+             for p in sorted(phase_names)]
+  if "line" in onsets:
+    entries.append((Line2D([], [], **ONSET_LINE), ONSET_LABEL))
+  if "marker" in onsets:  # grey: drawn in the colour of the curve it sits on
+    entries.append((Line2D([], [], color="0.6", **ONSET_MARKER),
+                    ONSET_LABEL + (" (no periodic behavior)" if "line" in onsets else "")))
+  for name in bands:
+    entries.append((Patch(edgecolor="0.3", hatch=THEORY_HATCHES[name], **THEORY_BAND), name))
+  return entries
+
+
+def figure_key(fig, phase_names: str = "", onsets=(), bands=(), extra=()) -> None:
+  """The legend of ``key_entries`` (and the (handle, label) pairs in ``extra``) below the
+  panels of ``fig`` (a constrained-layout figure); nothing if there is no entry."""
+  entries = key_entries(phase_names, onsets, bands) + list(extra)
+  if entries:
+    handles, labels = zip(*entries)
+    fits = max(1, int(fig.get_figwidth() / 1.9))  # entries of ~1.9 inches side by side
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(entries), fits),
+               fontsize=8)
+
+
+def _ticks_inside(locator, lo: float, hi: float) -> int:
+  t = np.asarray(locator.tick_values(lo, hi))
+  return int(np.sum((t >= lo) & (t <= hi)))
+
+
+def readable_log_ticks(ax) -> None:
+  """Two or more labelled major ticks on each log axis of ``ax`` (call it once the axis
+  holds its data). A log axis labels only powers of ten, so a view holding fewer than
+  two of them (an effective LR of 0.01..0.02) gets ticks at 1, 2 and 5 times the powers
+  of ten, or, in a view narrower than that (under ~0.4 decades, where linear steps are
+  nearly even on the log scale), at round linear steps; labels as %g, none on minor
+  ticks (no overlaps)."""
+  for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+    lo, hi = sorted(lim)
+    if axis.get_scale() != "log" or lo <= 0 or _ticks_inside(ticker.LogLocator(), lo, hi) >= 2:
+      continue
+    locator = ticker.LogLocator(subs=(1.0, 2.0, 5.0))
+    if _ticks_inside(locator, lo, hi) < 2:
+      locator = ticker.MaxNLocator(nbins=4)
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _label(workdir: str) -> str:
@@ -99,116 +196,197 @@ def plot_series(series_list: list[dict[str, np.ndarray]], out: str,
 
 
 def _four_panels(series_list, out, labels, analyses, hyperparams) -> str:
-  """The four panels of ``plot_runs`` / ``plot_series``, drawn from series."""
-  fig, axes = plt.subplots(1, 4, figsize=(18, 4), constrained_layout=True)
-  for k, (s, label, color) in enumerate(zip(series_list, labels, plt.cm.tab10.colors * 10)):
-    epoch = s["epoch"]
-    loss = s["train_loss"] if "train_loss" in s and np.isfinite(s["train_loss"]).any() else s["loss"]
-    ok = np.isfinite(loss)
-    axes[0].semilogy(epoch[ok], loss[ok], color=color, label=label)
-    if "test_error" in s:
-      ok = np.isfinite(s["test_error"])
-      axes[1].plot(epoch[ok], s["test_error"][ok], color=color)
-    axes[2].plot(epoch, s["weight_norm"], color=color)
-    # the line: epoch means of the in-step values (every epoch); the dots: appendix B's
-    # full-pass values at the (thinned) epochs they were logged
-    axes[3].loglog(s["effective_lr"], s["effective_grad_norm"], color=color, lw=0.6, alpha=0.6)
-    _, elr, egn = effective_series(s)
-    axes[3].plot(elr, egn, ".", color=color, ms=3)
-    axes[3].plot(elr[-1:], egn[-1:], "o", color=color)
-    if hyperparams:
-      lr, wd = hyperparams[k]
-      l, L = gradient_bounds(s)
-      if wd > 0:
-        norm_band = theory.equilibrium_norm_sq(l, L, lr, wd)
-        elr_band = theory.equilibrium_effective_lr(l, L, lr, wd)
-        axes[2].axhspan(np.sqrt(norm_band.low), np.sqrt(norm_band.high), color=color, alpha=0.1,
-                        label="Prop. 3 band")
-        axes[3].axvspan(elr_band.low, elr_band.high, color=color, alpha=0.1,
-                        label="Remark 3 band")
-        axes[2].legend(fontsize=8)
-        axes[3].legend(fontsize=8)
-    if analyses:
-      if len(series_list) == 1:
-        for ax in axes[:3]:
-          shade_phases(ax, analyses[k])
-      else:
-        for e in analyses[k].destabilizations:
-          for ax in axes[:3]:
-            ax.axvline(e, color=color, ls=":", lw=0.8)
-  axes[0].set(xlabel="epoch", ylabel="train loss", title="Train loss")
-  axes[1].set(xlabel="epoch", ylabel="test error", title="Test error")
-  axes[2].set(xlabel="epoch", ylabel=r"$\rho$ (SI weight norm)", title="Weight norm")
-  axes[3].set(xlabel=r"effective LR $\eta/\rho^2$", ylabel=r"effective grad norm $\rho\|\nabla f\|$",
-              title="Effective grad norm vs effective LR")
-  axes[3].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
-  axes[0].legend(fontsize=8)
-  save_figure(fig, out)
+  """Saves ``figure_four_panels`` into ``out``."""
+  save_figure(figure_four_panels(series_list, labels, analyses, hyperparams), out)
   return out
 
 
-PHASE_COLORS = {"A": "tab:blue", "B": "tab:green", "C": "tab:red"}
+def _train_loss(s: dict[str, np.ndarray]) -> np.ndarray:
+  """The full-pass train loss where logged at all, else the in-step batch loss."""
+  return s["train_loss"] if "train_loss" in s and np.isfinite(s["train_loss"]).any() else s["loss"]
 
 
-def shade_phases(ax, analysis: phases.Analysis, alpha: float = 0.15) -> None:
-  """Shades phases A, B, C of every period and marks the destabilization onsets."""
+def _logged(s: dict[str, np.ndarray], key: str) -> bool:
+  return key in s and bool(np.isfinite(s[key]).any())
+
+
+EPOCH_PANELS = {  # key: (y label, title, log scale)
+    "train_loss": ("train loss", "Train loss", True),
+    "test_error": ("test error", "Test error", False),
+    "weight_norm": (r"$\rho$ (SI weight norm)", "Weight norm", False),
+}
+
+
+def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[str],
+                       analyses: list[phases.Analysis] | None = None,
+                       hyperparams: list[tuple[float, float]] | None = None) -> Figure:
+  """The panels of ``plot_runs`` / ``plot_series``: train loss, test error (only if some
+  run logged it), rho against epochs, and the phase diagram coloured by epoch.
+
+  With ``analyses``, a single run with periodic behavior has its phases shaded and its
+  onsets drawn across the epoch panels; otherwise (several runs, or none periodic) each
+  onset is a marker on the run's curves. ``hyperparams`` [(lr, wd), ...] add the theory
+  bands (``plot_runs``' ``theory_overlay``).
+  """
+  keys = [k for k in EPOCH_PANELS if k != "test_error" or any(_logged(s, k) for s in series_list)]
+  fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.6 * (len(keys) + 1), 4.2),
+                           constrained_layout=True)
+  panels, diagram = dict(zip(keys, axes)), axes[-1]
+  epochs = np.concatenate([s["epoch"] for s in series_list])
+  time = colors.Normalize(np.nanmin(epochs), np.nanmax(epochs))
+  shade = bool(analyses) and len(series_list) == 1 and analyses[0].periodic
+  onsets, bands, runs = set(), [], []
+  for k, (s, label) in enumerate(zip(series_list, labels)):
+    color, marker = run_style(k)
+    curves = _draw_epoch_curves(panels, s, color)
+    _draw_phase_diagram(diagram, s, color, marker, time)
+    runs.append((Line2D([], [], color=color, marker=marker, mfc="white", mec=color), label))
+    if hyperparams and _draw_bands(panels["weight_norm"], diagram, s, *hyperparams[k], color):
+      bands = list(THEORY_HATCHES)
+    if analyses:
+      onsets |= _draw_onsets(panels, curves, analyses[k], color, shade)
+  for key, ax in panels.items():
+    ylabel, title, _ = EPOCH_PANELS[key]
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+  diagram.set(xlabel=r"effective LR $\eta/\rho^2$", ylabel=r"effective grad norm $\rho\|\nabla f\|$",
+              title="Effective grad norm vs effective LR")
+  fig.colorbar(cm.ScalarMappable(norm=time, cmap=TIME_CMAP), ax=diagram, label="epoch")
+  axes[0].legend(*zip(*runs), fontsize=8)
+  figure_key(fig, "ABC" if shade else "", onsets, bands)
+  for ax in axes:
+    readable_log_ticks(ax)
+  return fig
+
+
+def _draw_epoch_curves(panels, s, color) -> dict[str, np.ndarray]:
+  """Draws a run's curves against epochs into ``panels``; returns them by panel."""
+  curves = {"train_loss": _train_loss(s), "weight_norm": s["weight_norm"]}
+  if _logged(s, "test_error"):
+    curves["test_error"] = s["test_error"]
+  for key, y in curves.items():
+    ok = np.isfinite(y)
+    ax = panels[key]
+    (ax.semilogy if EPOCH_PANELS[key][2] else ax.plot)(s["epoch"][ok], y[ok], color=color,
+                                                      lw=1.0)
+  return curves
+
+
+def _draw_phase_diagram(ax, s, color, marker, time) -> None:
+  """The run's line of epoch means of the in-step values (every epoch) in its colour, and
+  appendix B's full-pass values (at the epochs they were logged) as its markers, coloured
+  by epoch."""
+  ax.plot(s["effective_lr"], s["effective_grad_norm"], color=color, lw=0.7, alpha=0.7)
+  epoch, elr, egn = effective_series(s)
+  ax.scatter(elr, egn, c=epoch, cmap=TIME_CMAP, norm=time, marker=marker, s=16,
+             edgecolors=color, linewidths=0.4, zorder=3)
+  ax.set(xscale="log", yscale="log")
+
+
+def _draw_bands(ax_rho, ax_diagram, s, lr: float, wd: float, color) -> bool:
+  """Proposition 3's band for rho and Remark 3's effective-LR band, from the run's
+  gradient bounds (``gradient_bounds``); none without weight decay. Returns whether
+  drawn."""
+  if wd <= 0:
+    return False
+  l, L = gradient_bounds(s)
+  norm_sq = theory.equilibrium_norm_sq(l, L, lr, wd)
+  elr = theory.equilibrium_effective_lr(l, L, lr, wd)
+  ax_rho.axhspan(np.sqrt(norm_sq.low), np.sqrt(norm_sq.high), edgecolor=color, zorder=0.5,
+                 hatch=THEORY_HATCHES["Prop. 3 band"], **THEORY_BAND)
+  ax_diagram.axvspan(elr.low, elr.high, edgecolor=color, zorder=0.5,
+                     hatch=THEORY_HATCHES["Remark 3 band"], **THEORY_BAND)
+  return True
+
+
+def _draw_onsets(panels, curves, analysis: phases.Analysis, color, shade: bool) -> set[str]:
+  """Phases shaded with onset lines (``shade``), else onset markers on the curves;
+  returns the onset styles drawn."""
+  if shade:
+    for ax in panels.values():
+      shade_phases(ax, analysis)
+    return {"line"} if analysis.onsets else set()
+  for key, y in curves.items():
+    mark_onsets(panels[key], analysis.x, y, analysis.onsets, color)
+  return {"marker"} if analysis.onsets else set()
+
+
+def shade_phases(ax, analysis: phases.Analysis, alpha: float = PHASE_ALPHA) -> bool:
+  """Shades phases A, B, C of every period and draws the destabilization onsets across
+  ``ax``, if the run has periodic behavior (``analysis.periodic``); returns whether it
+  did. A run without it gets no shading: mark its onsets on a curve (``mark_onsets``)."""
+  if not analysis.periodic:
+    return False
   x = analysis.x
   n = len(x)
   for p in analysis.periods:
     for name, (lo, hi) in (("C", p.c), ("A", p.a), ("B", p.b)):
       if hi > lo:
-        right = x[hi] if hi < n else x[-1]
-        ax.axvspan(x[lo], right, color=PHASE_COLORS[name], alpha=alpha, lw=0)
+        shade_phase(ax, name, x[lo], x[hi] if hi < n else x[-1], alpha)
   for i in analysis.onsets:
-    ax.axvline(x[i], color="k", ls=":", lw=0.7)
+    mark_onset(ax, x[i])
+  return True
+
+
+RHO_COLOR = "tab:purple"  # the twin axis of plot_phases
 
 
 def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
                 analyses: list[phases.Analysis] | None = None, columns: int = 4) -> str:
-  """One panel per run: train loss (log) and SI weight norm, phases A/B/C shaded."""
+  """One panel per run: train loss (log) and SI weight norm, phases A/B/C shaded where the
+  run is periodic (elsewhere its onsets, if any, are markers on the loss)."""
   labels = labels or [_label(w) for w in workdirs]
   rows = -(-len(workdirs) // columns)
   cols = min(columns, len(workdirs))
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False,
                            constrained_layout=True)
+  shaded, onsets = False, set()
   for k, (workdir, label) in enumerate(zip(workdirs, labels)):
-    ax = axes[k // cols][k % cols]
     s = _series(workdir)
     a = analyses[k] if analyses else phases.analyze_run(workdir, series=s)
-    loss = phases.loss_series(s)
-    ok = np.isfinite(loss)
-    ax.semilogy(a.x[ok], loss[ok], color="k", lw=0.8)
-    twin = ax.twinx()
-    rho = s["weight_norm"]
-    twin.plot(a.x, rho, color="tab:purple", lw=0.8)
-    twin.tick_params(labelsize=7, colors="tab:purple")
-    twin.ticklabel_format(axis="y", useOffset=False)
-    if np.nanmax(rho) - np.nanmin(rho) < 1e-3 * np.nanmean(rho):  # a fixed norm: show it flat
-      twin.set_ylim(0.9 * np.nanmean(rho), 1.1 * np.nanmean(rho))
-    shade_phases(ax, a)
-    lengths = a.period_lengths()
-    what = (f"{len(a.onsets)} destab., period {np.mean(lengths):.0f}" if a.periodic and lengths
-            else f"{len(a.onsets)} destab." if a.periodic else "no periodic behavior")
-    ax.set_title(f"{label}: {what}", fontsize=9)
-    ax.tick_params(labelsize=7)
-    ax.set_xlabel("step" if "epoch" not in s or len(a.x) != len(np.unique(s["epoch"])) else "epoch",
-                  fontsize=8)
+    _phase_panel(axes[k // cols][k % cols], s, a, label)
+    shaded |= a.periodic
+    if a.onsets:
+      onsets.add("line" if a.periodic else "marker")
   for k in range(len(workdirs), rows * cols):
     axes[k // cols][k % cols].axis("off")
-  handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in PHASE_COLORS.values()]
-  fig.legend(handles + [plt.Line2D([], [], color="k"), plt.Line2D([], [], color="tab:purple")],
-             [f"phase {p}" for p in PHASE_COLORS] + ["train loss", r"$\rho$"],
-             loc="outside lower center", ncol=5, fontsize=8)
+  figure_key(fig, "ABC" if shaded else "", onsets,
+             extra=[(Line2D([], [], color="k"), "train loss"),
+                    (Line2D([], [], color=RHO_COLOR), r"$\rho$")])
   save_figure(fig, out)
   return out
+
+
+def _phase_panel(ax, s: dict[str, np.ndarray], a: phases.Analysis, label: str) -> None:
+  """A run's loss (log) and rho (twin axis) against epochs, its phases shaded."""
+  loss = phases.loss_series(s)
+  ok = np.isfinite(loss)
+  ax.semilogy(a.x[ok], loss[ok], color="k", lw=0.8)
+  twin = ax.twinx()
+  rho = s["weight_norm"]
+  twin.plot(a.x, rho, color=RHO_COLOR, lw=0.8)
+  twin.tick_params(labelsize=7, colors=RHO_COLOR)
+  twin.ticklabel_format(axis="y", useOffset=False)
+  if np.nanmax(rho) - np.nanmin(rho) < 1e-3 * np.nanmean(rho):  # a fixed norm: show it flat
+    twin.set_ylim(0.9 * np.nanmean(rho), 1.1 * np.nanmean(rho))
+  if not shade_phases(ax, a):
+    mark_onsets(ax, a.x, loss, a.onsets)
+  lengths = a.period_lengths()
+  what = (f"{len(a.onsets)} destab., period {np.mean(lengths):.0f}" if a.periodic and lengths
+          else f"{len(a.onsets)} destab." if a.periodic else "no periodic behavior")
+  ax.set_title(f"{label}: {what}", fontsize=9)
+  ax.tick_params(labelsize=7)
+  ax.set_xlabel("step" if "epoch" not in s or len(a.x) != len(np.unique(s["epoch"])) else "epoch",
+                fontsize=8)
+  readable_log_ticks(ax)
 
 
 def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> str:
   """Effective LR and effective gradient norm over epochs for every run (Fig. 16), from
   appendix B's full pass where logged (``effective_series``)."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-  for workdir, label, color in zip(workdirs, labels, plt.cm.tab10.colors * 10):
+  for k, (workdir, label) in enumerate(zip(workdirs, labels)):
     s = _series(workdir)
+    color, _ = run_style(k)
     ls = "--" if "init" in label else "-"
     epoch, elr, egn = effective_series(s)
     axes[0].semilogy(epoch, elr, ls, color=color, lw=0.8, label=label)
@@ -216,6 +394,8 @@ def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> s
   axes[0].set(xlabel="epoch", title=r"effective LR $\eta/\rho^2$")
   axes[1].set(xlabel="epoch", title=r"effective gradient norm $\rho\|\nabla f\|$")
   axes[0].legend(fontsize=7)
+  for ax in axes:
+    readable_log_ticks(ax)
   save_figure(fig, out)
   return out
 
