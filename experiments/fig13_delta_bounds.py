@@ -28,6 +28,7 @@ from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
+from matplotlib.patches import Patch  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -96,24 +97,34 @@ def phase_b_analysis(run: str, period: int = 1, near: float = 10.0, lower_power:
           "predicted": theory.cosine_distance(rho, g, lr, wd), "steps": steps}
 
 
+FIT_REGION = {"facecolor": "none", "edgecolor": "0.55", "hatch": "..", "lw": 0}  # grey dots
+
+
 def draw(a: dict, out: str) -> None:
-  """Fig. 13's two panels; the envelopes' fitting part of phase B is shaded."""
+  """Fig. 13's two panels over phase B (shaded in its colour), the envelopes' fitting
+  part of it dotted grey; the measured values in the run colour, the envelopes and the
+  bounds dashed (``plotting``'s colours, none of them a phase colour)."""
   fit, t = a["held"].fit, a["t"]
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
-  axes[0].semilogy(t, a["g"], lw=0.5, label=r"$\tilde g_t$")
-  axes[0].semilogy(t, a["low"], "--",
+  run, low, high, eq8 = plotting.RUN_COLORS[:4]
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
+  axes[0].semilogy(t, a["g"], lw=0.5, color=run, label=r"$\tilde g_t$")
+  axes[0].semilogy(t, a["low"], "--", color=low,
                    label=rf"$\ell(t)={fit.c:.3g}/(t-t_0)^{{{fit.lower_power:g}}}$")
-  axes[0].semilogy(t, a["high"], "--", label=rf"$L(t)={fit.C:.3g}/(t-t_0)$")
+  axes[0].semilogy(t, a["high"], "--", color=high, label=rf"$L(t)={fit.C:.3g}/(t-t_0)$")
   axes[0].set(xlabel="step", title="effective gradient norm, phase B")
-  axes[1].semilogy(t, a["cd"], lw=0.5, label="measured 1 - cos")
-  axes[1].semilogy(t, a["predicted"], ":", lw=0.8, label=r"Eq. (8) from measured $\tilde g_t$")
-  axes[1].semilogy(t, a["cd_low"], "--", label=r"bound with $\ell(t)$")
-  axes[1].semilogy(t, a["cd_high"], "--", label=r"bound with $L(t)$")
+  axes[1].semilogy(t, a["cd"], lw=0.5, color=run, label="measured 1 - cos")
+  axes[1].semilogy(t, a["predicted"], ":", lw=0.8, color=eq8,
+                   label=r"Eq. (8) from measured $\tilde g_t$")
+  axes[1].semilogy(t, a["cd_low"], "--", color=low, label=r"bound with $\ell(t)$")
+  axes[1].semilogy(t, a["cd_high"], "--", color=high, label=r"bound with $L(t)$")
   axes[1].set(xlabel="step", title=f"cosine distance of adjacent steps (lr {a['lr']:g}, "
               f"wd {a['wd']:g})")
   for ax in axes:
-    ax.axvspan(t[0], a["held"].t_split, color="0.85", lw=0, label="envelopes fitted here")
+    plotting.shade_phase(ax, "B", t[0], t[-1])
+    ax.axvspan(t[0], a["held"].t_split, zorder=0.5, **FIT_REGION)
     ax.legend(fontsize=8)
+    plotting.readable_log_ticks(ax)
+  plotting.figure_key(fig, "B", extra=[(Patch(**FIT_REGION), "envelopes fitted here")])
   fig.savefig(out, dpi=110)
   plt.close(fig)
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import cli, theory, toy  # noqa: E402
+from si_jax import cli, plotting, theory, toy  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", "figures", "output directory")
 
@@ -48,7 +48,8 @@ def figure9(out: str, alpha=0.1, a=1.0, b=10.0, x0=40.0, steps=150, seed=0) -> s
   xa, xb = theory.lemma2_bounding_sequences(x0, alpha, a, b, steps)
   band = theory.proposition5_interval(alpha, a, b)
   fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-  ax.axhspan(band.low, band.high, color="C2", alpha=0.15, label="Prop. 5 interval")
+  ax.axhspan(band.low, band.high, edgecolor="0.3", hatch="//", zorder=0, label="Prop. 5 interval",
+             **plotting.THEORY_BAND)
   ax.plot(x, label=r"$x_t$, $\beta_t\sim U(a,b)$")
   ax.plot(xa, "--", label=r"$x_{a,t}$ (Lemma 2)")
   ax.plot(xb, "--", label=r"$x_{b,t}$ (Lemma 2)")
@@ -81,12 +82,13 @@ def figure14(out: str, steps: int = 600) -> str:
   t = np.arange(start, end + 1)
   for ax, key, title in zip(axes[2], ("loss", "weight_norm", "effective_lr"),
                             ("loss", r"$\rho$", "effective LR")):
-    ax.plot(t, r[key][start:end + 1])
-    ax.axvspan(start, peak, color="C3", alpha=0.15, label="C (destabilization)")
-    ax.axvspan(peak, low, color="C0", alpha=0.1, label="A")
-    ax.axvspan(low, end, color="C1", alpha=0.1, label="B")
+    ax.plot(t, r[key][start:end + 1], color=plotting.RUN_COLORS[0])
+    for name, lo, hi in (("C", start, peak), ("A", peak, low), ("B", low, end)):
+      plotting.shade_phase(ax, name, lo, hi)
+    for onset in (start, end):  # the period runs from one destabilization to the next
+      plotting.mark_onset(ax, onset)
     ax.set(title=f"one period: {title}", xlabel="step", yscale="log" if key == "loss" else "linear")
-  axes[2][0].legend(fontsize=8)
+  plotting.figure_key(fig, "ABC", ["line"])
   fig.suptitle(r"Fig. 14: GD on $f(x,y)=x^2/(x^2+y^2)$ from (0.01, 1), lr 1")
   fig.savefig(out, dpi=110)
   plt.close(fig)
