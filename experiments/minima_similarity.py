@@ -110,7 +110,7 @@ def draw(result: dict, names, out: str) -> str:
             ("ensembles, independent runs", result["independent_ensemble_error"])]
   for pos, (label, values) in enumerate(groups):
     axes[1].scatter(np.full(len(values), pos) + np.linspace(-0.15, 0.15, len(values) or 1)[:len(values)],
-                    values, s=12)
+                    values, s=12, color=plotting.RUN_COLORS[1 + pos])
     if values:
       axes[1].hlines(np.mean(values), pos - 0.3, pos + 0.3, color="k")
   axes[1].set(xticks=range(3), ylabel="test error", title="functional similarity (ensembles of two)")
