@@ -28,6 +28,7 @@ from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -101,6 +102,13 @@ FIT_REGION = {"facecolor": "none", "edgecolor": "0.55", "hatch": "..", "lw": 0} 
 
 
 def draw(a: dict, out: str) -> None:
+  """Writes ``figure(a)`` into ``out``."""
+  fig = figure(a)
+  fig.savefig(out, dpi=110)
+  plt.close(fig)
+
+
+def figure(a: dict) -> Figure:
   """Fig. 13's two panels over phase B (shaded in its colour), the envelopes' fitting
   part of it dotted grey; the measured values in the run colour, the envelopes and the
   bounds dashed (``plotting``'s colours, none of them a phase colour)."""
@@ -125,8 +133,7 @@ def draw(a: dict, out: str) -> None:
     ax.legend(fontsize=8)
     plotting.readable_log_ticks(ax)
   plotting.figure_key(fig, "B", extra=[(Patch(**FIT_REGION), "envelopes fitted here")])
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
+  return fig
 
 
 def delta_bounds_figure(run: str, out: str, period: int = 1, near: float = 10.0,

@@ -91,8 +91,10 @@ def figure_key(fig, phase_names: str = "", onsets=(), bands=(), extra=()) -> Non
                fontsize=8)
 
 
-def _ticks_inside(locator, lo: float, hi: float) -> int:
-  t = np.asarray(locator.tick_values(lo, hi))
+def _log_ticks_inside(lo: float, hi: float, subs) -> int:
+  """How many of ``subs`` times the powers of ten lie in [lo, hi]."""
+  powers = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+  t = np.outer(powers, subs).ravel()
   return int(np.sum((t >= lo) & (t <= hi)))
 
 
@@ -105,12 +107,12 @@ def readable_log_ticks(ax) -> None:
   ticks (no overlaps)."""
   for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
     lo, hi = sorted(lim)
-    if axis.get_scale() != "log" or lo <= 0 or _ticks_inside(ticker.LogLocator(), lo, hi) >= 2:
+    if axis.get_scale() != "log" or lo <= 0 or _log_ticks_inside(lo, hi, (1.0,)) >= 2:
       continue
-    locator = ticker.LogLocator(subs=(1.0, 2.0, 5.0))
-    if _ticks_inside(locator, lo, hi) < 2:
-      locator = ticker.MaxNLocator(nbins=4)
-    axis.set_major_locator(locator)
+    if _log_ticks_inside(lo, hi, (1.0, 2.0, 5.0)) >= 2:
+      axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    else:
+      axis.set_major_locator(ticker.MaxNLocator(nbins=4))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
 
@@ -248,7 +250,8 @@ def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[st
   for key, ax in panels.items():
     ylabel, title, _ = EPOCH_PANELS[key]
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-  diagram.set(xlabel=r"effective LR $\eta/\rho^2$", ylabel=r"effective grad norm $\rho\|\nabla f\|$",
+  diagram.set(xlabel=r"effective LR $\eta/\rho^2$",
+              ylabel=r"effective grad norm $\rho\|\nabla f\|$",
               title="Effective grad norm vs effective LR")
   fig.colorbar(cm.ScalarMappable(norm=time, cmap=TIME_CMAP), ax=diagram, label="epoch")
   axes[0].legend(*zip(*runs), fontsize=8)
@@ -334,26 +337,33 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
                 analyses: list[phases.Analysis] | None = None, columns: int = 4) -> str:
   """One panel per run: train loss (log) and SI weight norm, phases A/B/C shaded where the
   run is periodic (elsewhere its onsets, if any, are markers on the loss)."""
-  labels = labels or [_label(w) for w in workdirs]
-  rows = -(-len(workdirs) // columns)
-  cols = min(columns, len(workdirs))
+  series = [_series(w) for w in workdirs]
+  if not analyses:
+    analyses = [phases.analyze_run(w, series=s) for w, s in zip(workdirs, series)]
+  save_figure(figure_phases(series, labels or [_label(w) for w in workdirs], analyses,
+                            columns), out)
+  return out
+
+
+def figure_phases(series_list: list[dict[str, np.ndarray]], labels: list[str],
+                  analyses: list[phases.Analysis], columns: int = 4) -> Figure:
+  """The figure of ``plot_phases``, from series and their analyses; grid cells without a
+  run are hidden."""
+  rows = -(-len(series_list) // columns)
+  cols = min(columns, len(series_list))
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False,
                            constrained_layout=True)
-  shaded, onsets = False, set()
-  for k, (workdir, label) in enumerate(zip(workdirs, labels)):
-    s = _series(workdir)
-    a = analyses[k] if analyses else phases.analyze_run(workdir, series=s)
+  onsets = set()
+  for k, (s, a, label) in enumerate(zip(series_list, analyses, labels)):
     _phase_panel(axes[k // cols][k % cols], s, a, label)
-    shaded |= a.periodic
     if a.onsets:
       onsets.add("line" if a.periodic else "marker")
-  for k in range(len(workdirs), rows * cols):
+  for k in range(len(series_list), rows * cols):
     axes[k // cols][k % cols].axis("off")
-  figure_key(fig, "ABC" if shaded else "", onsets,
+  figure_key(fig, "ABC" if any(a.periodic for a in analyses) else "", onsets,
              extra=[(Line2D([], [], color="k"), "train loss"),
                     (Line2D([], [], color=RHO_COLOR), r"$\rho$")])
-  save_figure(fig, out)
-  return out
+  return fig
 
 
 def _phase_panel(ax, s: dict[str, np.ndarray], a: phases.Analysis, label: str) -> None:
