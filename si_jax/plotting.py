@@ -255,6 +255,10 @@ def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[st
               title="Effective grad norm vs effective LR")
   fig.colorbar(cm.ScalarMappable(norm=time, cmap=TIME_CMAP), ax=diagram, label="epoch")
   axes[0].legend(*zip(*runs), fontsize=8)
+  # mini-batch gradients are larger than the full-batch one: the line sits above the dots
+  diagram.legend([Line2D([], [], color="0.4", lw=0.7),
+                  Line2D([], [], ls="", marker="o", mfc=plt.get_cmap(TIME_CMAP)(0.6), mec="0.4")],
+                 ["epoch mean of the steps' values", "full pass (appendix B)"], fontsize=7)
   figure_key(fig, "ABC" if shade else "", onsets, bands)
   for ax in axes:
     readable_log_ticks(ax)
