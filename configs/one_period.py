@@ -9,7 +9,7 @@ the effective LR drops).
 
 Variants: ``cpu`` (the quickstart run logged per step for 100 epochs, ~25 s: period 1
 is epochs ~45-89); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048 images, lr 0.1, wd
-0.01, 100 epochs logged per step, pass --config.data.data_dir=DIR; EXPECTED_CIFAR);
+0.01, 80 epochs logged per step, pass --config.data.data_dir=DIR; EXPECTED_CIFAR);
 ``gd_cpu`` (full-batch GD on 512 digits, lr 0.5, wd 0.01, 1500
 steps: Fig. 11 at CPU scale); '' (paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd
 0.001, SGD, 400 epochs logged per step); ``gd`` (Fig. 11: full-batch GD on a 4.5K
@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
     raise ValueError(f"unknown config variant {arg!r}; use cpu, gd_cpu, cifar_cpu, '', gd or gd13")
   config.train.log_every = "step"
   if arg in ("cpu", "cifar_cpu"):
-    config.train.epochs = 100
+    config.train.epochs = 100 if arg == "cpu" else 80
   elif arg == "gd_cpu":
     config.train.mode = "gd"
     config.data.train_size = 512

@@ -6,7 +6,7 @@ makes the periods more frequent (shorter).
   python experiments/run_family.py --config=configs/wd_sweep.py:cpu --workdir=runs/wd_sweep
 
 Variants: ``cpu`` (digits, width 8, lr 0.1, wd 0.3 .. 0.001, 300 epochs); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048
-images, lr 0.1, wd 0.1 .. 0.001, 120 epochs, pass --config.data.data_dir=DIR;
+images, lr 0.1, wd 0.1, 0.03, 0.01, 0.001, 120 epochs, pass --config.data.data_dir=DIR;
 EXPECTED_CIFAR); '' (paper:
 ConvNet width 32 on CIFAR-10, lr 0.01, wd 0.01 .. 0.00001, 1001 epochs); ``cifar100``,
 ``resnet``, ``resnet_cifar100``.
@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
   config, scale = scaled_base(arg)
   config = experiment_config(config, "wd_sweep")
   wds = {"cpu": (0.3, 0.1, 0.03, 0.01, 0.003, 0.001),
-         "cifar_cpu": (0.1, 0.03, 0.01, 0.003, 0.001)}.get(scale, (0.01, 0.001, 0.0001, 0.00001))
+         "cifar_cpu": (0.1, 0.03, 0.01, 0.001)}.get(scale, (0.01, 0.001, 0.0001, 0.00001))
   for wd in wds:
     add_member(config, "wd_" + f"{wd:g}".replace(".", "p").replace("-", "m"), f"wd {wd:g}",
                {"optim.wd": wd})
