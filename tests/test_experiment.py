@@ -114,6 +114,38 @@ def test_cpu_variants_run_without_a_download(path):
     load(path, "nonsense")
 
 
+CIFAR_CPU = ("lr_sweep.py", "wd_sweep.py", "lr_wd_product.py", "gd.py", "one_period.py",
+             "practical.py")
+
+
+@pytest.mark.parametrize("name", CIFAR_CPU)
+def test_cifar_cpu_variants_are_the_convnet_cpu_run_varied(name, tmp_path):
+  # docs/reproduction.md's CIFAR section compares members across families and copies
+  # identical runs between them: every run must be convnet_cifar10.py:cpu (width 8,
+  # the first 2,048 proxy images, 2,000 test images) with only the family's fields
+  # changed, and must validate once a data_dir is given
+  ref = load(os.path.join(ROOT, "configs", "convnet_cifar10.py"), "cpu")
+  config = load(os.path.join(ROOT, "configs", name), "cifar_cpu")
+  config.data.data_dir = str(tmp_path)  # validation checks the folder exists, not its files
+  allowed = {"optim": {"lr", "wd", "momentum", "fix_si_norm"}, "model": {"init_scale",
+             "train_non_si"}, "data": {"augment"} | ({"train_size", "test_size"}
+             if name == "gd.py" else set()), "train": {"epochs", "eval_every", "mode",
+             "micro_batch_size", "log_every"}, "checkpoint": {"every_epochs", "keep"}}
+  runs = runs_of(config)
+  assert len(runs) >= (1 if name == "one_period.py" else 3)
+  for member, run in runs:
+    validate.validate_config(run)
+    changed = {(section, k) for section, fields in ref.items() if hasattr(fields, "keys")
+               for k in fields if (section, k) != ("data", "data_dir")
+               if fields[k] != run[section][k]}
+    assert {k for section, k in changed if k not in allowed.get(section, ())} == set(), member
+    assert (run.model.width, run.data.name, run.data.subset) == (8, "cifar10", "first")
+    if run.train.mode == "sgd":
+      assert (run.data.train_size, run.data.test_size, run.train.batch_size) == (2048, 2000, 128)
+    else:  # GD: 512 images, the released code's ghost batch-128 statistics
+      assert (run.data.train_size, run.train.micro_batch_size) == (512, 128)
+
+
 def test_lr_sweep_spans_the_paper_values():
   # config literals, but the released code's Figure-2 values (not in the appendix text)
   paper = load(os.path.join(ROOT, "configs", "lr_sweep.py"), "")
