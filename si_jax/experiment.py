@@ -31,7 +31,7 @@ import jax
 import ml_collections
 
 from si_jax import config as config_lib
-from si_jax import logs, phases, sweep, train, validate
+from si_jax import lifecycle, logs, phases, sweep, train, validate
 
 FIGURES = ("sweep", "product", "gd", "similarity")
 
@@ -158,6 +158,10 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs
   for name, label, overrides in member_overrides(config):
     run_dir = os.path.join(workdir, name)
     series = phases.load_series(run_dir)
+    if "epoch" not in series:  # diverged (or stopped) before its first epoch record
+      out["members"].append({"name": name, "label": label, "overrides": overrides,
+                             "epochs": 0, "final": {}, **_no_epoch(run_dir)})
+      continue
     analysis = phases.analyze_run(run_dir, series=series, **analysis_kwargs)
     final = {k: float(series[k][-1]) for k in ("train_loss", "test_error") if k in series}
     out["members"].append({"name": name, "label": label, "overrides": overrides,
@@ -166,14 +170,36 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs
   return out
 
 
+def _no_epoch(run_dir: str) -> dict[str, Any]:
+  """The summary of a member without an epoch record: why, and no periods."""
+  try:
+    with open(os.path.join(run_dir, lifecycle.DIVERGED_FILE)) as f:
+      reason = f"diverged before its first epoch: {json.load(f)['message']}"
+  except FileNotFoundError:
+    reason = "no epoch logged yet"
+  return {"periodic": False, "reason": reason, "destabilizations": [], "n_destabilizations": 0,
+          "mean_period": float("nan"), "periods": []}
+
+
+def _drawable(workdir: str, members) -> list[tuple[str, str]]:
+  """(run dir, label) of the members that logged at least one epoch."""
+  out = []
+  for name, label, _ in members:
+    d = os.path.join(workdir, name)
+    if "epoch" in phases.load_series(d):
+      out.append((d, label))
+  return out
+
+
 def draw(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """The family's figures (PNG + PDF): WORKDIR/<name>.png (the four panels of Figs. 1-3,
   all members), <name>_phases.png (a panel per member, phases shaded) and, for lr-wd
   products, <name>_ranges.png (Fig. 16)."""
   from si_jax import plotting  # matplotlib only when drawing
-  members = member_overrides(config)
-  dirs = [os.path.join(workdir, name) for name, _, _ in members]
-  labels = [label for _, label, _ in members]
+  drawable = _drawable(workdir, member_overrides(config))  # no empty panel for a member
+  if not drawable:
+    raise ValueError(f"{workdir}: no member has logged an epoch; nothing to draw")
+  dirs, labels = [list(t) for t in zip(*drawable)]
   name = config.experiment.name
   out = [plotting.plot_runs(dirs, os.path.join(workdir, f"{name}.png"), labels=labels),
          plotting.plot_phases(dirs, os.path.join(workdir, f"{name}_phases.png"), labels=labels)]
@@ -197,6 +223,8 @@ def table(summary: dict[str, Any]) -> str:
       spikes = f"{', '.join(f'{e:g}' for e in m['destabilizations'])} (too few: not periodic)"
     elif "never converged" in m["reason"]:
       spikes = "none: the loss never converged"
+    elif not m["epochs"]:
+      spikes = f"none: {m['reason']}"
     else:
       spikes = "none: converged, never destabilized"
     rows.append(f"| {m['label']} | {spikes} | {m['mean_period']:.3g} | {min_loss:.3g} | {min_err:.3g} |")

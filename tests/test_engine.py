@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from si_jax import logs, sweep, train
+from si_jax import experiment, logs, sweep, train
 from test_train import tiny_config
 
 MEMBERS = [{"optim.lr": 0.1}, {"optim.lr": 0.05, "optim.wd": 0.03}]
@@ -126,3 +126,22 @@ def test_a_diverging_member_is_frozen_and_marked_while_the_others_go_on(tmp_path
   assert again[0] == logs.read_run(os.path.join(workdir, "member_0"))[-1]
   assert again[1] == finals[1]
   assert np.isfinite(finals[0]["loss"])
+
+
+def test_a_family_whose_member_diverged_in_its_first_epoch_is_summarised(tmp_path):
+  # weights x(1 - 1e20) per step overflow in the 2 steps of epoch 1: the diverging member
+  # logs no epoch; the summary says why, the table and the figures carry on with the
+  # other member (before: KeyError 'loss')
+  members = [("ok", "lr 0.1", {"optim.lr": 0.1}),
+             ("bad", "lr 1e10", {"optim.lr": 1e10, "optim.wd": 1e10})]
+  config = experiment.experiment_config(tiny(**{"train.epochs": 2}), "tiny")
+  for name, label, o in members:
+    experiment.add_member(config, name, label, o)
+  workdir = str(tmp_path / "family")
+  summary = experiment.run_family(config, workdir, vmap="yes", progress=False)
+  ok, bad = summary["members"]
+  assert ok["epochs"] == 2 and bad["epochs"] == 0
+  assert bad["reason"].startswith("diverged before its first epoch") and "non-finite" in bad["reason"]
+  assert "| lr 1e10 | none: diverged before its first epoch" in experiment.table(summary)
+  figures = experiment.draw(config, workdir)
+  assert all(os.path.getsize(f) > 0 for f in figures)
