@@ -212,6 +212,15 @@ def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: 
     raise ValueError("optim.si_norm is set but optim.fix_si_norm is False")
 
 
+def _check_joint_rescaling(groups, rescales_jointly: bool) -> None:
+  """fix_si_norm and fixed_effective_lr treat the union of the SI groups as one SI
+  tensor, which overlapping groups (``ParamGroups.from_si_groups``) are not."""
+  if rescales_jointly and not getattr(groups, "disjoint", True):
+    raise ValueError("optim.fix_si_norm / optim.fixed_effective_lr rescale the SI "
+                     "parameters jointly, but these SI groups overlap (their union is not "
+                     "scale-invariant): pass disjoint groups")
+
+
 def make_optimizer(
     params,
     groups,
@@ -243,10 +252,7 @@ def make_optimizer(
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
                 schedule_factor=schedule_factor, non_si_lr=non_si_lr,
                 train_non_si=groups.train_non_si)
-  if (fix_si_norm or fixed_effective_lr) and not getattr(groups, "disjoint", True):
-    raise ValueError("optim.fix_si_norm / optim.fixed_effective_lr rescale the SI "
-                     "parameters jointly, but these SI groups overlap (their union is not "
-                     "scale-invariant): pass disjoint groups")
+  _check_joint_rescaling(groups, fix_si_norm or fixed_effective_lr)
   si_mask = groups.si_mask(params)
   # non_si_lr 0 freezes the non-SI parameters (no update, no decay)
   trainable_mask = si_mask if non_si_lr == 0 else groups.trainable_mask(params)
