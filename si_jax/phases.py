@@ -52,7 +52,8 @@ Each period then runs from one onset to the next (period 0 from the start of tra
 the warm-up, which has no phase C) and is split into
 
 * phase C: from the onset to the loss's peak within the spike;
-* phase A: from the peak until the loss is within ``b_decades`` (1) decade of its
+* phase A: from the peak until the loss is within ``b_decades`` (1) decade, or half
+  the spike's height in decades where that is less (CIFAR's 5-50x spikes), of its
   minimum over the rest of the period;
 * phase B: from there to the next onset.
 
@@ -360,12 +361,21 @@ def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
     # phase B starts at the first sample within b_decades of the loss's minimum after the
     # peak (not the onset's: it can sit below a new, higher floor)
     low = np.nanmin(after) if np.isfinite(after).any() else np.nan
-    near = np.flatnonzero(after <= low * 10**b_decades)
+    top = smoothed[peak - 1] if peak > start else smoothed[start]  # the spike's peak
+    near = np.flatnonzero(after <= low * 10**_b_band(top, low, b_decades))
     b_start = peak + int(near[0]) if len(near) else end
     phases_ = ((start, peak), (peak, b_start), (b_start, end)) if converged else ((start, start),) * 3
     periods.append(Period(index=k, start=start, end=end, complete=end < n, c=phases_[0],
                           a=phases_[1], b=phases_[2], stats=_stats(series, loss, x, start, end)))
   return Analysis(x=x, onsets=onsets, periods=periods, reason=reason)
+
+
+def _b_band(peak_loss: float, low: float, b_decades: float) -> float:
+  """How close (in decades) to its minimum the loss must come for phase B: ``b_decades``,
+  or half the spike's height where that is smaller (CIFAR's spikes of 5-50x never leave
+  a decade of the floor; digits' spikes of 1e3-1e5x keep the decade)."""
+  height = np.log10(peak_loss / low) if np.isfinite(peak_loss) and low > 0 else np.inf
+  return float(min(b_decades, 0.5 * height))
 
 
 def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start: int,

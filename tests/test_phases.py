@@ -258,7 +258,10 @@ def test_phase_bounds_are_exact_on_a_noise_free_trace():
   assert a.periodic, a.reason
   assert a.onsets == onsets
   p0, p1, p2, p3 = a.periods
-  assert (p0.c, p0.a, p0.b) == ((0, 0), (0, 1), (1, 40))  # 2 * 0.5 <= 10 * 0.1 at i = 1
+  # period 0 falls 20x (2 -> 0.1), so A ends within half that height, 10**0.65 = 4.47x,
+  # of the floor: 2 * 0.5**3 = 0.25 <= 0.447 (0.5 at i = 2 is not); a full decade would
+  # end it at i = 1
+  assert (p0.c, p0.a, p0.b) == ((0, 0), (0, 3), (3, 40))
   # C: onset .. the peak at o + 2. A: from o + 3 until 0.5**j <= 10 f (at o + 2 + j):
   # f = 1e-3: j = 7 (0.0078; 0.5**6 = 0.0156); 1e-4: j = 10 (9.8e-4; 0.5**9 = 2.0e-3);
   # 1e-2: j = 4 (0.0625; 0.5**3 = 0.125)
@@ -360,3 +363,24 @@ def test_recorded_runs_onsets_are_the_weight_norm_jumps(name, epochs):
     assert a.reason.startswith("only 1 destabilization")
   lr = s["effective_lr"]
   assert all(lr[o:o + 4].min() < 0.96 * lr[o - 2:o + 1].max() for o in a.onsets)
+
+
+def test_cifar_phases_a_and_b_separate_small_spikes():
+  """On the recorded CIFAR-10 run the spikes rise only 5-50x above the floor, so a fixed
+  decade would put nearly every epoch after a spike into phase B; with half the spike's
+  height, each period after the first two has a phase A (1-6 epochs) whose median loss
+  is at least 5x phase B's, and the norm falls through every phase B. The quickstart's
+  phases (spikes of 1e3x and more) are the decade rule's."""
+  _, s = recorded_run("convnet_cifar10_cpu")
+  a = phases.analyze(s, reference_loss=np.log(10))
+  loss, rho = phases.loss_series(s), s["weight_norm"]
+  assert [(p.a, p.b) for p in a.periods[2:5]] == [((60, 61), (61, 74)), ((75, 78), (78, 92)),
+                                                  ((94, 97), (97, 119))]
+  for p in a.periods[2:]:
+    (a0, a1), (b0, b1) = p.a, p.b
+    assert 1 <= a1 - a0 <= 6 and b1 - b0 >= 5
+    assert np.median(loss[a0:a1]) > 5 * np.median(loss[b0:b1])
+    assert rho[b1 - 1] < 0.95 * rho[b0]
+  _, q = recorded_run("quickstart")
+  p1 = phases.analyze(q, reference_loss=np.log(10)).periods[1]
+  assert (p1.c, p1.a, p1.b) == ((44, 46), (46, 53), (53, 66))  # spike 1e-4 -> 5: a decade
