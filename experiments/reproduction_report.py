@@ -46,10 +46,11 @@ def shrink(src: str, dst_dir: str, width: int = 1100) -> str | None:
 
 
 def relative_differences(a: str, b: str, key: str, scale: float = 1.0,
-                         epochs=(1, 2, 5, 10, 20, 50, 100)) -> str:
+                         epochs=(1, 2, 5, 10, 20, 40, 50, 60, 100)) -> str:
   """|a / scale - b| / |b| of a per-epoch metric of two runs at some epochs."""
   x, y = phases.load_series(a)[key] / scale, phases.load_series(b)[key]
-  d = np.abs(x - y) / np.abs(y)
+  n = min(len(x), len(y))  # a rescaled member may stop earlier than its reference
+  d = np.abs(x[:n] - y[:n]) / np.abs(y[:n])
   return ", ".join(f"epoch {e}: {d[e - 1]:.1e}" for e in epochs if e <= len(d))
 
 
