@@ -12,8 +12,9 @@ training images (2,000 test images), lr 0.1, wd 0.01, 150 epochs. Expected (what
 si_jax.phases reports on the JPEG proxy of CIFAR-10, tests/data/ holds the log):
 destabilizations at epochs 50, 59, 75, 93, 120 and 141, each within one epoch of a jump of
 the weight norm (51, 60, 75, 94, 120, 142; the one at 50 is small: loss x4.5, norm +2.3%);
-the train loss floors at ~0.03 between them. About 4 minutes on 2 quiet CPU cores (26
-measured on a loaded machine).
+the train loss floors at ~0.03 between them. About 6.5 minutes on 2 quiet CPU cores
+(2.5 s an epoch, evaluation and the thinned gradient pass included; 26 minutes measured
+on a loaded machine). ``configs/*.py:cifar_cpu`` runs families of it for 120 epochs.
 
   python -m si_jax.main --config=configs/convnet_cifar10.py:cpu --workdir=runs/convnet_cpu \
       --config.data.data_dir=DIR
