@@ -8,17 +8,19 @@ just before a destabilization (Fig. 12).
   python experiments/gd_fixed_norm.py --config=configs/gd.py:cpu --workdir=runs/gd
 
 Members here: regular GD at three learning rates and GD with the norm fixed at
-initialization scaled by 0.5, 1 and 2. ``experiments/gd_fixed_norm.py`` then adds two
+initialization scaled by 0.5, 1 and 2 (fewer on ``cifar_cpu``). ``experiments/gd_fixed_norm.py`` then adds two
 members that start from the reference run's checkpoint taken before its first
 destabilization: one with the norm fixed there, one regular (the control).
 
 Variants: ``cpu`` (512 digits, width 8, wd 0.03, lr 0.1/0.5/2, 1500 steps, ~15 min; the
-fixed-norm members and the reference at lr 0.5); ``cifar_cpu`` (512 images of the CIFAR-10
-proxy, 1,000 test images, width 8, wd 0.01, lr 0.5/2, 500 steps, ghost batch-128
-statistics, the norm fixed at init, pass --config.data.data_dir=DIR;
-EXPECTED_CIFAR); '' (paper: ConvNet width 32 on a random
-4.5K subset of CIFAR-10, 5K random test images, wd 1e-4 (appendix B, Figs. 10 and 12),
-lr 0.1/0.5/1/2, 20000 steps; the fixed-norm members and the reference run at lr 1.0 as
+fixed-norm members and the reference at lr 0.5); ``cifar_cpu`` (512 images of the
+CIFAR-10 proxy, 1,000 test images, width 8, wd 0.01, lr 0.5/2, 500 steps, ghost
+batch-128 statistics, the norm fixed at init, pass --config.data.data_dir=DIR;
+measured, 16 min with stage 2: lr 0.5 destabilizes at steps 162, 274, 348, 478 and lr 2
+at 253, 285, 341, 469; neither fixed-norm member destabilizes, the control from step
+100 repeats 162, 274, 348, 478); '' (paper: ConvNet width 32 on a random 4.5K subset
+of CIFAR-10, 5K random test images, wd 1e-4 (appendix B, Figs. 10 and 12), lr
+0.1/0.5/1/2, 20000 steps; the fixed-norm members and the reference run at lr 1.0 as
 Fig. 12 states).
 
 GD semantics, as in the released code: each step sums the gradients of the
