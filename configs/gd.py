@@ -8,9 +8,10 @@ just before a destabilization (Fig. 12).
   python experiments/gd_fixed_norm.py --config=configs/gd.py:cpu --workdir=runs/gd
 
 Members here: regular GD at three learning rates and GD with the norm fixed at
-initialization scaled by 0.5, 1 and 2 (fewer on ``cifar_cpu``). ``experiments/gd_fixed_norm.py`` then adds two
-members that start from the reference run's checkpoint taken before its first
-destabilization: one with the norm fixed there, one regular (the control).
+initialization scaled by 0.5, 1 and 2 (fewer on ``cifar_cpu``).
+``experiments/gd_fixed_norm.py`` then adds two members that start from the reference
+run's checkpoint taken before its first destabilization: one with the norm fixed
+there, one regular (the control).
 
 Variants: ``cpu`` (512 digits, width 8, wd 0.03, lr 0.1/0.5/2, 1500 steps, ~15 min; the
 fixed-norm members and the reference at lr 0.5); ``cifar_cpu`` (512 images of the
