@@ -241,9 +241,9 @@ def scaled_base(arg: str | None, allowed: tuple[str, ...] = SCALES) -> tuple[ml_
     8x8 digits, batch 128, lr 0.1, wd 0.03, 300 epochs (the quickstart).
   * ``cifar_cpu``: real images on 2 CPU cores: ConvNet width 8 on the first 2,048
     training images of CIFAR-10 (2,000 test images), batch 128, lr 0.1, wd 0.01, 120
-    epochs (``configs/convnet_cifar10.py:cpu`` shortened; ~3 min a run on 2 quiet
+    epochs (``configs/convnet_cifar10.py:cpu`` shortened; ~5 min a run on 2 quiet
     cores). Pass ``--config.data.data_dir=DIR`` (DIR holds cifar-10-batches-py/, e.g.
-    the proxy written by ``python3 ../shared/data/cifar10_q75.py DIR``). Families run
+    the proxy written by ``python ../shared/data/cifar10_q75.py DIR``). Families run
     their members one after another: vmapped on XLA:CPU they measured 1.2x slower here
     (4 members x 6 epochs: 131 s vs 4 x 27 s), unlike the 8x8 digits.
   * ``paper``: appendix B: ConvNet width 32 on CIFAR-10, last-layer norm 10, batch 128,
