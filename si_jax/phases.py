@@ -375,7 +375,7 @@ def _b_band(peak_loss: float, low: float, b_decades: float) -> float:
   or half the spike's height where that is smaller (CIFAR's spikes of 5-50x never leave
   a decade of the floor; digits' spikes of 1e3-1e5x keep the decade)."""
   height = np.log10(peak_loss / low) if np.isfinite(peak_loss) and low > 0 else np.inf
-  return float(min(b_decades, 0.5 * height))
+  return float(max(0.0, min(b_decades, 0.5 * height)))  # the minimum itself always counts
 
 
 def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start: int,
