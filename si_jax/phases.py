@@ -30,7 +30,9 @@ eta lambda per step in phase B), sample i is the onset of a destabilization when
 2. the loss has converged before: its 3-sample running median has fallen below the
    reference loss (that median's largest value, or the chance-level loss ln(classes)
    if larger; ``analyze_run`` reads the classes from the run's config) by
-   ``converge`` = max(ln ``converge_ratio`` (5), ``converge_scales`` (5) x s_loss), so
+   ``converge`` = ``converge_scales`` (5) x s_loss clipped to [ln ``converge_ratio``
+   (5), ln ``max_converge_ratio`` (100)] (a run of frequent spikes inflates s_loss
+   with its own spikes), so
    a run whose loss never converges (too large a learning rate) has no destabilizations
    however noisy it is;
 3. the weight norm answers (not checked for a bare loss trace): its largest value from
@@ -218,8 +220,8 @@ class Thresholds:
 def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1,
                ratio: float = 10.0, min_ratio: float = 2.0, rise_scales: float = 6.0,
                converge_ratio: float = 5.0, converge_scales: float = 5.0,
-               norm_jump: float = 0.01, jump_scales: float = 1.5,
-               reference_loss: float | None = None) -> Thresholds:
+               max_converge_ratio: float = 100.0, norm_jump: float = 0.01,
+               jump_scales: float = 1.5, reference_loss: float | None = None) -> Thresholds:
   """Thresholds from the run's own statistics: s_loss = ``robust_scale`` of ln(loss)
   (changes over ``lag`` samples: the width of the running median ``loss`` went through)
   and s_rho = ``typical_change`` of ln(weight norm) (module docstring)."""
@@ -235,7 +237,10 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
   s_rho = typical_change(np.log(weight_norm)) if weight_norm is not None else 0.0
   return Thresholds(
       rise=float(np.clip(rise_scales * s_loss, np.log(min_ratio), np.log(ratio))),
-      converge=max(float(np.log(converge_ratio)), converge_scales * s_loss),
+      # capped: a run of frequent spikes inflates s_loss with its own spikes (digits at
+      # lr 0.3: 5 s_loss is 1,900x), and 100x below chance is converged on any dataset
+      converge=float(np.clip(converge_scales * s_loss, np.log(converge_ratio),
+                             np.log(max(max_converge_ratio, converge_ratio)))),
       jump=max(float(np.log1p(norm_jump)), jump_scales * s_rho),
       top=max(float(np.exp(np.nanmax(level))), reference_loss or 0.0))
 
@@ -338,7 +343,8 @@ def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
   steps=True)`` (per step; pass ``smooth`` of about an epoch's steps there, since
   batch losses are noisy, and ``confirm`` of an epoch or two). ``kwargs`` (``ratio``,
   ``min_ratio``, ``rise_scales``, ``converge_ratio``, ``converge_scales``,
-  ``norm_jump``, ``jump_scales``, ``reference_loss``) go to ``thresholds``. Fewer than
+  ``max_converge_ratio``, ``norm_jump``, ``jump_scales``, ``reference_loss``) go to
+  ``thresholds``. Fewer than
   ``min_destabilizations`` onsets means no periodic behavior.
   """
   loss = loss_series(series)
