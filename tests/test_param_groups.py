@@ -13,25 +13,7 @@ from si_jax import metrics, optim
 from si_jax.models import ParamGroups, get_path
 
 from conftest import rng_images
-
-BIAS_INIT = nn.initializers.normal(0.5)
-
-
-class LayerNormMLP(nn.Module):
-  """Dense -> LN (affine) -> relu -> Dense -> LN -> relu -> Dense (test_si_groups' net)."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_0")(x)
-    x = nn.relu(nn.LayerNorm(bias_init=BIAS_INIT, name="ln_0")(x))
-    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_1")(x)
-    x = nn.relu(nn.LayerNorm(use_scale=False, use_bias=False, name="ln_1")(x))
-    return nn.Dense(10, bias_init=BIAS_INIT, name="head")(x)
-
-
-def paths(*names):
-  return tuple(tuple(n.split("/")) for n in names)
-
+from test_si_groups import LayerNormMLP, paths  # the net find_si_groups is checked on
 
 # find_si_groups' output for this net (derived by hand and checked in test_si_groups):
 # dense_1/bias sits in two minimal groups.
