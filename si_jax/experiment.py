@@ -172,11 +172,9 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs
 
 def _no_epoch(run_dir: str) -> dict[str, Any]:
   """The summary of a member without an epoch record: why, and no periods."""
-  try:
-    with open(os.path.join(run_dir, lifecycle.DIVERGED_FILE)) as f:
-      reason = f"diverged before its first epoch: {json.load(f)['message']}"
-  except FileNotFoundError:
-    reason = "no epoch logged yet"
+  message = lifecycle.diverged_message(run_dir)
+  reason = "no epoch logged yet" if message is None else (
+      f"diverged before its first epoch: {message}")
   return {"periodic": False, "reason": reason, "destabilizations": [], "n_destabilizations": 0,
           "mean_period": float("nan"), "periods": []}
 

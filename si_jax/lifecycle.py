@@ -68,6 +68,16 @@ def check_workdir_config(config, workdir: str, allow_config_change: bool) -> Non
         "--workdir, or pass --allow_config_change to resume it with the new values.")
 
 
+def diverged_message(workdir: str) -> str | None:
+  """Why an earlier attempt marked the run at ``workdir`` diverged (``diverged.json``),
+  or None."""
+  try:
+    with open(os.path.join(workdir, DIVERGED_FILE)) as f:
+      return json.load(f)["message"]
+  except FileNotFoundError:
+    return None
+
+
 @dataclasses.dataclass
 class Run:
   """One run's files and where it stands: the loop's unit of logging and checkpointing."""
@@ -141,10 +151,9 @@ class Run:
 
   def final_record(self) -> dict[str, Any]:
     """The last epoch record ({'diverged': message} for a diverged run)."""
-    if self.diverged or self.previously_diverged():
-      if self.diverged is None:
-        with open(os.path.join(self.workdir, DIVERGED_FILE)) as f:
-          self.diverged = json.load(f)["message"]
+    if self.diverged is None:
+      self.diverged = diverged_message(self.workdir)
+    if self.diverged is not None:
       return {"diverged": self.diverged}
     if not self.record and os.path.exists(os.path.join(self.workdir, logs.METRICS_FILE)):
       self.record = logs.read_run(self.workdir)[-1]
