@@ -432,29 +432,29 @@ CONFIG_CASES = [
          ("--config.model.init_checkpoint={case}/warm",), setup=empty_init_checkpoint),
 ]
 
+def cifar_case(name, error, setup=None, data_dir="{data}"):
+  """A case of convnet_cifar10.py:cpu reading the archive in ``data_dir`` ('' for none)."""
+  args = (f"--config.data.data_dir={data_dir}",) if data_dir else ()
+  return Case(name, error, args, config="configs/convnet_cifar10.py:cpu", setup=setup)
+
+
 DATA_CASES = [
-    Case("archive_without_data_dir", r"data\.data_dir='' does not exist",
-         config="configs/convnet_cifar10.py:cpu"),
-    Case("data_dir_missing", r"data\.data_dir='/nonexistent/cifar' does not exist",
-         ("--config.data.data_dir=/nonexistent/cifar",), config="configs/convnet_cifar10.py:cpu"),
-    Case("data_dir_without_cifar", r"no cifar10 found in .*/case: expected the folder",
-         ("--config.data.data_dir={case}",), config="configs/convnet_cifar10.py:cpu",
-         setup=_notes),
-    Case("tarball_truncated", r"cifar-10-python\.tar\.gz: not a readable \.tar\.gz archive",
-         ("--config.data.data_dir={data}",), config="configs/convnet_cifar10.py:cpu",
-         setup=truncated_tarball),
-    Case("tarball_of_text", r"data_batch_1: not a readable CIFAR python batch",
-         ("--config.data.data_dir={data}",), config="configs/convnet_cifar10.py:cpu",
-         setup=tarball_of_text),
-    Case("folder_missing_a_batch", r"missing file .*cifar-10-batches-py/data_batch_3",
-         ("--config.data.data_dir={data}",), config="configs/convnet_cifar10.py:cpu",
-         setup=folder_missing_a_batch),
-    Case("folder_of_wrong_shapes", r"data_batch_1: expected uint8 data of shape \(N, 3072\)",
-         ("--config.data.data_dir={data}",), config="configs/convnet_cifar10.py:cpu",
-         setup=folder_of_wrong_shapes),
-    Case("cifar100_batches_as_cifar10", r"data_batch_1: expected a dict with keys b'data' "
-         r"and b'labels'", ("--config.data.data_dir={data}",),
-         config="configs/convnet_cifar10.py:cpu", setup=folder_of_cifar100_batches),
+    cifar_case("archive_without_data_dir", r"data\.data_dir='' does not exist", data_dir=""),
+    cifar_case("data_dir_missing", r"data\.data_dir='/nonexistent/cifar' does not exist",
+               data_dir="/nonexistent/cifar"),
+    cifar_case("data_dir_without_cifar", r"no cifar10 found in .*/case: expected the folder",
+               _notes, data_dir="{case}"),
+    cifar_case("tarball_truncated",
+               r"cifar-10-python\.tar\.gz: not a readable \.tar\.gz archive", truncated_tarball),
+    cifar_case("tarball_of_text", r"data_batch_1: not a readable CIFAR python batch",
+               tarball_of_text),
+    cifar_case("folder_missing_a_batch", r"missing file .*cifar-10-batches-py/data_batch_3",
+               folder_missing_a_batch),
+    cifar_case("folder_of_wrong_shapes",
+               r"data_batch_1: expected uint8 data of shape \(N, 3072\)", folder_of_wrong_shapes),
+    cifar_case("cifar100_batches_as_cifar10",
+               r"data_batch_1: expected a dict with keys b'data' and b'labels'",
+               folder_of_cifar100_batches),
     Case("train_size_too_large", r"data\.train_size must be an integer in \[1, 1438\]",
          ("--config.data.train_size=5000",)),
     Case("test_size_zero", r"data\.test_size must be a positive integer",
