@@ -14,6 +14,7 @@ so a kill during a save leaves the previous checkpoint loadable. Retention keeps
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -119,6 +120,8 @@ class Checkpointer:
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
         logging.warning("%s; trying an older one", errors[-1])
+        del e
+        gc.collect()  # orbax's abandoned reads report now, not at a random later moment
         continue
       if errors:
         self._set_aside(epochs, epoch)

@@ -164,9 +164,11 @@ def fail(message: BaseException | str, hint: str = "", verbose: bool = False,
 
 
 class _QuietLibraryLog(std_logging.Filter):
-  """For the absl logger (orbax, ml_collections log through it): warnings are dropped,
-  errors recorded as background failures (orbax logs its writer threads' errors, which
-  the main thread then raises), only critical records shown."""
+  """For the absl logger (orbax, ml_collections log through it) and asyncio's: warnings
+  are dropped, errors recorded as background failures (orbax logs its writer threads'
+  errors, which the main thread then raises; when a damaged checkpoint's read fails,
+  asyncio later reports the abandoned reads' "exception was never retrieved"), only
+  critical records shown."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if std_logging.ERROR <= record.levelno < std_logging.CRITICAL:
@@ -200,13 +202,14 @@ def _main_thread_only(hook: Callable) -> Callable:
 
 def quiet_libraries() -> None:
   """Keeps library output that is not the user's business off stderr (unless verbose):
-  absl-logged records (orbax, ml_collections; ``_QuietLibraryLog``), and the tracebacks
-  of errors in background threads, native callbacks and finalizers
+  absl- and asyncio-logged records (orbax, ml_collections; ``_QuietLibraryLog``), and
+  the tracebacks of errors in background threads, native callbacks and finalizers
   (``_background_failed``). si_jax's own warnings (standard ``logging``, e.g. a damaged
   checkpoint skipped) still show."""
-  absl_logger = std_logging.getLogger("absl")
-  if not any(isinstance(f, _QuietLibraryLog) for f in absl_logger.filters):
-    absl_logger.addFilter(_QuietLibraryLog())
+  for name in ("absl", "asyncio"):
+    logger = std_logging.getLogger(name)
+    if not any(isinstance(f, _QuietLibraryLog) for f in logger.filters):
+      logger.addFilter(_QuietLibraryLog())
   threading.excepthook = lambda a: _background_failed(
       a.exc_type, a.exc_value, f"thread {a.thread.name if a.thread else '?'}")
   sys.unraisablehook = lambda u: _background_failed(u.exc_type, u.exc_value,
