@@ -32,9 +32,13 @@ eta lambda per step in phase B), sample i is the onset of a destabilization when
    if larger; ``analyze_run`` reads the classes from the run's config) by
    ``converge`` = ``converge_scales`` (5) x s_loss clipped to [ln ``converge_ratio``
    (5), ln ``max_converge_ratio`` (100)] (a run of frequent spikes inflates s_loss
-   with its own spikes), so
-   a run whose loss never converges (too large a learning rate) has no destabilizations
-   however noisy it is;
+   with its own spikes), and by at least ``settle_fraction`` (0.4) of the way, in
+   decades, from the reference down to the run's lowest running median (full-batch GD
+   at too large a learning rate bounces between 0.05 and 5 for hundreds of steps, 50x
+   below chance at its dips, before it converges to 1e-5: the bounces are not
+   destabilizations; CIFAR's spikes start 46-100% of the way down, the bounces of
+   digits GD at lr 2 at 19-38%), so a run whose loss never converges (too large a
+   learning rate) has no destabilizations however noisy it is;
 3. the weight norm answers (not checked for a bare loss trace): its largest value from
    i to ``confirm`` (2) samples after the spike's loss peak exceeds its smallest value
    rho_min in the ``confirm`` samples up to i by ``jump`` = max(ln(1 + ``norm_jump``
@@ -215,13 +219,15 @@ class Thresholds:
   converge: float   # ln-loss fall below the reference that counts as converged
   jump: float       # ln-norm rise that confirms a spike
   top: float        # the reference loss for convergence
+  settled: float    # ln loss a 3-sample running median must reach to be converged
 
 
 def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1,
                ratio: float = 10.0, min_ratio: float = 2.0, rise_scales: float = 6.0,
                converge_ratio: float = 5.0, converge_scales: float = 5.0,
-               max_converge_ratio: float = 100.0, norm_jump: float = 0.01,
-               jump_scales: float = 1.5, reference_loss: float | None = None) -> Thresholds:
+               max_converge_ratio: float = 100.0, settle_fraction: float = 0.4,
+               norm_jump: float = 0.01, jump_scales: float = 1.5,
+               reference_loss: float | None = None) -> Thresholds:
   """Thresholds from the run's own statistics: s_loss = ``robust_scale`` of ln(loss)
   (changes over ``lag`` samples: the width of the running median ``loss`` went through)
   and s_rho = ``typical_change`` of ln(weight norm) (module docstring)."""
@@ -229,20 +235,26 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
     raise ValueError(f"need ratio >= min_ratio > 1, converge_ratio >= 1, norm_jump >= 0; got "
                      f"ratio {ratio}, min_ratio {min_ratio}, converge_ratio {converge_ratio}, "
                      f"norm_jump {norm_jump}")
+  if not 0 <= settle_fraction < 1:
+    raise ValueError(f"need 0 <= settle_fraction < 1; got {settle_fraction}")
   if min(rise_scales, converge_scales, jump_scales) < 0:
     raise ValueError("rise_scales, converge_scales and jump_scales must be >= 0")
   log_loss = np.log(np.where(loss > 0, loss, np.nan))
   s_loss = robust_scale(log_loss, lag)
   level = _smooth(log_loss, 3)  # one-sample dips are not convergence
   s_rho = typical_change(np.log(weight_norm)) if weight_norm is not None else 0.0
+  # capped: a run of frequent spikes inflates s_loss with its own spikes (digits at lr
+  # 0.3: 5 s_loss is 1,900x), and 100x below chance is converged on any dataset
+  converge = float(np.clip(converge_scales * s_loss, np.log(converge_ratio),
+                           np.log(max(max_converge_ratio, converge_ratio))))
+  top = max(float(np.nanmax(level)), np.log(reference_loss) if reference_loss else -np.inf)
+  # and part of the way down to the run's floor: a loss bouncing between 0.05 and 5 for
+  # hundreds of GD steps (digits, lr 2) is 50x below chance at its dips, not converged
+  settled = min(top - converge, top - settle_fraction * (top - float(np.nanmin(level))))
   return Thresholds(
       rise=float(np.clip(rise_scales * s_loss, np.log(min_ratio), np.log(ratio))),
-      # capped: a run of frequent spikes inflates s_loss with its own spikes (digits at
-      # lr 0.3: 5 s_loss is 1,900x), and 100x below chance is converged on any dataset
-      converge=float(np.clip(converge_scales * s_loss, np.log(converge_ratio),
-                             np.log(max(max_converge_ratio, converge_ratio)))),
-      jump=max(float(np.log1p(norm_jump)), jump_scales * s_rho),
-      top=max(float(np.exp(np.nanmax(level))), reference_loss or 0.0))
+      converge=converge, jump=max(float(np.log1p(norm_jump)), jump_scales * s_rho),
+      top=float(np.exp(top)), settled=settled)
 
 
 def _spike_end(log_loss: np.ndarray, i: int, rise: float, low: float) -> tuple[int, int]:
@@ -301,7 +313,7 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, conf
     if i < resume:  # inside a spike: wait until the loss has come back down
       continue
     low, level_low = min(low, log_loss[i]), min(level_low, level[i])
-    converged = np.log(thr.top) - level_low >= thr.converge
+    converged = level_low <= thr.settled
     ever_converged |= converged
     if not (converged and log_loss[i] - low >= thr.rise):
       continue
@@ -343,7 +355,8 @@ def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
   steps=True)`` (per step; pass ``smooth`` of about an epoch's steps there, since
   batch losses are noisy, and ``confirm`` of an epoch or two). ``kwargs`` (``ratio``,
   ``min_ratio``, ``rise_scales``, ``converge_ratio``, ``converge_scales``,
-  ``max_converge_ratio``, ``norm_jump``, ``jump_scales``, ``reference_loss``) go to
+  ``max_converge_ratio``, ``settle_fraction``, ``norm_jump``, ``jump_scales``,
+  ``reference_loss``) go to
   ``thresholds``. Fewer than
   ``min_destabilizations`` onsets means no periodic behavior.
   """

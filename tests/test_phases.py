@@ -250,18 +250,18 @@ def test_phase_bounds_are_exact_on_a_noise_free_trace():
   a rule's threshold by a decade moves a boundary: the onset (a rise of 2x, the floor of
   ``rise`` on a noise-free trace: 4 f' counts, 20x would first be met a sample or more
   later), the end of C (the peak), the end of A (a decade above the period's floor),
-  convergence (5x below the largest loss, 2: period 0's floor 0.1 is 20x below), and
-  the norm's answer (a 4% jump against a 1.5% threshold, 1.5 x its 1% per-sample
+  convergence (5x below the largest loss, 2, and 40% of the way in decades from it down
+  to the run's floor 1e-4: period 0's floor 0.02 is 100x below and 46.5% of the way),
+  and the norm's answer (a 4% jump against a 1.5% threshold, 1.5 x its 1% per-sample
   change)."""
-  onsets, floors = [40, 70, 110], [0.1, 1e-3, 1e-4, 1e-2]
+  onsets, floors = [40, 70, 110], [0.02, 1e-3, 1e-4, 1e-2]
   a = phases.analyze(graded_run(onsets, floors, 150))
   assert a.periodic, a.reason
   assert a.onsets == onsets
   p0, p1, p2, p3 = a.periods
-  # period 0 falls 20x (2 -> 0.1), so A ends within half that height, 10**0.65 = 4.47x,
-  # of the floor: 2 * 0.5**3 = 0.25 <= 0.447 (0.5 at i = 2 is not); a full decade would
-  # end it at i = 1
-  assert (p0.c, p0.a, p0.b) == ((0, 0), (0, 3), (3, 40))
+  # period 0 falls 100x (2 -> 0.02), so A ends within a decade (half its height is one
+  # too) of the floor: 2 * 0.5**4 = 0.125 <= 0.2 (0.25 at i = 3 is not)
+  assert (p0.c, p0.a, p0.b) == ((0, 0), (0, 4), (4, 40))
   # C: onset .. the peak at o + 2. A: from o + 3 until 0.5**j <= 10 f (at o + 2 + j):
   # f = 1e-3: j = 7 (0.0078; 0.5**6 = 0.0156); 1e-4: j = 10 (9.8e-4; 0.5**9 = 2.0e-3);
   # 1e-2: j = 4 (0.0625; 0.5**3 = 0.125)
@@ -270,6 +270,53 @@ def test_phase_bounds_are_exact_on_a_noise_free_trace():
   assert a.summary()["periods"][2]["phases"] == {"C": [71.0, 73.0], "A": [74.0, 82.0],
                                                  "B": [83.0, 110.0]}
   assert a.period_lengths() == [30.0, 40.0]
+
+
+def test_a_plateau_not_far_below_the_top_is_not_convergence():
+  """The same trace with period 0's floor at 0.1: 20x below the top, but only 30.2% of
+  the way (in decades) from it to the run's floor 1e-4 (ln 20 / ln 2e4): the spike at
+  epoch 40 rises from a loss that never converged, so only 70 and 110 count (0.02,
+  46.5% of the way, counts above; a 30% rule would count 0.1 too)."""
+  trace = graded_run([40, 70, 110], [0.1, 1e-3, 1e-4, 1e-2], 150)
+  assert phases.analyze(trace).onsets == [70, 110]
+  settled = phases.thresholds(trace["train_loss"], None).settled
+  assert np.exp(settled) == pytest.approx(2.0 * (1e-4 / 2.0) ** 0.4, rel=1e-6)
+
+
+def chaotic_then_periodic_run(seed, n=600, chaos=250, onsets=(400, 500)):
+  """Per-step traces like full-batch GD at too large a learning rate (digits, lr 2): for
+  ``chaos`` steps the loss jumps at random between 0.05 and 5 (log-uniform) and the norm
+  grows 4% on every rise of more than 2x, else shrinks 1%; then the loss falls by 0.7
+  a step to a floor of 1e-5, and spikes at ``onsets`` (4x the floor, its square root
+  with 1, the peak 2) answered by a 2 x 3% norm jump, the norm shrinking 0.5% a step
+  otherwise."""
+  rng = np.random.default_rng(seed)
+  loss, rho = np.empty(n), np.empty(n)
+  r, start = 8.0, chaos
+  for i in range(n):
+    if i < chaos:
+      loss[i] = np.exp(rng.uniform(np.log(0.05), np.log(5.0)))
+      r *= 1.04 if i and loss[i] > 2 * loss[i - 1] else 0.99
+    else:
+      start = i if i in onsets else start
+      since = i - start
+      if i >= onsets[0] and since < 3:
+        loss[i] = (4e-5, 2e-5**0.5 * 2, 2.0)[since]
+      else:
+        loss[i] = max(1e-5, (2.0 if start > chaos else 0.5) * 0.7 ** (since - 2))
+      r *= 1.03 if start > chaos and since in (1, 2) else 0.995
+    rho[i] = r
+  return {"train_loss": loss, "weight_norm": rho, "epoch": np.arange(1, n + 1, dtype=float),
+          "effective_lr": 0.1 / rho**2}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chaotic_bouncing_is_not_a_string_of_destabilizations(seed):
+  """A loss that bounces between 0.05 and 5 for 250 steps, each rise answered by a
+  norm growth, has not converged: only the two spikes from the 1e-5 floor count. (The
+  rule without the 40%-of-the-way condition counted 70 spikes of digits GD at lr 2.)"""
+  a = phases.analyze(chaotic_then_periodic_run(seed))
+  assert a.onsets == [400, 500]
 
 
 def cifar_like_run(seed, onsets=(55, 72, 90, 117, 138), jumps=(0.04, 0.08, 0.12, 0.2, 0.1),
