@@ -25,7 +25,7 @@ Variants:
     min sequentially; faster vmapped with --cpu_devices=2
     --config.model.conv_impl=patches). Measured (docs/reproduction.md): every member
     periodic; product 0.001 destabilizes first at epoch 112-125 and every ~40-80 epochs,
-    product 0.003 at 32-51 and every ~21-23; the effective LR's 95th percentile over
+    product 0.003 at 32-51 and every ~23-26; the effective LR's 95th percentile over
     the second half is 0.023, 0.023, 0.076 against 0.047, 0.040, 0.056 (Remark 3's bounds
     scale with sqrt(product): sqrt(3) apart); product 0.001's rescaled
     members track the reference to ~1e-3 up to their common first destabilization

@@ -36,9 +36,12 @@ eta lambda per step in phase B), sample i is the onset of a destabilization when
    decades, from the reference down to the run's lowest running median (full-batch GD
    at too large a learning rate bounces between 0.05 and 5 for hundreds of steps, 50x
    below chance at its dips, before it converges to 1e-5: the bounces are not
-   destabilizations; CIFAR's spikes start 46-100% of the way down, the bounces of
-   digits GD at lr 2 at 19-38%), so a run whose loss never converges (too large a
-   learning rate) has no destabilizations however noisy it is;
+   destabilizations; measured on the kept runs: CIFAR proxy onsets start 41-100% of
+   the way down (SGD 47-100%, GD 41-44%), the bounces of digits GD at lr 2 at
+   19-38%), so a run whose loss never converges (too large a learning rate) has no
+   destabilizations however noisy it is. Known limit: per-step GD whose loss never
+   settles but oscillates smoothly (digits at lr 4: 0.2-6 every ~15 steps) has a small
+   ``robust_scale`` and its dips pass as convergence; per-epoch runs are not affected;
 3. the weight norm answers (not checked for a bare loss trace): its largest value from
    i to ``confirm`` (2) samples after the spike's loss peak exceeds its smallest value
    rho_min in the ``confirm`` samples up to i by ``jump`` = max(ln(1 + ``norm_jump``
