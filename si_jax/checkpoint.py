@@ -120,8 +120,11 @@ class Checkpointer:
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
         logging.warning("%s; trying an older one", errors[-1])
-        del e
-        gc.collect()  # orbax's abandoned reads report now, not at a random later moment
+        state = None
+      if state is None:
+        # outside the handler, which holds the traceback and what it reaches: orbax's
+        # abandoned reads are collected and reported now, not at a random later moment
+        gc.collect()
         continue
       if errors:
         self._set_aside(epochs, epoch)

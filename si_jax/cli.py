@@ -172,7 +172,8 @@ class _QuietLibraryLog(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if std_logging.ERROR <= record.levelno < std_logging.CRITICAL:
-      _background_failures.append(f"{record.module}: {one_line(record.getMessage())[:300]}")
+      _background_failures.append(f"{record.name}.{record.module}: "
+                                  f"{one_line(record.getMessage())[:300]}")
     return record.levelno >= std_logging.CRITICAL
 
 

@@ -219,10 +219,13 @@ def typical_change(values: np.ndarray) -> float:
 class Thresholds:
   """A run's detection thresholds in natural-log units (module docstring, 1-3)."""
   rise: float       # ln-loss rise that starts a spike (and fall that ends it)
-  converge: float   # ln-loss fall below the reference that counts as converged
+  converge: float   # ln-loss fall below the reference needed to count as converged
   jump: float       # ln-norm rise that confirms a spike
   top: float        # the reference loss for convergence
-  settled: float    # ln loss a 3-sample running median must reach to be converged
+  settled: float    # ln loss a 3-sample running median must reach to be converged:
+                    # ``converge`` below ``top`` and ``settle_fraction`` of the way to
+                    # the run's lowest running median (a whole-run statistic, like the
+                    # others: continuing a run can move a borderline onset)
 
 
 def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1,
@@ -242,7 +245,8 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
     raise ValueError(f"need 0 <= settle_fraction < 1; got {settle_fraction}")
   if min(rise_scales, converge_scales, jump_scales) < 0:
     raise ValueError("rise_scales, converge_scales and jump_scales must be >= 0")
-  log_loss = np.log(np.where(loss > 0, loss, np.nan))
+  loss = np.asarray(loss, np.float64)
+  log_loss = np.log(np.where(np.isfinite(loss) & (loss > 0), loss, np.nan))
   s_loss = robust_scale(log_loss, lag)
   level = _smooth(log_loss, 3)  # one-sample dips are not convergence
   s_rho = typical_change(np.log(weight_norm)) if weight_norm is not None else 0.0
@@ -250,7 +254,8 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
   # 0.3: 5 s_loss is 1,900x), and 100x below chance is converged on any dataset
   converge = float(np.clip(converge_scales * s_loss, np.log(converge_ratio),
                            np.log(max(max_converge_ratio, converge_ratio))))
-  top = max(float(np.nanmax(level)), np.log(reference_loss) if reference_loss else -np.inf)
+  reference = np.log(reference_loss) if reference_loss and reference_loss > 0 else -np.inf
+  top = max(float(np.nanmax(level)), reference)
   # and part of the way down to the run's floor: a loss bouncing between 0.05 and 5 for
   # hundreds of GD steps (digits, lr 2) is 50x below chance at its dips, not converged
   settled = min(top - converge, top - settle_fraction * (top - float(np.nanmin(level))))
@@ -441,8 +446,9 @@ def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray]
                 **kwargs) -> Analysis:
   """``analyze`` of a run directory's logs (``series``: already loaded with
   ``load_series``), with the chance-level loss ln(classes) as the reference for
-  convergence (a run whose first logged loss is already low still counts as converged
-  once it is ``converge_ratio`` below chance)."""
+  convergence (a run whose first logged loss is already low still needs to fall
+  ``converge_ratio`` below chance, and ``settle_fraction`` of the way from chance to its
+  lowest level, to count as converged)."""
   kwargs.setdefault("reference_loss", chance_loss(workdir))
   return analyze(load_series(workdir, steps=steps) if series is None else series, **kwargs)
 
