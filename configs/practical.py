@@ -11,7 +11,8 @@ coupled L2 wd 0.03)); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048 images, 
 0.1, wd 0.01, 120 epochs, pass --config.data.data_dir=DIR: the baseline, trainable
 non-SI parameters, momentum 0.9 at lr 0.01, augmentation (crop 32 pad 4, flips);
 measured: trainable non-SI periodic (53, 66, 75, 90, 107), momentum one destabilization
-(76) in 120 epochs, augmentation never converges (train loss >= 0.77); 16 min besides
+(76) in 120 epochs (resumed to 240 with --config.train.epochs=240: 76, 129, 194),
+augmentation never converges (train loss >= 0.77); 16 min besides
 the baseline); '' (paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd 0.001, 1001
 epochs; width 64 as appendix B states for this family; trainable non-SI members start
 from PyTorch's init of the last layer, as the released code does); ``cifar100``,
