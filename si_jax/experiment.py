@@ -179,31 +179,36 @@ def _no_epoch(run_dir: str) -> dict[str, Any]:
           "mean_period": float("nan"), "periods": []}
 
 
-def _drawable(workdir: str, members) -> list[tuple[str, str]]:
-  """(run dir, label) of the members that logged at least one epoch."""
+def _drawable(workdir: str, members) -> list[tuple[str, str, dict[str, Any]]]:
+  """(run dir, label, per-epoch series) of the members that logged at least one epoch."""
   out = []
   for name, label, _ in members:
     d = os.path.join(workdir, name)
-    if "epoch" in phases.load_series(d):
-      out.append((d, label))
+    series = phases.load_series(d)
+    if "epoch" in series:
+      out.append((d, label, series))
   return out
 
 
 def draw(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """The family's figures (PNG + PDF): WORKDIR/<name>.png (the four panels of Figs. 1-3,
   all members), <name>_phases.png (a panel per member, phases shaded) and, for lr-wd
-  products, <name>_ranges.png (Fig. 16)."""
+  products, <name>_ranges.png (Fig. 16). Each member's log is read and analysed once."""
   from si_jax import plotting  # matplotlib only when drawing
   drawable = _drawable(workdir, member_overrides(config))  # no empty panel for a member
   if not drawable:
     raise ValueError(f"{workdir}: no member has logged an epoch; nothing to draw")
-  dirs, labels = [list(t) for t in zip(*drawable)]
+  dirs, labels, series = [list(t) for t in zip(*drawable)]
+  analyses = [phases.analyze_run(d, series=s) for d, s in zip(dirs, series)]
   name = config.experiment.name
-  out = [plotting.plot_runs(dirs, os.path.join(workdir, f"{name}.png"), labels=labels),
-         plotting.plot_phases(dirs, os.path.join(workdir, f"{name}_phases.png"), labels=labels)]
+  figures = {f"{name}.png": plotting.figure_four_panels(series, labels, analyses),
+             f"{name}_phases.png": plotting.figure_phases(series, labels, analyses)}
   if config.experiment.figure == "product":
-    out.append(plotting.plot_effective_ranges(dirs, os.path.join(workdir, f"{name}_ranges.png"),
-                                              labels))
+    figures[f"{name}_ranges.png"] = plotting.figure_effective_ranges(series, labels)
+  out = []
+  for file, fig in figures.items():
+    out.append(os.path.join(workdir, file))
+    plotting.save_figure(fig, out[-1])
   return out
 
 

@@ -397,9 +397,15 @@ def _phase_panel(ax, s: dict[str, np.ndarray], a: phases.Analysis, label: str) -
 def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> str:
   """Effective LR and effective gradient norm over epochs for every run (Fig. 16), from
   appendix B's full pass where logged (``effective_series``)."""
+  save_figure(figure_effective_ranges([_series(w) for w in workdirs], labels), out)
+  return out
+
+
+def figure_effective_ranges(series_list: list[dict[str, np.ndarray]],
+                            labels: list[str]) -> Figure:
+  """The figure of ``plot_effective_ranges``, from series."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
-  for k, (workdir, label) in enumerate(zip(workdirs, labels)):
-    s = _series(workdir)
+  for k, (s, label) in enumerate(zip(series_list, labels)):
     color, _ = run_style(k)
     ls = "--" if "init" in label else "-"
     epoch, elr, egn = effective_series(s)
@@ -410,8 +416,7 @@ def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> s
   axes[0].legend(fontsize=7)
   for ax in axes:
     readable_log_ticks(ax)
-  save_figure(fig, out)
-  return out
+  return fig
 
 
 def save_figure(fig, out: str) -> None:
