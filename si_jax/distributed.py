@@ -14,6 +14,11 @@ On CPU the processes' devices exchange data through gloo (TCP) collectives, the
 implementation the CPU client takes when it is created; ``initialize`` sets it
 before any backend exists.
 
+Joining cannot hang silently: if not every process has joined within the start-up
+timeout (``--distributed_timeout``, else ``SI_JAX_DISTRIBUTED_TIMEOUT``, else 60 s),
+the process prints one ``error:`` line saying which processes did not join and exits
+with status 1 (JAX's own deadline, later, would abort the process with a C++ stack).
+
 ``agree`` turns a per-process flag (a signal received by one process) into one
 decision all processes take at the same point of the loop, and ``process_0_value``
 gives every process process 0's reading of a host-side number (the wall clock), so
@@ -23,11 +28,22 @@ argument and cost nothing.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
+import re
+import socket
+import sys
+import threading
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+TIMEOUT_ENV = "SI_JAX_DISTRIBUTED_TIMEOUT"
+DEFAULT_TIMEOUT = 60  # seconds for every process to join
+_JAX_GRACE = 10  # JAX's deadline, which aborts the process, comes this much later
+_PROBE_TIMEOUT = 2.0  # seconds for the coordinator's port to answer a connection
 
 # (argument, command-line flag, environment variable) of each setting.
 SETTINGS = (("coordinator_address", "--coordinator_address", "JAX_COORDINATOR_ADDRESS"),
@@ -44,11 +60,41 @@ def _integer(value, name: str, source: str) -> int:
   raise ValueError(f"{source}={value!r} is not an integer: {name} must be a whole number")
 
 
-def _check_address(address: str, source: str) -> str:
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def _address_problem(address: str) -> str | None:
+  """What keeps ``address`` from being HOST:PORT or [IPv6]:PORT; None if nothing."""
+  if "://" in address:
+    return f"no scheme such as {address.split('://')[0]}://"
   host, sep, port = address.rpartition(":")
-  if not (host and sep and port.isdigit() and 0 < int(port) < 65536):
-    raise ValueError(f"{source}={address!r} is not HOST:PORT (e.g. 10.0.0.1:1234, the "
-                     "address of process 0, the same on every process)")
+  if not sep:
+    return "no :PORT"
+  if not host:
+    return "no HOST before :PORT"
+  if not (port.isdigit() and 0 < int(port) < 65536):
+    return f"the port {port!r} is not a number from 1 to 65535"
+  if host.startswith("["):
+    try:
+      ipaddress.IPv6Address(host[1:-1] if host.endswith("]") else "")
+    except ValueError:
+      return f"{host!r} is not a bracketed IPv6 address"
+    return None
+  if ":" in host:
+    return "an IPv6 address needs brackets"
+  if not _HOST_NAME.match(host):
+    return f"{host!r} is not a host name or an IPv4 address"
+  return None
+
+
+def _check_address(address: str, source: str) -> str:
+  """``address`` if it is HOST:PORT or [IPv6]:PORT (port 1-65535, no scheme); else a
+  one-line ValueError naming ``source`` (the flag or variable) and the expected form."""
+  problem = _address_problem(address)
+  if problem:
+    raise ValueError(f"{source}={address!r} is not HOST:PORT or [IPv6]:PORT ({problem}; "
+                     "e.g. 10.0.0.1:1234 or [fd00::1]:1234, the address of process 0, "
+                     "the same on every process)")
   return address
 
 
@@ -80,6 +126,132 @@ def resolve(coordinator_address: str | None = None, num_processes: int | str | N
   return settings
 
 
+def resolve_timeout(timeout: int | str | None = None, environ=None) -> int:
+  """The start-up timeout in seconds: ``timeout``, else ``$SI_JAX_DISTRIBUTED_TIMEOUT``,
+  else 60. ValueError (one line, naming the flag or variable) unless a whole number >= 1."""
+  environ = os.environ if environ is None else environ
+  value, source = timeout, "--distributed_timeout"
+  if value is None and environ.get(TIMEOUT_ENV, "") != "":
+    value, source = environ[TIMEOUT_ENV], TIMEOUT_ENV
+  if value is None:
+    return DEFAULT_TIMEOUT
+  seconds = _integer(value, "the start-up timeout (seconds)", source)
+  if seconds < 1:
+    raise ValueError(f"{source}={seconds}: the start-up timeout must be >= 1 second")
+  return seconds
+
+
+def _host_port(address: str) -> tuple[str, int]:
+  host, _, port = address.rpartition(":")
+  return host.strip("[]"), int(port)
+
+
+def _listening(address: str) -> bool:
+  """Whether something accepts TCP connections at ``address`` (within 2 s)."""
+  try:
+    with socket.create_connection(_host_port(address), timeout=_PROBE_TIMEOUT):
+      return True
+  except OSError:
+    return False
+
+
+def _check_port_free(address: str) -> None:
+  """On process 0, which serves the coordinator on ``address``'s port (every interface):
+  a one-line OSError if another program holds that port (JAX would crash with SIGSEGV)."""
+  port = _host_port(address)[1]
+  for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    try:
+      probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 on this host
+      continue
+    with probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+      try:
+        probe.bind((host, port))
+      except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+          raise OSError(f"--distributed: port {port} of the coordinator address {address} "
+                        "is in use on this host (process 0 serves the coordinator there): "
+                        "choose a free port") from None
+        continue
+    return
+
+
+def _ranges(ids: list[int]) -> str:
+  """1, 3-5, 7 for [1, 3, 4, 5, 7]."""
+  parts, start = [], 0
+  for i in range(1, len(ids) + 1):
+    if i == len(ids) or ids[i] != ids[i - 1] + 1:
+      parts.append(f"{ids[start]}" if i - 1 == start else f"{ids[start]}-{ids[i - 1]}")
+      start = i
+  return ", ".join(parts)
+
+
+def not_joined_message(address: str, count: int, index: int, timeout: int,
+                       listening: bool) -> str:
+  """The error line's text when process ``index`` of ``count`` has waited ``timeout`` s
+  for the others at ``address``; ``listening``: whether the coordinator's port answers.
+  Names the processes that did not join where this process can tell which."""
+  advice = ("start every process with the same command and its --process_id, or allow "
+            "more time with --distributed_timeout")
+  if index != 0 and not listening:
+    return (f"--distributed: no coordinator listens at {address} after {timeout} s: process "
+            f"0 of {count} did not start there, or gave up (this is process {index}): {advice}")
+  missing = [i for i in range(1, count) if i != index]
+  if not missing:  # process 0 is up and there are no others: a foreign program?
+    return (f"--distributed: process {index} of {count} could not join the coordinator at "
+            f"{address} within {timeout} s: something listens there, but not process 0 of "
+            f"this run's {count} (another program, or a run with other settings)")
+  who = (f"process {missing[0]} of {count}" if len(missing) == 1
+         else f"some of processes {_ranges(missing)} of {count}")
+  return (f"--distributed: {who} did not join the coordinator at {address} within "
+          f"{timeout} s (this is process {index}): {advice}")
+
+
+def _timeout_message(settings: dict, timeout: int) -> str:
+  """``not_joined_message`` for ``settings``, with what JAX's cluster detection filled
+  in (its state, set before it waits for the others)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  state = jax_distributed.global_state
+  if settings["coordinator_address"] is None and state.coordinator_address is None:
+    return f"--distributed: the cluster's settings were not found within {timeout} s"
+  used = {name: value if value is not None else getattr(state, name)
+          for name, value in settings.items()}
+  address = used["coordinator_address"]
+  return not_joined_message(address, used["num_processes"], used["process_id"], timeout,
+                            _listening(address))
+
+
+def _join(settings: dict, timeout: int) -> None:
+  """``jax.distributed.initialize`` under a watchdog: if it has not returned after
+  ``timeout`` s, prints one ``error:`` line (``not_joined_message``) on stderr and ends
+  the process with status 1 (``os._exit``: the main thread is blocked in C++)."""
+  finished, lock = [False], threading.Lock()
+
+  def expire():
+    with lock:  # the main thread cannot return and go on meanwhile
+      if finished[0]:
+        return
+      try:
+        message = _timeout_message(settings, timeout)
+      except Exception:  # pylint: disable=broad-except  # the line must come out
+        message = f"--distributed: not every process joined within {timeout} s"
+      sys.stdout.flush()
+      print(f"error: {message}", file=sys.stderr, flush=True)
+      os._exit(1)  # pylint: disable=protected-access
+
+  watchdog = threading.Timer(timeout, expire)
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    jax.distributed.initialize(**{k: v for k, v in settings.items() if v is not None},
+                               initialization_timeout=timeout + _JAX_GRACE)
+  finally:
+    with lock:
+      finished[0] = True
+    watchdog.cancel()
+
+
 def _enable_cpu_collectives() -> None:
   """Cross-process collectives for the CPU backend (gloo over TCP), unless the user chose
   an implementation (e.g. mpi). Read only when the CPU client is created, i.e. before
@@ -89,7 +261,7 @@ def _enable_cpu_collectives() -> None:
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None, timeout: int | None = None) -> None:
   """Joins this process to the others (``jax.distributed.initialize``), with the
   settings from the arguments, the environment, or the cluster (module docstring).
 
@@ -99,11 +271,20 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   processes at their first collective and waits only 30 s there for a late one; made
   now, while they are in step, it cannot fail later because one process compiled for
   minutes what the other found in its compilation cache (only process 0 writes it).
+
+  If not all have joined within ``timeout`` seconds (``resolve_timeout``), it prints
+  one ``error:`` line naming the processes that did not join and ends the process with
+  status 1. A setting that cannot work, or process 0's port held by another program,
+  is a one-line ValueError or OSError before any waiting.
   """
   settings = resolve(coordinator_address, num_processes, process_id)
+  seconds = resolve_timeout(timeout)
+  if (settings["process_id"] == 0 and settings["coordinator_address"]
+      and not os.environ.get("JAX_COORDINATOR_BIND_ADDRESS")):
+    _check_port_free(settings["coordinator_address"])
   _enable_cpu_collectives()
   try:
-    jax.distributed.initialize(**{k: v for k, v in settings.items() if v is not None})
+    _join(settings, seconds)
   except ValueError as e:  # a setting neither given nor found by cluster detection
     missing = [f"{flag} (or {variable})" for name, flag, variable in SETTINGS
                if settings[name] is None]

@@ -44,6 +44,10 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "With --distributed: this process's id, 0 .. num_processes-1 (default: "
     "$JAX_PROCESS_ID, else the cluster's).")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", None, "With --distributed: seconds for every process to join; "
+    "then one error line names the missing ones and the process exits with status 1 "
+    f"(default: ${distributed.TIMEOUT_ENV}, else {distributed.DEFAULT_TIMEOUT}).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,7 +67,7 @@ def main(argv):
   if _DISTRIBUTED.value:
     # after the JAX config above: joining starts the backend (a missing or unusable
     # setting is a ValueError: one error line, cli.run)
-    distributed.initialize(*cluster)
+    distributed.initialize(*cluster, timeout=_DISTRIBUTED_TIMEOUT.value)
   # a bad config or data, another run's workdir, a divergence, an unusable checkpoint:
   # one error line (cli.run)
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,

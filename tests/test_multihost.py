@@ -4,7 +4,8 @@ of them stops both at the same epoch with a checkpoint, and the same command res
 them to the end of the uninterrupted run.
 
 Also the settings of ``si_jax.distributed.initialize``: arguments, environment, and
-the one-line errors for values that cannot work.
+the one-line errors for values that cannot work; and a process whose peers do not join
+within ``--distributed_timeout`` ends with one error line naming them, status 1.
 """
 
 import json
@@ -208,11 +209,62 @@ def test_settings_from_arguments_win_over_the_environment():
     ((None, 0, None), {}, r"^--num_processes=0: the number of processes must be >= 1$"),
     ((None, None, -1), {}, r"^--process_id=-1: a process id must be >= 0$"),
     (("localhost", None, None), {}, r"^--coordinator_address='localhost' is not HOST:PORT"),
+    (("http://127.0.0.1:1234", None, None), {},
+     r"^--coordinator_address='http://127.0.0.1:1234' is not HOST:PORT or \[IPv6\]:PORT "
+     r"\(no scheme such as http://"),
+    ((None, None, None), {"JAX_COORDINATOR_ADDRESS": "::1:1234"},
+     r"^JAX_COORDINATOR_ADDRESS='::1:1234' is not HOST:PORT or \[IPv6\]:PORT \(an IPv6 "
+     r"address needs brackets"),
+    ((":1234", None, None), {}, r"^--coordinator_address=':1234' is not .*\(no HOST before"),
+    (("host:http", None, None), {}, r"\(the port 'http' is not a number from 1 to 65535"),
+    (("host:0", None, None), {}, r"\(the port '0' is not a number from 1 to 65535"),
+    (("[::1:1234", None, None), {}, r"\('\[::1' is not a bracketed IPv6 address"),
+    (("my host:1234", None, None), {}, r"\('my host' is not a host name or an IPv4"),
 ])
 def test_unusable_settings_are_named_in_one_line(args, env, message):
   with pytest.raises(ValueError, match=message) as info:
     distributed.resolve(*args, environ=env)
   assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1:1234", "node-7.cluster.local:80",
+                                     "[::1]:1234", "[fd00::1]:65535", "localhost:1"])
+def test_usable_addresses_are_kept(address):
+  assert distributed.resolve(address, environ={})["coordinator_address"] == address
+
+
+def test_timeout_from_argument_else_environment_else_60():
+  env = {distributed.TIMEOUT_ENV: "7"}
+  assert distributed.resolve_timeout(3, environ=env) == 3
+  assert distributed.resolve_timeout(environ=env) == 7
+  assert distributed.resolve_timeout(environ={}) == 60
+  with pytest.raises(ValueError, match=r"^--distributed_timeout=0: .* must be >= 1 second$"):
+    distributed.resolve_timeout(0, environ={})
+  with pytest.raises(ValueError, match=r"^SI_JAX_DISTRIBUTED_TIMEOUT='1m' is not an integer"):
+    distributed.resolve_timeout(environ={distributed.TIMEOUT_ENV: "1m"})
+
+
+def test_not_joined_message_names_whom_it_can():
+  def message(count, index, listening):
+    return distributed.not_joined_message("h:9", count, index, 60, listening)
+  assert message(2, 0, True).startswith(
+      "--distributed: process 1 of 2 did not join the coordinator at h:9 within 60 s "
+      "(this is process 0): ")
+  assert "some of processes 1-3, 5 of 6 did not join" in message(6, 4, True)
+  assert message(3, 2, False).startswith(
+      "--distributed: no coordinator listens at h:9 after 60 s: process 0 of 3 did not "
+      "start there, or gave up (this is process 2)")
+  assert "something listens there, but not process 0" in message(2, 1, True)
+
+
+def test_port_held_by_another_program_is_named():
+  with socket.socket() as held:
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    with pytest.raises(OSError, match=f"^--distributed: port {port} of the coordinator "
+                       f"address 127.0.0.1:{port} is in use on this host"):
+      distributed.initialize(f"127.0.0.1:{port}", 2, 0)
 
 
 def test_missing_settings_are_named(tmp_path):
@@ -232,3 +284,30 @@ def test_missing_settings_are_named(tmp_path):
 def test_one_process_needs_no_collective():
   assert distributed.agree(True) is True and distributed.agree(False) is False
   assert distributed.process_0_value(12.345678) == 12.345678
+
+
+JOIN_TIMEOUT = 5  # seconds
+
+
+def test_a_process_whose_peers_do_not_come_ends_with_one_error_line(tmp_path):
+  """Process 0 of 2 alone, and process 1 of 2 alone (no coordinator), both at once:
+  each exits 1 soon after --distributed_timeout with one error line (JAX alone waits
+  300 s, then aborts with a C++ stack)."""
+  commands = [[sys.executable, "-m", "si_jax.main", *QUICKSTART, "--distributed",
+               f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2",
+               f"--process_id={i}", f"--distributed_timeout={JOIN_TIMEOUT}",
+               f"--workdir={tmp_path / str(i)}"] for i in range(2)]
+  cluster = Cluster(commands, tmp_path / "logs")
+  start = time.time()
+  try:
+    for p in cluster.procs:
+      p.wait(timeout=JOIN_TIMEOUT + 40)  # + starting Python and JAX on a loaded machine
+  finally:
+    cluster.kill()
+  wanted = ["process 1 of 2 did not join the coordinator", "no coordinator listens at"]
+  for p, err, text in zip(cluster.procs, cluster.stderr(), wanted):
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert p.returncode == 1 and len(errors) == 1, err[-2000:]
+    assert text in errors[0] and f"{JOIN_TIMEOUT} s" in errors[0], errors[0]
+    assert "Traceback" not in err and "Check failure" not in err, err[-2000:]
+  print(f"both processes ended {time.time() - start:.1f} s after their start")
