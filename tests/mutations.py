@@ -202,6 +202,147 @@ MUTATIONS = [
         "drop_last=True):\n    l, c = eval_fn(",
         "tests/test_sweep.py -k single_runs_log_the_evaluation",
         "evaluation skips the last partial batch but still divides by the whole set"),
+    # Second round (tests/test_round2.py): bugs planted in the code added since the first
+    # table, and bugs of the same classes (best-vs-worst reductions, schedules in GD mode,
+    # guards comparing fewer fields, what the gradient pass and records derive).
+    Mutation(
+        "si_confirm_euler_only", "si_jax/si_groups.py",
+        "    if euler <= rtol and value <= rtol and flat:\n",
+        "    if euler <= rtol:\n",
+        "tests/test_round2.py -k si_confirmation",
+        "an SI-group candidate accepted on its Euler residual alone (the finite rescaling "
+        "f(c x_S) = f(x) not checked)"),
+    Mutation(
+        "si_change_best_argument_set", "si_jax/si_groups.py",
+        "    return max(float(np.linalg.norm(np.asarray(self.apply(new_leaves, args)) - y)) / n",
+        "    return min(float(np.linalg.norm(np.asarray(self.apply(new_leaves, args)) - y)) / n",
+        "tests/test_round2.py -k worst_argument_set",
+        "the relative change under rescaling taken as the best case over the argument sets "
+        "(inputs) instead of the worst"),
+    Mutation(
+        "si_euler_best_argument_set", "si_jax/si_groups.py",
+        "    return max(float(np.linalg.norm(self._jvp(self.leaves, tangents, args))) / n",
+        "    return min(float(np.linalg.norm(self._jvp(self.leaves, tangents, args))) / n",
+        "tests/test_round2.py -k worst_argument_set",
+        "verify_si_groups' Euler residual taken as the best case over the argument sets"),
+    Mutation(
+        "si_confirm_best_scale", "si_jax/si_groups.py",
+        "      value, baseline = max(value, change), max(baseline, reference)\n",
+        "      value, baseline = ((min(value, change), min(baseline, reference)) if value\n"
+        "                         else (change, reference))\n",
+        "tests/test_round2.py -k si_confirmation_rescales",
+        "the confirmation's relative change taken as the best case over the scales c"),
+    Mutation(
+        "si_verify_best_scale", "si_jax/si_groups.py",
+        "    value = max(model.change(model.scaled(members, c)) for c in scales)",
+        "    value = min(model.change(model.scaled(members, c)) for c in scales)",
+        "tests/test_round2.py -k si_confirmation_rescales",
+        "verify_si_groups' value taken as the best case over the scales c"),
+    Mutation(
+        "norm_jump_counts_repeats", "si_jax/phases.py",
+        "  steps = steps[np.isfinite(steps) & (steps > 0)]",
+        "  steps = steps[np.isfinite(steps)]",
+        "tests/test_round2.py -k norm_jump_threshold",
+        "the norm's typical change counts the repeats of a per-epoch value in a per-step "
+        "trace as changes (median 0: the jump threshold collapses to the 1% floor)"),
+    Mutation(
+        "norm_jump_from_highest_before", "si_jax/phases.py",
+        "after.max() - before.min() >= jump",
+        "after.max() - before.max() >= jump",
+        "tests/test_round2.py -k lowest_norm_before",
+        "the norm's jump measured from its highest value in the samples before the onset "
+        "instead of its lowest"),
+    Mutation(
+        "schedule_ignores_partial_batch", "si_jax/state.py",
+        "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
+        "per_epoch = num_train // tc.batch_size",
+        "tests/test_round2.py -k 'schedule_length or sgd_schedule'",
+        "a schedule's length T ignores the partial last batch (the schedule ends early)"),
+    Mutation(
+        "schedule_counts_dropped_batch", "si_jax/state.py",
+        "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
+        "per_epoch = -(-num_train // tc.batch_size)",
+        "tests/test_round2.py -k schedule_length",
+        "with train.drop_last a schedule's length T still counts the dropped partial batch"),
+    Mutation(
+        "gd_schedule_spans_minibatches", "si_jax/state.py",
+        '  if tc.mode == "gd":\n    return tc.epochs\n',
+        "",
+        "tests/test_round2.py -k 'schedule_length or gd_schedule'",
+        "full-batch GD's schedule spans epochs x mini-batches instead of one update an epoch"),
+    Mutation(
+        "grad_pass_lr_unscheduled", "si_jax/step.py",
+        "  lr = optim.step_lr(state.opt_state)\n",
+        '  lr = optim.hyperparams(state.opt_state)["learning_rate"]\n',
+        "tests/test_round2.py -k grad_pass_effective_lr",
+        "the gradient pass logs train_effective_lr from the base lr, not the scheduled one"),
+    Mutation(
+        "grad_pass_ignores_fixed_effective_lr", "si_jax/step.py",
+        "  if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2\n"
+        "    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))\n"
+        "  return metrics.full_pass_metrics(",
+        "  return metrics.full_pass_metrics(",
+        "tests/test_round2.py -k grad_pass_effective_lr_under_fixed",
+        "the gradient pass reads lr as eta under optim.fixed_effective_lr (logs eta~ / rho^2 "
+        "instead of eta~)"),
+    Mutation(
+        "gd_accuracy_mean_as_count", "si_jax/step.py",
+        "loss * n, jnp.sum(metrics.correct(logits, y))",
+        "loss * n, jnp.mean(metrics.correct(logits, y))",
+        "tests/test_round2.py -k gd_step_loss_and_accuracy",
+        "full-batch GD accumulates each micro-batch's mean accuracy as if it were a count"),
+    Mutation(
+        "gd_loss_mean_as_sum", "si_jax/step.py",
+        "loss * n, jnp.sum(metrics.correct(logits, y))",
+        "loss, jnp.sum(metrics.correct(logits, y))",
+        "tests/test_round2.py -k gd_step_loss_and_accuracy",
+        "full-batch GD accumulates each micro-batch's mean loss as if it were a sum"),
+    Mutation(
+        "epoch_invariance_mean", "si_jax/records.py",
+        "      out[k] = max(r[k] for r in checked)",
+        "      out[k] = float(np.mean([r[k] for r in checked]))",
+        "tests/test_round2.py -k 'worst_invariance_residual or worst_checked_residual'",
+        "the epoch record holds the mean invariance residual of the checked steps, not the "
+        "worst"),
+    Mutation(
+        "record_policy_ignores_weights", "si_jax/records.py",
+        '    if bad and policy == "record" and math.isfinite(rec["weight_norm"]):',
+        '    if bad and policy == "record":',
+        "tests/test_round2.py -k record_policy",
+        "on_nonfinite='record' trains on with non-finite weights"),
+    Mutation(
+        "resume_keeps_checkpoint_wd_momentum", "si_jax/lifecycle.py",
+        "learning_rate=oc.lr, weight_decay=oc.wd, momentum=oc.momentum))",
+        "learning_rate=oc.lr))",
+        "tests/test_round2.py -k resume_with_config_change",
+        "resume with --allow_config_change applies the new lr but keeps the checkpoint's "
+        "wd and momentum"),
+    Mutation(
+        "config_guard_all_train_fields", "si_jax/lifecycle.py",
+        'RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")',
+        'RESUMABLE_CHANGES = ("train.", "checkpoint.")',
+        "tests/test_round2.py -k config_guard",
+        "the config guard lets every train.* field change on resume"),
+    Mutation(
+        "config_guard_without_defaults", "si_jax/lifecycle.py",
+        "a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)",
+        "a, b = config_lib.flatten(saved), config_lib.flatten(current)",
+        "tests/test_round2.py -k missing_field",
+        "the config guard reads a field an older config.json lacks as a change (such runs "
+        "no longer resume)"),
+    Mutation(
+        "runs_mesh_min", "si_jax/sharding.py",
+        "runs = math.gcd(len(devices), num_runs)",
+        "runs = min(len(devices), num_runs)",
+        "tests/test_round2.py -k runs_mesh",
+        "the runs axis of a family's mesh is min(devices, runs) (a family whose size does "
+        "not divide the devices fails)"),
+    Mutation(
+        "tensorboard_same_second_name", "si_jax/tensorboard_log.py",
+        'EventsWriter(os.path.join(log_dir, "events"), f".{session:06d}")',
+        'EventsWriter(os.path.join(log_dir, "events"))',
+        "tests/test_round2.py -k event_logs",
+        "two TensorBoard sessions started in the same second write the same event file name"),
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).
