@@ -120,7 +120,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
   """
   kinds: list[type[BaseException]] = [ValueError, OSError]
   for module, name in (("si_jax.records", "TrainingDiverged"),
-                       ("si_jax.checkpoint", "CheckpointError")):
+                       ("si_jax.checkpoint", "CheckpointError"),
+                       ("si_jax.experiment", "FamilyStopped")):
     if module in sys.modules:
       kinds.append(getattr(sys.modules[module], name))
   return tuple(kinds)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -32,6 +33,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import lifecycle, logs, phases, sweep, train, validate
+from si_jax.workdir_lock import WorkdirLock
 
 FIGURES = ("sweep", "product", "gd", "similarity")
 
@@ -107,41 +109,141 @@ def _vmappable(overrides: list[dict[str, Any]]) -> bool:
   return all(set(o) <= set(sweep.SWEEPABLE) for o in overrides)
 
 
-def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "auto",
-               progress: bool = True, analysis_kwargs: dict | None = None) -> dict[str, Any]:
-  """Trains (or resumes, or skips finished) members, analyses them, writes summary.json."""
-  if vmap not in ("auto", "yes", "no"):
-    raise ValueError(f"vmap must be auto, yes or no, got {vmap!r}")
-  members = member_overrides(config)
+class FamilyStopped(RuntimeError):
+  """A signal stopped a family before every member finished: nothing was summarized."""
+
+
+def family_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What ``WORKDIR/family.json`` records: the family's name, its members' overrides (in
+  order) and its base run config."""
+  return {"experiment": config.experiment.name,
+          "members": [{"name": n, "overrides": o} for n, _, o in member_overrides(config)],
+          "base": json.loads(run_config(config).to_json_best_effort())}
+
+
+def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """The fields in which two family identities differ (the base config's resumable
+  fields, ``train.epochs`` and ``checkpoint.*``, excepted)."""
+  diffs = []
+  if saved.get("experiment") != current["experiment"]:
+    diffs.append(f"experiment.name: {saved.get('experiment')!r} -> {current['experiment']!r}")
+  old = {m["name"]: m["overrides"] for m in saved.get("members", [])}
+  new = {m["name"]: m["overrides"] for m in current["members"]}
+  if list(old) != list(new):
+    diffs.append(f"members: {list(old)} -> {list(new)}")
+  for name in (n for n in new if n in old and old[n] != new[n]):
+    keys = sorted(set(old[name]) | set(new[name]))
+    diffs += [f"{name}.{k}: {old[name].get(k, '<absent>')!r} -> {new[name].get(k, '<absent>')!r}"
+              for k in keys if old[name].get(k, "<absent>") != new[name].get(k, "<absent>")]
+  return diffs + lifecycle.config_differences(saved.get("base", {}), current["base"])
+
+
+def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
+                         configs: list, dirs: list[str]) -> None:
+  """Refuses a top folder that holds a single run or another family (the differing
+  fields named), and member folders that hold another run or wrong paths. Reads only.
+
+  Raises:
+    ValueError: naming the folder, file or differing fields.
+  """
+  for name in (lifecycle.CONFIG_FILE, logs.METRICS_FILE, "checkpoints"):
+    if os.path.lexists(os.path.join(workdir, name)):
+      raise ValueError(f"{workdir} holds a single run ({name}), not a family: use another "
+                       "--workdir for the family")
+  path = os.path.join(workdir, lifecycle.FAMILY_FILE)
+  if os.path.lexists(path):
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"{path} is not the JSON this program writes ({e}): restore it, or "
+                       "use another --workdir") from None
+    diffs = identity_differences(saved, family_identity(config))
+    if diffs:
+      raise ValueError(f"{workdir} holds another family ({'; '.join(diffs)}): use another "
+                       "--workdir")
+  for member_config_, d in zip(configs, dirs):
+    lifecycle.check_run_paths(d, d)
+    lifecycle.check_workdir_config(member_config_, d, allow_config_change=False)
+
+
+def _member_configs(config: ml_collections.ConfigDict) -> list:
+  """The validated run config of every member; ValueError naming the member."""
   configs = []
-  for name, _, o in members:
+  for name, _, o in member_overrides(config):
     try:
       configs.append(member_config(config, o))
       validate.validate_config(configs[-1])
     except ValueError as e:
       raise ValueError(f"member {name!r}: {e}") from None
-  overrides = [o for _, _, o in members]
+  return configs
+
+
+def _resume_hint() -> str:
+  return f"resume with: python {shlex.join(sys.argv)}"
+
+
+def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress: bool,
+                   stop: lifecycle.Preemption) -> None:
+  """Trains the unfinished members (vmapped, or one after another); FamilyStopped if a
+  signal stopped them."""
+  members = member_overrides(config)
+  dirs = [os.path.join(workdir, name) for name, _, _ in members]
+  if use_vmap:
+    todo = [i for i, d in enumerate(dirs) if not _finished(d, configs[i])]
+    if todo:
+      sweep.train_sweep(run_config(config), [members[i][2] for i in todo], workdir,
+                        progress=progress, names=[members[i][0] for i in todo])
+  else:
+    for i, (name, label, _) in enumerate(members):
+      if stop.requested:
+        break
+      print(f"[{i + 1}/{len(members)}] {config.experiment.name}: {label} -> {dirs[i]}",
+            file=sys.stderr, flush=True)
+      train.train_and_evaluate(configs[i], dirs[i], progress=progress)
+  unfinished = [name for (name, _, _), d, c in zip(members, dirs, configs)
+                if not _finished(d, c) and not lifecycle.diverged_message(d)]
+  if stop.requested and unfinished:
+    raise FamilyStopped(f"stopped by a signal: members {', '.join(unfinished)} are "
+                        f"unfinished and no summary or figure was written; {_resume_hint()}")
+
+
+def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "auto",
+               progress: bool = True, analysis_kwargs: dict | None = None) -> dict[str, Any]:
+  """Trains (or resumes, or skips finished) members, analyses them, writes summary.json.
+
+  Holds the family's lock (``WORKDIR/.lock``; each member's run its own) throughout and
+  records the family's identity in ``WORKDIR/family.json``.
+
+  Raises:
+    ValueError: a bad member, another family or run in ``workdir``, a busy workdir.
+    FamilyStopped: SIGTERM/SIGINT stopped it before every member finished.
+  """
+  if vmap not in ("auto", "yes", "no"):
+    raise ValueError(f"vmap must be auto, yes or no, got {vmap!r}")
+  configs = _member_configs(config)
+  overrides = [o for _, _, o in member_overrides(config)]
   # one vmapped program needs members that differ only in values the state holds
   use_vmap = {"yes": True, "no": False, "auto": _vmap_pays(configs[0])}[vmap] and _vmappable(
       overrides)
   if vmap == "yes" and not _vmappable(overrides):
     raise ValueError(f"--vmap=yes needs members that differ only in {sweep.SWEEPABLE}")
-  os.makedirs(workdir, exist_ok=True)
-  dirs = [os.path.join(workdir, name) for name, _, _ in members]
-  if use_vmap:
-    todo = [i for i, d in enumerate(dirs) if not _finished(d, configs[i])]
-    if todo:
-      sweep.train_sweep(run_config(config), [overrides[i] for i in todo], workdir,
-                        progress=progress, names=[members[i][0] for i in todo])
-  else:
-    for i, (name, label, _) in enumerate(members):
-      print(f"[{i + 1}/{len(members)}] {config.experiment.name}: {label} -> {dirs[i]}",
-            file=sys.stderr, flush=True)
-      train.train_and_evaluate(configs[i], dirs[i], progress=progress)
-  summary = summarize(config, workdir, **(analysis_kwargs or {}))
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  lifecycle.make_workdir(workdir)
+  dirs = [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
+  with family_lock(workdir), lifecycle.Preemption() as stop:
+    check_family_workdir(config, workdir, configs, dirs)
+    lifecycle.write_atomically(os.path.join(workdir, lifecycle.FAMILY_FILE),
+                               json.dumps(family_identity(config), indent=1))
+    _train_members(config, workdir, configs, use_vmap, progress, stop)
+    summary = summarize(config, workdir, **(analysis_kwargs or {}))
+    lifecycle.write_atomically(os.path.join(workdir, "summary.json"),
+                               json.dumps(summary, indent=1))
   return summary
+
+
+def family_lock(workdir: str) -> WorkdirLock:
+  """The lock of a family's top folder (re-entrant in this process)."""
+  return WorkdirLock(workdir, "family", reentrant=True)
 
 
 def _finished(workdir: str, config) -> bool:
@@ -153,19 +255,24 @@ def _finished(workdir: str, config) -> bool:
 
 
 def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs) -> dict[str, Any]:
-  """Per member: label, its overrides and the phase analysis (``Analysis.summary``)."""
+  """Per member: label, its overrides, the epochs it logged of those planned
+  (``finished``: all of them, or it diverged) and the phase analysis
+  (``Analysis.summary``)."""
   out = {"experiment": config.experiment.name, "members": []}
   for name, label, overrides in member_overrides(config):
     run_dir = os.path.join(workdir, name)
+    planned = member_config(config, overrides).train.epochs
     series = phases.load_series(run_dir)
+    head = {"name": name, "label": label, "overrides": overrides, "planned_epochs": planned}
     if "epoch" not in series:  # diverged (or stopped) before its first epoch record
-      out["members"].append({"name": name, "label": label, "overrides": overrides,
-                             "epochs": 0, "final": {}, **_no_epoch(run_dir)})
+      out["members"].append({**head, "epochs": 0, "final": {}, **_no_epoch(run_dir),
+                             "finished": lifecycle.diverged_message(run_dir) is not None})
       continue
     analysis = phases.analyze_run(run_dir, series=series, **analysis_kwargs)
     final = {k: float(series[k][-1]) for k in ("train_loss", "test_error") if k in series}
-    out["members"].append({"name": name, "label": label, "overrides": overrides,
-                           "epochs": int(series["epoch"][-1]), "final": final,
+    epochs = int(series["epoch"][-1])
+    finished = epochs >= planned or lifecycle.diverged_message(run_dir) is not None
+    out["members"].append({**head, "epochs": epochs, "finished": finished, "final": final,
                            **analysis.summary()})
   return out
 
@@ -226,10 +333,12 @@ def table(summary: dict[str, Any]) -> str:
       spikes = f"{', '.join(f'{e:g}' for e in m['destabilizations'])} (too few: not periodic)"
     elif "never converged" in m["reason"]:
       spikes = "none: the loss never converged"
-    elif not m["epochs"]:
-      spikes = f"none: {m['reason']}"
-    else:
+    elif m["epochs"] and m["reason"].startswith("the loss converged"):
       spikes = "none: converged, never destabilized"
+    else:  # no epoch yet, too few finite values, ...: the analysis' own words
+      spikes = f"none: {m['reason']}"
+    if not m.get("finished", True):
+      spikes += f" (unfinished: {m['epochs']} of {m['planned_epochs']} epochs)"
     rows.append(f"| {m['label']} | {spikes} | {m['mean_period']:.3g} | {min_loss:.3g} | {min_err:.3g} |")
   return "\n".join(rows)
 

@@ -20,7 +20,7 @@ import os
 
 from absl import flags
 
-from si_jax import cli, experiment
+from si_jax import cli, experiment, lifecycle
 
 _CONFIG = cli.config_flag()
 _WORKDIR = cli.workdir_flag()
@@ -34,14 +34,18 @@ _FIGURES_ONLY = flags.DEFINE_bool("figures_only", False, "only analyse and draw 
 def main(argv: list[str]) -> None:
   del argv  # only flags
   config, workdir = _CONFIG.value, _WORKDIR.value
-  if _FIGURES_ONLY.value:
-    summary = experiment.summarize(config, workdir)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=1)
-  else:
-    summary = experiment.run_family(config, workdir, vmap=_VMAP.value,
-                                    progress=_PROGRESS.value)
-  cli.report_family(config, workdir, summary)
+  if _FIGURES_ONLY.value and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is not a directory: no family to draw")
+  lifecycle.make_workdir(workdir)
+  with experiment.family_lock(workdir):  # summary, table and figures by this writer only
+    if _FIGURES_ONLY.value:
+      summary = experiment.summarize(config, workdir)
+      lifecycle.write_atomically(os.path.join(workdir, "summary.json"),
+                                 json.dumps(summary, indent=1))
+    else:
+      summary = experiment.run_family(config, workdir, vmap=_VMAP.value,
+                                      progress=_PROGRESS.value)
+    cli.report_family(config, workdir, summary)
 
 
 def run() -> None:

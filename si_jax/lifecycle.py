@@ -22,7 +22,8 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
-from si_jax.checkpoint import Checkpointer
+from si_jax.checkpoint import CHECKPOINT_DIR, Checkpointer
+from si_jax.workdir_lock import WorkdirLock
 
 CONFIG_FILE = "config.json"
 DIVERGED_FILE = "diverged.json"
@@ -94,6 +95,8 @@ class Run:
   complete: bool = False
   diverged: str | None = None
   record: dict[str, Any] = dataclasses.field(default_factory=dict)
+  lock: WorkdirLock | None = None
+  discard_after: int | None = None  # checkpoints newer than this go once the logs open
 
   @property
   def active(self) -> bool:
@@ -113,15 +116,18 @@ class Run:
     hyperparameters), starts the wall clock."""
     log_dir = self.log_dir
     os.makedirs(log_dir, exist_ok=True)
-    if jax.process_index() == 0:
-      write_atomically(os.path.join(self.workdir, CONFIG_FILE),
-                       self.config.to_json_best_effort(indent=2))
     hparams = config_lib.flatten(json.loads(self.config.to_json_best_effort()))
     board = self.config.train.get("tensorboard", "epoch")
     self.writer = logs.MetricWriter(
         log_dir, per_step=(self.config.train.log_every == "step"), offsets=self.offsets,
         tensorboard=hparams if jax.process_index() == 0 and board != "off" else None,
         tensorboard_steps=board == "step")
+    if jax.process_index() == 0:
+      write_atomically(os.path.join(self.workdir, CONFIG_FILE),
+                       self.config.to_json_best_effort(indent=2))
+    if self.ckpt and self.discard_after is not None:  # their epochs are redone
+      self.ckpt.discard_after(self.discard_after)
+      self.discard_after = None
     self.started = time.time() - self.wall_before
 
   def save(self, epoch: int, state) -> str:
@@ -160,25 +166,88 @@ class Run:
     return self.record
 
   def close(self) -> None:
-    if self.writer:
-      self.writer.close()
-    if self.ckpt:
-      self.ckpt.close()
+    """Closes the logs and checkpoints and releases the workdir (idempotent)."""
+    writer, ckpt, lock = self.writer, self.ckpt, self.lock
+    self.writer, self.ckpt, self.lock = None, None, None
+    try:
+      if writer:
+        writer.close()
+      if ckpt:
+        ckpt.close()
+    finally:
+      if lock:
+        lock.release()
 
 
 def write_atomically(path: str, text: str) -> None:
-  """Writes ``path`` through a temporary file and a rename: never half a file."""
+  """Writes ``path`` through a temporary file and a rename: never half a file (and not
+  at all when it already holds ``text``)."""
+  try:
+    with open(path) as f:
+      if f.read() == text:
+        return
+  except (OSError, UnicodeDecodeError):
+    pass
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
 
 
-def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
-  """Re-opens (or creates) ``workdir`` for ``config``: refuses a saved config.json of
-  another run and opens the checkpoint manager. config.json itself is written only once
-  start-up succeeded (``Run.open_logs``)."""
-  cc = config.checkpoint
+FAMILY_FILE = "family.json"  # a family's identity at its top folder (si_jax.experiment)
+
+
+def _check_file(path: str, what: str) -> None:
+  """ValueError unless ``path`` is absent or a writable regular file."""
+  if not os.path.lexists(path):
+    return
+  if os.path.islink(path) and not os.path.exists(path):
+    raise ValueError(f"{path} is a symbolic link to nothing: the {what} must be a file")
+  if not os.path.isfile(path):
+    raise ValueError(f"{path} is not a file (the {what}): move it aside, or use another "
+                     "--workdir")
+  if not os.access(path, os.W_OK):
+    raise ValueError(f"{path} is not writable (the {what})")
+
+
+def _check_dir(path: str, what: str) -> None:
+  """ValueError unless ``path`` is absent or a writable directory."""
+  if not os.path.lexists(path):
+    return
+  try:
+    os.stat(path)
+  except OSError as e:  # a symbolic link loop, a dangling link
+    raise ValueError(f"{path} cannot be used as the {what} ({e.strerror})") from None
+  if not os.path.isdir(path):
+    raise ValueError(f"{path} is not a directory (the {what}): move it aside, or use "
+                     "another --workdir")
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ValueError(f"{path} is not writable (the {what})")
+
+
+def check_run_paths(workdir: str, log_dir: str) -> None:
+  """Every file and folder a run writes is what it should be (absent, or a writable file
+  or folder): checked before anything is read, cut, discarded or written.
+
+  Raises:
+    ValueError: naming the path that is wrong, or the family this folder holds.
+  """
+  if os.path.exists(os.path.join(workdir, FAMILY_FILE)):
+    raise ValueError(f"{workdir} holds a family ({FAMILY_FILE}), not a run: train a single "
+                     "run in another --workdir, or the family with its own program")
+  _check_dir(os.path.join(workdir, CHECKPOINT_DIR), "checkpoint folder")
+  _check_file(os.path.join(workdir, CONFIG_FILE), "run's config")
+  _check_file(os.path.join(workdir, DIVERGED_FILE), "divergence record")
+  if log_dir != workdir:
+    _check_dir(log_dir, "process's log folder")
+  _check_file(os.path.join(log_dir, logs.METRICS_FILE), "per-epoch log")
+  _check_file(os.path.join(log_dir, logs.STEPS_FILE), "per-step log")
+  _check_file(os.path.join(log_dir, logs.STEPS_JSONL_FILE), "per-step log")
+
+
+def make_workdir(workdir: str) -> None:
+  """Creates ``workdir`` (and its parents) if needed; ValueError if it cannot be a
+  writable directory."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir={workdir} is a file, not a directory")
   try:
@@ -187,9 +256,32 @@ def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
     raise ValueError(f"cannot create --workdir={workdir}: {e.strerror}") from None
   if not os.access(workdir, os.W_OK):
     raise ValueError(f"--workdir={workdir} is not writable")
-  check_workdir_config(config, workdir, allow_config_change)
-  ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs) if cc.every_epochs else None
-  return Run(config, workdir, ckpt, allow_config_change)
+
+
+def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
+  """Re-opens (or creates) ``workdir`` for ``config``: takes its lock (one writer per
+  workdir), checks its files are what a run writes, refuses a saved config.json of
+  another run and opens the checkpoint manager. Nothing is written yet: config.json only
+  once start-up succeeded (``Run.open_logs``). The caller releases the lock with
+  ``Run.close`` (also on failure).
+
+  Raises:
+    WorkdirBusy: another process writes to ``workdir``.
+    ValueError: a wrong path, a family's folder, or another run's config.
+  """
+  cc = config.checkpoint
+  make_workdir(workdir)
+  lock = WorkdirLock(workdir, "run", jax.process_index()).acquire()
+  try:
+    run = Run(config, workdir, None, allow_config_change, lock=lock)
+    check_run_paths(workdir, run.log_dir)
+    check_workdir_config(config, workdir, allow_config_change)
+    if cc.every_epochs:
+      run.ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs)
+  except BaseException:
+    lock.release()
+    raise
+  return run
 
 
 class LogMismatch(ValueError):
@@ -232,10 +324,17 @@ def _restore_checked(run: Run, template, max_epoch: int | None):
           "logs are intact", file=sys.stderr)
   elif cut:
     raise LogMismatch(
-        f"{os.path.join(run.log_dir, logs.METRICS_FILE)} is shorter than every checkpoint of "
+        f"{_short_log(run, meta, sizes)} is shorter than every checkpoint of "
         f"{run.workdir} recorded (cut by a crash or a partial copy): restore the full logs, "
         "or use another --workdir")
   return restored
+
+
+def _short_log(run: Run, meta: dict[str, Any], sizes: tuple[int, int]) -> str:
+  """The log that is shorter than a checkpoint recorded (metrics.jsonl first)."""
+  if meta["metrics_bytes"] > sizes[0]:
+    return os.path.join(run.log_dir, logs.METRICS_FILE)
+  return logs.steps_path(run.log_dir)
 
 
 def _fresh_start(run: Run) -> None:
@@ -262,8 +361,9 @@ def restore(run: Run, template, max_epoch: int | None = None):
   ``max_epoch``), with the config's hyperparameters, or ``template`` to start afresh.
   Sets the run's start epoch, log offsets and wall time; marks a finished run complete."""
   restored = _restore_checked(run, template, max_epoch) if run.ckpt else None
-  if run.ckpt:  # checkpoints past the one chosen are redone (their logs were cut)
-    run.ckpt.discard_after(restored[1]["epoch"] if restored else 0)
+  if run.ckpt:  # checkpoints past the one chosen are redone (their logs were cut): they
+    # are discarded once the run's logs are open (``open_logs``), not before it can go on
+    run.discard_after = restored[1]["epoch"] if restored else 0
   if not restored:
     run.start_epoch, run.offsets, run.wall_before = 0, (0, 0), 0.0
     _fresh_start(run)
@@ -303,10 +403,18 @@ class Preemption:
     self.requested = False
     self._previous = {}
 
+  def _outer(self) -> "Preemption | None":
+    """The Preemption this one is nested in (a family around its members' loops)."""
+    owner = getattr(self._previous.get(signal.SIGTERM), "__self__", None)
+    return owner if isinstance(owner, Preemption) else None
+
   def _handle(self, signum, frame):
     if self.requested:
       raise KeyboardInterrupt
     self.requested = True
+    outer = self._outer()
+    while outer is not None:  # the family stops too: no further member
+      outer.requested, outer = True, outer._outer()
     print(f"\nsignal {signal.Signals(signum).name}: finishing this epoch, then saving a "
           "checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
 
@@ -314,6 +422,8 @@ class Preemption:
     if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
+      outer = self._outer()
+      self.requested = bool(outer and outer.requested)  # a signal before this loop began
     return self
 
   def __exit__(self, *exc):

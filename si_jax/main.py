@@ -56,9 +56,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO
   cluster = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if not _DISTRIBUTED.value and cluster != (None, None, None):
-    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
-                         "--distributed")
+  if not _DISTRIBUTED.value and (*cluster, _DISTRIBUTED_TIMEOUT.value) != (None,) * 4:
+    raise app.UsageError("--coordinator_address, --num_processes, --process_id and "
+                         "--distributed_timeout need --distributed")
   if _CPU_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
   if _CACHE.value:

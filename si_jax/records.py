@@ -51,12 +51,18 @@ def tiny_norm_hint(rho: float, epsilon: float = 1e-5) -> str:
 
 
 def check_finite(records: list[dict], first_step: int, policy: str = "stop") -> None:
-  """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm.
+  """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm, or
+  at a weight norm of exactly 0 (its effective learning rate is infinite).
 
   With ``policy='record'`` a non-finite loss or gradient is only reported (on stderr)
   and training goes on while the weights stay finite.
   """
   for i, rec in enumerate(records):
+    if rec["weight_norm"] == 0.0:  # every SI weight underflowed: eff. LR lr / 0 = inf
+      raise TrainingDiverged(
+          f"the SI weight norm is 0 at step {first_step + i} (float32 underflow: the "
+          "effective learning rate lr / rho^2 is infinite and the SI layers' output is "
+          "undefined); raise model.init_scale or lower optim.wd.")
     bad = [k for k in WATCHED if not math.isfinite(rec[k])]
     if bad and policy == "record" and math.isfinite(rec["weight_norm"]):
       print(f"warning: non-finite {bad} at step {first_step + i} (recorded, training goes on)",

@@ -32,22 +32,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validate.validate_config(config)
   dataset = state_lib.load_dataset(config)
   run = lifecycle.open_run(config, workdir, allow_config_change)
-  ctx, state = state_lib.create_state(config, dataset)
-  state = lifecycle.restore(run, state)
-  if run.complete:
+  try:  # the workdir is locked: released on every way out
+    ctx, state = state_lib.create_state(config, dataset)
+    state = lifecycle.restore(run, state)
+    if run.complete:
+      final = logs.read_run(workdir)[-1] if os.path.exists(
+          os.path.join(workdir, logs.METRICS_FILE)) else {}
+      print(f"{workdir} is already complete ({run.start_epoch} epochs); raise "
+            "train.epochs to continue it", file=sys.stderr)
+      return {"final": final, "wall_time": run.wall_before, "workdir": workdir,
+              "state": state, "task": ctx, "preempted": False}
+    if run.start_epoch:
+      print(f"resuming {workdir} from the checkpoint of epoch {run.start_epoch} "
+            f"(step {int(state.step)})", file=sys.stderr)
+    mesh = sharding.mesh_for(None)
+    state, preempted = loop.run_loop(ctx, sharding.place_replicated(state, mesh), [run],
+                                     dataset, config, stacked=False, mesh=mesh,
+                                     progress=progress)
+  finally:
     run.close()
-    final = logs.read_run(workdir)[-1] if os.path.exists(
-        os.path.join(workdir, logs.METRICS_FILE)) else {}
-    print(f"{workdir} is already complete ({run.start_epoch} epochs); raise "
-          "train.epochs to continue it", file=sys.stderr)
-    return {"final": final, "wall_time": run.wall_before, "workdir": workdir,
-            "state": state, "task": ctx, "preempted": False}
-  if run.start_epoch:
-    print(f"resuming {workdir} from the checkpoint of epoch {run.start_epoch} "
-          f"(step {int(state.step)})", file=sys.stderr)
-  mesh = sharding.mesh_for(None)
-  state, preempted = loop.run_loop(ctx, sharding.place_replicated(state, mesh), [run], dataset,
-                                   config, stacked=False, mesh=mesh, progress=progress)
   return {"final": run.record, "wall_time": time.time() - run.started, "workdir": workdir,
           "state": state, "task": ctx, "preempted": preempted}
-

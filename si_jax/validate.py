@@ -58,6 +58,14 @@ def _check_train(t: ml_collections.ConfigDict) -> None:
                      f"integer, got {every!r}")
 
 
+MAX_SEED = 2**32 - 1  # numpy's and JAX's seeds are unsigned 32-bit words
+
+
+def _check_seed(seed, field: str) -> None:
+  if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+    raise ValueError(f"{field} must be an integer from 0 to 2**32-1, got {seed!r}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the first bad field: the one check of a run config, made
   before any file is written."""
@@ -65,8 +73,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if section not in config:
       raise ValueError(f"config has no '{section}' section")
   _check_finite_numbers(config)
-  if not isinstance(config.seed, int):
-    raise ValueError(f"seed must be an integer, got {config.seed!r}")
+  _check_seed(config.seed, "seed")
+  if config.data.get("order_seed") is not None:
+    _check_seed(config.data.order_seed, "data.order_seed")
   m, d, o, t = config.model, config.data, config.optim, config.train
   models.check_options(name=m.name, norm=m.norm, width=m.width, norm_epsilon=m.norm_epsilon,
                        conv_impl=m.get("conv_impl", "xla"), last_layer_norm=m.last_layer_norm)

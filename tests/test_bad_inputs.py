@@ -426,6 +426,10 @@ CONFIG_CASES = [
     Case("unknown_train_mode", r"train\.mode must be one of", ("--config.train.mode=adamw",)),
     Case("source_does_not_serve_name", r"data\.source='embedded' does not serve "
          r"data\.name='cifar10'", ("--config.data.name=cifar10",)),
+    Case("seed_too_large", r"seed must be an integer from 0 to 2\*\*32-1, got "
+         "1180591620717411303424", ("--config.seed=1180591620717411303424",)),
+    Case("seed_negative", r"seed must be an integer from 0 to 2\*\*32-1, got -1",
+         ("--config.seed=-1",)),
     Case("init_checkpoint_nowhere", r"model\.init_checkpoint='/nonexistent/run' is not a "
          "directory", ("--config.model.init_checkpoint=/nonexistent/run",)),
     Case("init_checkpoint_without_checkpoints", r"warm/checkpoints does not exist",
@@ -684,6 +688,32 @@ def corrupt_checkpoints(*epochs: int) -> Callable[[Path], None]:
   return corrupt
 
 
+def replace_with_folder(name: str) -> Callable[[Path], None]:
+  def replace(work: Path) -> None:
+    remove(name)(work)
+    (work / name).mkdir()
+    (work / name / "notes.txt").write_text("kept\n")
+  return replace
+
+
+def replace_with_file(name: str) -> Callable[[Path], None]:
+  def replace(work: Path) -> None:
+    remove(name)(work)
+    (work / name).write_text("not a folder\n")
+  return replace
+
+
+def self_symlink(name: str) -> Callable[[Path], None]:
+  def link(work: Path) -> None:
+    remove(name)(work)
+    (work / name).symlink_to(name)
+  return link
+
+
+def family_marker(work: Path) -> None:
+  (work / "family.json").write_text('{"experiment": "lr_sweep"}\n')
+
+
 def bad_config_json(work: Path) -> None:
   (work / "config.json").write_text('{"seed": 0, "optim": {"lr": 0.1')
 
@@ -712,6 +742,18 @@ TRAINED_CASES = [
     Case("init_epoch_not_checkpointed", r"no checkpoint of epoch 7 in .*/work/checkpoints; it "
          r"has \[1, 2, 3\]", ("--config.model.init_checkpoint={work}",
                                "--config.model.init_epoch=7"), workdir="{case}/new"),
+    # nothing discarded, cut or rewritten before a failure (checkpoints 2 and 3 kept)
+    Case("log_is_a_folder", r"work/metrics\.jsonl is not a file \(the per-epoch log\)",
+         ("--config.train.epochs=4",), base=RUN, setup=replace_with_folder("metrics.jsonl")),
+    Case("checkpoints_is_a_file", r"work/checkpoints is not a directory \(the checkpoint "
+         "folder\)", ("--config.train.epochs=4",), base=RUN,
+         setup=replace_with_file("checkpoints")),
+    Case("checkpoints_self_symlink", r"work/checkpoints cannot be used as the checkpoint "
+         "folder", base=RUN, setup=self_symlink("checkpoints")),
+    Case("config_json_is_a_folder", r"work/config\.json is not a file", base=RUN,
+         setup=replace_with_folder("config.json")),
+    Case("run_on_a_family_folder", r"work holds a family \(family\.json\), not a run",
+         base=RUN, setup=family_marker),
     Case("finished_rerun_without_checkpoints", "", ("--config.checkpoint.every_epochs=0",),
          base=RUN, status=0, setup=remove("checkpoints")),
 ]

@@ -1,0 +1,128 @@
+"""One writer per workdir: an exclusive OS file lock held for a run's (or family's) life.
+
+``WorkdirLock(workdir)`` takes ``fcntl.flock`` on ``WORKDIR/.lock`` without waiting and
+writes the holder's pid and host into it; a second writer fails at once with
+``WorkdirBusy`` naming them. The kernel drops the lock when its holder exits in any way
+(SIGKILL included), so a stale ``.lock`` file never blocks the next run. On release the
+file is removed (a failed start leaves the workdir as it found it). Readers (plots,
+analysis) take no lock.
+
+flock is advisory and per host: it does not stop writers on other machines sharing the
+directory over a network filesystem that does not forward flock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+
+LOCK_FILE = ".lock"
+_HELD: dict[str, int] = {}  # lock path -> its holders in this process (re-entrant ones)
+
+
+class WorkdirBusy(ValueError):
+  """Another process holds the workdir's lock."""
+
+
+def lock_path(workdir: str, process_index: int = 0) -> str:
+  """The lock file of ``workdir`` for one process (process 0: ``.lock``; process N of a
+  multi-process run: ``.lock.process_N``, as each process writes its own logs)."""
+  name = LOCK_FILE if process_index == 0 else f"{LOCK_FILE}.process_{process_index}"
+  return os.path.join(workdir, name)
+
+
+def _holder(path: str) -> str:
+  try:
+    with open(path) as f:
+      text = f.read().strip()
+  except OSError:
+    text = ""
+  return text or "another process (it has not written its pid yet)"
+
+
+class WorkdirLock:
+  """An exclusive, non-blocking lock on one workdir; a context manager.
+
+  Args:
+    workdir: an existing directory.
+    what: the holder's description for the busy message ('run', 'family').
+    process_index: which process of a multi-process run takes it.
+    reentrant: whether a second holder in the same process shares the lock (a family's
+      program and ``run_family``) instead of being refused (two runs are two writers).
+
+  Raises (from ``acquire``):
+    WorkdirBusy: another process holds the lock (the message names its pid and host).
+    ValueError: the lock file cannot be created (the workdir is not writable).
+  """
+
+  def __init__(self, workdir: str, what: str = "run", process_index: int = 0,
+               reentrant: bool = False):
+    self.workdir, self.what, self.reentrant = workdir, what, reentrant
+    self.path = lock_path(workdir, process_index)
+    self._fd: int | None = None
+
+  @property
+  def held(self) -> bool:
+    return self._fd is not None
+
+  def acquire(self) -> "WorkdirLock":
+    """Takes the lock; returns self."""
+    key = os.path.realpath(self.path)
+    if self._fd is None and self.reentrant and key in _HELD:
+      _HELD[key] += 1
+      self._fd = -1  # held through the process's first holder
+      return self
+    while self._fd is None:
+      try:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      except OSError as e:
+        raise ValueError(f"cannot lock {self.workdir}: {self.path}: {e.strerror}") from None
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        os.close(fd)
+        raise WorkdirBusy(
+            f"{self.workdir} is in use by {_holder(self.path)}: one writer per workdir. Wait "
+            "for it to finish (or stop it), or use another --workdir.") from None
+      if not _same_file(fd, self.path):  # the holder removed it while we waited: retry
+        os.close(fd)
+        continue
+      os.ftruncate(fd, 0)
+      os.write(fd, (f"pid {os.getpid()} on host {socket.gethostname()} ({self.what} started "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n").encode())
+      self._fd = fd
+      _HELD[key] = 1
+    return self
+
+  def release(self) -> None:
+    """Removes the lock file, then drops the lock (idempotent)."""
+    if self._fd is None:
+      return
+    key = os.path.realpath(self.path)
+    _HELD[key] -= 1
+    if self._fd == -1:  # an inner holder: the outer one still holds it
+      self._fd = None
+      return
+    del _HELD[key]
+    try:
+      os.unlink(self.path)
+    except OSError:
+      pass
+    os.close(self._fd)
+    self._fd = None
+
+  def __enter__(self) -> "WorkdirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+
+def _same_file(fd: int, path: str) -> bool:
+  try:
+    a, b = os.fstat(fd), os.stat(path)
+  except FileNotFoundError:
+    return False
+  return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -1,0 +1,213 @@
+"""One writer per workdir: the lock, families' identity, stop means stop (in-process).
+
+The end-to-end cases (two real programs on one workdir, damaged workdirs left
+byte-identical) are in test_bad_inputs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from si_jax import experiment, lifecycle, train
+from si_jax import sweep as sweep_lib
+from si_jax.config import base_config
+from si_jax.workdir_lock import WorkdirBusy, WorkdirLock, lock_path
+
+HOLD = """
+import sys, time
+from si_jax.workdir_lock import WorkdirLock
+lock = WorkdirLock(sys.argv[1], "run").acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(workdir) -> subprocess.Popen:
+  """A separate process that holds ``workdir``'s lock until killed."""
+  p = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE,
+                       text=True)
+  assert p.stdout.readline().strip() == "held"
+  return p
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+  holder = _holder(tmp_path)
+  try:
+    start = time.time()
+    with pytest.raises(WorkdirBusy) as e:
+      WorkdirLock(str(tmp_path)).acquire()
+    assert time.time() - start < 2
+    assert f"pid {holder.pid} on host {socket.gethostname()}" in str(e.value)
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
+  holder = _holder(tmp_path)
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  assert os.path.exists(lock_path(str(tmp_path)))  # its file stays: SIGKILL ran no code
+  with WorkdirLock(str(tmp_path)) as lock:
+    assert lock.held
+    assert f"pid {os.getpid()}" in open(lock_path(str(tmp_path))).read()
+  assert not os.path.exists(lock_path(str(tmp_path)))  # a release removes the file
+
+
+def test_two_locks_in_one_process_conflict_unless_reentrant(tmp_path):
+  """A run's lock is not re-entrant (two runs in one process are two writers); a
+  family's is (its program and ``run_family`` both take it)."""
+  with WorkdirLock(str(tmp_path)):
+    with pytest.raises(WorkdirBusy, match=f"pid {os.getpid()}"):
+      WorkdirLock(str(tmp_path)).acquire()
+  with experiment.family_lock(str(tmp_path)):
+    with experiment.family_lock(str(tmp_path)) as inner:
+      assert inner.held
+    assert os.path.exists(lock_path(str(tmp_path)))  # the outer one still holds it
+  assert not os.path.exists(lock_path(str(tmp_path)))
+
+
+def _config(epochs: int = 2):
+  config = base_config()
+  config.model.width = 4
+  config.data.name, config.data.source = "digits", "embedded"
+  config.data.train_size, config.data.test_size = 128, 64
+  config.train.epochs = epochs
+  return config
+
+
+def test_open_run_holds_the_workdir_until_closed(tmp_path):
+  workdir = str(tmp_path / "run")
+  run = lifecycle.open_run(_config(), workdir)
+  try:
+    assert sorted(os.listdir(workdir)) == [".lock", "checkpoints"]
+    with pytest.raises(WorkdirBusy, match=f"pid {os.getpid()} on host"):
+      train.train_and_evaluate(_config(), workdir, progress=False)
+    assert sorted(os.listdir(workdir)) == [".lock", "checkpoints"]  # nothing written
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == []
+  finally:
+    run.close()
+  assert os.listdir(workdir) == ["checkpoints"]
+
+
+def _family(name: str = "lr_sweep", lrs=(0.1, 0.3), wd: float = 0.03, epochs: int = 2):
+  config = experiment.experiment_config(_config(epochs), name)
+  config.optim.wd = wd
+  for lr in lrs:
+    experiment.add_member(config, f"lr_{str(lr).replace('.', 'p')}", f"lr {lr}",
+                          {"optim.lr": lr})
+  return config
+
+
+def _write_identity(config, workdir) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, lifecycle.FAMILY_FILE), "w") as f:
+    json.dump(experiment.family_identity(config), f)
+
+
+@pytest.mark.parametrize("other,expected", [
+    (_family(wd=0.5), r"optim\.wd: 0\.03 -> 0\.5"),
+    (_family(name="last_layer_norm"), r"experiment\.name: 'lr_sweep' -> 'last_layer_norm'"),
+    (_family(lrs=(0.1, 0.2)), r"members: \['lr_0p1', 'lr_0p3'\] -> \['lr_0p1', 'lr_0p2'\]"),
+])
+def test_a_family_refuses_another_familys_folder(tmp_path, other, expected):
+  workdir = str(tmp_path / "family")
+  _write_identity(_family(), workdir)
+  before = open(os.path.join(workdir, lifecycle.FAMILY_FILE)).read()
+  with pytest.raises(ValueError, match=f"holds another family .*{expected}"):
+    experiment.run_family(other, workdir, vmap="no", progress=False)
+  assert open(os.path.join(workdir, lifecycle.FAMILY_FILE)).read() == before
+  assert sorted(os.listdir(workdir)) == [lifecycle.FAMILY_FILE]
+
+
+def test_identity_allows_more_epochs_and_other_checkpointing():
+  saved = experiment.family_identity(_family())
+  longer = _family(epochs=5)
+  longer.checkpoint.every_epochs = 1
+  assert experiment.identity_differences(saved, experiment.family_identity(longer)) == []
+  changed = _family()
+  experiment.add_member(changed, "extra", "extra", {"optim.lr": 0.5})
+  changed.experiment.members.lr_0p3.overrides.optim.lr = 0.4
+  diffs = experiment.identity_differences(saved, experiment.family_identity(changed))
+  assert diffs == ["members: ['lr_0p1', 'lr_0p3'] -> ['lr_0p1', 'lr_0p3', 'extra']",
+                   "lr_0p3.optim.lr: 0.3 -> 0.4"]
+
+
+def test_a_family_refuses_a_single_runs_folder_and_members_of_another_config(tmp_path):
+  workdir = tmp_path / "family"
+  (workdir / "lr_0p1").mkdir(parents=True)
+  (workdir / "metrics.jsonl").write_text("")
+  with pytest.raises(ValueError, match=r"holds a single run \(metrics\.jsonl\), not a family"):
+    experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
+  (workdir / "metrics.jsonl").unlink()
+  # a member folder holding a run of another config (a family without family.json, as
+  # written before it existed): refused before anything is trained, vmapped or not
+  member = experiment.member_config(_family(wd=0.5), {"optim.lr": 0.1})
+  (workdir / "lr_0p1" / "config.json").write_text(member.to_json_best_effort())
+  for vmap in ("no", "yes"):
+    with pytest.raises(ValueError, match=r"lr_0p1 holds a run with a different config "
+                       r"\(optim\.wd: 0\.5 -> 0\.03\)"):
+      experiment.run_family(_family(), str(workdir), vmap=vmap, progress=False)
+  assert sorted(os.listdir(workdir)) == ["lr_0p1"]
+
+
+def _signal_during(trainer):
+  """A stand-in for a member's training that receives SIGTERM as a run's loop would: its
+  own Preemption catches it, and the run stops unfinished."""
+  calls = []
+
+  def fake(*args, **kwargs):
+    calls.append(args[1])
+    with lifecycle.Preemption() as inner:
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert inner.requested
+    return {"preempted": True}
+  return fake, calls
+
+
+@pytest.mark.parametrize("vmap", ["no", "yes"])
+def test_a_signal_stops_the_whole_family_without_a_summary(tmp_path, monkeypatch, vmap):
+  fake, calls = _signal_during(None)
+  target = (train, "train_and_evaluate") if vmap == "no" else (sweep_lib, "train_sweep")
+  monkeypatch.setattr(*target, fake)
+  workdir = tmp_path / "family"
+  with pytest.raises(experiment.FamilyStopped, match=r"stopped by a signal: members lr_0p1, "
+                     r"lr_0p3 are unfinished and no summary or figure was written; resume "
+                     r"with: python "):
+    experiment.run_family(_family(), str(workdir), vmap=vmap, progress=False)
+  assert len(calls) == 1  # no member after the signal
+  assert not (workdir / "summary.json").exists()
+  assert sorted(os.listdir(workdir)) == [lifecycle.FAMILY_FILE]  # the lock released
+
+
+def test_a_signal_before_a_loop_starts_reaches_it():
+  with lifecycle.Preemption() as outer:
+    os.kill(os.getpid(), signal.SIGTERM)
+    with lifecycle.Preemption() as inner:
+      assert inner.requested and outer.requested
+
+
+def test_unfinished_members_are_marked_in_the_summary_and_table(tmp_path):
+  workdir = tmp_path / "family"
+  for name, epochs in (("lr_0p1", 3), ("lr_0p3", 1)):
+    (workdir / name).mkdir(parents=True)
+    (workdir / name / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "step": 4 * e, "loss": 2.0, "train_loss": 2.0,
+                    "test_error": 0.8, "weight_norm": 5.0}) + "\n" for e in range(1, epochs + 1)))
+  summary = experiment.summarize(_family(epochs=3), str(workdir))
+  assert [(m["epochs"], m["planned_epochs"], m["finished"]) for m in summary["members"]] == [
+      (3, 3, True), (1, 3, False)]
+  rows = experiment.table(summary).splitlines()
+  assert "unfinished" not in rows[2]
+  assert re.search(r"\| none: too few finite loss values .*\(unfinished: 1 of 3 epochs\) \|",
+                   rows[3]), rows[3]
+  assert "converged" not in rows[3]
