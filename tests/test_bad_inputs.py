@@ -746,7 +746,7 @@ TRAINED_CASES = [
     Case("log_is_a_folder", r"work/metrics\.jsonl is not a file \(the per-epoch log\)",
          ("--config.train.epochs=4",), base=RUN, setup=replace_with_folder("metrics.jsonl")),
     Case("checkpoints_is_a_file", r"work/checkpoints is not a directory \(the checkpoint "
-         "folder\)", ("--config.train.epochs=4",), base=RUN,
+         r"folder\)", ("--config.train.epochs=4",), base=RUN,
          setup=replace_with_file("checkpoints")),
     Case("checkpoints_self_symlink", r"work/checkpoints cannot be used as the checkpoint "
          "folder", base=RUN, setup=self_symlink("checkpoints")),
@@ -904,3 +904,52 @@ def test_forked_and_plain_agree(launcher, tmp_path):
       outcomes.append((result.status, result.stdout,
                        result.stderr.replace(str(case_dir), "CASE")))
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_second_writer_is_refused_and_the_first_finishes_as_alone(launcher, tmp_path):
+  """Two identical runs on one workdir: the second is refused within seconds, naming the
+  first's pid, and writes nothing; the first ends with the logs of a run alone."""
+  args = ["--config=configs/quickstart.py", *RUN, "--config.train.epochs=12", "--noplot"]
+  work, alone = tmp_path / "work", tmp_path / "alone"
+  first_launcher = Launcher(plain=True)
+  first = first_launcher.start("main", [*args, f"--workdir={work}"], tmp_path / "first",
+                               program_env())
+  deadline = time.time() + 120
+  while not (work / ".lock").exists():
+    assert time.time() < deadline, "the first run never took the lock"
+    time.sleep(0.05)
+  started = time.time()
+  result = launcher.run("main", [*args, f"--workdir={work}"], tmp_path / "second",
+                        program_env(), timeout=120)
+  assert time.time() - started < 30
+  check_one_error_line(result, rf"work is in use by pid {first} on host .*one writer per "
+                       "workdir", root=tmp_path)
+  done = first_launcher.wait()
+  assert done.status == 0, done.stderr[-3000:]
+  assert "in use" not in done.stderr
+  solo = launcher.run("main", [*args, f"--workdir={alone}"], tmp_path / "solo", program_env())
+  assert solo.status == 0, solo.stderr[-3000:]
+  assert len(records(work)) == 12 and records(work) == records(alone)
+  assert sorted(os.listdir(work / "checkpoints")) == ["10", "11", "12"]
+  assert not (work / ".lock").exists()
+
+
+def test_sigterm_stops_the_whole_family(launcher, tmp_path):
+  """SIGTERM during a sequential family's first member: it checkpoints and stops, no
+  further member starts, no summary or figure is written, and the program ends with one
+  error line giving the resume command."""
+  work = tmp_path / "work"
+  pid = launcher.start("family", ["--config=configs/lr_sweep.py:cpu", *TINY[1:],
+                                  "--config.train.epochs=400", "--vmap=no", f"--workdir={work}",
+                                  "--noprogress"], tmp_path / "out", program_env())
+  log = work / "lr_3" / "metrics.jsonl"
+  deadline = time.time() + 180
+  while not (log.exists() and log.read_text()):
+    assert time.time() < deadline, "no epoch finished in 180 s"
+    time.sleep(0.1)
+  os.kill(pid, signal.SIGTERM)
+  result = launcher.wait()
+  check_one_error_line(result, r"stopped by a signal: members lr_3, .* are unfinished and no "
+                       r"summary or figure was written; resume with: ", root=tmp_path)
+  assert sorted(p.name for p in work.iterdir()) == ["family.json", "lr_3"]
+  assert (work / "lr_3" / "checkpoints").is_dir()

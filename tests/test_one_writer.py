@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from si_jax import experiment, lifecycle, train
+from si_jax import experiment, lifecycle, records, train
 from si_jax import sweep as sweep_lib
 from si_jax.config import base_config
 from si_jax.workdir_lock import WorkdirBusy, WorkdirLock, lock_path
@@ -211,3 +211,18 @@ def test_unfinished_members_are_marked_in_the_summary_and_table(tmp_path):
   assert re.search(r"\| none: too few finite loss values .*\(unfinished: 1 of 3 epochs\) \|",
                    rows[3]), rows[3]
   assert "converged" not in rows[3]
+
+
+def test_a_weight_norm_that_underflows_to_zero_stops_the_run(tmp_path):
+  """model.init_scale=1e-30: every SI weight squared underflows in float32, rho = 0 and
+  the effective LR lr / rho^2 is infinite; the loss itself stays finite (BN's epsilon),
+  so only the norm check can stop it."""
+  config = _config(epochs=1)
+  config.model.init_scale = 1e-30
+  with pytest.raises(records.TrainingDiverged, match=r"the SI weight norm is 0 at step 0 "
+                     r".*raise model\.init_scale"):
+    train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  good = {"loss": 2.3, "grad_norm": 1.0, "weight_norm": 1e-3}
+  records.check_finite([good], 0, "record")  # tiny but not zero: goes on
+  with pytest.raises(records.TrainingDiverged, match="at step 8"):
+    records.check_finite([good, dict(good, weight_norm=0.0)], 7, "record")
