@@ -150,6 +150,7 @@ def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
     if os.path.lexists(os.path.join(workdir, name)):
       raise ValueError(f"{workdir} holds a single run ({name}), not a family: use another "
                        "--workdir for the family")
+  _check_older_family(config, workdir)
   path = os.path.join(workdir, lifecycle.FAMILY_FILE)
   if os.path.lexists(path):
     try:
@@ -165,6 +166,25 @@ def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
   for member_config_, d in zip(configs, dirs):
     lifecycle.check_run_paths(d, d)
     lifecycle.check_workdir_config(member_config_, d, allow_config_change=False)
+
+
+def _check_older_family(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """A family folder written before family.json: its summary.json names the family and
+  its members; another family there is refused."""
+  path = os.path.join(workdir, "summary.json")
+  if os.path.exists(os.path.join(workdir, lifecycle.FAMILY_FILE)) or not os.path.isfile(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    name, members = saved["experiment"], [m["name"] for m in saved["members"]]
+  except (OSError, ValueError, KeyError, TypeError):
+    return  # not a summary this program wrote: the member checks below still apply
+  current = [n for n, _, _ in member_overrides(config)]
+  if name != config.experiment.name or members != current:
+    raise ValueError(f"{workdir} holds another family (its summary.json: {name!r} with "
+                     f"members {members}; now {config.experiment.name!r} with {current}): "
+                     "use another --workdir")
 
 
 def _member_configs(config: ml_collections.ConfigDict) -> list:

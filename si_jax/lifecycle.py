@@ -232,9 +232,10 @@ def check_run_paths(workdir: str, log_dir: str) -> None:
   Raises:
     ValueError: naming the path that is wrong, or the family this folder holds.
   """
-  if os.path.exists(os.path.join(workdir, FAMILY_FILE)):
-    raise ValueError(f"{workdir} holds a family ({FAMILY_FILE}), not a run: train a single "
-                     "run in another --workdir, or the family with its own program")
+  for marker in (FAMILY_FILE, "summary.json"):
+    if os.path.exists(os.path.join(workdir, marker)):
+      raise ValueError(f"{workdir} holds a family ({marker}), not a run: train a single "
+                       "run in another --workdir, or the family with its own program")
   _check_dir(os.path.join(workdir, CHECKPOINT_DIR), "checkpoint folder")
   _check_file(os.path.join(workdir, CONFIG_FILE), "run's config")
   _check_file(os.path.join(workdir, DIVERGED_FILE), "divergence record")

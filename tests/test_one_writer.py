@@ -226,3 +226,32 @@ def test_a_weight_norm_that_underflows_to_zero_stops_the_run(tmp_path):
   records.check_finite([good], 0, "record")  # tiny but not zero: goes on
   with pytest.raises(records.TrainingDiverged, match="at step 8"):
     records.check_finite([good, dict(good, weight_norm=0.0)], 7, "record")
+
+
+def test_an_older_familys_folder_is_known_by_its_summary(tmp_path):
+  """Families written before family.json: their summary.json names them."""
+  workdir = tmp_path / "family"
+  workdir.mkdir()
+  (workdir / "summary.json").write_text(json.dumps(
+      {"experiment": "lr_sweep", "members": [{"name": "lr_3"}, {"name": "lr_1"}]}))
+  with pytest.raises(ValueError, match=r"holds another family \(its summary\.json: 'lr_sweep' "
+                     r"with members \['lr_3', 'lr_1'\]; now 'lr_sweep' with \['lr_0p1', "
+                     r"'lr_0p3'\]\)"):
+    experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
+  with pytest.raises(ValueError, match=r"holds a family \(summary\.json\), not a run"):
+    train.train_and_evaluate(_config(), str(workdir), progress=False)
+  assert sorted(os.listdir(workdir)) == ["summary.json"]
+
+
+def test_a_deleted_step_log_is_named_as_the_short_one(tmp_path):
+  config = _config(epochs=2)
+  config.train.log_every = "step"
+  config.checkpoint.every_epochs = 1
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir), progress=False)
+  (workdir / "steps.bin").unlink()
+  config.train.epochs = 3
+  with pytest.raises(lifecycle.LogMismatch, match=r"run/steps\.bin is shorter than every "
+                     "checkpoint"):
+    train.train_and_evaluate(config, str(workdir), progress=False)
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]  # none discarded
