@@ -13,18 +13,23 @@
   (``si_jax.tensorboard_log``).
 
 The step format, append-only: segments, each a header line (a JSON object
-``{"format": "si_jax.steps", "version": 1, "columns": [...], "types": [...]}`` and a
+``{"format": "si_jax.steps", "version": 2, "columns": [...], "types": [...]}`` and a
 newline) followed by fixed-size records: the byte 0x1E, a presence mask (bit i,
 little-endian, set when column i is in the record: the invariance residuals are there
 only on checked steps), then every column, little-endian: ``i8`` int64, ``f4`` float32
 (floats that are float32 values, as the device's metrics are), ``f8`` other floats,
-``b1`` bool; an absent one as zero. A writer (a start or a resume) begins a segment with
-its first record, so it never reads the file; a record that its segment does not fit (a
-new key, keys in another order, a float that float32 would round) begins another, so
-every record reads back equal to the one written: the same keys in the same order, ints as
-ints, the same floats. A resume cuts the file back to the byte length its checkpoint
-recorded, as it cuts the JSON lines. A quickstart ConvNet step (34 fields) takes 150
-bytes, against 1.4 kB as a JSON line.
+``b1`` bool; an absent one as zero; then a CRC-32 (``zlib.crc32``, ``<u4``) of the
+segment's header line and its records up to this one, CRCs left out. A writer (a start
+or a resume) begins a segment with its first record, so it never reads the file; a
+record that its segment does not fit (a new key, keys in another order, a float that
+float32 would round) begins another, so every record reads back equal to the one
+written: the same keys in the same order, ints as ints, the same floats. A resume cuts
+the file back to the byte length its checkpoint recorded, as it cuts the JSON lines:
+every record's end is a valid end of the file. The reader decodes nothing that fails
+the CRC (a changed byte, a record cut short, bytes appended by something else: a
+ValueError names the offset). Version 1 segments, written before the CRC, have the same
+records without it and are read unchecked. A quickstart ConvNet step (34 fields) takes
+154 bytes, against 1.4 kB as a JSON line.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +49,8 @@ STEPS_FILE = "steps.bin"
 STEPS_JSONL_FILE = "steps.jsonl"  # the per-step logs of runs begun before steps.bin
 
 _RECORD_MARK = 0x1E
+_VERSION = 2  # what the writer writes; the reader reads 1 (no CRC) and 2
+_CRC = struct.Struct("<I")
 _NUMPY_TYPES = {"i8": "<i8", "f4": "<f4", "f8": "<f8", "b1": "?"}
 _STRUCT_CODES = {"i8": "q", "f4": "f", "f8": "d", "b1": "?"}
 _ZEROS = {"i8": 0, "f4": 0.0, "f8": 0.0, "b1": False}
@@ -103,7 +112,8 @@ def _merged(old: list[str], new: list[str]) -> list[str]:
 
 
 class StepLogWriter:
-  """Appends step records to a ``steps.bin`` file (the format in the module docstring)."""
+  """Appends step records to a ``steps.bin`` file (the format in the module docstring),
+  after cutting the file to ``offset`` bytes (a resume: a length ``tell`` returned)."""
 
   def __init__(self, path: str, offset: int = 0):
     self._file = _open_at(path, offset, "ab")
@@ -111,20 +121,27 @@ class StepLogWriter:
     self._defaults: list = []
     self._mask_bytes = 0
     self._struct: struct.Struct | None = None
+    self._crc = 0  # the segment's running CRC-32: header line and records so far
 
   def tell(self) -> int:
+    """The file's byte length: a record boundary, a valid place to cut it on resume."""
     return self._file.tell()
 
   def write(self, records: list[dict]) -> None:
+    """Appends ``records`` (in one write: buffered until ``flush``). Raises TypeError or
+    ValueError for a value that is not a bool, an int64 or a float."""
+    chunks = []
     for r in records:
       if not self._fits(r):
-        self._start_segment(r)
+        chunks.append(self._start_segment(r))
       values, mask = list(self._defaults), 0
       for key, value in r.items():
         i = self._columns[key][0]
         values[i], mask = value, mask | (1 << i)
-      self._file.write(self._struct.pack(_RECORD_MARK, mask.to_bytes(self._mask_bytes, "little"),
-                                         *values))
+      body = self._struct.pack(_RECORD_MARK, mask.to_bytes(self._mask_bytes, "little"), *values)
+      self._crc = zlib.crc32(body, self._crc)
+      chunks += (body, _CRC.pack(self._crc))
+    self._file.write(b"".join(chunks))
 
   def _fits(self, record: dict) -> bool:
     last = -1
@@ -135,18 +152,21 @@ class StepLogWriter:
       last = column[0]
     return True
 
-  def _start_segment(self, record: dict) -> None:
+  def _start_segment(self, record: dict) -> bytes:
+    """Makes the segment that ``record`` begins the current one; returns its header line."""
     new = {k: _value_type(k, v) for k, v in record.items()}
     old = {k: t for k, (_, t) in self._columns.items()}
     names = _merged(list(old), list(new))
     types = [_wider(old.get(k), new.get(k)) for k in names]
-    header = {"format": "si_jax.steps", "version": 1, "columns": names, "types": types}
-    self._file.write((json.dumps(header) + "\n").encode())
+    header = {"format": "si_jax.steps", "version": _VERSION, "columns": names, "types": types}
+    line = (json.dumps(header) + "\n").encode()
     self._columns = {k: (i, t) for i, (k, t) in enumerate(zip(names, types))}
     self._defaults = [_ZEROS[t] for t in types]
     self._mask_bytes = (len(names) + 7) // 8
     codes = "".join(_STRUCT_CODES[t] for t in types)
     self._struct = struct.Struct(f"<B{self._mask_bytes}s{codes}")
+    self._crc = zlib.crc32(line)
+    return line
 
   def flush(self) -> None:
     self._file.flush()
@@ -175,18 +195,81 @@ class _JsonLinesWriter:
     self._file.close()
 
 
-def _cut(path: str, position: int) -> ValueError:
-  return ValueError(f"{path}, byte {position}: not a step record (a log cut by a crash or a "
-                    "partial copy?)")
+class _Segment(NamedTuple):
+  dtype: np.dtype  # its records'
+  columns: list[str]
+  crc: int | None  # the CRC-32 of its header line (None: version 1, records without CRC)
 
 
-def _segment_dtype(path: str, header: dict, position: int) -> np.dtype:
-  if header.get("format") != "si_jax.steps" or header.get("version") != 1:
-    raise ValueError(f"{path}, byte {position}: not an si_jax step log header (format "
-                     f"{header.get('format')!r}, version {header.get('version')!r})")
+def _not_written(path: str, position: int, why: str) -> ValueError:
+  return ValueError(f"{path}: bytes from offset {position} are not a record this program "
+                    f"wrote ({why})")
+
+
+def _is_header(header: dict) -> bool:
+  """Whether ``header`` is a step log segment header this reader reads."""
+  columns, types = header.get("columns"), header.get("types")
+  return (header.get("format") == "si_jax.steps" and type(header.get("version")) is int
+          and 1 <= header["version"] <= _VERSION and isinstance(columns, list)
+          and isinstance(types, list) and len(columns) == len(types) == len(set(columns))
+          and all(isinstance(k, str) for k in columns) and all(t in _NUMPY_TYPES for t in types))
+
+
+def _read_header(path: str, data: bytes, position: int) -> tuple[_Segment, int]:
+  """The segment whose header line begins at ``position`` in ``data``, and the offset of
+  its first record. Raises ValueError for a line that is no such header, naming ``path``
+  and the offset (a newer version's header: saying so)."""
+  end = data.find(b"\n", position)
+  try:
+    header = json.loads(data[position:end]) if end >= 0 else None
+  except (ValueError, RecursionError):  # not JSON, or not UTF-8
+    header = None
+  if not isinstance(header, dict):
+    raise _not_written(path, position, "a '{' that begins no JSON header line: a log cut by "
+                       "a crash or a partial copy?")
+  version = header.get("version")
+  if header.get("format") == "si_jax.steps" and type(version) is int and version > _VERSION:
+    raise ValueError(f"{path}: the step log segment at offset {position} is version {version},"
+                     f" written by a newer si_jax (this one reads versions 1 to {_VERSION})")
+  if not _is_header(header):
+    raise _not_written(path, position, f"not an si_jax step log header: format "
+                       f"{header.get('format')!r}, version {version!r}")
   mask_bytes = (len(header["columns"]) + 7) // 8
-  return np.dtype([("mark", "u1"), ("mask", "u1", (mask_bytes,))]
-                  + [(f"c{i}", _NUMPY_TYPES[t]) for i, t in enumerate(header["types"])])
+  checked = version >= 2
+  dtype = np.dtype([("mark", "u1"), ("mask", "u1", (mask_bytes,))]
+                   + [(f"c{i}", _NUMPY_TYPES[t]) for i, t in enumerate(header["types"])]
+                   + ([("crc", "<u4")] if checked else []))
+  crc = zlib.crc32(data[position:end + 1]) if checked else None
+  return _Segment(dtype, header["columns"], crc), end + 1
+
+
+def _check(path: str, data: bytes, position: int, block: np.ndarray, crc: int) -> None:
+  """Raises ValueError at the first of ``block``'s records (at ``position`` in ``data``,
+  after CRC ``crc``) whose CRC does not match its segment's bytes up to it."""
+  size, view = block.dtype.itemsize, memoryview(data)
+  for k, stored in enumerate(block["crc"].tolist()):
+    start = position + k * size
+    crc = zlib.crc32(view[start:start + size - _CRC.size], crc)
+    if crc != stored:
+      raise _not_written(path, start, "their CRC-32 does not match: a changed byte, or bytes "
+                         "that something else appended?")
+
+
+def _segment_records(path: str, data: bytes, position: int, segment: _Segment) -> np.ndarray:
+  """The records of ``segment`` from ``position`` (a record mark) up to the next byte that
+  does not begin one (a header, or the end). Raises ValueError at a record cut short or
+  one whose CRC does not match."""
+  size = segment.dtype.itemsize
+  count = (len(data) - position) // size
+  if count == 0:
+    raise _not_written(path, position, f"a record cut short, {len(data) - position} of its "
+                       f"{size} bytes: a crash while writing, or a partial copy?")
+  block = np.frombuffer(data, segment.dtype, count=count, offset=position)
+  other = np.flatnonzero(block["mark"] != _RECORD_MARK)  # the next header, or garbage
+  block = block[:int(other[0])] if len(other) else block
+  if segment.crc is not None:
+    _check(path, data, position, block, segment.crc)
+  return block
 
 
 def _unpack(block: np.ndarray, columns: list[str]) -> list[dict]:
@@ -201,30 +284,23 @@ def _unpack(block: np.ndarray, columns: list[str]) -> list[dict]:
 
 
 def read_step_log(path: str) -> list[dict]:
-  """The records of a ``steps.bin`` file; ValueError at the byte where it is cut."""
+  """The records of a ``steps.bin`` file, as they were written. Raises ValueError naming
+  ``path`` and the byte offset of the first bytes its writers could not have written (a
+  record cut short, a changed byte, bytes appended by something else), or of a segment
+  that a newer si_jax wrote; version 1 segments (no CRC) are read unchecked."""
   with open(path, "rb") as f:
     data = f.read()
-  records, position, dtype, columns = [], 0, None, []
+  records, position, segment = [], 0, None
   while position < len(data):
     if data[position] == ord("{"):  # a segment's header line
-      end = data.find(b"\n", position)
-      try:
-        header = json.loads(data[position:end]) if end >= 0 else None
-      except json.JSONDecodeError:
-        header = None
-      if not isinstance(header, dict):
-        raise _cut(path, position)
-      dtype, columns = _segment_dtype(path, header, position), header["columns"]
-      position = end + 1
-      continue
-    count = (len(data) - position) // dtype.itemsize if dtype is not None else 0
-    if data[position] != _RECORD_MARK or count == 0:
-      raise _cut(path, position)
-    block = np.frombuffer(data, dtype, count=count, offset=position)
-    other = np.flatnonzero(block["mark"] != _RECORD_MARK)  # the next header, or garbage
-    count = int(other[0]) if len(other) else count
-    records.extend(_unpack(block[:count], columns))
-    position += count * dtype.itemsize
+      segment, position = _read_header(path, data, position)
+    elif segment is None or data[position] != _RECORD_MARK:
+      raise _not_written(path, position, "neither a record (byte 0x1E) nor a segment header "
+                         "line: a log cut by a crash, a partial copy, or bytes appended?")
+    else:
+      block = _segment_records(path, data, position, segment)
+      records.extend(_unpack(block, segment.columns))
+      position += len(block) * segment.dtype.itemsize
   return records
 
 
