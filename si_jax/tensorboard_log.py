@@ -32,7 +32,7 @@ synchronously (tensorboardX's ``EventsWriter``, without the queue and thread of 
 is on disk when the checkpoint is taken.
 
 Size: each scalar carries its tag, so a step event is ~1.1 kB for the quickstart
-ConvNet's 34 fields (steps.bin: 150 bytes). tensorboardX computes the records' CRC32C in
+ConvNet's 34 fields (steps.bin: 154 bytes). tensorboardX computes the records' CRC32C in
 Python (~0.7 ms a step event) unless the ``crc32c`` package is installed.
 """
 

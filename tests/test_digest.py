@@ -17,9 +17,18 @@ import os
 from si_jax import logs, train
 from si_jax.config import base_config
 
-# sha256 of the logs with each record's "wall_time" removed (json.dumps per line).
-METRICS_SHA256 = "f508bde090db86276cf5e2265dd60cf3d40702c8a612bdedf66a5edeebe630d1"
-STEPS_SHA256 = "f1e1b5389071e5036a14533dad189409e7294c29336543a264f5b4c935fdbe5e"
+# sha256 of the logs with each record's "wall_time" removed (json.dumps per line), as
+# (metrics.jsonl, steps) pairs. XLA:CPU's float results depend on the host CPU, so each
+# pair is what the code before the engine refactor gives on one kind of machine:
+PINNED = {
+    # commit ed023d4, the machine of the sessions up to 2026-11-30
+    ("f508bde090db86276cf5e2265dd60cf3d40702c8a612bdedf66a5edeebe630d1",
+     "f1e1b5389071e5036a14533dad189409e7294c29336543a264f5b4c935fdbe5e"),
+    # commit 4cf2430 (identical logs to ed023d4's on its machine, above), run on an AMD
+    # EPYC without AVX-512, jaxlib 0.10.2, numpy 2.4.6, scikit-learn 1.9.1 (2026-12-03)
+    ("16f35b8ff13fc215605f8a0749ed868c959153eb155cb894d4985bf7e7622c09",
+     "3d1e814a4d5e9e2a118e67432403ee1b78965c27a5e9cc79b2dba19435fed096"),
+}
 
 
 def quickstart_config():
@@ -47,5 +56,7 @@ def log_digest(path: str) -> tuple[str, int]:
 
 def test_quickstart_logs_are_byte_identical_to_the_pinned_run(tmp_path):
   train.train_and_evaluate(quickstart_config(), str(tmp_path), progress=False)
-  assert log_digest(os.path.join(tmp_path, "metrics.jsonl")) == (METRICS_SHA256, 40)
-  assert records_digest(logs.read_run(str(tmp_path), steps=True)) == (STEPS_SHA256, 480)
+  metrics, epochs = log_digest(os.path.join(tmp_path, "metrics.jsonl"))
+  steps, count = records_digest(logs.read_run(str(tmp_path), steps=True))
+  assert (epochs, count) == (40, 480)
+  assert (metrics, steps) in PINNED, (metrics, steps)
