@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from si_jax import optim
 from si_jax.models import ParamPath, get_path, set_path
+from si_jax.si_groups import check_groups, check_paths
 
 TINY = 1e-30
 
@@ -37,7 +38,9 @@ def check_scale(c: float) -> None:
 
 
 def scale_paths(params, paths: tuple[ParamPath, ...], c) -> dict:
-  """params with the leaves at ``paths`` multiplied by c."""
+  """params with the leaves at ``paths`` multiplied by c. Raises TypeError for a path
+  given as a string (``si_groups.check_paths``), ValueError for no path."""
+  check_paths(paths, "paths")
   for p in paths:
     params = set_path(params, p, get_path(params, p) * c)
   return params
@@ -62,8 +65,10 @@ def group_residuals(
     orthogonality = |<grad f(x), x>| / (||grad f(x)|| ||x||)   (a cosine)
     grad_scaling  = ||grad f(c x) - grad f(x) / c|| / ||grad f(x) / c||
   ``base`` is (f(x), grad f(x)) when already computed. ``c`` may be traced (check it
-  with ``check_scale`` outside jit).
+  with ``check_scale`` outside jit). Raises TypeError for a path given as a string,
+  ValueError for no path (``si_groups.check_paths``).
   """
+  check_paths(paths, "paths")
   value, grads = jax.value_and_grad(loss_fn)(params) if base is None else base
   scaled_value, scaled_grads = jax.value_and_grad(loss_fn)(scale_paths(params, paths, c))
   xs = [get_path(params, p) for p in paths]
@@ -89,7 +94,10 @@ def invariance_residuals(
 
   Scaling every SI group by the same c is itself a joint rescaling, so the union must
   satisfy the identities too; per-group checks cost one extra gradient per group.
+  Raises TypeError / ValueError for no group, an empty group or a path given as a
+  string (``si_groups.check_groups``).
   """
+  check_groups(si_groups)
   if not isinstance(c, jax.core.Tracer):
     check_scale(c)
   base = jax.value_and_grad(loss_fn)(params)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from si_jax import theory
 from si_jax.models import ParamPath, get_path
 from si_jax.optim import sq_norm
+from si_jax.si_groups import check_groups, check_in_params
 
 def _f32(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -68,7 +69,10 @@ def dynamics_metrics(
     lr: jax.Array,
     si_groups: Mapping[str, tuple[ParamPath, ...]],
 ) -> dict[str, jax.Array]:
-  """All dynamics metrics for the SI union and for each SI group (see module doc)."""
+  """All dynamics metrics for the SI union and for each SI group (see module doc).
+  Raises TypeError / ValueError for no group, an empty group or a path given as a
+  string (``si_groups.check_groups``): the union's norm would be 0 and eta / rho^2 inf."""
+  check_groups(si_groups)
   take = lambda tree, paths: [get_path(tree, p) for p in paths]
   all_paths = tuple(dict.fromkeys(p for paths in si_groups.values() for p in paths))
   out = _group_dynamics(take(params, all_paths), take(grads, all_paths),
@@ -85,7 +89,9 @@ def full_pass_metrics(params, mean_grads, lr: jax.Array,
   """Appendix B's extra pass, from the gradient of the mean train loss over the whole
   training set at the epoch's weights: ``train_grad_norm`` ||grad L||,
   ``train_weight_norm`` rho, ``train_effective_grad_norm`` rho ||grad L|| and
-  ``train_effective_lr`` eta / rho^2, for the SI union and per SI group."""
+  ``train_effective_lr`` eta / rho^2, for the SI union and per SI group. Raises as
+  ``dynamics_metrics`` for malformed groups."""
+  check_groups(si_groups)
   take = lambda tree, paths: [get_path(tree, p) for p in paths]
 
   def group(paths):
@@ -171,8 +177,10 @@ def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPat
   with the same slice of the group's other tensors) is SI on its own; per group,
   ``channel_weight_norm``, ``channel_effective_lr`` and ``channel_angular_update``
   as ``_mean`` / ``_min`` / ``_max`` over channels (groups whose tensors differ in
-  their last axis are skipped).
+  their last axis are skipped). Raises TypeError for a path given as a string, ValueError
+  for no group, an empty one (rho 0: eta / rho^2 inf) or a path not in ``params``.
   """
+  check_in_params(check_groups(si_groups), params)
   hp = injected_hyperparams(opt_state) if opt_state is not None else {}
   if lr is None and "learning_rate" in hp:
     lr = hp["learning_rate"] * hp.get("lr_multiplier", 1.0)

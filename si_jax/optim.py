@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from si_jax.si_groups import check_groups, check_in_params
+
 OPTIMIZERS = ("sgd", "adam")
 WD_MODES = ("coupled", "decoupled")
 SCHEDULES = ("constant", "cosine", "linear", "linear_half", "step")
@@ -221,6 +223,26 @@ def _check_joint_rescaling(groups, rescales_jointly: bool) -> None:
                      "scale-invariant): pass disjoint groups")
 
 
+def check_groups_match(params, groups, rescales_jointly: bool = False) -> None:
+  """The SI groups are well formed and every path is in ``params``: a misspelt path
+  would otherwise match nothing and leave the tensor it meant frozen (or untouched by
+  weight decay) without a word.
+
+  Args:
+    params: the parameter pytree the optimizer will see.
+    groups: a models.ParamGroups (its ``si_groups`` and ``train_non_si``).
+    rescales_jointly: whether fix_si_norm or fixed_effective_lr is on (they need SI
+      parameters: no group at all is refused then).
+  Raises:
+    TypeError: a group or path is a string or not a sequence (``si_groups.check_groups``).
+    ValueError: an empty group; no group although the non-SI parameters are frozen or
+      an SI ablation is on; a path not in ``params`` (named, with the closest ones).
+  """
+  allow_none = bool(groups.train_non_si) and not rescales_jointly
+  check_groups(groups.si_groups, "groups.si_groups", allow_none=allow_none)
+  check_in_params(groups.si_groups, params, "groups.si_groups")
+
+
 def make_optimizer(
     params,
     groups,
@@ -246,13 +268,14 @@ def make_optimizer(
   A ``schedule`` other than constant needs ``total_steps`` (T); its multiplier is
   injected per step (``lr_multiplier`` in the optimizer state beside ``learning_rate``,
   so the in-step metrics use that step's lr). Raises ValueError, naming the config
-  field, for any bad value.
+  field, for any bad value, or a group path not in ``params`` (``check_groups_match``).
   """
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
                 schedule_factor=schedule_factor, non_si_lr=non_si_lr,
                 train_non_si=groups.train_non_si)
   _check_joint_rescaling(groups, fix_si_norm or fixed_effective_lr)
+  check_groups_match(params, groups, fix_si_norm or fixed_effective_lr)
   si_mask = groups.si_mask(params)
   # non_si_lr 0 freezes the non-SI parameters (no update, no decay)
   trainable_mask = si_mask if non_si_lr == 0 else groups.trainable_mask(params)

@@ -78,6 +78,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -93,10 +94,50 @@ def load_series(workdir: str, steps: bool = False) -> dict[str, np.ndarray]:
 
 
 def loss_series(series: dict[str, np.ndarray]) -> np.ndarray:
-  """The full-pass train loss where logged (appendix B), else the in-step batch loss."""
-  if "train_loss" in series and np.isfinite(series["train_loss"]).sum() > len(series["train_loss"]) // 2:
+  """The full-pass train loss where logged (appendix B) for more than half the samples,
+  else the in-step batch loss (else the train loss however sparse). Raises ValueError
+  when ``series`` has neither."""
+  if "train_loss" in series and ("loss" not in series or np.isfinite(
+      series["train_loss"]).sum() > len(series["train_loss"]) // 2):
     return series["train_loss"]
+  if "loss" not in series:
+    raise ValueError(f"series has no 'loss' nor 'train_loss' key: nothing to analyze "
+                     f"(keys: {sorted(series)})")
   return series["loss"]
+
+
+SERIES_KEYS = ("loss", "train_loss", "weight_norm", "epoch", "step", "test_error",
+               "effective_lr", "effective_grad_norm")  # what ``analyze`` reads
+
+
+def check_series(series) -> dict[str, np.ndarray]:
+  """``series`` with the keys ``analyze`` reads (``SERIES_KEYS``) as 1-D float arrays
+  (lists and tuples converted); other keys passed through unchanged.
+
+  Raises:
+    TypeError: ``series`` is not a mapping.
+    ValueError: no 'loss' nor 'train_loss'; a series that is not a 1-D sequence of
+      numbers (named); series of unequal lengths (named, with both lengths).
+  """
+  if not isinstance(series, Mapping):
+    raise TypeError(f"series must be a mapping {{name: values}}, got {type(series).__name__}")
+  out = dict(series)
+  for key in SERIES_KEYS:
+    if key in out:
+      try:
+        out[key] = np.asarray(out[key], np.float64)
+      except (TypeError, ValueError):
+        raise ValueError(f"series[{key!r}] is not a sequence of numbers") from None
+      if out[key].ndim != 1:
+        raise ValueError(f"series[{key!r}] must be 1-D (one value per sample), has shape "
+                         f"{out[key].shape}")
+  loss_key = "train_loss" if loss_series(out) is out.get("train_loss") else "loss"
+  n = len(out[loss_key])
+  for key in SERIES_KEYS:
+    if key in out and len(out[key]) != n:
+      raise ValueError(f"series[{key!r}] has {len(out[key])} values but series[{loss_key!r}] "
+                       f"has {n}: every series needs one value per sample")
+  return out
 
 
 def _x(series: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -191,6 +232,21 @@ def _fmt(values: list[float]) -> str:
   return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
+ZERO_LOSS = float(np.finfo(np.float32).eps)  # what a logged loss of exactly 0 stands for, at most
+
+
+def positive_loss(loss) -> np.ndarray:
+  """The loss ready for its logarithm: exact zeros raised to the run's smallest positive
+  loss or ``ZERO_LOSS`` (float32's epsilon, 1.2e-7), whichever is smaller; negative and
+  non-finite values NaN (not logged). A float32 cross-entropy rounds to exactly 0 below
+  about half that epsilon, so a zero is a floor like any other, below every logged
+  value: ln 0 = -inf would instead drop the floor and merge the spikes rising from it."""
+  loss = np.asarray(loss, np.float64)
+  positive = np.isfinite(loss) & (loss > 0)
+  floor = min(ZERO_LOSS, float(loss[positive].min())) if positive.any() else ZERO_LOSS
+  return np.where(positive, loss, np.where(loss == 0, floor, np.nan))
+
+
 def robust_scale(values: np.ndarray, lag: int = 1, min_changes: int = 20) -> float:
   """Robust scale of the noise in ``values``, as the standard deviation of a change over
   ``lag`` samples: 1.4826 x the median absolute deviation of the second differences
@@ -245,8 +301,7 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
     raise ValueError(f"need 0 <= settle_fraction < 1; got {settle_fraction}")
   if min(rise_scales, converge_scales, jump_scales) < 0:
     raise ValueError("rise_scales, converge_scales and jump_scales must be >= 0")
-  loss = np.asarray(loss, np.float64)
-  log_loss = np.log(np.where(np.isfinite(loss) & (loss > 0), loss, np.nan))
+  log_loss = np.log(positive_loss(loss))
   s_loss = robust_scale(log_loss, lag)
   level = _smooth(log_loss, 3)  # one-sample dips are not convergence
   s_rho = typical_change(np.log(weight_norm)) if weight_norm is not None else 0.0
@@ -295,22 +350,35 @@ def _norm_answers(log_rho: np.ndarray, i: int, peak: int, jump: float, confirm: 
   return after.max() - before.min() >= jump and before.min() < earlier
 
 
+# how the reasons for no periodic behavior start (``outcome``)
+TOO_FEW_FINITE = "too few finite loss values"
+NEVER_CONVERGED = "the loss never converged"
+NEVER_DESTABILIZED = "the loss converged and never destabilized"
+TOO_FEW_ONSETS = "only "  # "only 1 destabilization (at ...)"
+
+
 def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, confirm: int = 2,
                 smooth: int = 1, **kwargs) -> tuple[list[int], list[int], str]:
   """(onsets, peaks, reason): sample indices where destabilizations start, where each
   spike's loss peaks, and why there are no destabilizations if so.
 
   See the module docstring for the three conditions; ``kwargs`` go to ``thresholds``.
-  ``weight_norm=None`` skips the norm condition (e.g. for a bare loss trace).
+  ``weight_norm=None`` skips the norm condition (e.g. for a bare loss trace). A loss of
+  exactly 0 is a floor (``positive_loss``). Raises ValueError for ``confirm`` < 1 or a
+  ``weight_norm`` whose length is not the loss's.
   """
   if confirm < 1:
     raise ValueError(f"need confirm >= 1; got {confirm}")
-  loss = _smooth(np.asarray(loss, np.float64), smooth)
-  finite = np.isfinite(loss) & (loss > 0)
+  if weight_norm is not None and len(weight_norm) != len(loss):
+    raise ValueError(f"weight_norm has {len(weight_norm)} values but the loss has "
+                     f"{len(loss)}: one value per sample each")
+  loss = positive_loss(_smooth(np.asarray(loss, np.float64), smooth))
+  finite = np.isfinite(loss)
   if finite.sum() < 3:
-    return [], [], "fewer than 3 finite loss values"
+    return [], [], (f"{TOO_FEW_FINITE} ({int(finite.sum())} of {len(loss)}; 3 needed): the "
+                    "run diverged or stopped before it can be analyzed")
   thr = thresholds(loss, weight_norm, lag=max(1, smooth), **kwargs)
-  log_loss = np.log(np.where(finite, loss, np.nan))
+  log_loss = np.log(loss)
   level = _smooth(log_loss, 3)
   log_rho = None if weight_norm is None else np.log(np.asarray(weight_norm, np.float64))
   onsets: list[int] = []
@@ -337,16 +405,32 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, conf
   return [], [], _no_onset_reason(ever_converged, bumps, level, thr)
 
 
+def outcome(reason: str) -> str:
+  """A run's verdict from its ``Analysis.reason`` (``summary()['reason']``), for tables:
+  'periodic' (no reason), 'too few destabilizations', 'never destabilized' (the loss
+  converged), 'never converged', 'too few finite loss values'; any other reason (one a
+  caller wrote, e.g. for a run without an epoch record) is returned unchanged."""
+  if not reason:
+    return "periodic"
+  for prefix, verdict in ((TOO_FEW_ONSETS, "too few destabilizations"),
+                          (NEVER_DESTABILIZED, "never destabilized"),
+                          (NEVER_CONVERGED, "never converged"),
+                          (TOO_FEW_FINITE, TOO_FEW_FINITE)):
+    if reason.startswith(prefix):
+      return verdict
+  return reason
+
+
 def _no_onset_reason(ever_converged: bool, bumps: int, level: np.ndarray,
                      thr: Thresholds) -> str:
   if not ever_converged:
-    return (f"the loss never converged (its 3-sample running median fell to "
+    return (f"{NEVER_CONVERGED} (its 3-sample running median fell to "
             f"{np.exp(np.nanmin(level)):.3g}, less than {np.exp(thr.converge):.3g}x below "
             f"{thr.top:.3g}, its maximum or the chance level): learning rate or weight decay "
             "too large, or a network that cannot fit the data (e.g. too small a last-layer norm)")
   extra = (f"; {bumps} loss bumps without a weight-norm jump were SGD noise" if bumps else "")
-  return ("the loss converged and never destabilized (learning rate or weight decay too "
-          f"small, or the run too short){extra}")
+  return (f"{NEVER_DESTABILIZED} (learning rate or weight decay too small, or the run too "
+          f"short){extra}")
 
 
 def _range(stats: dict, name: str, values: np.ndarray) -> None:
@@ -366,20 +450,26 @@ def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
   ``max_converge_ratio``, ``settle_fraction``, ``norm_jump``, ``jump_scales``,
   ``reference_loss``) go to
   ``thresholds``. Fewer than
-  ``min_destabilizations`` onsets means no periodic behavior.
+  ``min_destabilizations`` onsets means no periodic behavior; ``outcome(reason)`` names
+  the case. Phases are left empty unless the loss converged.
+
+  Raises:
+    TypeError / ValueError: a malformed ``series`` (``check_series``: no loss, series of
+      unequal lengths, non-numeric values; lists are accepted).
   """
+  series = check_series(series)
   loss = loss_series(series)
   n = len(loss)
   x = _x(series, n)
   onsets, peaks, reason = find_onsets(loss, series.get("weight_norm"), confirm=confirm,
                                       smooth=smooth, **kwargs)
   if onsets and len(onsets) < min_destabilizations:
-    reason = (f"only {len(onsets)} destabilization (at {x[onsets[0]]:g}); periodic behavior "
-              f"needs {min_destabilizations}: train longer")
+    reason = (f"{TOO_FEW_ONSETS}{len(onsets)} destabilization (at {x[onsets[0]]:g}); "
+              f"periodic behavior needs {min_destabilizations}: train longer")
   smoothed = _smooth(loss, smooth)
   bounds = [0, *onsets, n]
   periods = []
-  converged = not reason.startswith("the loss never converged")
+  converged = outcome(reason) not in ("never converged", TOO_FEW_FINITE)
   for k, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
     if end <= start:
       continue

@@ -130,10 +130,13 @@ def run_hyperparams(workdir: str) -> tuple[float, float]:
 
 def tail_quantiles(series: dict[str, np.ndarray], key: str, tail: float = 0.5,
                    quantiles=(0.05, 0.95)) -> tuple[float, ...]:
-  """Quantiles of a logged metric over the last ``tail`` of a run (its settled range)."""
+  """Quantiles of a logged metric over the last ``tail`` of a run (its settled range).
+  Raises ValueError when no value there is finite."""
   v = series[key]
   v = v[int(len(v) * (1 - tail)):]
   v = v[np.isfinite(v)]
+  if not len(v):
+    raise ValueError(f"no finite {key} over the last {tail:.0%} of the run: no range to take")
   return tuple(float(q) for q in np.quantile(v, quantiles))
 
 
@@ -162,6 +165,32 @@ def effective_series(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, 
   return s["epoch"], s["effective_lr"], s["effective_grad_norm"]
 
 
+def _finite(*arrays) -> np.ndarray:
+  """Where every array holds a finite positive value (drawable on a log axis)."""
+  arrays = [np.asarray(a, np.float64) for a in arrays]
+  return np.logical_and.reduce([np.isfinite(a) & (a > 0) for a in arrays])
+
+
+def check_drawable(s: dict[str, np.ndarray], name: str, bands: bool = False) -> None:
+  """Raises ValueError naming ``name`` (a run directory, or a label) when the series ``s``
+  has nothing for a log-scaled panel of ``figure_four_panels``: no finite positive train
+  loss, or no epoch with both effective LR and effective gradient norm finite and positive
+  (the phase diagram); with ``bands`` (the theory overlay of a run with weight decay), no
+  finite effective gradient norm over the run's second half (its l, L)."""
+  _, elr, egn = effective_series(s)
+  grad = s["effective_grad_norm"]
+  if not _finite(_train_loss(s)).any():
+    what = "train loss"
+  elif not (_finite(elr, egn).any() or _finite(s["effective_lr"], grad).any()):
+    what = "effective LR and effective gradient norm"
+  elif bands and not np.isfinite(grad[int(len(grad) * 0.5):]).any():
+    what = "effective gradient norm over the second half (the theory bands' l, L)"
+  else:
+    return
+  raise ValueError(f"{name}: no finite {what} to draw (all NaN, infinite or not positive: "
+                   "did the run diverge?)")
+
+
 def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
               mark_spikes: bool = True, theory_overlay: bool = False) -> str:
   """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...).
@@ -170,14 +199,21 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
   norm over the second half of each run, Proposition 3's band for rho
   (sqrt(kappa l) .. sqrt(kappa L)) and Remark 3's effective-LR band
   (sqrt(2 eta lam) / L .. sqrt(2 eta lam) / l).
+
+  Raises:
+    ValueError: no run; a run without an epoch record, or with nothing finite to draw
+      (``check_drawable``, naming the run directory).
   """
   if not workdirs:
     raise ValueError("plot_runs needs at least one run directory")
   series = [_series(w) for w in workdirs]
+  hyperparams = [run_hyperparams(w) for w in workdirs] if theory_overlay else None
+  for k, (w, s) in enumerate(zip(workdirs, series)):
+    check_drawable(s, w, bands=bool(hyperparams) and hyperparams[k][1] > 0)
   analyses = ([phases.analyze_run(w, series=s) for w, s in zip(workdirs, series)]
               if mark_spikes else None)
   return _four_panels(series, out, labels or [_label(w) for w in workdirs], analyses,
-                      [run_hyperparams(w) for w in workdirs] if theory_overlay else None)
+                      hyperparams)
 
 
 def plot_series(series_list: list[dict[str, np.ndarray]], out: str,
@@ -188,13 +224,16 @@ def plot_series(series_list: list[dict[str, np.ndarray]], out: str,
   in the logs (``epoch``, ``loss`` or ``train_loss``, ``weight_norm``, ``effective_lr``,
   ``effective_grad_norm``; ``test_error`` optional). ``analyses`` default to
   ``phases.analyze`` of each series; ``hyperparams`` [(lr, wd), ...] add the theory
-  overlay."""
+  overlay. Raises ValueError for a series with nothing finite to draw
+  (``check_drawable``, naming its label)."""
   if not series_list:
     raise ValueError("plot_series needs at least one series")
+  labels = labels or [f"run {k}" for k in range(len(series_list))]
+  for k, (s, label) in enumerate(zip(series_list, labels)):
+    check_drawable(s, label, bands=bool(hyperparams) and hyperparams[k][1] > 0)
   if mark_spikes and analyses is None:
     analyses = [phases.analyze(s) for s in series_list]
-  return _four_panels(series_list, out, labels or [f"run {k}" for k in range(len(series_list))],
-                      analyses if mark_spikes else None, hyperparams)
+  return _four_panels(series_list, out, labels, analyses if mark_spikes else None, hyperparams)
 
 
 def _four_panels(series_list, out, labels, analyses, hyperparams) -> str:

@@ -58,6 +58,7 @@ at 10x shrink); the margin keeps weakly acting non-SI tensors out.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import itertools
 import warnings
@@ -122,6 +123,12 @@ class _Model:
     self.norms = np.array([float(np.linalg.norm(x)) for x in self.leaves])
     self.apply, self._jvp, self.vjp = _compiled(fn, self.treedef)
     self.base = [np.asarray(self.apply(self.leaves, args)) for args in self.arg_sets]
+    for k, y in enumerate(self.base):
+      if not np.all(np.isfinite(y)):
+        raise ValueError(
+            f"fn returned {int(np.sum(~np.isfinite(y)))} non-finite values (NaN or inf) of "
+            f"{y.size} at the given params and argument set {k}: scale invariance cannot be "
+            "measured there")
     self.base_norms = [max(float(np.linalg.norm(y)), _TINY) for y in self.base]
 
   def change(self, new_leaves) -> float:
@@ -288,6 +295,89 @@ def _check_scales(scales) -> None:
     raise ValueError(f"scales must be positive factors other than 1, got {scales!r}")
 
 
+def check_paths(paths, where: str) -> tuple[ParamPath, ...]:
+  """The parameter paths of one group, each as a tuple of str (int keys converted).
+
+  Args:
+    paths: a non-empty sequence of paths, each a non-empty tuple (or list) of path
+      components, e.g. (('conv_0', 'kernel'),). A string is never split into a path.
+    where: what holds ``paths``, for the messages (e.g. "si_groups['conv_0']").
+  Returns:
+    The paths as tuples of str, in the given order.
+  Raises:
+    TypeError: ``paths`` is a string or not a sequence, or a path is a string or not a
+      sequence (a string would be read one character per component: 'kernel' as
+      ('k', 'e', 'r', 'n', 'e', 'l')).
+    ValueError: ``paths`` or one of its paths is empty.
+  """
+  example = "e.g. (('dense_0', 'kernel'),), not 'dense_0/kernel'"
+  if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
+    raise TypeError(f"{where} must be a sequence of paths, each a tuple of path components "
+                    f"({example}); got {paths!r}")
+  if not paths:
+    raise ValueError(f"{where} is empty: a group needs at least one parameter path")
+  out = []
+  for p in paths:
+    if isinstance(p, (str, bytes)) or not isinstance(p, Sequence):
+      raise TypeError(f"{where} holds {p!r} where a path is expected: pass each path as a "
+                      f"tuple of path components ({example})")
+    if not p:
+      raise ValueError(f"{where} holds an empty path ()")
+    out.append(tuple(str(k) for k in p))
+  return tuple(out)
+
+
+def check_groups(si_groups, where: str = "si_groups", allow_none: bool = False,
+                 ) -> dict[str, tuple[ParamPath, ...]]:
+  """``check_paths`` for every group of a {name: paths} mapping.
+
+  Args:
+    si_groups: group name -> paths (as ``find_si_groups`` returns them).
+    where: the argument's name, for the messages.
+    allow_none: whether an empty mapping (no group at all) is accepted.
+  Returns:
+    {name: paths as tuples of str}.
+  Raises:
+    TypeError: ``si_groups`` is not a mapping, or a group or path is malformed
+      (``check_paths``).
+    ValueError: no group (unless ``allow_none``), or an empty group or path.
+  """
+  if not isinstance(si_groups, Mapping):
+    raise TypeError(f"{where} must be a mapping {{group name: paths}}, got "
+                    f"{type(si_groups).__name__}")
+  if not si_groups and not allow_none:
+    raise ValueError(f"{where} is empty: no SI group to act on (find_si_groups found none?)")
+  return {name: check_paths(paths, f"{where}[{name!r}]") for name, paths in si_groups.items()}
+
+
+def check_in_params(si_groups: Mapping[str, Sequence[ParamPath]], params,
+                    where: str = "si_groups") -> None:
+  """Raises ValueError naming the first path of ``si_groups`` that ``params`` lacks, with
+  the closest existing paths (difflib) and, for a path of single characters, the hint
+  that a string was split into one.
+
+  Args:
+    si_groups: group name -> paths (checked with ``check_groups`` first).
+    params: the parameter pytree (linen params, nnx State or a pure dict).
+    where: the argument's name, for the message.
+  """
+  known = [_path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  known_set = set(known)
+  for name, paths in si_groups.items():
+    chars = [str(k) for q in paths for k in q]
+    for p in (tuple(str(k) for k in p) for p in paths):
+      if p in known_set:
+        continue
+      close = difflib.get_close_matches("/".join(p), ["/".join(q) for q in known], n=3,
+                                        cutoff=0.5)
+      pieces = p if len(p) > 1 else chars  # a path, or the whole group, split up
+      hint = (f"; it looks like the string {''.join(pieces)!r} split into characters: pass "
+              "each path as a tuple of path components" if len(pieces) > 1 and
+              all(len(k) == 1 for k in pieces) else "")
+      raise ValueError(f"{where}[{name!r}]: path {p} is not in the params (closest: "
+                       f"{', '.join(close) or 'none'}){hint}")
+
+
 def group_name(group: Sequence[ParamPath], all_paths: Sequence[ParamPath]) -> str:
   """A readable name for a group, as si_jax's models name theirs.
 
@@ -345,6 +435,11 @@ def find_si_groups(
     seed: for the random probes and perturbations.
     max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
     return_report: also return a ``SIGroupsReport``.
+
+  Raises:
+    ValueError: ``fn`` returns a non-finite value (NaN or inf) at ``params`` for some
+      argument set (nothing can be measured there: no silent empty result), or bad
+      ``scales``; also when params hold non-floating leaves.
   """
   _check_scales(scales)
   model = _Model(fn, params, (args, *more_args))
@@ -408,16 +503,21 @@ def verify_si_groups(
   With ``with_euler`` each value is {'value': ..., 'euler': ||d/dc f(c x_S)|| / ||f||},
   the relative residual of Euler's identity (E), sum_i <grad_i (u . f), x_i> for every u.
   Paths may hold ints (nnx); they are compared as strings.
+
+  Raises:
+    TypeError: ``groups`` is not a mapping, or a group or a path is a string
+      (``check_groups``).
+    ValueError: no group, an empty group (its change would be 0: "invariant" by
+      vacuity), a path not in ``params`` (named, with the closest ones), ``fn``
+      non-finite at ``params``, or bad ``scales``.
   """
   _check_scales(scales)
+  groups = check_groups(groups, "groups")
+  check_in_params(groups, params, "groups")
   model = _Model(fn, params, (args, *more_args))
   index = {p: i for i, p in enumerate(model.paths)}
   out = {}
   for name, paths in groups.items():
-    paths = [tuple(str(k) for k in p) for p in paths]
-    missing = [p for p in paths if p not in index]
-    if missing:
-      raise ValueError(f"group {name!r}: paths not in params: {missing}")
     members = [index[p] for p in paths]
     value = max(model.change(model.scaled(members, c)) for c in scales)
     out[name] = {"value": value, "euler": model.euler(members)} if with_euler else value
