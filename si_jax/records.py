@@ -60,7 +60,7 @@ def check_finite(records: list[dict], first_step: int, policy: str = "stop") -> 
   for i, rec in enumerate(records):
     if rec["weight_norm"] == 0.0:  # every SI weight underflowed: eff. LR lr / 0 = inf
       raise TrainingDiverged(
-          f"the SI weight norm is 0 at step {first_step + i} (float32 underflow: the "
+          f"the SI weight norm underflowed to 0 at step {first_step + i} (float32: the "
           "effective learning rate lr / rho^2 is infinite and the SI layers' output is "
           "undefined); raise model.init_scale or lower optim.wd.")
     bad = [k for k in WATCHED if not math.isfinite(rec[k])]

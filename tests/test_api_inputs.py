@@ -29,8 +29,9 @@ X = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
 # 1. a path given as a string is refused, wherever groups or paths are taken
 
 
-def test_string_path_through_from_si_groups_is_refused_by_the_optimizer():
-  groups = ParamGroups.from_si_groups({"g": ["kernel"]})  # ('k', 'e', 'r', 'n', 'e', 'l')
+def test_string_path_split_into_characters_is_refused_by_the_optimizer():
+  """A group built by hand around ``from_si_groups`` (which refuses strings itself)."""
+  groups = ParamGroups({"g": (tuple("kernel"),)})  # ('k', 'e', 'r', 'n', 'e', 'l')
   with pytest.raises(ValueError, match=r"looks like the string 'kernel' split into "
                                        r"characters: pass each path as a tuple"):
     optim.make_optimizer(PARAMS, groups)
@@ -206,3 +207,11 @@ def test_outcome_names_each_case():
   assert phases.outcome(one.reason) == "too few destabilizations"
   assert phases.outcome(phases.analyze(zero_floor_run([30, 60, 95])).reason) == "periodic"
   assert phases.outcome("no epoch logged yet") == "no epoch logged yet"
+
+
+def test_from_si_groups_refuses_a_string_path():
+  from si_jax import models
+  with pytest.raises(TypeError, match="tuple of path components"):
+    models.ParamGroups.from_si_groups({"g": ["kernel"]})
+  groups = models.ParamGroups.from_si_groups({"g": [("dense", "kernel")]})
+  assert groups.si_groups == {"g": (("dense", "kernel"),)}

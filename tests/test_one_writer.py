@@ -219,7 +219,7 @@ def test_a_weight_norm_that_underflows_to_zero_stops_the_run(tmp_path):
   so only the norm check can stop it."""
   config = _config(epochs=1)
   config.model.init_scale = 1e-30
-  with pytest.raises(records.TrainingDiverged, match=r"the SI weight norm is 0 at step 0 "
+  with pytest.raises(records.TrainingDiverged, match=r"the SI weight norm underflowed to 0 at step 0 "
                      r".*raise model\.init_scale"):
     train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   good = {"loss": 2.3, "grad_norm": 1.0, "weight_norm": 1e-3}

@@ -109,8 +109,8 @@ class ParamGroups:
     rescale the union jointly (``fix_si_norm``, ``fixed_effective_lr``) are meaningful
     only when ``disjoint``.
     """
-    groups = {name: tuple(tuple(str(k) for k in p) for p in paths)
-              for name, paths in si_groups.items()}
+    from si_jax.si_groups import check_groups  # si_groups imports the models' layers
+    groups = check_groups(si_groups, "si_groups")
     return cls(groups, last_layer=None, train_non_si=train_non_si, allow_overlap=True)
 
   @property
