@@ -246,13 +246,6 @@ MUTATIONS = [
         "the norm's typical change counts the repeats of a per-epoch value in a per-step "
         "trace as changes (median 0: the jump threshold collapses to the 1% floor)"),
     Mutation(
-        "norm_jump_from_highest_before", "si_jax/phases.py",
-        "after.max() - before.min() >= jump",
-        "after.max() - before.max() >= jump",
-        "tests/test_round2.py -k lowest_norm_before",
-        "the norm's jump measured from its highest value in the samples before the onset "
-        "instead of its lowest"),
-    Mutation(
         "schedule_ignores_partial_batch", "si_jax/state.py",
         "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
         "per_epoch = num_train // tc.batch_size",
