@@ -336,6 +336,62 @@ MUTATIONS = [
         'EventsWriter(os.path.join(log_dir, "events"))',
         "tests/test_round2.py -k event_logs",
         "two TensorBoard sessions started in the same second write the same event file name"),
+    # one writer per workdir (this round)
+    Mutation(
+        "lock_shared_not_exclusive", "si_jax/workdir_lock.py",
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+        "tests/test_one_writer.py -k 'refused_naming or conflict'",
+        "two writers share a workdir (the lock is shared, not exclusive)"),
+    Mutation(
+        "run_lock_reentrant", "si_jax/workdir_lock.py",
+        "if self._fd is None and self.reentrant and key in _HELD:",
+        "if self._fd is None and key in _HELD:",
+        "tests/test_one_writer.py -k 'conflict or holds_the_workdir'",
+        "a second run in the same process joins the first's lock"),
+    Mutation(
+        "family_identity_ignores_base", "si_jax/experiment.py",
+        'return diffs + lifecycle.config_differences(saved.get("base", {}), current["base"])',
+        "return diffs",
+        "tests/test_one_writer.py -k another_familys",
+        "a family with another base config (wd) reuses a family's folder"),
+    Mutation(
+        "family_members_unchecked", "si_jax/experiment.py",
+        "    lifecycle.check_workdir_config(member_config_, d, allow_config_change=False)",
+        "    pass",
+        "tests/test_one_writer.py -k single_runs_folder",
+        "a vmapped family skips finished members of another config and reports their "
+        "results as its own"),
+    Mutation(
+        "family_goes_on_after_a_signal", "si_jax/experiment.py",
+        "      if stop.requested:\n        break",
+        "      if False:\n        break",
+        "tests/test_one_writer.py -k whole_family",
+        "SIGTERM to a sequential family stops one member and trains the next"),
+    Mutation(
+        "signal_not_passed_to_the_family", "si_jax/lifecycle.py",
+        "      outer.requested, outer = True, outer._outer()",
+        "      outer = outer._outer()",
+        "tests/test_one_writer.py -k whole_family",
+        "a run's loop catches the signal but its family never learns of it"),
+    Mutation(
+        "discard_before_logs_open", "si_jax/lifecycle.py",
+        "    run.discard_after = restored[1][\"epoch\"] if restored else 0",
+        "    run.ckpt.discard_after(restored[1][\"epoch\"] if restored else 0)",
+        "tests/test_one_writer.py -k deleted_step_log",
+        "checkpoints are deleted before the run has shown it can go on"),
+    Mutation(
+        "steps_log_not_checked", "si_jax/lifecycle.py",
+        '  _check_file(os.path.join(log_dir, logs.METRICS_FILE), "per-epoch log")',
+        "  pass",
+        "tests/test_bad_inputs.py -k log_is_a_folder",
+        "metrics.jsonl replaced by a folder is found only after checkpoints were discarded"),
+    Mutation(
+        "zero_norm_trains_on", "si_jax/records.py",
+        '    if rec["weight_norm"] == 0.0:',
+        "    if False:",
+        "tests/test_one_writer.py -k underflows",
+        "a weight norm of 0 (effective LR inf) trains on"),
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).

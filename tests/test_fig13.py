@@ -1,8 +1,9 @@
 """Fig. 13 (appendix D) tested honestly: the effective-gradient envelopes are fitted on
 the first half of phase B of a real per-step run and checked on the second half only.
 
-One run of configs/one_period.py:cpu (the quickstart logged per step), cut to 72
-epochs: its period 1 (epochs 45-66, phase B steps 636-791) is complete by then. Every
+One run of configs/one_period.py:cpu (the quickstart logged per step), cut to 85
+epochs: its period 1 is complete by then (epochs 45-67 on one machine, 45-77 on another:
+XLA:CPU's float results depend on the CPU, and the run is chaotic enough to show it). Every
 number the library reports is recomputed here by hand from the logged steps. Whether
 1 - cos actually grows in the second half (the paper's statement) is what the script
 reports; it is not asserted.
@@ -32,8 +33,8 @@ fig13 = _load("experiments/fig13_delta_bounds.py", "fig13_delta_bounds")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   config = _load("configs/one_period.py", "one_period").get_config("cpu")
-  config.train.epochs = 72
-  config.checkpoint.every_epochs = 72
+  config.train.epochs = 85
+  config.checkpoint.every_epochs = 85
   workdir = str(tmp_path_factory.mktemp("fig13") / "run")
   train.train_and_evaluate(config, workdir, progress=False)
   return workdir
