@@ -18,8 +18,8 @@ import time
 import jax
 
 from benchmarks import common
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 CASES = [("convnet_si", 8, "xla"), ("convnet_si", 32, "xla"), ("convnet_si", 32, "patches"),
          ("resnet18_si", 64, "xla")]

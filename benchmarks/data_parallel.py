@@ -14,9 +14,9 @@ import functools
 import jax
 
 from benchmarks import common
-from si_jax import sharding
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import sharding
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def data_parallel_step_time(devices: int, width: int, steps: int) -> float:

@@ -16,8 +16,8 @@ import time
 import jax
 
 from benchmarks import common
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def step_time(width: int, steps: int, batch: int = 128, n: int = 2048) -> float:

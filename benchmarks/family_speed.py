@@ -44,7 +44,7 @@ def _child(devices: int, kind: str, epochs: int, members: int, cifar_dir) -> tup
   """(vmapped, sequential) seconds, in a fresh process: the device split must be set
   before JAX's first computation."""
   common.use_cpu_devices(devices)
-  from si_jax import sweep, train
+  from si_jax.engine import sweep, train
   config = family_config(kind, epochs, cifar_dir)
   overrides = [{"optim.lr": lr} for lr in LRS[:members]]
   with tempfile.TemporaryDirectory() as tmp:

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from si_jax import batching
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import batching
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def temp_bytes(compiled) -> float:

@@ -20,7 +20,7 @@ from benchmarks import common
 
 
 def _train(epochs: int, width: int, every: int) -> float:
-  from si_jax import train
+  from si_jax.engine import train
   config = common.digits_config(width=width, epochs=epochs)
   config.train.grad_pass_every = every
   config.checkpoint.every_epochs = 0

@@ -16,7 +16,8 @@ import tempfile
 import time
 
 from benchmarks import common
-from si_jax import logs, train
+from si_jax import logs
+from si_jax.engine import train
 
 
 def run(log_every: str, epochs: int, workdir: str) -> float:

@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
-from si_jax import loop, optim, records
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import loop, records
+from si_jax import optim
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def grad_pass(ctx, params, batch_stats, images, labels, idx):

@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from si_jax import batching, proposition4
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import batching, proposition4
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def main():

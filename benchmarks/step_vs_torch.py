@@ -17,8 +17,8 @@ import functools
 import jax
 
 from benchmarks import common
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def main():

@@ -16,9 +16,9 @@ import functools
 import jax
 
 from benchmarks import common
-from si_jax import sharding, sweep
-from si_jax import state as state_lib
-from si_jax import step as step_lib
+from si_jax.engine import sharding, sweep
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def lr_sweep(width: int, impl: str, members: int, ds):

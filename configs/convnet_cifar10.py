@@ -9,7 +9,7 @@ of a few hundred epochs appear after a warm-up (hours on one GPU).
 
 ``:cpu`` shrinks it to run in minutes on 2 CPU cores: width 8 on the first 2,048
 training images (2,000 test images), lr 0.1, wd 0.01, 150 epochs. Expected (what
-si_jax.phases reports on the JPEG proxy of CIFAR-10, tests/data/ holds the log):
+si_jax.analysis.phases reports on the JPEG proxy of CIFAR-10, tests/data/ holds the log):
 destabilizations at epochs 50, 59, 75, 93, 120 and 141, each within one epoch of a jump of
 the weight norm (51, 60, 75, 94, 120, 142; the one at 50 is small: loss x4.5, norm +2.3%);
 the train loss floors at ~0.03 between them. About 6.5 minutes on 2 quiet CPU cores

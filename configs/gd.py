@@ -33,7 +33,7 @@ default here). ``--config.train.micro_batch_size=None`` uses exact full-set stat
 (one pass over all N examples) instead.
 """
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 REFERENCE = "lr_0p5"  # the run whose pre-destabilization norm is fixed (gd_fixed_norm.py;
 # at paper scale pass --reference=lr_1: Fig. 12 is GD at lr 1.0, wd 1e-4)

@@ -10,7 +10,7 @@ Variants: ``cpu`` (digits, lr 0.1, wd 0.03, norms 1, 3, 10, 30; 300 epochs); '' 
 ConvNet width 32 on CIFAR-10, norms 1, 3, 10, 30); ``resnet_cifar100``.
 """
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 
 def get_config(arg: str | None = None):

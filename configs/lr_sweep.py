@@ -16,7 +16,7 @@ released code's Figure-2 runs); ``cifar100``, ``resnet``, ``resnet_cifar100`` (F
 17's other panels, same learning rates).
 """
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 
 def lr_name(lr: float) -> str:

@@ -16,7 +16,7 @@ at lr_i with wd = p / lr_i, and ``<tag>_rescaled_<i>`` at the same (lr_i, wd) wi
 weights of the initialization scaled by c = sqrt(lr_i / lr_ref), lr_ref the product's
 middle learning rate (its ``ratio_1``, which is not rescaled). All members differ only in lr,
 wd and init scale, so they run as one vmapped program where that pays
-(``si_jax.experiment.run_family``).
+(``si_jax.engine.experiment.run_family``).
 
 Variants:
   ``cpu``: digits, width 8, 300 epochs; products 0.001 and 0.003 (the quickstart's lr 0.1
@@ -53,7 +53,7 @@ Variants:
 
 import math
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 # scale -> (products, the ratio axis); a ratio member's (lr, wd) follows from the product
 CPU_PRODUCTS, CPU_LRS = (0.001, 0.003), (0.3, 0.1, 0.03)

@@ -18,7 +18,7 @@ width 32 on CIFAR-10, lr 0.03, wd 0.001, 1001 epochs); ``cifar100`` and ``resnet
 (Fig. 20, same lr and wd).
 """
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 
 def get_config(arg: str | None = None):

@@ -19,7 +19,7 @@ random subset of CIFAR-10, 5K random test images, lr 0.5, wd 0.001, the released
 ghost batch-128 statistics); ``gd13`` (Fig. 13's GD panel: the same at wd 1e-4).
 """
 
-from si_jax.experiment import scaled_base
+from si_jax.engine.experiment import scaled_base
 
 
 def get_config(arg: str | None = None):

@@ -27,7 +27,7 @@ family's norm 1). The crop padding scales with the image: 1 pixel on the 8x8 dig
 (4 on CIFAR); horizontal flips of digits are a harsher augmentation than on CIFAR.
 """
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 
 def get_config(arg: str | None = None):

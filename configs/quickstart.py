@@ -7,7 +7,7 @@ until the loss spikes (phase C), and the cycle repeats.
 
   python -m si_jax.main --config=configs/quickstart.py --workdir=/tmp/si_quickstart
 
-Expected (what si_jax.phases reports): 11 destabilizations, at epochs 45, 67, 96, 123,
+Expected (what si_jax.analysis.phases reports): 11 destabilizations, at epochs 45, 67, 96, 123,
 138, 155, 179, 190, 214, 248 and 277, each a train-loss spike one epoch before a jump of
 the weight norm; about a minute on 2 quiet CPU cores (4 measured on a loaded machine);
 the figure is written to WORKDIR/figure.png.

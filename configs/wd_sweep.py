@@ -14,7 +14,7 @@ converges, wd 0.001 never destabilizes; 15 min besides the lr sweep's wd-0.01 ru
 ``cifar100``, ``resnet``, ``resnet_cifar100``.
 """
 
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 
 def get_config(arg: str | None = None):

@@ -16,7 +16,7 @@ the two parts and the rise of a line fitted to the log values over the second pa
       [--fit_fraction=0.5] [--lower_power=2 for GD]
 
 Period k runs from the k-th destabilization to the next and its phase B is the one
-``si_jax.phases.analyze`` finds on the per-epoch logs (from the first epoch whose train
+``si_jax.analysis.phases.analyze`` finds on the per-epoch logs (from the first epoch whose train
 loss is within a factor ``--near`` (10) of the period's minimum to the epoch before the
 next destabilization); t_valid is its first step (the fit makes (17) hold on every
 fitted step, and only the held-out steps test it).
@@ -33,7 +33,9 @@ from matplotlib.patches import Patch  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import cli, phases, plotting, theory  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
+from si_jax.analysis import phases, theory  # noqa: E402
+from si_jax.plots import plotting  # noqa: E402
 
 
 def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int]:

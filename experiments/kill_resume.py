@@ -21,7 +21,9 @@ from absl import flags
 import jax
 import numpy as np
 
-from si_jax import checkpoint, cli, logs
+from si_jax.engine import checkpoint
+from si_jax.programs import cli
+from si_jax import logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

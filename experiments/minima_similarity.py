@@ -4,7 +4,7 @@
       --workdir=runs/minima
 
 Trains the two runs of the config (seed 0 and an independent seed 1), finds their
-periods (``si_jax.phases``) and loads the checkpoint at the end of phase A of each
+periods (``si_jax.analysis.phases``) and loads the checkpoint at the end of phase A of each
 period. Then: the cosine similarity of the SI weight vectors between all these
 checkpoints, the test error of each, and the test error of two-member ensembles
 (mean softmax) of minima of different periods of one run vs of the same period of the
@@ -23,8 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import checkpoint, cli, experiment, phases, plotting  # noqa: E402
-from si_jax import state as state_lib  # noqa: E402
+from si_jax.engine import checkpoint, experiment  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
+from si_jax.analysis import phases  # noqa: E402
+from si_jax.plots import plotting  # noqa: E402
+from si_jax.engine import state as state_lib  # noqa: E402
 from si_jax.models import get_path  # noqa: E402
 
 _CONFIG = cli.config_flag("configs/minima_similarity.py[:variant]")

@@ -4,7 +4,7 @@ then the delta-jump bounds of phase B (Fig. 13) and the angular update per phase
   python experiments/one_period.py --config=configs/one_period.py:cpu --workdir=runs/one_period
 
 Trains the run (or resumes / reuses it), finds its periods on the per-epoch logs
-(``si_jax.phases``), and draws period ``--period`` (default 1, the first after the
+(``si_jax.analysis.phases``), and draws period ``--period`` (default 1, the first after the
 warm-up) step by step into WORKDIR/one_period.png/.pdf, and Fig. 13 into
 WORKDIR/fig13.png.
 """
@@ -19,7 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fig13_delta_bounds import delta_bounds_figure  # noqa: E402  (this script's sibling)
-from si_jax import cli, phases, plotting, train  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
+from si_jax.analysis import phases  # noqa: E402
+from si_jax.plots import plotting  # noqa: E402
+from si_jax.engine import train  # noqa: E402
 
 _CONFIG = cli.config_flag("configs/one_period.py[:variant]")
 _WORKDIR = cli.workdir_flag()

@@ -7,7 +7,7 @@ resolved values (docs/paper_settings.md is this script's output).
 Every row quotes the appendix line it comes from; the quote is checked against that
 line of ``--appendix`` (skipped, with a note, when the file is absent). Our value is read
 from the config file with its variant, every member resolved
-(``si_jax.experiment.member_config``), or from a script's defaults. A row whose value
+(``si_jax.engine.experiment.member_config``), or from a script's defaults. A row whose value
 differs from the appendix's, or that the appendix does not state, must carry an
 explanation: the script fails on an unexplained difference (and on a quote not found).
 """
@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from absl import flags
 
-from si_jax import cli, experiment
+from si_jax.programs import cli
+from si_jax.engine import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _APPENDIX = flags.DEFINE_string("appendix", "/work/shared/reference/paper_appendix.txt",
@@ -195,8 +196,8 @@ def _defaults(fn) -> dict[str, Any]:
 
 
 def theory_figures() -> tuple[Figure, ...]:
-  """Figs. 8, 9 and 14: the defaults of experiments/theory_figures.py and si_jax.toy."""
-  from si_jax import toy
+  """Figs. 8, 9 and 14: the defaults of experiments/theory_figures.py and si_jax.analysis.toy."""
+  from si_jax.analysis import toy
   tf = load_module("experiments/theory_figures.py")
   f8, f9, gd = _defaults(tf.figure8), _defaults(tf.figure9), _defaults(toy.gradient_descent)
   cmd = "python experiments/theory_figures.py --out=docs/figures"

@@ -18,7 +18,10 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from si_jax import cli, experiment, phases, plotting
+from si_jax.programs import cli
+from si_jax.engine import experiment
+from si_jax.analysis import phases
+from si_jax.plots import plotting
 
 _FIGURES = flags.DEFINE_string("figures", "docs/figures",
                                "where the down-scaled figure copies go")

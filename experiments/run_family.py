@@ -2,13 +2,13 @@
 
   python experiments/run_family.py --config=configs/lr_sweep.py:cpu --workdir=runs/lr_sweep
 
-The same program as the ``si-jax-family`` console script (``si_jax.family_main``, where
+The same program as the ``si-jax-family`` console script (``si_jax.programs.family_main``, where
 the outputs are described): WORKDIR/<member>/ runs, summary.json, summary.md and the
 family's figures. Rerunning resumes unfinished members and skips finished ones;
 --figures_only redraws.
 """
 
-from si_jax import family_main
+from si_jax.programs import family_main
 
 if __name__ == "__main__":
   family_main.run()

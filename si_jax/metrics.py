@@ -28,13 +28,14 @@ measured rotation beside eta / rho^2.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from si_jax import theory
 from si_jax.models import ParamPath, get_path
 from si_jax.optim import sq_norm
 from si_jax.si_groups import check_groups, check_in_params
@@ -119,11 +120,17 @@ def injected_hyperparams(opt_state) -> dict[str, Any]:
   return {}
 
 
-def _equilibrium_angular_update(lr, wd, momentum) -> jax.Array:
-  """``theory.equilibrium_angular_update``, sqrt(2 eta lam / (1 + mu)); inside jit, where
-  the hyperparameters read from an optimizer state are traced, the same formula in jnp."""
+def equilibrium_angular_update(lr, wd, momentum=0.0):
+  """The angular update per step at equilibrium: sqrt(2 eta lam) for SGD and
+  sqrt(2 eta lam / (1 + mu)) with momentum mu (Wan et al. 2021; Kosson et al. 2024).
+
+  Works on Python floats (ValueError for lr <= 0 or wd < 0) and, inside jit, on traced
+  hyperparameters read from an optimizer state (returns a jnp scalar then)."""
   if not any(isinstance(v, jax.core.Tracer) for v in (lr, wd, momentum)):
-    return jnp.asarray(theory.equilibrium_angular_update(float(lr), float(wd), float(momentum)))
+    lr, wd, momentum = float(lr), float(wd), float(momentum)
+    if not lr > 0 or not wd >= 0:
+      raise ValueError(f"need lr > 0 and wd >= 0, got lr={lr!r}, wd={wd!r}")
+    return math.sqrt(2 * lr * wd / (1 + momentum))
   return jnp.sqrt(2 * lr * wd / (1 + momentum))
 
 
@@ -202,7 +209,7 @@ def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPat
   if lr is not None:
     out["lr"] = jnp.asarray(lr, jnp.float32)
   if lr is not None and wd is not None:
-    out["equilibrium_angular_update"] = _equilibrium_angular_update(lr, wd, momentum)
+    out["equilibrium_angular_update"] = jnp.asarray(equilibrium_angular_update(lr, wd, momentum))
   for name, paths in si_groups.items():
     if len(si_groups) > 1:
       out.update({f"{name}/{k}": v for k, v in group(paths).items()})

@@ -56,7 +56,7 @@ class Mutation:
 # STALE and the snippet (or file, or targets) is updated here.
 MUTATIONS = [
     Mutation(
-        "test_eval_in_train_mode", "si_jax/loop.py",
+        "test_eval_in_train_mode", "si_jax/engine/loop.py",
         "test_x, test_y, tc.eval_batch_size, False)",
         "test_x, test_y, tc.eval_batch_size, True)",
         "tests/test_sweep.py -k single_runs_log_the_evaluation",
@@ -70,7 +70,7 @@ MUTATIONS = [
         "layer norm normalizes each channel over (H, W) (= instance norm) instead of each "
         "sample over (H, W, C)"),
     Mutation(
-        "resume_zeroes_momentum", "si_jax/checkpoint.py",
+        "resume_zeroes_momentum", "si_jax/engine/checkpoint.py",
         'opt_state=tree["opt_state"]',
         "opt_state=jax.tree_util.tree_map_with_path(lambda p, x: x * 0 if '.trace' in "
         'jax.tree_util.keystr(p) else x, tree["opt_state"])',
@@ -78,7 +78,7 @@ MUTATIONS = [
         "killed_mid_way'",
         "resume restores the optimizer state but with the momentum buffer at zero"),
     Mutation(
-        "resume_fresh_optimizer_state", "si_jax/checkpoint.py",
+        "resume_fresh_optimizer_state", "si_jax/engine/checkpoint.py",
         'opt_state=tree["opt_state"]',
         "opt_state=template.opt_state",
         "tests/test_checkpoint.py -k resume_is_bit_identical",
@@ -98,14 +98,14 @@ MUTATIONS = [
         "fixed effective LR scales the SI step by rho_0^2 from initialization instead of "
         "rho_t^2"),
     Mutation(
-        "sweep_logs_accuracy_as_test_error", "si_jax/loop.py",
+        "sweep_logs_accuracy_as_test_error", "si_jax/engine/loop.py",
         'test_error=1.0 - value("test_accuracy")',
         'test_error=value("test_accuracy") if member is not None else '
         '1.0 - value("test_accuracy")',
         "tests/test_sweep.py -k 'members_match or sweep_members_log'",
         "a sweep member writes its test accuracy under test_error"),
     Mutation(
-        "phase_a_end_two_decades_off", "si_jax/phases.py",
+        "phase_a_end_two_decades_off", "si_jax/analysis/phases.py",
         "near = np.flatnonzero(after <= low * 10**b_decades)",
         "near = np.flatnonzero(after <= low * 10**(b_decades + 2))",
         "tests/test_phases.py -k known_periods",
@@ -118,13 +118,13 @@ MUTATIONS = [
         "CIFAR normalized with the per-pixel std of the dataset instead of the paper's "
         "constants (0.2023, 0.1994, 0.2010)"),
     Mutation(
-        "prop3_band_twice_too_wide", "si_jax/theory.py",
+        "prop3_band_twice_too_wide", "si_jax/analysis/theory.py",
         "return Interval(k * l, k * L, 2 * lr * wd * L <= l)",
         "return Interval(k * (3 * l - L) / 2, k * (3 * L - l) / 2, 2 * lr * wd * L <= l)",
         "tests/test_theory.py -k proposition3",
         "Proposition 3's band [kappa l, kappa L] twice as wide about its centre"),
     Mutation(
-        "envelope_fit_ignores_t0", "si_jax/theory.py",
+        "envelope_fit_ignores_t0", "si_jax/analysis/theory.py",
         "  dt = t[keep] - t0\n",
         "  dt = t[keep]\n",
         "tests/test_theory.py -k envelope",
@@ -161,7 +161,7 @@ MUTATIONS = [
         "tests/test_dynamics.py",
         "1 - cos computed as ||u_{t+1} - u_t||^2 instead of half of it"),
     Mutation(
-        "data_order_ignores_epoch", "si_jax/batching.py",
+        "data_order_ignores_epoch", "si_jax/engine/batching.py",
         "np.random.default_rng([seed, epoch])",
         "np.random.default_rng([seed, 0])",
         "tests/test_train.py -k epoch_order",
@@ -179,25 +179,25 @@ MUTATIONS = [
         "tests/test_models.py -k batchnorm",
         "BN running variance updated with the biased batch variance"),
     Mutation(
-        "resume_drops_bn_stats", "si_jax/checkpoint.py",
+        "resume_drops_bn_stats", "si_jax/engine/checkpoint.py",
         'batch_stats=tree["batch_stats"]',
         "batch_stats=template.batch_stats",
         "tests/test_checkpoint.py -k resume_is_bit_identical",
         "resume restores the initial BN running statistics"),
     Mutation(
-        "kappa_without_2", "si_jax/theory.py",
+        "kappa_without_2", "si_jax/analysis/theory.py",
         "return math.sqrt(lr / (2 * wd))",
         "return math.sqrt(lr / wd)",
         "tests/test_theory.py -k proposition",
         "kappa = sqrt(eta / lambda) instead of sqrt(eta / (2 lambda))"),
     Mutation(
-        "loss_summed_over_batch", "si_jax/step.py",
+        "loss_summed_over_batch", "si_jax/engine/step.py",
         "loss = jnp.mean(metrics.cross_entropy(logits, y))",
         "loss = jnp.sum(metrics.cross_entropy(logits, y))",
         "tests/test_torch_parity.py -k logits_loss_grads",
         "the training loss (and so the gradient) summed over the batch, not averaged"),
     Mutation(
-        "eval_drops_last_batch", "si_jax/loop.py",
+        "eval_drops_last_batch", "si_jax/engine/loop.py",
         "drop_last=False):\n    l, c = eval_fn(",
         "drop_last=True):\n    l, c = eval_fn(",
         "tests/test_sweep.py -k single_runs_log_the_evaluation",
@@ -239,38 +239,38 @@ MUTATIONS = [
         "tests/test_round2.py -k si_confirmation_rescales",
         "verify_si_groups' value taken as the best case over the scales c"),
     Mutation(
-        "norm_jump_counts_repeats", "si_jax/phases.py",
+        "norm_jump_counts_repeats", "si_jax/analysis/phases.py",
         "  steps = steps[np.isfinite(steps) & (steps > 0)]",
         "  steps = steps[np.isfinite(steps)]",
         "tests/test_round2.py -k norm_jump_threshold",
         "the norm's typical change counts the repeats of a per-epoch value in a per-step "
         "trace as changes (median 0: the jump threshold collapses to the 1% floor)"),
     Mutation(
-        "schedule_ignores_partial_batch", "si_jax/state.py",
+        "schedule_ignores_partial_batch", "si_jax/engine/state.py",
         "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
         "per_epoch = num_train // tc.batch_size",
         "tests/test_round2.py -k 'schedule_length or sgd_schedule'",
         "a schedule's length T ignores the partial last batch (the schedule ends early)"),
     Mutation(
-        "schedule_counts_dropped_batch", "si_jax/state.py",
+        "schedule_counts_dropped_batch", "si_jax/engine/state.py",
         "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
         "per_epoch = -(-num_train // tc.batch_size)",
         "tests/test_round2.py -k schedule_length",
         "with train.drop_last a schedule's length T still counts the dropped partial batch"),
     Mutation(
-        "gd_schedule_spans_minibatches", "si_jax/state.py",
+        "gd_schedule_spans_minibatches", "si_jax/engine/state.py",
         '  if tc.mode == "gd":\n    return tc.epochs\n',
         "",
         "tests/test_round2.py -k 'schedule_length or gd_schedule'",
         "full-batch GD's schedule spans epochs x mini-batches instead of one update an epoch"),
     Mutation(
-        "grad_pass_lr_unscheduled", "si_jax/step.py",
+        "grad_pass_lr_unscheduled", "si_jax/engine/step.py",
         "  lr = optim.step_lr(state.opt_state)\n",
         '  lr = optim.hyperparams(state.opt_state)["learning_rate"]\n',
         "tests/test_round2.py -k grad_pass_effective_lr",
         "the gradient pass logs train_effective_lr from the base lr, not the scheduled one"),
     Mutation(
-        "grad_pass_ignores_fixed_effective_lr", "si_jax/step.py",
+        "grad_pass_ignores_fixed_effective_lr", "si_jax/engine/step.py",
         "  if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2\n"
         "    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))\n"
         "  return metrics.full_pass_metrics(",
@@ -279,115 +279,115 @@ MUTATIONS = [
         "the gradient pass reads lr as eta under optim.fixed_effective_lr (logs eta~ / rho^2 "
         "instead of eta~)"),
     Mutation(
-        "gd_accuracy_mean_as_count", "si_jax/step.py",
+        "gd_accuracy_mean_as_count", "si_jax/engine/step.py",
         "loss * n, jnp.sum(metrics.correct(logits, y))",
         "loss * n, jnp.mean(metrics.correct(logits, y))",
         "tests/test_round2.py -k gd_step_loss_and_accuracy",
         "full-batch GD accumulates each micro-batch's mean accuracy as if it were a count"),
     Mutation(
-        "gd_loss_mean_as_sum", "si_jax/step.py",
+        "gd_loss_mean_as_sum", "si_jax/engine/step.py",
         "loss * n, jnp.sum(metrics.correct(logits, y))",
         "loss, jnp.sum(metrics.correct(logits, y))",
         "tests/test_round2.py -k gd_step_loss_and_accuracy",
         "full-batch GD accumulates each micro-batch's mean loss as if it were a sum"),
     Mutation(
-        "epoch_invariance_mean", "si_jax/records.py",
+        "epoch_invariance_mean", "si_jax/engine/records.py",
         "      out[k] = max(r[k] for r in checked)",
         "      out[k] = float(np.mean([r[k] for r in checked]))",
         "tests/test_round2.py -k 'worst_invariance_residual or worst_checked_residual'",
         "the epoch record holds the mean invariance residual of the checked steps, not the "
         "worst"),
     Mutation(
-        "record_policy_ignores_weights", "si_jax/records.py",
+        "record_policy_ignores_weights", "si_jax/engine/records.py",
         '    if bad and policy == "record" and math.isfinite(rec["weight_norm"]):',
         '    if bad and policy == "record":',
         "tests/test_round2.py -k record_policy",
         "on_nonfinite='record' trains on with non-finite weights"),
     Mutation(
-        "resume_keeps_checkpoint_wd_momentum", "si_jax/lifecycle.py",
+        "resume_keeps_checkpoint_wd_momentum", "si_jax/engine/lifecycle.py",
         "learning_rate=oc.lr, weight_decay=oc.wd, momentum=oc.momentum))",
         "learning_rate=oc.lr))",
         "tests/test_round2.py -k resume_with_config_change",
         "resume with --allow_config_change applies the new lr but keeps the checkpoint's "
         "wd and momentum"),
     Mutation(
-        "config_guard_all_train_fields", "si_jax/lifecycle.py",
+        "config_guard_all_train_fields", "si_jax/engine/lifecycle.py",
         'RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")',
         'RESUMABLE_CHANGES = ("train.", "checkpoint.")',
         "tests/test_round2.py -k config_guard",
         "the config guard lets every train.* field change on resume"),
     Mutation(
-        "config_guard_without_defaults", "si_jax/lifecycle.py",
+        "config_guard_without_defaults", "si_jax/engine/lifecycle.py",
         "a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)",
         "a, b = config_lib.flatten(saved), config_lib.flatten(current)",
         "tests/test_round2.py -k missing_field",
         "the config guard reads a field an older config.json lacks as a change (such runs "
         "no longer resume)"),
     Mutation(
-        "runs_mesh_min", "si_jax/sharding.py",
+        "runs_mesh_min", "si_jax/engine/sharding.py",
         "runs = math.gcd(len(devices), num_runs)",
         "runs = min(len(devices), num_runs)",
         "tests/test_round2.py -k runs_mesh",
         "the runs axis of a family's mesh is min(devices, runs) (a family whose size does "
         "not divide the devices fails)"),
     Mutation(
-        "tensorboard_same_second_name", "si_jax/tensorboard_log.py",
+        "tensorboard_same_second_name", "si_jax/logs/tensorboard_log.py",
         'EventsWriter(os.path.join(log_dir, "events"), f".{session:06d}")',
         'EventsWriter(os.path.join(log_dir, "events"))',
         "tests/test_round2.py -k event_logs",
         "two TensorBoard sessions started in the same second write the same event file name"),
     # one writer per workdir (this round)
     Mutation(
-        "lock_shared_not_exclusive", "si_jax/workdir_lock.py",
+        "lock_shared_not_exclusive", "si_jax/engine/workdir_lock.py",
         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
         "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
         "tests/test_one_writer.py -k 'refused_naming or conflict'",
         "two writers share a workdir (the lock is shared, not exclusive)"),
     Mutation(
-        "run_lock_reentrant", "si_jax/workdir_lock.py",
+        "run_lock_reentrant", "si_jax/engine/workdir_lock.py",
         "if self._fd is None and self.reentrant and key in _HELD:",
         "if self._fd is None and key in _HELD:",
         "tests/test_one_writer.py -k 'conflict or holds_the_workdir'",
         "a second run in the same process joins the first's lock"),
     Mutation(
-        "family_identity_ignores_base", "si_jax/experiment.py",
+        "family_identity_ignores_base", "si_jax/engine/experiment.py",
         'return diffs + lifecycle.config_differences(saved.get("base", {}), current["base"])',
         "return diffs",
         "tests/test_one_writer.py -k another_familys",
         "a family with another base config (wd) reuses a family's folder"),
     Mutation(
-        "family_members_unchecked", "si_jax/experiment.py",
+        "family_members_unchecked", "si_jax/engine/experiment.py",
         "    lifecycle.check_workdir_config(member_config_, d, allow_config_change=False)",
         "    pass",
         "tests/test_one_writer.py -k single_runs_folder",
         "a vmapped family skips finished members of another config and reports their "
         "results as its own"),
     Mutation(
-        "family_goes_on_after_a_signal", "si_jax/experiment.py",
+        "family_goes_on_after_a_signal", "si_jax/engine/experiment.py",
         "      if stop.requested:\n        break",
         "      if False:\n        break",
         "tests/test_one_writer.py -k whole_family",
         "SIGTERM to a sequential family stops one member and trains the next"),
     Mutation(
-        "signal_not_passed_to_the_family", "si_jax/lifecycle.py",
+        "signal_not_passed_to_the_family", "si_jax/engine/lifecycle.py",
         "      outer.requested, outer = True, outer._outer()",
         "      outer = outer._outer()",
         "tests/test_one_writer.py -k whole_family",
         "a run's loop catches the signal but its family never learns of it"),
     Mutation(
-        "discard_before_logs_open", "si_jax/lifecycle.py",
+        "discard_before_logs_open", "si_jax/engine/lifecycle.py",
         "    run.discard_after = restored[1][\"epoch\"] if restored else 0",
         "    run.ckpt.discard_after(restored[1][\"epoch\"] if restored else 0)",
         "tests/test_one_writer.py -k deleted_step_log",
         "checkpoints are deleted before the run has shown it can go on"),
     Mutation(
-        "steps_log_not_checked", "si_jax/lifecycle.py",
+        "steps_log_not_checked", "si_jax/engine/lifecycle.py",
         '  _check_file(os.path.join(log_dir, logs.METRICS_FILE), "per-epoch log")',
         "  pass",
         "tests/test_bad_inputs.py -k log_is_a_folder",
         "metrics.jsonl replaced by a folder is found only after checkpoints were discarded"),
     Mutation(
-        "zero_norm_trains_on", "si_jax/records.py",
+        "zero_norm_trains_on", "si_jax/engine/records.py",
         '    if rec["weight_norm"] == 0.0:',
         "    if False:",
         "tests/test_one_writer.py -k underflows",

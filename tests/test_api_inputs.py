@@ -9,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from si_jax import invariance, metrics, optim, phases, plot, plotting, si_groups
+from si_jax import invariance, metrics, optim, si_groups
+from si_jax.analysis import phases
+from si_jax.programs import plot
+from si_jax.plots import plotting
 from si_jax.models import ParamGroups
 
 PARAMS = {"dense": {"kernel": np.ones((3, 4), np.float32), "bias": np.zeros(4, np.float32)},

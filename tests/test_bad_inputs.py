@@ -52,13 +52,13 @@ PROGRAMS = {  # name -> ('module' | 'path', target)
     "main": ("module", "si_jax.main"),
     "plot": ("module", "si_jax.plot"),
     "family": ("path", "experiments/run_family.py"),
-    "family_main": ("module", "si_jax.family_main"),
+    "family_main": ("module", "si_jax.programs.family_main"),
     "one_period": ("path", "experiments/one_period.py"),
     "fig13": ("path", "experiments/fig13_delta_bounds.py"),
 }
 PRELOAD = ("jax", "flax.linen", "optax", "orbax.checkpoint", "sklearn.datasets",
-           "matplotlib.pyplot", "si_jax.train", "si_jax.experiment", "si_jax.phases",
-           "si_jax.plotting", "si_jax.checkpoint", "si_jax.validate")
+           "matplotlib.pyplot", "si_jax.engine.train", "si_jax.engine.experiment", "si_jax.analysis.phases",
+           "si_jax.plots.plotting", "si_jax.engine.checkpoint", "si_jax.validate")
 
 
 # ---------------------------------------------------------------------------------------
@@ -496,7 +496,7 @@ def good_run(case: Path) -> None:
 
 
 BAD_FAMILY = '''\
-from si_jax.experiment import add_member, experiment_config, scaled_base
+from si_jax.engine.experiment import add_member, experiment_config, scaled_base
 
 
 def get_config(arg=None):
@@ -807,7 +807,7 @@ def test_damaged_newest_checkpoint_falls_back(launcher, trained_run, tmp_path):
 
 ABANDONED_READ = """
 import asyncio, gc
-from si_jax import cli
+from si_jax.programs import cli
 cli.quiet_libraries()
 loop = asyncio.new_event_loop()
 future = loop.create_future()

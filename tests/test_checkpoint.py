@@ -19,7 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from si_jax import checkpoint, logs, train
+from si_jax.engine import checkpoint, train
+from si_jax import logs
 from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

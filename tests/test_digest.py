@@ -14,7 +14,8 @@ import hashlib
 import json
 import os
 
-from si_jax import logs, train
+from si_jax import logs
+from si_jax.engine import train
 from si_jax.config import base_config
 
 # sha256 of the logs with each record's "wall_time" removed (json.dumps per line), as

@@ -15,7 +15,8 @@ import pytest
 
 from si_jax import config as config_lib
 from si_jax import data as data_lib
-from si_jax import batching, metrics, state as state_lib, step as step_lib
+from si_jax.engine import batching, state as state_lib, step as step_lib
+from si_jax import metrics
 
 
 def run_steps(num_steps, **optim_fields):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import independent
-from si_jax import checkpoint, experiment, logs, plotting, sweep, train, validate
+from si_jax.engine import checkpoint, experiment, sweep, train
+from si_jax import logs, validate
+from si_jax.plots import plotting
 from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

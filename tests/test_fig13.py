@@ -15,7 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from si_jax import phases, theory, train
+from si_jax.analysis import phases, theory
+from si_jax.engine import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

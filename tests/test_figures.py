@@ -14,7 +14,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from si_jax import phases, plotting
+from si_jax.analysis import phases
+from si_jax.plots import plotting
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

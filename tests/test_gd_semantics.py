@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from si_jax import models, train
-from si_jax import state as state_lib
+from si_jax import models
+from si_jax.engine import train
+from si_jax.engine import state as state_lib
 from si_jax.config import base_config
 
 LR, WD, N = 0.5, 0.01, 300

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from si_jax import logs, loop, models, train
-from si_jax import state as state_lib
+from si_jax import logs, models
+from si_jax.engine import loop, train
+from si_jax.engine import state as state_lib
 from test_train import tiny_config
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from si_jax import config as config_lib
-from si_jax import invariance, models, optim, proposition4
-from si_jax.step import loss_and_aux
+from si_jax import invariance, models, optim
+from si_jax.engine import proposition4
+from si_jax.engine.step import loss_and_aux
 from conftest import make, rng_images
 
 MODEL_NORMS = [(m, n) for m in ("convnet_si", "resnet18_si") for n in ("batch", "layer", "instance")]

@@ -3,7 +3,7 @@ gloo collectives): the same records as one process with two devices; a SIGTERM t
 of them stops both at the same epoch with a checkpoint, and the same command resumes
 them to the end of the uninterrupted run.
 
-Also the settings of ``si_jax.distributed.initialize``: arguments, environment, and
+Also the settings of ``si_jax.engine.distributed.initialize``: arguments, environment, and
 the one-line errors for values that cannot work; and a process whose peers do not join
 within ``--distributed_timeout`` ends with one error line naming them, status 1.
 """
@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from si_jax import distributed
+from si_jax.engine import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = ("--config=configs/quickstart.py", "--config.data.train_size=256", "--noplot")

@@ -17,14 +17,14 @@ import time
 
 import pytest
 
-from si_jax import experiment, lifecycle, records, train
-from si_jax import sweep as sweep_lib
+from si_jax.engine import experiment, lifecycle, records, train
+from si_jax.engine import sweep as sweep_lib
 from si_jax.config import base_config
-from si_jax.workdir_lock import WorkdirBusy, WorkdirLock, lock_path
+from si_jax.engine.workdir_lock import WorkdirBusy, WorkdirLock, lock_path
 
 HOLD = """
 import sys, time
-from si_jax.workdir_lock import WorkdirLock
+from si_jax.engine.workdir_lock import WorkdirLock
 lock = WorkdirLock(sys.argv[1], "run").acquire()
 print("held", flush=True)
 time.sleep(120)

@@ -19,7 +19,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1
 import jax, numpy as np
 sys.path.insert(0, "tests")
 from test_train import tiny_config
-from si_jax import sharding, state as state_lib, step, train
+from si_jax.engine import sharding, state as state_lib, step, train
 config = tiny_config(**{"train.epochs": 3, "train.log_every": "step",
                         "checkpoint.every_epochs": 0, "data.train_size": 256})
 assert jax.local_device_count() == int(sys.argv[1])
@@ -63,7 +63,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1
 import jax
 sys.path.insert(0, "tests")
 from test_train import tiny_config
-from si_jax import sharding, sweep
+from si_jax.engine import sharding, sweep
 config = tiny_config(**{"train.epochs": 2, "checkpoint.every_epochs": 0, "data.train_size": 256})
 members = [{"optim.lr": 0.1}, {"optim.lr": 0.05, "optim.wd": 0.03}]
 if jax.local_device_count() > 1:

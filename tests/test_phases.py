@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from si_jax import phases, toy
+from si_jax.analysis import phases, toy
 
 
 def synthetic_run(onsets, n=400, noise=0.0, seed=0, floor=1e-4):

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 import independent
-from si_jax import batching, lifecycle, logs, models, phases, records, si_groups, train
+from si_jax.engine import batching, lifecycle, records, train
+from si_jax import logs, models, si_groups
+from si_jax.analysis import phases
 from si_jax import config as config_lib
-from si_jax import state as state_lib
+from si_jax.engine import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -369,7 +371,7 @@ MESH_SCRIPT = r"""
 import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
-from si_jax import sharding
+from si_jax.engine import sharding
 assert jax.local_device_count() == 4
 for runs in range(1, 9):
   mesh = sharding.runs_mesh(runs)
@@ -396,7 +398,7 @@ def test_runs_mesh_splits_any_family_over_four_devices():
 def test_two_event_logs_in_one_second_keep_both_files(tmp_path, monkeypatch):
   pytest.importorskip("tensorboardX")
   loader = pytest.importorskip("tensorboard.backend.event_processing.event_file_loader")
-  from si_jax import tensorboard_log
+  from si_jax.logs import tensorboard_log
   now = time.time()
   monkeypatch.setattr(time, "time", lambda: now)  # both files named in the same second
   written = []

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from si_jax import logs, optim, train
+from si_jax import logs, optim
+from si_jax.engine import train
 from si_jax.config import base_config
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from si_jax import theory, toy
+from si_jax.analysis import theory, toy
 
 
 def simulate_si_sgd(n=50, steps=300, lr=0.1, wd=0.01, g_eff=1.0, seed=0, momentum=0.0,

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from torch_convnet import TorchConvNetSI, conv_grads_as_hwio, load_flax_params  # noqa: E402
 
 from si_jax import models, optim  # noqa: E402
-from si_jax import step as step_lib  # noqa: E402
+from si_jax.engine import step as step_lib  # noqa: E402
 from conftest import make, rng_images  # noqa: E402
 
 

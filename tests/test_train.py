@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import independent
-from si_jax import checkpoint, logs, plot, records, train, validate
+from si_jax.engine import checkpoint, records, train
+from si_jax import logs, validate
+from si_jax.programs import plot
 from si_jax import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

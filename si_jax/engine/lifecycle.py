@@ -2,7 +2,7 @@
 checkpoint, the checkpoint policy, preemption by SIGTERM/SIGINT, and the progress line.
 
 A run (``Run``) is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.bin``), TensorBoard events
-and ``checkpoints/``. The training loop (``si_jax.loop``) drives R >= 1 of them at
+and ``checkpoints/``. The training loop (``si_jax.engine.loop``) drives R >= 1 of them at
 once; each member of a vmapped family is an ordinary run with all of this.
 """
 
@@ -22,8 +22,8 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
-from si_jax.checkpoint import CHECKPOINT_DIR, Checkpointer
-from si_jax.workdir_lock import WorkdirLock
+from si_jax.engine.checkpoint import CHECKPOINT_DIR, Checkpointer
+from si_jax.engine.workdir_lock import WorkdirLock
 
 CONFIG_FILE = "config.json"
 DIVERGED_FILE = "diverged.json"
@@ -194,7 +194,7 @@ def write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-FAMILY_FILE = "family.json"  # a family's identity at its top folder (si_jax.experiment)
+FAMILY_FILE = "family.json"  # a family's identity at its top folder (si_jax.engine.experiment)
 
 
 def _check_file(path: str, what: str) -> None:

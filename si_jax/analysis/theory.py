@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from si_jax.metrics import equilibrium_angular_update  # noqa: F401  (computed in-step too)
+
 
 def _check_lr_wd(lr, wd):
   if not np.all(np.asarray(lr) > 0):
@@ -227,13 +229,6 @@ def proposition5_interval(alpha, a, b) -> Interval:
 
 
 # --- Equilibrium predictions -------------------------------------------------------
-
-
-def equilibrium_angular_update(lr, wd, momentum: float = 0.0) -> float:
-  """The angular update per step at equilibrium: sqrt(2 eta lam) for SGD and
-  sqrt(2 eta lam / (1 + mu)) with momentum mu (Wan et al. 2021; Kosson et al. 2024)."""
-  _check_lr_wd(lr, wd)
-  return math.sqrt(2 * lr * wd / (1 + momentum))
 
 
 def norm_ratio_from_cosine(cos, lr, wd):

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax import phases, theory  # noqa: E402
+from si_jax.analysis import phases, theory  # noqa: E402
 
 PHASE_COLORS = {"A": "tab:blue", "B": "tab:green", "C": "tab:red"}
 PHASE_ALPHA = 0.15

@@ -1,6 +1,6 @@
 """Vmapped families: R runs that differ in learning rate, weight decay, seed,
 initialization scale or last-layer norm, trained inside one compiled program by the
-same loop as a single run (``si_jax.loop``).
+same loop as a single run (``si_jax.engine.loop``).
 
 The train state is one pytree with the hyperparameters inside the optimizer state, so
 the members are stacked along a leading run axis and the ordinary step functions are
@@ -13,7 +13,7 @@ every unfinished member from the newest epoch all of them checkpointed; finished
 members are skipped, and so are members that diverged (``diverged.json``).
 
 With several local devices the family runs on a ('runs', 'data') mesh
-(``si_jax.sharding``): the members are split over the 'runs' axis and each member's
+(``si_jax.engine.sharding``): the members are split over the 'runs' axis and each member's
 batch over the rest, with BN statistics over the global batch as in single runs.
 """
 
@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from si_jax import batching, lifecycle, loop, sharding, validate
+from si_jax.engine import batching, lifecycle, loop, sharding
+from si_jax import validate
 from si_jax import config as config_lib
-from si_jax import state as state_lib
+from si_jax.engine import state as state_lib
 
 SWEEPABLE = ("optim.lr", "optim.wd", "seed", "model.init_scale", "model.last_layer_norm")
 _ALIASES = {"init_scale": "model.init_scale"}

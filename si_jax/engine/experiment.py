@@ -12,7 +12,7 @@ An experiment config is an ordinary run config with an ``experiment`` section:
   experiment.order     the members' order in tables and figures (``add_member`` keeps it).
 
 ``run_family`` trains every member into ``WORKDIR/<member>/`` (single-run layout:
-checkpoints, resume, logs), analyses each with ``si_jax.phases`` and writes
+checkpoints, resume, logs), analyses each with ``si_jax.analysis.phases`` and writes
 ``WORKDIR/summary.json``. Members that differ only in sweepable fields (lr, wd, seed,
 init scale, last-layer norm) can run as one vmapped program (``vmap='auto'`` does so on
 accelerators, and on CPU with ``model.conv_impl='patches'``, where it measured 1.62x
@@ -32,8 +32,10 @@ import jax
 import ml_collections
 
 from si_jax import config as config_lib
-from si_jax import lifecycle, logs, phases, sweep, train, validate
-from si_jax.workdir_lock import WorkdirLock
+from si_jax.engine import lifecycle, sweep, train
+from si_jax import logs, validate
+from si_jax.analysis import phases
+from si_jax.engine.workdir_lock import WorkdirLock
 
 FIGURES = ("sweep", "product", "gd", "similarity")
 
@@ -79,7 +81,7 @@ def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def member_overrides(config: ml_collections.ConfigDict) -> list[tuple[str, str, dict[str, Any]]]:
   """[(name, label, {dotted field: value})] in the config's order."""
   if "experiment" not in config or not len(config.experiment.members):
-    raise ValueError("an experiment config needs experiment.members (see si_jax/experiment.py)")
+    raise ValueError("an experiment config needs experiment.members (see si_jax/engine/experiment.py)")
   members = config.experiment.members
   order = [n for n in config.experiment.get("order", ()) if n in members]
   names = order + sorted(set(members.keys()) - set(order))
@@ -304,39 +306,6 @@ def _no_epoch(run_dir: str) -> dict[str, Any]:
       f"diverged before its first epoch: {message}")
   return {"periodic": False, "reason": reason, "destabilizations": [], "n_destabilizations": 0,
           "mean_period": float("nan"), "periods": []}
-
-
-def _drawable(workdir: str, members) -> list[tuple[str, str, dict[str, Any]]]:
-  """(run dir, label, per-epoch series) of the members that logged at least one epoch."""
-  out = []
-  for name, label, _ in members:
-    d = os.path.join(workdir, name)
-    series = phases.load_series(d)
-    if "epoch" in series:
-      out.append((d, label, series))
-  return out
-
-
-def draw(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """The family's figures (PNG + PDF): WORKDIR/<name>.png (the four panels of Figs. 1-3,
-  all members), <name>_phases.png (a panel per member, phases shaded) and, for lr-wd
-  products, <name>_ranges.png (Fig. 16). Each member's log is read and analysed once."""
-  from si_jax import plotting  # matplotlib only when drawing
-  drawable = _drawable(workdir, member_overrides(config))  # no empty panel for a member
-  if not drawable:
-    raise ValueError(f"{workdir}: no member has logged an epoch; nothing to draw")
-  dirs, labels, series = [list(t) for t in zip(*drawable)]
-  analyses = [phases.analyze_run(d, series=s) for d, s in zip(dirs, series)]
-  name = config.experiment.name
-  figures = {f"{name}.png": plotting.figure_four_panels(series, labels, analyses),
-             f"{name}_phases.png": plotting.figure_phases(series, labels, analyses)}
-  if config.experiment.figure == "product":
-    figures[f"{name}_ranges.png"] = plotting.figure_effective_ranges(series, labels)
-  out = []
-  for file, fig in figures.items():
-    out.append(os.path.join(workdir, file))
-    plotting.save_figure(fig, out[-1])
-  return out
 
 
 def table(summary: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from si_jax import checkpoint as checkpoint_lib
+from si_jax.engine import checkpoint as checkpoint_lib
 from si_jax import data as data_lib
 from si_jax import invariance, models, optim
 

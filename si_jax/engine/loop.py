@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from si_jax import batching, distributed, records, sharding, step
-from si_jax.lifecycle import Preemption, Progress, Run
-from si_jax.records import TrainingDiverged
-from si_jax.state import StepContext
+from si_jax.engine import batching, distributed, records, sharding, step
+from si_jax.engine.lifecycle import Preemption, Progress, Run
+from si_jax.engine.records import TrainingDiverged
+from si_jax.engine.state import StepContext
 
 
 @dataclasses.dataclass(frozen=True)

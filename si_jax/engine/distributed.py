@@ -2,7 +2,7 @@
 
 Every process runs the same command (``--distributed``); ``initialize`` joins them
 into one JAX runtime, so ``jax.devices()`` lists every process's devices and the
-``data`` mesh (``si_jax.sharding``) spans them. Where the three settings come from:
+``data`` mesh (``si_jax.engine.sharding``) spans them. Where the three settings come from:
 
 * the arguments (``--coordinator_address``, ``--num_processes``, ``--process_id``),
 * else the environment: ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,

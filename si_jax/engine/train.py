@@ -4,7 +4,7 @@ The pieces live in modules by job: ``state`` (TrainState, the step context, crea
 and warm start), ``step`` (the pure jitted functions), ``batching`` (data order),
 ``sharding`` (meshes and placement), ``records`` (metric records and finite checks),
 ``lifecycle`` (workdir guard, resume, checkpoint policy, preemption, progress) and
-``loop`` (the host loop for R >= 1 runs; a vmapped family, ``si_jax.sweep``, uses it
+``loop`` (the host loop for R >= 1 runs; a vmapped family, ``si_jax.engine.sweep``, uses it
 too).
 """
 
@@ -17,8 +17,9 @@ from typing import Any
 
 import ml_collections
 
-from si_jax import lifecycle, logs, loop, sharding, validate
-from si_jax import state as state_lib
+from si_jax.engine import lifecycle, loop, sharding
+from si_jax import logs, validate
+from si_jax.engine import state as state_lib
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

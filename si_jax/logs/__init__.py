@@ -10,7 +10,7 @@
   compact format below. Runs begun before it have ``steps.jsonl``, one JSON line per
   step: ``read_run`` reads either, and such a run, resumed, goes on in JSON lines.
 * TensorBoard event files of both, with the config as hyperparameters
-  (``si_jax.tensorboard_log``).
+  (``si_jax.logs.tensorboard_log``).
 
 The step format, append-only: segments, each a header line (a JSON object
 ``{"format": "si_jax.steps", "version": 2, "columns": [...], "types": [...]}`` and a
@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from si_jax import tensorboard_log
+from si_jax.logs import tensorboard_log
 
 METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.bin"

@@ -7,7 +7,7 @@
   micro-batches;
 * ``eval_sums``: loss and correct counts of a batch, in train or eval mode.
 Each is used as is for one run and ``jax.vmap``-ed over a leading runs axis for a
-family (``si_jax.loop``). ``train_step(..., axis_name=...)`` also runs under ``jax.pmap``
+family (``si_jax.engine.loop``). ``train_step(..., axis_name=...)`` also runs under ``jax.pmap``
 with the batch split along that named axis (README, "pmap launchers").
 """
 
@@ -20,8 +20,8 @@ import optax
 from si_jax import data as data_lib
 from si_jax import invariance, metrics, optim
 from si_jax.models import layers
-from si_jax.sharding import shard_batch
-from si_jax.state import StepContext, TrainState
+from si_jax.engine.sharding import shard_batch
+from si_jax.engine.state import StepContext, TrainState
 
 
 def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from si_jax import batching, invariance, models, step
-from si_jax import state as state_lib
+from si_jax.engine import batching, step
+from si_jax import invariance, models
+from si_jax.engine import state as state_lib
 
 
 def proposition4_trajectory(config, c: float, num_steps: int, dataset=None,

@@ -20,7 +20,8 @@ import os
 
 from absl import flags
 
-from si_jax import cli, experiment, lifecycle
+from si_jax.programs import cli
+from si_jax.engine import experiment, lifecycle
 
 _CONFIG = cli.config_flag()
 _WORKDIR = cli.workdir_flag()

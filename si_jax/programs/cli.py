@@ -1,7 +1,7 @@
 """The experiment programs' shared command line: the common absl flags, the JAX settings
 they imply, and ``run(main)``, which reports a user's error in one line.
 
-  from si_jax import cli
+  from si_jax.programs import cli
 
   _CONFIG = cli.config_flag("configs/lr_sweep.py[:variant]")
   _WORKDIR = cli.workdir_flag()
@@ -74,7 +74,7 @@ def compilation_cache_flag() -> flags.FlagHolder:
 
 def vmap_flag() -> flags.FlagHolder:
   """--vmap=auto|yes|no: whether a family trains as one vmapped program
-  (``si_jax.experiment.run_family``)."""
+  (``si_jax.engine.experiment.run_family``)."""
   return flags.DEFINE_enum(
       "vmap", "auto", ["auto", "yes", "no"], "one vmapped program for members that differ "
       "only in lr, wd, seed, init scale or last-layer norm (auto: on accelerators, or on "
@@ -119,9 +119,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
   imports nothing (a plotting script does not load orbax to report a bad argument).
   """
   kinds: list[type[BaseException]] = [ValueError, OSError]
-  for module, name in (("si_jax.records", "TrainingDiverged"),
-                       ("si_jax.checkpoint", "CheckpointError"),
-                       ("si_jax.experiment", "FamilyStopped")):
+  for module, name in (("si_jax.engine.records", "TrainingDiverged"),
+                       ("si_jax.engine.checkpoint", "CheckpointError"),
+                       ("si_jax.engine.experiment", "FamilyStopped")):
     if module in sys.modules:
       kinds.append(getattr(sys.modules[module], name))
   return tuple(kinds)
@@ -321,13 +321,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 def report_family(config, workdir: str, summary: dict[str, Any], note: str = "") -> None:
   """A family program's output: WORKDIR/summary.md (``note``, then the members' table,
   ``experiment.table``), the table on stdout, and the family's figures
-  (``experiment.draw``), one ``figure: PATH`` line each."""
-  from si_jax import experiment  # the training stack only for the programs that train
+  (``plots.family.draw_family``), one ``figure: PATH`` line each."""
+  from si_jax.engine import experiment  # the training stack only for the programs that train
+  from si_jax.plots import family
   text = experiment.table(summary)
   with open(os.path.join(workdir, "summary.md"), "w") as f:
     f.write((note + "\n\n" if note else "") + text + "\n")
   print(text)
-  for path in experiment.draw(config, workdir):
+  for path in family.draw_family(config, workdir):
     print(f"figure: {path}")
 
 

@@ -1,0 +1,1 @@
+"""Analysis of logged runs: phases and destabilizations, theory, invariance checks."""

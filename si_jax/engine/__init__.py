@@ -1,0 +1,1 @@
+"""The training engine: state, step, loop, a run's lifecycle, checkpoints, families."""

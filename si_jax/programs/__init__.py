@@ -1,0 +1,1 @@
+"""The command-line programs: flags, one library call, one error line."""

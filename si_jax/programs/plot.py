@@ -1,0 +1,57 @@
+"""python -m si_jax.plot RUN_DIR [RUN_DIR ...] --out fig.png
+
+A bad argument, a missing run or a damaged log ends it with one ``error: ...`` line and
+exit status 1 (``--verbose`` or ``SI_JAX_VERBOSE=1``: with the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from si_jax.programs import cli
+from si_jax.plots import plotting
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line, as in the other programs (``cli.fail``)."""
+
+  def error(self, message: str):
+    cli.fail(message, "(--help describes the arguments)", cli.verbose_requested(sys.argv))
+
+
+def _check_out(out: str) -> None:
+  """ValueError if ``out`` cannot be written because a file stands where a directory of
+  its path should be (found before any drawing)."""
+  folder = os.path.dirname(os.path.abspath(out))
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise ValueError(f"--out={out}: {folder} is a file, not a directory")
+
+
+def main(argv=None) -> None:
+  parser = _Parser(description="Four-panel figure of si_jax runs.")
+  parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
+  parser.add_argument("--out", required=True, help="output image (png, pdf, svg)")
+  parser.add_argument("--labels", nargs="*", help="legend labels, one per run")
+  parser.add_argument("--theory", action="store_true",
+                      help="overlay Proposition 3's norm band and Remark 3's effective-LR band")
+  parser.add_argument("--verbose", action="store_true",
+                      help=f"on an error, print the traceback too (or set {cli.VERBOSE_ENV}=1)")
+  args = parser.parse_args(argv)
+  verbose = args.verbose or cli.verbose_requested()
+  if not verbose:
+    cli.quiet_libraries()
+  if args.labels and len(args.labels) != len(args.runs):
+    parser.error(f"--labels needs {len(args.runs)} values, got {len(args.labels)}")
+  try:
+    _check_out(args.out)
+    print(plotting.plot_runs(args.runs, args.out, args.labels, theory_overlay=args.theory))
+  except cli.user_errors() as e:  # a missing run, a damaged log, an unwritable --out
+    cli.fail(e, verbose=verbose)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,102 @@
+"""The package's shape: concerns in sub-packages, imports one way, short functions.
+
+Layers, from the bottom: core (the top-level modules, ``models``, ``data``, ``logs``),
+then ``engine`` and ``analysis``, then ``plots``, then ``programs``. A layer imports
+only from layers below it, with two sideways exceptions: the engine may use analysis
+(the phase analysis of a family's summary) and plots may use the engine's config helpers
+(a family's members); the engine never imports plots, analysis never the engine.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "si_jax"
+LAYER = {"engine": 1, "analysis": 1, "plots": 2, "programs": 3}
+ALLOWED_SIDEWAYS = {("engine", "analysis"), ("plots", "engine")}
+MAX_TOP_LEVEL_MODULES = 10
+MAX_FUNCTION_LINES = 60
+
+
+def _modules() -> dict[str, pathlib.Path]:
+  out = {}
+  for path in sorted(PACKAGE.rglob("*.py")):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    out[name] = path
+  return out
+
+
+def _imports(path: pathlib.Path, module_level_only: bool) -> set[str]:
+  """The si_jax modules ``path`` imports (``from si_jax.x import y`` counts as x.y when
+  that is a module, else x)."""
+  tree = ast.parse(path.read_text())
+  nodes = tree.body if module_level_only else list(ast.walk(tree))
+  names = set(_modules())
+  found = set()
+  for node in nodes:
+    if isinstance(node, ast.Import):
+      found |= {a.name for a in node.names if a.name.startswith("si_jax")}
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("si_jax"):
+      for a in node.names:
+        full = f"{node.module}.{a.name}"
+        found.add(full if full in names else node.module)
+  return found
+
+
+SHIMS = ("si_jax.main", "si_jax.plot")  # `python -m si_jax.main`: programs at the top
+
+
+def _concern(module: str) -> str:
+  if module in SHIMS:
+    return "programs"
+  parts = module.split(".")
+  return parts[1] if len(parts) > 1 and parts[1] in LAYER else "core"
+
+
+def test_at_most_ten_top_level_modules():
+  top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+  assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+@pytest.mark.parametrize("module", sorted(_modules()))
+def test_imports_run_one_way(module):
+  mine = _concern(module)
+  for target in _imports(_modules()[module], module_level_only=False):
+    theirs = _concern(target)
+    if theirs == mine or (mine, theirs) in ALLOWED_SIDEWAYS:
+      continue
+    assert LAYER.get(theirs, 0) < LAYER.get(mine, 0), f"{module} imports {target}"
+
+
+def test_no_import_cycle():
+  graph = {m: _imports(p, module_level_only=True) & set(_modules())
+           for m, p in _modules().items()}
+  # a package's __init__ is imported with any of its modules: not a cycle by itself
+  graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}
+  state: dict[str, int] = {}
+
+  def visit(node, path):
+    state[node] = 1
+    for nxt in sorted(graph[node]):
+      assert state.get(nxt) != 1, " -> ".join(path + [nxt])
+      if nxt not in state:
+        visit(nxt, path + [nxt])
+    state[node] = 2
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])
+
+
+def test_no_function_is_longer_than_sixty_lines():
+  long = []
+  for module, path in _modules().items():
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        lines = node.end_lineno - node.lineno + 1
+        if lines > MAX_FUNCTION_LINES:
+          long.append(f"{module}.{node.name}: {lines}")
+  assert not long, long
