@@ -43,8 +43,9 @@ class Constants:
     rise: R, the least factor by which a spike's loss exceeds phase B's highest level.
     converge: C, how many times below the reference loss a converged loss lies.
     window: W, samples of phase B before an onset and of confirmation after it.
-    noise: k, a spike also exceeds phase B's highest level by k x its median per-sample
-      |change| (phase B's own jitter, noise or trend).
+    noise: k, a spike also exceeds phase B's highest level by k x phase B's jitter (the
+      median deviation of its per-sample changes of level from their median: noise
+      about the trend, not the trend).
     settle: how far phase B lies, as a fraction of the way in ln from the reference
       loss down to the lowest level the run has held for W samples (0.5: closer to the
       run's best level than to the untrained loss).
