@@ -134,11 +134,8 @@ def comparison_table() -> list[str]:
 
 
 def _phases():
-  """Today's whole-run detector (si_jax.analysis.phases, formerly si_jax.phases)."""
-  try:
-    from si_jax.analysis import phases
-  except ImportError:
-    from si_jax import phases
+  """Today's whole-run detector (si_jax.analysis.phases)."""
+  from si_jax.analysis import phases
   return phases
 
 

@@ -29,7 +29,7 @@ import numpy as np
 ZERO_LOSS = float(np.finfo(np.float32).eps)  # what a logged loss of exactly 0 stands for
 FIXED_NORM = 1e-5  # relative norm changes below this are rounding: the norm is fixed
 
-# how the reasons for no destabilization start (the words of si_jax.phases.outcome)
+# how the reasons for no destabilization start (the words of si_jax.analysis.phases.outcome)
 TOO_FEW_FINITE = "too few finite loss values"
 NEVER_CONVERGED = "the loss never converged"
 NEVER_DESTABILIZED = "the loss converged and never destabilized"
@@ -379,7 +379,7 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
   """Feeds a whole run through one ``OnlineDetector``: offline = online by construction.
 
   Args:
-    series: {name: one value per sample}, e.g. ``si_jax.phases.load_series(workdir)``:
+    series: {name: one value per sample}, e.g. ``si_jax.analysis.phases.load_series(workdir)``:
       'train_loss' (used where finite for more than half the samples) and/or 'loss',
       optional 'weight_norm', and 'epoch' or 'step' for x (steps for per-step logs,
       whose epochs repeat).
