@@ -1,25 +1,13 @@
-"""Numerical checks of scale invariance and of Proposition 4.
+"""Numerical checks of scale invariance and of Proposition 4 (appendix A.1).
 
-For a scale-invariant group x_g of a loss f (train-mode normalization, one batch):
-
-* value:          f(c x_g) = f(x_g)                         (property (1a) of the paper)
-* orthogonality:  <grad_g f(x), x_g> = 0                    (consequence of (1a))
-* grad scaling:   grad_g f(c x_g) = grad_g f(x) / c         (property (1b))
-
-and Proposition 4 (appendix A.1): (x_0, eta, lambda) and (c x_0, c^2 eta, lambda/c^2)
-give iterates with x'_t = c x_t, hence the same function at every step.
-
-All residuals are relative, so float32 round-off gives about 1e-7..1e-5. BN's epsilon
-(1e-5, added to the variance of the pre-norm activations) breaks exactness: the
-activation variance scales with rho_g^2, so the residual grows like
-eps / var(activations) and reaches 1e-3 and more when a layer's norm shrinks by a
-factor ~100 from a typical PyTorch init (see tests/test_invariance.py, which measures
-this as a function of c).
+For an SI group x_g of a loss f: f(c x_g) = f(x_g) (property (1a)), <grad_g f(x), x_g> = 0
+(its consequence) and grad_g f(c x_g) = grad_g f(x) / c (property (1b)); Proposition 4:
+(c x_0, c^2 eta, lambda / c^2) gives x'_t = c x_t. Residuals are relative: ~1e-7..1e-5
+from float32, more where the norm's epsilon matters (docs/design_notes.md).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -33,13 +21,16 @@ TINY = 1e-30
 
 
 def check_scale(c: float) -> None:
+  """Raises ValueError unless the rescaling factor ``c`` is positive."""
   if not c > 0:
     raise ValueError(f"the rescaling factor c must be positive, got {c!r}")
 
 
 def scale_paths(params, paths: tuple[ParamPath, ...], c) -> dict:
-  """params with the leaves at ``paths`` multiplied by c. Raises TypeError for a path
-  given as a string (``si_groups.check_paths``), ValueError for no path."""
+  """``params`` with the leaves at ``paths`` multiplied by c.
+
+  Raises TypeError for a path given as a string, ValueError for no path.
+  """
   check_paths(paths, "paths")
   for p in paths:
     params = set_path(params, p, get_path(params, p) * c)
@@ -60,13 +51,16 @@ def group_residuals(
 ) -> dict[str, jax.Array]:
   """Relative residuals of the three identities for one jointly SI group.
 
-  Returns {'value', 'orthogonality', 'grad_scaling'}:
-    value         = |f(c x) - f(x)| / |f(x)|
-    orthogonality = |<grad f(x), x>| / (||grad f(x)|| ||x||)   (a cosine)
-    grad_scaling  = ||grad f(c x) - grad f(x) / c|| / ||grad f(x) / c||
-  ``base`` is (f(x), grad f(x)) when already computed. ``c`` may be traced (check it
-  with ``check_scale`` outside jit). Raises TypeError for a path given as a string,
-  ValueError for no path (``si_groups.check_paths``).
+  ``base`` is (f(x), grad f(x)) when already computed; ``c`` may be traced.
+
+  Returns:
+    {'value': |f(c x) - f(x)| / |f(x)|,
+     'orthogonality': |<grad f(x), x>| / (||grad f(x)|| ||x||),
+     'grad_scaling': ||grad f(c x) - grad f(x) / c|| / ||grad f(x) / c||}.
+
+  Raises:
+    TypeError: a path given as a string.
+    ValueError: no path.
   """
   check_paths(paths, "paths")
   value, grads = jax.value_and_grad(loss_fn)(params) if base is None else base
@@ -90,12 +84,9 @@ def invariance_residuals(
     c=2.0,
     per_group: bool = False,
 ) -> dict[str, jax.Array]:
-  """Residuals for the union of all SI groups (``invariance/value`` etc.), and per group.
+  """``group_residuals`` of the union as ``invariance/{key}``; per group with ``per_group``.
 
-  Scaling every SI group by the same c is itself a joint rescaling, so the union must
-  satisfy the identities too; per-group checks cost one extra gradient per group.
-  Raises TypeError / ValueError for no group, an empty group or a path given as a
-  string (``si_groups.check_groups``).
+  Raises TypeError for a path given as a string, ValueError for no or an empty group.
   """
   check_groups(si_groups)
   if not isinstance(c, jax.core.Tracer):

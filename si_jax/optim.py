@@ -1,31 +1,16 @@
 """Optimizers as optax chains, with weight decay as its own transform.
 
-The update rules (one step, SI and trainable non-SI parameters alike):
+One step, for SI and trainable non-SI parameters alike:
 
-* SGD, Eq. (2):          x_{t+1} = x_t - eta (grad f(x_t) + lambda x_t)
-* momentum, ``coupled`` (torch.optim.SGD, the paper's runs, default):
-                         m_{t+1} = mu m_t + grad f(x_t) + lambda x_t
-                         x_{t+1} = x_t - eta m_{t+1}
-* momentum, ``decoupled`` (SGDW):
-                         m_{t+1} = mu m_t + grad f(x_t)
-                         x_{t+1} = (1 - eta lambda) x_t - eta m_{t+1}
-  Without momentum the two modes coincide.
-* Adam, ``coupled`` (torch.optim.Adam's weight_decay): lambda x_t joins the
-  gradient before the moment estimates, so the decay is rescaled by Adam's
-  preconditioner. ``decoupled`` (AdamW): x_{t+1} = x_t - eta (adam_t + lambda x_t).
+* SGD, Eq. (2): x_{t+1} = x_t - eta (grad f(x_t) + lambda x_t);
+* momentum, ``coupled``: m_{t+1} = mu m_t + grad f(x_t) + lambda x_t, x_{t+1} = x_t - eta m_{t+1};
+* ``decoupled``: m_{t+1} = mu m_t + grad f(x_t), x_{t+1} = (1 - eta lambda) x_t - eta m_{t+1};
+* Adam: ``coupled`` adds lambda x_t to the gradient (torch.optim.Adam), ``decoupled`` is AdamW.
 
-The order of transforms is the whole meaning of "coupled" and "decoupled", so it is
-written in one place, ``_chain``. Frozen (non-trainable) parameters get a zero
-update and no decay. The hyperparameters ``learning_rate``, ``weight_decay`` and
-``momentum`` are injected into the optimizer state (``optax.inject_hyperparams``),
-so a vmapped sweep can give each member its own values.
-
-Two ablations project the SI parameters after each step:
-
-* ``fix_si_norm``: rescale the SI parameters (all together) to norm rho_0, given or
-  taken at initialization (the fixed-weight-norm ablation, Figs. 5 and 12);
-* ``fixed_effective_lr``: ``learning_rate`` is read as the effective learning rate
-  eta~ and the SI step uses eta_t = eta~ * rho_t^2, so eta_t / rho_t^2 stays fixed.
+The transforms' order, which is what "coupled" means, is written once, in ``_chain``.
+Frozen parameters get no update and no decay; the hyperparameters are injected
+(``optax.inject_hyperparams``), so vmapped members differ. Ablations: ``fix_si_norm``
+(Figs. 5, 12) and ``fixed_effective_lr``.
 """
 
 from __future__ import annotations
@@ -45,17 +30,12 @@ SCHEDULES = ("constant", "cosine", "linear", "linear_half", "step")
 
 
 def lr_schedule(kind: str, factor: float, total_steps: int):
-  """The multiplier s(t) of the learning rate at update t of T = ``total_steps`` (appendix
-  J: schedules hide the periodic behavior), eta_t = eta s(t):
+  """The learning-rate multiplier s(t), eta_t = eta s(t), at update t of T (appendix J).
 
-  * ``constant``: 1;
-  * ``cosine``: (1 + cos(pi t / T)) / 2;
-  * ``linear``: 1 for the first quarter, then linear to 1/p at T (the released code's
-    linear schedule, p = ``factor``);
-  * ``linear_half``: 1 for the first half, then linear to 0.01 at 0.9 T, 0.01 after
-    (the released code's other linear schedule);
-  * ``step``: divided by p at each quarter (1, 1/p, 1/p^2, 1/p^3).
-  Returns None for ``constant`` (nothing is injected, the chain is the plain one).
+  ``cosine``: (1 + cos(pi t / T)) / 2; ``linear``: 1 for the first quarter, then linear
+  to 1/p at T (p = ``factor``); ``linear_half``: 1 for the first half, then linear to
+  0.01 at 0.9 T; ``step``: divided by p at each quarter. The last two are the released
+  code's. Returns None for ``constant``.
   """
   if kind == "constant":
     return None
@@ -119,14 +99,13 @@ def scale_si_by_norm_squared(si_mask) -> optax.GradientTransformation:
 
 
 class FixedNormState(NamedTuple):
+  """The SI norm rho_0 that ``project_si_to_norm`` keeps."""
+
   target_norm: jax.Array
 
 
 def project_si_to_norm(si_mask, target_norm: float | None) -> optax.GradientTransformation:
-  """Makes x_{t+1} = rho_0 (x_t + u) / ||x_t + u|| on the SI parameters.
-
-  ``target_norm=None`` takes rho_0 = ||x_0|| at ``init``.
-  """
+  """Makes x_{t+1} = rho_0 (x_t + u) / ||x_t + u|| on the SI parameters (None: ||x_0||)."""
 
   def init_fn(params):
     if target_norm is None:
@@ -215,8 +194,7 @@ def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: 
 
 
 def _check_joint_rescaling(groups, rescales_jointly: bool) -> None:
-  """fix_si_norm and fixed_effective_lr treat the union of the SI groups as one SI
-  tensor, which overlapping groups (``ParamGroups.from_si_groups``) are not."""
+  """Refuses overlapping groups where the union is rescaled jointly (it is not SI)."""
   if rescales_jointly and not getattr(groups, "disjoint", True):
     raise ValueError("optim.fix_si_norm / optim.fixed_effective_lr rescale the SI "
                      "parameters jointly, but these SI groups overlap (their union is not "
@@ -224,19 +202,17 @@ def _check_joint_rescaling(groups, rescales_jointly: bool) -> None:
 
 
 def check_groups_match(params, groups, rescales_jointly: bool = False) -> None:
-  """The SI groups are well formed and every path is in ``params``: a misspelt path
-  would otherwise match nothing and leave the tensor it meant frozen (or untouched by
-  weight decay) without a word.
+  """Checks that the SI groups are well formed and every path is in ``params``.
 
   Args:
     params: the parameter pytree the optimizer will see.
     groups: a models.ParamGroups (its ``si_groups`` and ``train_non_si``).
-    rescales_jointly: whether fix_si_norm or fixed_effective_lr is on (they need SI
-      parameters: no group at all is refused then).
+    rescales_jointly: whether fix_si_norm or fixed_effective_lr is on.
+
   Raises:
-    TypeError: a group or path is a string or not a sequence (``si_groups.check_groups``).
+    TypeError: a group or path is a string or not a sequence.
     ValueError: an empty group; no group although the non-SI parameters are frozen or
-      an SI ablation is on; a path not in ``params`` (named, with the closest ones).
+      an SI ablation is on; a path not in ``params``.
   """
   allow_none = bool(groups.train_non_si) and not rescales_jointly
   check_groups(groups.si_groups, "groups.si_groups", allow_none=allow_none)
@@ -263,12 +239,13 @@ def make_optimizer(
     total_steps: int | None = None,
     non_si_lr: float = -1.0,
 ) -> optax.GradientTransformation:
-  """Builds the optimizer for ``params`` given a models.ParamGroups.
+  """The optimizer for ``params`` given a models.ParamGroups (module docstring).
 
-  A ``schedule`` other than constant needs ``total_steps`` (T); its multiplier is
-  injected per step (``lr_multiplier`` in the optimizer state beside ``learning_rate``,
-  so the in-step metrics use that step's lr). Raises ValueError, naming the config
-  field, for any bad value, or a group path not in ``params`` (``check_groups_match``).
+  The keyword arguments are the config's ``optim.*`` fields; a ``schedule`` other than
+  constant needs ``total_steps`` and injects ``lr_multiplier`` beside ``learning_rate``.
+
+  Raises:
+    ValueError: naming the config field of a bad value, or a group path not in ``params``.
   """
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
@@ -313,8 +290,7 @@ def with_hyperparams(opt_state, **values):
 
 
 def hyperparams(opt_state) -> dict[str, Any]:
-  """The injected hyperparameters (learning_rate, weight_decay, momentum and, with a
-  schedule, lr_multiplier)."""
+  """The injected hyperparameters (and ``lr_multiplier`` under a schedule)."""
   return opt_state.hyperparams
 
 

@@ -1,58 +1,13 @@
 """Scale-invariant parameter groups, found numerically for any model's parameters.
 
-A group S of parameter tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x)
-for every c > 0 (property (1a) of the paper for the joint vector x_S): f is
-homogeneous of degree 0 in x_S. Euler's theorem for homogeneous functions then gives,
-at every point and for every output direction u,
+A group S of tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x) for every c > 0
+(property (1a)); then, for every output direction u (Euler's theorem),
 
     sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = d/dc [u . f(c x_S)] at c = 1 = 0,   (E)
 
-the identity <grad f(x), x> = 0 by which appendix A (A.2) drops the cross term of
-Eq. (3) and Eq. (8), here written for a group and for every output coordinate.
-
-``find_si_groups`` turns (E) into linear algebra. Column i of the matrix M holds
-<grad_{x_i}(u_k . f), x_i> / ||f|| for probes u_k (all output coordinates when the
-output is small, random directions otherwise; random inputs enter through
-``more_args``). Every SI group is a 0/1 vector z = 1_S with M z = 0; the converse is
-checked by rescaling. Steps:
-
-1. Excluded: tensors of norm 0 (f(c 0) = f(0) for any f: invariant trivially, which
-   says nothing about the tensor's role) and tensors f does not depend on here
-   (gradient 0 for every probe, e.g. a bias whose effect a batch norm's mean removes).
-   Groups are found at the given point: a zero bias that belongs with its kernel
-   (Dense -> LayerNorm) is left out, and the kernel alone is reported.
-2. Single SI tensors: columns with ||M_i|| <= rtol.
-3. Joint groups, among the other columns only (a minimal group holds no SI single):
-   N, the null space of those columns of M (right singular vectors with singular value
-   <= rtol). A null vector is fixed by its values on d pivot rows of N: z = A z_P with
-   A = N N_P^{-1} (the reduced row echelon form of N^T). A 0/1 null vector has 0/1
-   pivot values, so enumerating z_P in {0, 1}^d finds every one. The bipartite graph of
-   A's nonzeros (the fundamental circuits) splits the columns into the matroid's
-   components; a minimal group lies within one, so the cost is 2^d per component.
-4. Confirmation, smallest candidates first, skipping supersets of accepted groups:
-   the Euler residual ||M 1_S|| (~ ||d/dc f(c x_S)|| / ||f||), the relative change
-   max_c ||f(c x_S) - f(x)|| / ||f(x)|| for c in ``scales``, both <= rtol, and that
-   change <= ``margin`` times a non-SI baseline: the change of f under a random
-   perturbation of x_S of the same size |c - 1| ||x_S||. A tensor that barely affects f
-   (a small bias) changes f as little under both and is rejected; an SI group is
-   flat only along x_S.
-
-The normalization's epsilon breaks (E) slightly: f depends on ||x_S|| through
-eps / var(pre-norm activations), and var grows like ||x_S||^2. Measured on si_jax's
-ConvNet (width 4, 16x16 inputs) and ResNet-18 (width 4 on 8x8, width 8 on 16x16), batch /
-layer / instance norm, eps 1e-5, batches of 16-32 random images:
-
-* at a PyTorch init, SI groups: Euler residual <= 3e-4, value residual <= 4e-4, value /
-  baseline <= 2e-3 (instance norm on the ResNet's 2x2 maps: 9e-4, 1.2e-2); tensors in no
-  group: Euler residual >= 1.6e-2 (the ConvNet's classifier bias), most ~1; a bias
-  added to the output has value / baseline = 1 exactly.
-* SI weights shrunk 10x (as at the end of the paper's phase B): residuals 100x larger,
-  value 4e-3..4e-2, value / baseline up to 8e-2.
-
-Hence DEFAULT_RTOL = 3e-3 (3x-7x above the init residuals, 5x below the smallest
-non-SI one) and DEFAULT_MARGIN = 0.1 (8x above the largest init ratio, 10x below a bias's).
-For shrunk weights raise rtol by (init norm / norm)^2 (2e-2 finds the ConvNet's groups
-at 10x shrink); the margin keeps weakly acting non-SI tensors out.
+the identity by which appendix A.2 drops the cross term of Eqs. (3) and (8).
+``find_si_groups`` finds the groups from (E) and confirms each by rescaling;
+``verify_si_groups`` checks given ones. Method and tolerances: docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -69,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from si_jax.models.layers import ParamPath, path_str as _path_str
+from si_jax.models.layers import ParamPath
+from si_jax.models.layers import path_str as _path_str
 
 DEFAULT_RTOL = 3e-3
 DEFAULT_MARGIN = 0.1
@@ -85,15 +41,13 @@ class SIGroupsReport:
 
   Attributes:
     groups: name -> paths of each accepted group.
-    euler: name -> Euler residual ||M 1_S||, the probes' estimate of
-      ||d/dc f(c x_S)|| / ||f|| (root-sum-square over argument sets).
+    euler: name -> Euler residual ||M 1_S|| ~ ||d/dc f(c x_S)|| / ||f||, Eq. (E).
     value: name -> max_c ||f(c x_S) - f(x)|| / ||f(x)||.
     baseline: name -> the same change under a random perturbation of x_S of equal size.
     zero: paths of the tensors excluded because their norm is 0.
     unused: paths of the tensors f does not depend on (excluded).
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
-    nearest_non_si: (path, ||M_i||) of the tensor in no group that comes closest to
-      the single-tensor threshold rtol: the room rtol has (warned when within 3x).
+    nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
   """
 
   groups: dict[str, tuple[ParamPath, ...]]
@@ -107,8 +61,7 @@ class SIGroupsReport:
 
 
 class _Model:
-  """fn with its parameters flattened (numpy leaves, so that rescaled copies cost no
-  compilation): outputs as one vector, per argument set."""
+  """fn over flattened numpy leaves (rescaled copies compile nothing), one output vector."""
 
   def __init__(self, fn: Callable, params, arg_sets: Sequence[tuple]):
     keyed, self.treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -132,12 +85,12 @@ class _Model:
     self.base_norms = [max(float(np.linalg.norm(y)), _TINY) for y in self.base]
 
   def change(self, new_leaves) -> float:
-    """max over argument sets of ||f(new) - f(x)|| / ||f(x)||."""
+    """Max over argument sets of ||f(new) - f(x)|| / ||f(x)||."""
     return max(float(np.linalg.norm(np.asarray(self.apply(new_leaves, args)) - y)) / n
                for args, y, n in zip(self.arg_sets, self.base, self.base_norms))
 
   def euler(self, members: Sequence[int]) -> float:
-    """max over argument sets of ||d/dc f(c x_S) at c = 1|| / ||f(x)||, Eq. (E)."""
+    """Max over argument sets of ||d/dc f(c x_S) at c = 1|| / ||f(x)||, Eq. (E)."""
     tangents = [x if i in members else np.zeros_like(x) for i, x in enumerate(self.leaves)]
     return max(float(np.linalg.norm(self._jvp(self.leaves, tangents, args))) / n
                for args, n in zip(self.arg_sets, self.base_norms))
@@ -155,13 +108,9 @@ class _Model:
 
 @functools.lru_cache(maxsize=16)
 def _compiled(fn: Callable, treedef) -> tuple[Callable, Callable, Callable]:
-  """Compiled f(leaves, args) as one vector, its JVP and its VJP: reused by every call
-  with the same fn and parameter structure.
+  """Compiled f(leaves, args) as one vector, its JVP and its VJP (one cotangent a call).
 
-  The VJP takes one cotangent per call. Not ``vmap`` over cotangents: with jax 0.10.2
-  XLA:CPU miscompiles a VJP whose residuals are shared by vmapped cotangents once the
-  batch holds more than ~32k elements (even ``jit(jacrev(lambda h: h * (h * h).sum(-1)))``
-  on a 32 x 16 input is wrong; cf. jax-ml/jax#39103), which silently corrupted M.
+  Not vmapped over cotangents: XLA:CPU miscompiled that (docs/design_notes.md).
   """
   apply = jax.jit(lambda leaves, args: _as_vector(fn(treedef.unflatten(leaves), *args)))
   jvp = jax.jit(lambda leaves, tangents, args: jax.jvp(
@@ -180,9 +129,10 @@ def _as_vector(out) -> jax.Array:
 
 def _probe_matrix(model: _Model, columns: Sequence[int], num_probes: int | None,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """M[k, i] = <grad_{x_i}(u_k . f), x_i> / ||f|| and the gradient sizes
-  max_k ||grad_{x_i}(u_k . f)|| ||x_i|| / ||f||, rows stacked over argument sets
-  (so ||M z|| is a root-sum-square over them). Inner products in float64 numpy."""
+  """M[k, i] = <grad_{x_i}(u_k . f), x_i> / ||f|| and max_k ||grad_{x_i}|| ||x_i|| / ||f||.
+
+  Rows are stacked over argument sets; inner products in float64 numpy.
+  """
   rows, sizes = [], np.zeros(len(columns))
   leaves = [model.leaves[i].astype(np.float64) for i in columns]
   for args, y, norm in zip(model.arg_sets, model.base, model.base_norms):
@@ -210,8 +160,7 @@ def _null_space(m: np.ndarray, tol: float) -> np.ndarray:
 
 
 def _pivots(basis: np.ndarray) -> list[int]:
-  """d rows of the (n x d) basis that span it, chosen greedily by largest residual
-  norm (QR with column pivoting of basis^T), so that basis[pivots] is well conditioned."""
+  """D rows of the (n x d) basis that span it, well conditioned (greedy pivoted QR)."""
   rest, pivots = basis.copy(), []
   for _ in range(basis.shape[1]):
     i = int(np.argmax(np.linalg.norm(rest, axis=1)))
@@ -222,8 +171,7 @@ def _pivots(basis: np.ndarray) -> list[int]:
 
 
 def _components(coeffs: np.ndarray, pivots: list[int], tol: float = 0.05) -> list[list[int]]:
-  """Connected components of the pivots, two pivots joined when a column depends on
-  both (|A[i, p]| > tol): the matroid's components, restricted to the pivots."""
+  """The matroid's components over the pivots: joined when a column uses both."""
   parent = list(range(len(pivots)))
 
   def find(a):
@@ -266,8 +214,7 @@ def _binary_null_vectors(m: np.ndarray, rtol: float, max_dim: int) -> list[tuple
 
 def _confirm(model: _Model, candidates, euler_fn: Callable, rtol: float, margin: float,
              scales, rng: np.random.Generator):
-  """Step 4: accepted member tuples (minimal, smallest first), their
-  (euler, value, baseline), and the same for the rejected candidates."""
+  """Step 4: the accepted minimal groups, their (euler, value, baseline), the rejected."""
   accepted, stats, rejected = [], {}, {}
   for members in sorted(candidates, key=lambda s: (len(s), s)):
     if any(set(a) <= set(members) for a in accepted):
@@ -296,18 +243,12 @@ def _check_scales(scales) -> None:
 
 
 def check_paths(paths, where: str) -> tuple[ParamPath, ...]:
-  """The parameter paths of one group, each as a tuple of str (int keys converted).
+  """``paths`` (e.g. (('conv_0', 'kernel'),)) as tuples of str; a string is never split.
 
-  Args:
-    paths: a non-empty sequence of paths, each a non-empty tuple (or list) of path
-      components, e.g. (('conv_0', 'kernel'),). A string is never split into a path.
-    where: what holds ``paths``, for the messages (e.g. "si_groups['conv_0']").
-  Returns:
-    The paths as tuples of str, in the given order.
+  ``where`` names what holds ``paths`` in the messages (e.g. "si_groups['conv_0']").
+
   Raises:
-    TypeError: ``paths`` is a string or not a sequence, or a path is a string or not a
-      sequence (a string would be read one character per component: 'kernel' as
-      ('k', 'e', 'r', 'n', 'e', 'l')).
+    TypeError: ``paths``, or one of its paths, is a string or not a sequence.
     ValueError: ``paths`` or one of its paths is empty.
   """
   example = "e.g. (('dense_0', 'kernel'),), not 'dense_0/kernel'"
@@ -329,17 +270,12 @@ def check_paths(paths, where: str) -> tuple[ParamPath, ...]:
 
 def check_groups(si_groups, where: str = "si_groups", allow_none: bool = False,
                  ) -> dict[str, tuple[ParamPath, ...]]:
-  """``check_paths`` for every group of a {name: paths} mapping.
+  """{name: ``check_paths(paths)``} for a {name: paths} mapping named ``where``.
 
-  Args:
-    si_groups: group name -> paths (as ``find_si_groups`` returns them).
-    where: the argument's name, for the messages.
-    allow_none: whether an empty mapping (no group at all) is accepted.
-  Returns:
-    {name: paths as tuples of str}.
+  ``allow_none``: whether an empty mapping (no group at all) is accepted.
+
   Raises:
-    TypeError: ``si_groups`` is not a mapping, or a group or path is malformed
-      (``check_paths``).
+    TypeError: ``si_groups`` is not a mapping, or a group or path is malformed.
     ValueError: no group (unless ``allow_none``), or an empty group or path.
   """
   if not isinstance(si_groups, Mapping):
@@ -352,14 +288,15 @@ def check_groups(si_groups, where: str = "si_groups", allow_none: bool = False,
 
 def check_in_params(si_groups: Mapping[str, Sequence[ParamPath]], params,
                     where: str = "si_groups") -> None:
-  """Raises ValueError naming the first path of ``si_groups`` that ``params`` lacks, with
-  the closest existing paths (difflib) and, for a path of single characters, the hint
-  that a string was split into one.
+  """Checks that every path of ``si_groups`` is in ``params``.
 
   Args:
     si_groups: group name -> paths (checked with ``check_groups`` first).
     params: the parameter pytree (linen params, nnx State or a pure dict).
     where: the argument's name, for the message.
+
+  Raises:
+    ValueError: naming the first missing path and the closest existing ones.
   """
   known = [_path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   known_set = set(known)
@@ -381,10 +318,9 @@ def check_in_params(si_groups: Mapping[str, Sequence[ParamPath]], params,
 def group_name(group: Sequence[ParamPath], all_paths: Sequence[ParamPath]) -> str:
   """A readable name for a group, as si_jax's models name theirs.
 
-  A member is written as the shortest path prefix whose leaves (two or more, all of
-  ``all_paths``) are all in the group, e.g. 'dense_0' for its kernel and bias; a lone
-  leaf as '/'.join(path) without a trailing 'kernel' ('conv_0', 'layer1_0/conv1',
-  'norm_0/scale'). Members are joined by '+': 'stem+layer1_0/conv2+layer1_1/conv2'.
+  A member is the shortest path prefix whose two or more leaves are all in the group
+  ('dense_0'), else '/'.join(path) less a trailing 'kernel' ('layer1_0/conv1'); members
+  are joined by '+': 'stem+layer1_0/conv2+layer1_1/conv2'.
   """
   members, names = set(group), []
   for path in group:
@@ -414,32 +350,32 @@ def find_si_groups(
     max_null_dim: int = MAX_NULL_DIM,
     return_report: bool = False,
 ):
-  """Every minimal group of parameter tensors on which ``fn(params, *args)`` is
-  scale-invariant, {name: (path, ...)} (method: the module docstring, Eq. (E)).
+  """Every minimal group of tensors on which ``fn(params, *args)`` is scale-invariant.
 
   Args:
-    fn: f(params, *args) -> floating arrays (e.g. logits; a batch norm in train mode
-      with its statistics made mutable, returning only the output). Must be jittable.
-    params: a pytree of floating arrays: Flax linen params (dict / FrozenDict), an nnx
-      ``State`` (``nnx.state(model, nnx.Param)``) or its pure dict. Paths are tuples of
-      str (int keys converted, nnx's '.value' dropped).
+    fn: jittable f(params, *args) -> floating arrays (e.g. logits; a train-mode batch
+      norm with mutable statistics, returning only the output).
+    params: a pytree of floating arrays (linen params, an nnx ``State`` or its pure
+      dict). Paths are tuples of str (int keys converted, nnx's '.value' dropped).
     *args: the arguments after params, e.g. a batch of inputs.
-    more_args: further argument tuples (other inputs): more rows of M, and the
-      confirmation takes the worst case over all argument sets.
-    rtol: tolerance of the relative residuals (Euler and value); see DEFAULT_RTOL.
+    more_args: further argument tuples: more rows of M; confirmation takes the worst.
+    rtol: tolerance of the relative residuals (Euler and value).
     margin: a group's change under rescaling must be <= margin times the change under a
       random perturbation of the same size (the non-SI baseline).
     scales: rescaling factors c of the confirmation.
     num_probes: output directions per argument set; default min(output size,
-      number of tensors + 16) (all coordinates when the output is that small).
+      number of tensors + 16).
     seed: for the random probes and perturbations.
     max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
     return_report: also return a ``SIGroupsReport``.
 
+  Returns:
+    {name: (path, ...)}, or ({name: (path, ...)}, ``SIGroupsReport``) with
+    ``return_report``. Warns when a tensor in no group is within 3x of ``rtol``.
+
   Raises:
-    ValueError: ``fn`` returns a non-finite value (NaN or inf) at ``params`` for some
-      argument set (nothing can be measured there: no silent empty result), or bad
-      ``scales``; also when params hold non-floating leaves.
+    ValueError: ``fn`` is not finite at ``params`` for some argument set, bad
+      ``scales``, or params with non-floating leaves.
   """
   _check_scales(scales)
   model = _Model(fn, params, (args, *more_args))
@@ -447,13 +383,14 @@ def find_si_groups(
                    max_null_dim)
   if report.nearest_non_si is not None and report.nearest_non_si[1] < 3 * rtol:
     path, residual = report.nearest_non_si
-    warnings.warn(f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
-                  f"within 3x of rtol={rtol:g}: the groups found may depend on the tolerance")
+    warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
+        f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
+        f"within 3x of rtol={rtol:g}: the groups found may depend on the tolerance")
   return (report.groups, report) if return_report else report.groups
 
 
 def _search(model: _Model, rtol, margin, scales, num_probes, rng, max_null_dim) -> SIGroupsReport:
-  """Steps 1-4 of the module docstring."""
+  """Steps 1-4 of the method (docs/design_notes.md)."""
   nonzero = [i for i, n in enumerate(model.norms) if n > 0]
   m, sizes = _probe_matrix(model, nonzero, num_probes, rng)
   used = sizes > UNUSED_TOL
@@ -496,20 +433,17 @@ def verify_si_groups(
     with_euler: bool = False,
     more_args: Sequence[tuple] = (),
 ) -> dict[str, Any]:
-  """{name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} over c in ``scales`` and argument sets:
-  property (1a) checked directly; ~float round-off (plus the norm's epsilon) for an SI
-  group, O(|c - 1|) of the group's share of f otherwise.
+  """Property (1a) checked directly for given groups.
 
-  With ``with_euler`` each value is {'value': ..., 'euler': ||d/dc f(c x_S)|| / ||f||},
-  the relative residual of Euler's identity (E), sum_i <grad_i (u . f), x_i> for every u.
-  Paths may hold ints (nnx); they are compared as strings.
+  Returns:
+    {name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} over c in ``scales`` and argument sets
+    (round-off plus the norm's epsilon for an SI group); with ``with_euler``,
+    {name: {'value': ..., 'euler': ||d/dc f(c x_S)|| / ||f||}}, Eq. (E).
 
   Raises:
-    TypeError: ``groups`` is not a mapping, or a group or a path is a string
-      (``check_groups``).
-    ValueError: no group, an empty group (its change would be 0: "invariant" by
-      vacuity), a path not in ``params`` (named, with the closest ones), ``fn``
-      non-finite at ``params``, or bad ``scales``.
+    TypeError: ``groups`` is not a mapping, or a group or a path is a string.
+    ValueError: no group, an empty group, a path not in ``params``, ``fn`` non-finite
+      at ``params``, or bad ``scales``.
   """
   _check_scales(scales)
   groups = check_groups(groups, "groups")

@@ -27,8 +27,7 @@ def _one_of(value, allowed, field):
 
 
 def _check_finite_numbers(config: ml_collections.ConfigDict) -> None:
-  """Every number in the config is finite (an inf or nan would surface only later, as
-  a "divergence")."""
+  """Raises ValueError for a number that is not finite (it would surface as a divergence)."""
   for key, value in config_lib.flatten(config.to_dict()).items():
     values = value if isinstance(value, (tuple, list)) else (value,)
     for v in values:
@@ -67,8 +66,7 @@ def _check_seed(seed, field: str) -> None:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the first bad field: the one check of a run config, made
-  before any file is written."""
+  """Raises ValueError naming the first bad field of a run config, before any file is written."""
   for section in SECTIONS:
     if section not in config:
       raise ValueError(f"config has no '{section}' section")
@@ -79,8 +77,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   m, d, o, t = config.model, config.data, config.optim, config.train
   models.check_options(name=m.name, norm=m.norm, width=m.width, norm_epsilon=m.norm_epsilon,
                        conv_impl=m.get("conv_impl", "xla"), last_layer_norm=m.last_layer_norm)
-  if not (isinstance(m.get("init_scale", 1.0), (int, float)) and 0 < m.get("init_scale", 1.0) < float("inf")):
-    raise ValueError(f"model.init_scale must be a positive finite number, got {m.get('init_scale')!r}")
+  init_scale = m.get("init_scale", 1.0)
+  if not (isinstance(init_scale, (int, float)) and 0 < init_scale < float("inf")):
+    raise ValueError(f"model.init_scale must be a positive finite number, got "
+                     f"{m.get('init_scale')!r}")
   if m.get("init_checkpoint") and not os.path.isdir(m.init_checkpoint):
     raise ValueError(f"model.init_checkpoint={m.init_checkpoint!r} is not a directory (a run's "
                      "workdir to warm-start from)")

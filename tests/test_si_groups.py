@@ -24,6 +24,7 @@ from flax import nnx
 
 from si_jax import invariance, optim, si_groups
 from si_jax.models import ParamGroups, layers
+
 from conftest import make, rng_images
 
 BIAS_INIT = nn.initializers.normal(0.5)  # nonzero biases: a zero tensor is excluded
@@ -62,7 +63,7 @@ def test_convnet_groups_are_the_declared_ones():
 
 def test_shrunk_weights_need_the_larger_tolerance():
   # SI weights 10x below init: eps / var grows 100x, and the residuals with it
-  # (1e-2 on 16x16 inputs, the module docstring); rtol 2e-2 finds the groups again.
+  # (1e-2 on 16x16 inputs, docs/design_notes.md); rtol 2e-2 finds the groups again.
   model, v, g = make("convnet_si", width=4, input_shape=(8, 8, 1))
   fn = batch_norm_fn(model, v)
   x = rng_images(32, (8, 8, 1))

@@ -1,6 +1,6 @@
 """The compact per-step log (steps.bin): records read back exactly as written (keys, key
 order, ints as ints, float32 and float64 values, NaN and inf), the byte layout is the one
-the module docstring states (decoded here by hand, CRCs included), ~154 bytes a step for
+docs/design_notes.md states (decoded here by hand, CRCs included), ~154 bytes a step for
 the quickstart ConvNet's fields, resume cuts it back at a record end and appends a valid
 segment, the reader rejects -- naming the offset -- what no writer wrote (bytes appended
 after the last record, a changed byte, a record cut short, a newer version's segment),

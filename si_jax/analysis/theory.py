@@ -1,10 +1,9 @@
-"""The appendix's theory as functions: Eqs. (3)-(9), Propositions 1-3 and 5, Lemmas 1-2,
-Corollary 2, Remark 3, and equilibrium predictions.
+"""The appendix's theory: Eqs. (3), (8)-(13) and (17), Propositions 1-3 and 5, Lemmas 1-2.
 
-Notation (the paper's): eta learning rate, lam weight decay (Eq. (2)),
-rho_t = ||x_t|| the SI weight norm, g~_t = rho_t ||grad f(x_t)|| the effective gradient
-norm, l <= g~_t <= L its bounds, kappa = sqrt(eta / (2 lam)).
-All functions are plain numpy (float64) and broadcast over arrays.
+Also Corollary 2, Remark 3 and equilibrium predictions. Notation (the paper's): eta
+learning rate, lam weight decay (Eq. (2)), rho_t = ||x_t|| the SI weight norm,
+g~_t = rho_t ||grad f(x_t)|| the effective gradient norm, l <= g~_t <= L its bounds,
+kappa = sqrt(eta / (2 lam)). All functions are numpy (float64) and broadcast.
 """
 
 from __future__ import annotations
@@ -44,8 +43,7 @@ def adjacent_cosine(rho, g_eff, lr, wd):
 
 
 def cosine_distance(rho, g_eff, lr, wd):
-  """1 - Eq. (8), without cancellation: with r the ratio and s = sqrt(1 + r),
-  1 - 1/s = r / (s (s + 1))."""
+  """1 - Eq. (8) without cancellation: r / (s (s + 1)), s = sqrt(1 + r), r Eq. (8)'s ratio."""
   r = _jump_ratio(rho, g_eff, lr, wd)
   s = np.sqrt(1 + r)
   return r / (s * (s + 1))
@@ -64,13 +62,13 @@ def delta_jump_threshold(g_eff, lr, wd, delta, exact: bool = False):
 
 
 class StepResiduals(NamedTuple):
-  """Predicted vs measured, relative, per logged step pair (Eq. (3)) and step (Eq. (8))."""
+  """Measured / predicted - 1 per step pair (Eq. (3)) and per step (Eq. (8))."""
   norm_sq: np.ndarray
   cosine_distance: np.ndarray
 
 
 def step_residuals(records: list[dict], lr: float, wd: float) -> StepResiduals:
-  """From per-step logs (logs.read_run(..., steps=True) records of plain SGD, consecutive steps)."""
+  """Eqs. (3) and (8) against plain-SGD step records (``logs.read_run(..., steps=True)``)."""
   rho = np.array([r["weight_norm"] for r in records])
   g_eff = np.array([r["effective_grad_norm"] for r in records])
   measured_cd = np.array([r["cosine_distance"] for r in records])
@@ -89,6 +87,8 @@ def kappa(lr, wd):
 
 
 class JumpConditions(NamedTuple):
+  """The rho^2 thresholds of a delta-jump, (4a) and (4b)."""
+
   necessary: float  # (4a): a delta-jump needs rho^2 < eta L / sqrt(2 delta)
   sufficient: float  # (4b): rho^2 < eta l / sqrt(2 delta) guarantees one
 
@@ -134,6 +134,8 @@ def t_max(rho0_sq, l, L, lr, wd, delta) -> float:
 
 
 class Interval(NamedTuple):
+  """An interval of a proposition, and whether its condition holds."""
+
   low: float
   high: float
   valid: bool  # whether the proposition's condition holds
@@ -182,8 +184,10 @@ def phi(gamma, alpha):
 
 
 def phi_landmarks(alpha) -> dict[str, float]:
-  """The points of facts (13c), (13e-g): the pre-stationary point alpha / (1 - alpha),
-  the arg-min sqrt(alpha / (1 - alpha)) and the minimum 2 sqrt(alpha (1 - alpha))."""
+  """Facts (13c), (13e-g): alpha / (1 - alpha), argmin sqrt(alpha / (1 - alpha)), the min.
+
+  The minimum of phi is 2 sqrt(alpha (1 - alpha)).
+  """
   _check_alpha(alpha)
   return {"pre_stationary": alpha / (1 - alpha), "argmin": math.sqrt(alpha / (1 - alpha)),
           "min": 2 * math.sqrt(alpha * (1 - alpha))}
@@ -201,16 +205,18 @@ def lemma1_bounds(x0, alpha, beta, t):
 
 
 def lemma2_bounding_sequences(x0, alpha, a, b, steps):
-  """Lemma 2: the beta-determined sequences with beta = a (below x_t for all t) and
-  beta = b (above x_t while x_t > sqrt(b / (1 - alpha)))."""
+  """Lemma 2: Eq. (11) with beta = a (below x_t) and beta = b (above, while x_t is large)."""
   return (beta_sequence(x0, alpha, np.full(steps, float(a))),
           beta_sequence(x0, alpha, np.full(steps, float(b))))
 
 
 def corollary2_bounds(x0, alpha, a, b, t):
-  """Corollary 2: lower = sqrt(a/alpha) + (1 - 2 alpha)^t (x0 - sqrt(a/alpha)) if
-  x0 > sqrt(a/alpha); upper = sqrt(b/alpha) + (1 - alpha)^t (x0 - sqrt(b/alpha)) if
-  x0 > sqrt(b/alpha) (valid while x_t >= sqrt(alpha b) / (1 - alpha)); NaN otherwise."""
+  """Corollary 2: (lower, upper) bounds of the beta-undetermined x_t, Eq. (10).
+
+  lower = sqrt(a/alpha) + (1 - 2 alpha)^t (x0 - sqrt(a/alpha)) if x0 > sqrt(a/alpha);
+  upper = sqrt(b/alpha) + (1 - alpha)^t (x0 - sqrt(b/alpha)) if x0 > sqrt(b/alpha);
+  NaN otherwise.
+  """
   _check_alpha(alpha)
   t = np.asarray(t, np.float64)
   sa, sb = math.sqrt(a / alpha), math.sqrt(b / alpha)
@@ -253,6 +259,7 @@ class EnvelopeFit(NamedTuple):
   lower_power: float
 
   def __call__(self, t):
+    """(l(t), L(t))."""
     dt = np.asarray(t, np.float64) - self.t0
     return self.c / dt**self.lower_power, self.C / dt
 
@@ -295,15 +302,14 @@ class HeldOutBounds(NamedTuple):
 def held_out_bounds(t, g_eff, rho, cos_distance, lr, wd, t0: float, t_split: float,
                     t_valid: float | None = None, lower_power: float = 1.0,
                     rtol: float = 1e-3) -> HeldOutBounds:
-  """Fits l(t), L(t) (``fit_gradient_envelopes``) on the steps t_valid <= t < t_split and
-  checks them on the steps t >= t_split only.
+  """Fits l(t), L(t) on t_valid <= t < t_split; checks them on t >= t_split only.
 
-  On the fitted steps Eq. (17) holds by construction (c and C are the extreme values of
-  g~_t (t - t0)^p there); the held-out steps test whether the envelopes and the
-  delta-jump bounds they imply, 1 - cos between Eq. (8) at g~ = l(t) and at g~ = L(t),
-  extrapolate. The measured 1 - cos is compared with a relative slack ``rtol`` (it is
-  logged in float32; the envelopes of g~_t need none). ``t_valid`` defaults to the
-  first step.
+  On the held-out steps: the fraction with l(t) <= g~_t <= L(t) (Eq. (17)), and with the
+  logged 1 - cos between Eq. (8) at g~ = l(t) and at g~ = L(t), within a relative slack
+  ``rtol`` (1 - cos is logged in float32). ``t_valid`` defaults to the first step.
+
+  Raises:
+    ValueError: ``t_split`` leaves no step to fit or none to check.
   """
   t = np.asarray(t, np.float64)
   g_eff, rho, cd = (np.asarray(a, np.float64) for a in (g_eff, rho, cos_distance))
@@ -329,6 +335,7 @@ class Trend(NamedTuple):
 
   @property
   def verdict(self) -> str:
+    """'grows', 'falls' or 'mixed' (the two numbers disagree)."""
     if self.median_ratio > 1 and self.growth > 1:
       return "grows"
     if self.median_ratio < 1 and self.growth < 1:
@@ -337,10 +344,10 @@ class Trend(NamedTuple):
 
 
 def half_trend(t, values, t_split: float) -> Trend:
-  """Appendix D's "both bounds and the cosine metric itself growing in the second half
-  of the phase", as two numbers: the ratio of the medians after and before ``t_split``,
-  and the factor by which a straight line fitted to log(values) over the steps
-  t >= t_split rises across them. Non-positive or non-finite values are left out."""
+  """Appendix D's "growing in the second half of the phase", as a ``Trend``.
+
+  Non-positive or non-finite values are left out; ValueError when too few remain.
+  """
   t, v = np.asarray(t, np.float64), np.asarray(values, np.float64)
   ok = np.isfinite(v) & (v > 0)
   first, second = ok & (t < t_split), ok & (t >= t_split)

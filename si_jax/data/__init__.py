@@ -1,15 +1,10 @@
 """Datasets as normalized float32 NHWC arrays, small enough to live on the device.
 
-Sources (``data.source``):
-
-* ``embedded``: scikit-learn's 8x8 handwritten digits (1,797 real images shipped
-  inside the installed package; no download). Used by the quickstart and the tests.
-* ``archive``: the official CIFAR python archives in ``data.data_dir``
-  (see ``si_jax.data.archive``).
-* ``tfds``: a prepared tensorflow-datasets directory (see ``si_jax.data.tfds_source``).
-
-CIFAR images are normalized with the paper's constants (mean 0.4914, 0.4822, 0.4465;
-std 0.2023, 0.1994, 0.2010) after scaling to [0, 1].
+Sources (``data.source``): ``embedded``, scikit-learn's 8x8 handwritten digits (1,797
+images shipped with the package, no download; the quickstart and the tests);
+``archive``, the official CIFAR python archives (``si_jax.data.archive``); ``tfds``, a
+prepared tensorflow-datasets directory (``si_jax.data.tfds_source``). CIFAR is
+normalized with the paper's constants.
 """
 
 from __future__ import annotations
@@ -37,8 +32,7 @@ DIGITS_TEST_FRACTION = 0.2
 class Dataset:
   """Normalized images (float32 NHWC) and int32 labels.
 
-  ``pad_value`` is the normalized value of a black pixel: what zero padding in pixel
-  space (torchvision's RandomCrop(padding=4)) becomes after normalization.
+  ``pad_value`` is the normalized black pixel: zero padding in pixel space.
   """
 
   name: str
@@ -51,6 +45,7 @@ class Dataset:
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C)."""
     return self.train_images.shape[1:]
 
 
@@ -86,11 +81,13 @@ def load_dataset(
     subset: str = "first",
     subset_seed: int = 0,
 ) -> Dataset:
-  """Loads, checks, subsets and normalizes a dataset.
+  """Loads, checks, subsets and normalizes a dataset (arguments: the config's ``data.*``).
 
-  Subsets are the first N examples (as the original code did) or a random subset
-  drawn with ``subset_seed`` (the appendix's full-batch runs use a random 4.5K train
-  and 5K test subset).
+  Subsets are the first N examples (as the original code's) or random (``subset_seed``).
+
+  Raises:
+    ValueError: naming the config field of a bad value.
+    DatasetError: the data are missing, truncated or malformed.
   """
   if name not in NAMES:
     raise ValueError(f"data.name must be one of {NAMES}, got {name!r}")

@@ -1,12 +1,7 @@
-"""CIFAR-10/100 from the official python-pickle archives (what most people have on disk).
+"""CIFAR-10/100 from the official python-pickle archives in ``data.data_dir``.
 
-Accepted layouts under ``data_dir`` (first match wins):
-
-* ``cifar-10-batches-py/``  (data_batch_1..5, test_batch)  or ``cifar-100-python/``
-  (train, test): the extracted archive;
-* ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``: read in memory, nothing is
-  extracted or written;
-* ``data_dir`` itself being one of the extracted folders.
+The extracted folder (``cifar-10-batches-py/``, ``cifar-100-python/``), the
+``.tar.gz`` (read in memory), or ``data_dir`` being the folder (docs/design_notes.md).
 """
 
 from __future__ import annotations
@@ -25,6 +20,8 @@ class DatasetError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveSpec:
+  """Where a CIFAR archive keeps its batches and labels."""
+
   folder: str
   tarball: str
   train_files: tuple[str, ...]
@@ -47,7 +44,8 @@ def _decode(raw: bytes, where: str, spec: ArchiveSpec) -> tuple[np.ndarray, np.n
   try:
     batch = pickle.loads(raw, encoding="bytes")
   except Exception as e:  # truncated or not a pickle at all
-    raise DatasetError(f"{where}: not a readable CIFAR python batch ({type(e).__name__}: {e})") from e
+    raise DatasetError(
+        f"{where}: not a readable CIFAR python batch ({type(e).__name__}: {e})") from e
   if not isinstance(batch, dict) or b"data" not in batch or spec.label_key not in batch:
     keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
     raise DatasetError(
@@ -93,7 +91,10 @@ def _read_tarball(path: str, folder: str, names) -> dict[str, bytes]:
 
 
 def load_archive(name: str, data_dir: str) -> dict[str, np.ndarray]:
-  """Returns uint8 NHWC images and int32 labels: {'train_images', ..., 'test_labels'}."""
+  """{'train_images', ..., 'test_labels'}: uint8 NHWC images, int32 labels.
+
+  Raises ValueError for a name without an archive, DatasetError for missing or bad files.
+  """
   if name not in SPECS:
     raise ValueError(f"data.name must be one of {sorted(SPECS)} for data.source='archive'")
   spec = SPECS[name]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 def crop_padding(size: int) -> int:
   """CIFAR's padding 4 for 32 pixels, scaled with the image: size // 8 (1 on 8x8 digits)."""
   return max(1, size // 8)
 
 
 def augment_batch(key: jax.Array, x_NHWC: jax.Array, pad_value: jax.Array) -> jax.Array:
-  """Random crop (size H x W from a zero-padded image, padding ``crop_padding(H)``: 4 on
-  CIFAR) and horizontal flip.
+  """Random crop (padding ``crop_padding(H)``) and horizontal flip, per example.
 
-  Each example gets its own offsets and flip, as torchvision's RandomCrop(32,
-  padding=4) + RandomHorizontalFlip. ``pad_value`` is the normalized black pixel.
+  As torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip on CIFAR;
+  ``pad_value`` is the normalized black pixel.
   """
   n, h, w, c = x_NHWC.shape
   PAD = crop_padding(h)

@@ -1,9 +1,7 @@
-"""CIFAR-10/100 from a prepared tensorflow-datasets directory (ArrayRecord).
+"""CIFAR-10/100 from a prepared tensorflow-datasets directory (ArrayRecord), no TensorFlow.
 
-Reading goes through ``tfds.data_source`` and needs no TensorFlow. Preparing the
-dataset does (tfds' extractor uses ``tf.io.gfile``, the builder also wants
-``importlib_resources``): install the ``prepare`` extra and run
-``tfds build cifar10 --data_dir=DIR --file_format=array_record`` once.
+Preparing one needs the ``prepare`` extra:
+``tfds build cifar10 --data_dir=DIR --file_format=array_record``.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ def _read_split(source, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_tfds(name: str, data_dir: str | None) -> dict[str, np.ndarray]:
+  """As ``archive.load_archive``, from ``data_dir``'s prepared ``name``."""
   if name not in TFDS_NAMES:
     raise ValueError(f"data.name must be one of {sorted(TFDS_NAMES)} for data.source='tfds'")
   import tensorflow_datasets as tfds  # heavy import, only on this path

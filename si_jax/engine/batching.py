@@ -1,5 +1,7 @@
-"""Data order and mini-batches: the order of epoch e is a function of (seed, e) alone,
-so a run is reproducible (and resumable) from its epoch count."""
+"""Data order and mini-batches: epoch e's order is a function of (seed, e) alone.
+
+A run is therefore reproducible, and resumable, from its epoch count.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def batches(order: np.ndarray, batch_size: int, drop_last: bool) -> list[np.ndarray]:
-  """``order`` cut into index batches of ``batch_size`` (the last one shorter unless
-  ``drop_last``)."""
+  """``order`` cut into batches of ``batch_size`` (the last shorter unless ``drop_last``)."""
   cut = len(order) if not drop_last else len(order) - len(order) % batch_size
   return [order[i:i + batch_size] for i in range(0, cut, batch_size)]
 
@@ -30,6 +31,5 @@ def epoch_batches(config, epoch: int, n: int) -> list[np.ndarray]:
 
 
 def full_batch_chunks(config, n: int) -> list[np.ndarray]:
-  """Full-batch GD's micro-batches, in order: the whole set, ``train.micro_batch_size``
-  examples at a time (None: one pass)."""
+  """Full-batch GD's micro-batches: the set, ``train.micro_batch_size`` at a time."""
   return batches(np.arange(n, dtype=np.int32), config.train.micro_batch_size or n, False)

@@ -1,15 +1,8 @@
 """Checkpoints of the whole training state with orbax, and resuming from them.
 
-A checkpoint is taken at the end of an epoch and labelled with the number of
-completed epochs. It holds the train state (params, BN statistics, optimizer state
-with its hyperparameters, step, RNG key) and, as JSON, what the host needs to continue
-exactly: the epoch, the byte lengths of metrics.jsonl / steps.bin at that moment
-(so records written after it are dropped on resume, never duplicated), and the wall
-time so far. The data order is a function of (seed, epoch), so nothing else is needed.
-
-Saves are synchronous and atomic (orbax writes a temporary directory and renames it),
-so a kill during a save leaves the previous checkpoint loadable. Retention keeps the
-``keep`` latest checkpoints plus every epoch listed in ``snapshot_epochs``.
+A checkpoint, taken at an epoch's end, holds the train state and what the host needs to
+continue bit for bit (epoch, the logs' byte lengths, wall time, shapes); saves are
+atomic; retention keeps the ``keep`` latest and ``snapshot_epochs`` (docs/design_notes.md).
 """
 
 from __future__ import annotations
@@ -32,8 +25,7 @@ class CheckpointError(RuntimeError):
 
 
 def state_shapes(state) -> dict[str, list[int]]:
-  """{tree path: shape} of a TrainState as saved (what a checkpoint records, so a resume
-  with a model of other shapes is named as such rather than as an unreadable file)."""
+  """{tree path: shape} of a TrainState as saved (a checkpoint records it)."""
   leaves = jax.tree_util.tree_leaves_with_path(_to_saveable(state))
   return {jax.tree_util.keystr(p): list(x.shape) for p, x in leaves}
 
@@ -50,7 +42,13 @@ def _from_saveable(template, tree):
 
 
 class Checkpointer:
-  """Saves and restores a run's TrainState plus host-side metadata."""
+  """Saves and restores a run's TrainState plus host-side metadata.
+
+  Args:
+    workdir: the run's directory (checkpoints go to WORKDIR/checkpoints).
+    keep: how many of the latest checkpoints are kept.
+    snapshot_epochs: epochs whose checkpoints are kept forever.
+  """
 
   def __init__(self, workdir: str, keep: int = 2, snapshot_epochs=()):
     if not isinstance(keep, int) or keep < 1:
@@ -65,9 +63,14 @@ class Checkpointer:
                                           item_names=("state", "meta"))
 
   def epochs(self) -> list[int]:
+    """The epochs of the checkpoints, oldest first."""
     return sorted(self._manager.all_steps())
 
   def save(self, epoch: int, state, meta: dict[str, Any]) -> str:
+    """Saves ``state`` and ``meta`` as epoch ``epoch``; returns the checkpoint's path.
+
+    Raises CheckpointError (saying what to do) when the save fails.
+    """
     previous = self.epochs()
     try:
       self._manager.save(epoch, args=ocp.args.Composite(
@@ -76,7 +79,8 @@ class Checkpointer:
           force=True)
       self._manager.wait_until_finished()
     except Exception as e:  # disk full, permissions, ...
-      kept = f"the checkpoint of epoch {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+      kept = (f"the checkpoint of epoch {previous[-1]} is intact" if previous
+              else "no earlier checkpoint exists")
       raise CheckpointError(
           f"saving the checkpoint of epoch {epoch} to {self.directory} failed "
           f"({_first_line(e)}); {kept}. Free space (or fix the directory) and "
@@ -90,14 +94,13 @@ class Checkpointer:
 
   def restore_latest(self, template_state, max_epoch: int | None = None,
                      check_meta=None) -> tuple[Any, dict[str, Any]] | None:
-    """The newest readable checkpoint (of at most ``max_epoch`` epochs) as (state, meta);
-    None if there is none.
+    """The newest readable checkpoint of at most ``max_epoch`` epochs, (state, meta), or None.
 
-    ``check_meta(meta)`` may refuse a checkpoint (by raising) before its state is read:
-    a checkpoint of another config or of other shapes is never taken for a damaged one.
-    An unreadable (corrupted, truncated) checkpoint is skipped with a warning, moved
-    aside to ``EPOCH.unreadable`` (kept for inspection) and the next older one is used;
-    if none is readable, CheckpointError says what to do.
+    ``check_meta(meta)`` may refuse a checkpoint by raising, before its state is read.
+    An unreadable checkpoint is skipped with a warning and moved aside.
+
+    Raises:
+      CheckpointError: other shapes than ``template_state``'s, or none readable.
     """
     epochs = [e for e in self.epochs() if max_epoch is None or e <= max_epoch]
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(template_state))
@@ -144,12 +147,12 @@ class Checkpointer:
     self._manager.reload()
 
   def discard_after(self, epoch: int) -> None:
-    """Deletes the checkpoints of more than ``epoch`` epochs (a run resumed from an
-    older one redoes those epochs)."""
+    """Deletes the checkpoints of more than ``epoch`` epochs (a resume redoes them)."""
     for later in (e for e in self.epochs() if e > epoch):
       self._manager.delete(later)
 
   def close(self) -> None:
+    """Closes the checkpoint manager."""
     self._manager.close()
 
 
@@ -189,9 +192,11 @@ def saved_epochs(workdir: str) -> list[int]:
 
 
 def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, int]:
-  """(params, batch_stats, epoch) of a run's checkpoint (``None``: the newest), as numpy
-  trees, whatever its optimizer; for warm starts (``model.init_checkpoint``) and for
-  comparing the minima of different periods (appendix H)."""
+  """(params, batch_stats, epoch) of a run's checkpoint (None: the newest) as numpy trees.
+
+  For warm starts (``model.init_checkpoint``) and the minima of appendix H. Raises
+  CheckpointError when the run has no (such) checkpoint.
+  """
   with _existing_manager(workdir) as manager:
     directory = manager.directory
     epochs = sorted(manager.all_steps())

@@ -1,29 +1,9 @@
 """Multi-process training: joining the processes, and agreeing on one decision.
 
-Every process runs the same command (``--distributed``); ``initialize`` joins them
-into one JAX runtime, so ``jax.devices()`` lists every process's devices and the
-``data`` mesh (``si_jax.engine.sharding``) spans them. Where the three settings come from:
-
-* the arguments (``--coordinator_address``, ``--num_processes``, ``--process_id``),
-* else the environment: ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
-  ``JAX_PROCESS_ID``,
-* else JAX's own cluster detection (Cloud TPU, SLURM, Open MPI, Kubernetes), which
-  also fills in whatever the first two left unset.
-
-On CPU the processes' devices exchange data through gloo (TCP) collectives, the
-implementation the CPU client takes when it is created; ``initialize`` sets it
-before any backend exists.
-
-Joining cannot hang silently: if not every process has joined within the start-up
-timeout (``--distributed_timeout``, else ``SI_JAX_DISTRIBUTED_TIMEOUT``, else 60 s),
-the process prints one ``error:`` line saying which processes did not join and exits
-with status 1 (JAX's own deadline, later, would abort the process with a C++ stack).
-
-``agree`` turns a per-process flag (a signal received by one process) into one
-decision all processes take at the same point of the loop, and ``process_0_value``
-gives every process process 0's reading of a host-side number (the wall clock), so
-that every process writes the same log bytes; with one process both return their
-argument and cost nothing.
+Every process runs the same command (``--distributed``); ``initialize`` joins them (or
+ends the process with one ``error:`` line after the start-up timeout). ``agree`` and
+``process_0_value`` make them take the same decisions and write the same log bytes.
+Where the settings come from, and why: docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -88,8 +68,7 @@ def _address_problem(address: str) -> str | None:
 
 
 def _check_address(address: str, source: str) -> str:
-  """``address`` if it is HOST:PORT or [IPv6]:PORT (port 1-65535, no scheme); else a
-  one-line ValueError naming ``source`` (the flag or variable) and the expected form."""
+  """``address`` if HOST:PORT or [IPv6]:PORT; else ValueError naming ``source``."""
   problem = _address_problem(address)
   if problem:
     raise ValueError(f"{source}={address!r} is not HOST:PORT or [IPv6]:PORT ({problem}; "
@@ -100,9 +79,11 @@ def _check_address(address: str, source: str) -> str:
 
 def resolve(coordinator_address: str | None = None, num_processes: int | str | None = None,
             process_id: int | str | None = None, environ=None) -> dict:
-  """The settings from the arguments, else from ``environ`` (default: os.environ);
-  None where neither gives one. ValueError (one line, naming the flag or variable)
-  for a value that cannot work."""
+  """{setting: value} from the arguments, else ``environ``; None where neither gives one.
+
+  Raises:
+    ValueError: naming the flag or variable of a value that cannot work.
+  """
   environ = os.environ if environ is None else environ
   given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
            "process_id": process_id}
@@ -127,8 +108,11 @@ def resolve(coordinator_address: str | None = None, num_processes: int | str | N
 
 
 def resolve_timeout(timeout: int | str | None = None, environ=None) -> int:
-  """The start-up timeout in seconds: ``timeout``, else ``$SI_JAX_DISTRIBUTED_TIMEOUT``,
-  else 60. ValueError (one line, naming the flag or variable) unless a whole number >= 1."""
+  """``timeout``, else ``$SI_JAX_DISTRIBUTED_TIMEOUT``, else 60 (seconds).
+
+  Raises:
+    ValueError: naming the flag or variable, unless a whole number >= 1.
+  """
   environ = os.environ if environ is None else environ
   value, source = timeout, "--distributed_timeout"
   if value is None and environ.get(TIMEOUT_ENV, "") != "":
@@ -156,8 +140,7 @@ def _listening(address: str) -> bool:
 
 
 def _check_port_free(address: str) -> None:
-  """On process 0, which serves the coordinator on ``address``'s port (every interface):
-  a one-line OSError if another program holds that port (JAX would crash with SIGSEGV)."""
+  """Raises OSError if another program holds the coordinator's port on this host."""
   port = _host_port(address)[1]
   for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
     try:
@@ -189,9 +172,11 @@ def _ranges(ids: list[int]) -> str:
 
 def not_joined_message(address: str, count: int, index: int, timeout: int,
                        listening: bool) -> str:
-  """The error line's text when process ``index`` of ``count`` has waited ``timeout`` s
-  for the others at ``address``; ``listening``: whether the coordinator's port answers.
-  Names the processes that did not join where this process can tell which."""
+  """The error line when process ``index`` of ``count`` waited ``timeout`` s in vain.
+
+  ``listening``: whether the coordinator's port answers. Names the processes that did
+  not join where this process can tell which.
+  """
   advice = ("start every process with the same command and its --process_id, or allow "
             "more time with --distributed_timeout")
   if index != 0 and not listening:
@@ -209,8 +194,7 @@ def not_joined_message(address: str, count: int, index: int, timeout: int,
 
 
 def _timeout_message(settings: dict, timeout: int) -> str:
-  """``not_joined_message`` for ``settings``, with what JAX's cluster detection filled
-  in (its state, set before it waits for the others)."""
+  """``not_joined_message`` for ``settings`` completed by JAX's cluster detection."""
   from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
   state = jax_distributed.global_state
   if settings["coordinator_address"] is None and state.coordinator_address is None:
@@ -223,9 +207,7 @@ def _timeout_message(settings: dict, timeout: int) -> str:
 
 
 def _join(settings: dict, timeout: int) -> None:
-  """``jax.distributed.initialize`` under a watchdog: if it has not returned after
-  ``timeout`` s, prints one ``error:`` line (``not_joined_message``) on stderr and ends
-  the process with status 1 (``os._exit``: the main thread is blocked in C++)."""
+  """``jax.distributed.initialize``; after ``timeout`` s, one error line and exit 1."""
   finished, lock = [False], threading.Lock()
 
   def expire():
@@ -253,29 +235,22 @@ def _join(settings: dict, timeout: int) -> None:
 
 
 def _enable_cpu_collectives() -> None:
-  """Cross-process collectives for the CPU backend (gloo over TCP), unless the user chose
-  an implementation (e.g. mpi). Read only when the CPU client is created, i.e. before
-  the first computation: the reason ``initialize`` must come first."""
+  """Gloo collectives for the CPU backend, unless the user chose another implementation."""
   if jax.config.jax_cpu_collectives_implementation is None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, timeout: int | None = None) -> None:
-  """Joins this process to the others (``jax.distributed.initialize``), with the
-  settings from the arguments, the environment, or the cluster (module docstring).
+  """Joins this process to the others and makes one collective with them.
 
-  Call it on every process after the JAX config (``jax_num_cpu_devices``, the
-  compilation cache) and before any computation: it starts the backend. It returns once
-  all processes have joined and made one collective together: gloo connects the
-  processes at their first collective and waits only 30 s there for a late one; made
-  now, while they are in step, it cannot fail later because one process compiled for
-  minutes what the other found in its compilation cache (only process 0 writes it).
+  Call it on every process after the JAX config and before any computation. If not all
+  have joined within ``timeout`` seconds (``resolve_timeout``), it prints one ``error:``
+  line naming the processes that did not and ends the process with status 1.
 
-  If not all have joined within ``timeout`` seconds (``resolve_timeout``), it prints
-  one ``error:`` line naming the processes that did not join and ends the process with
-  status 1. A setting that cannot work, or process 0's port held by another program,
-  is a one-line ValueError or OSError before any waiting.
+  Raises:
+    ValueError: a setting that cannot work, or none given and no cluster detected.
+    OSError: on process 0, another program holds the coordinator's port.
   """
   settings = resolve(coordinator_address, num_processes, process_id)
   seconds = resolve_timeout(timeout)
@@ -296,8 +271,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def agree(flag: bool) -> bool:
-  """True on every process if ``flag`` is True on any of them (a one-int all-gather;
-  every process must call it at the same point). One process: ``flag``, no collective."""
+  """True on every process if ``flag`` is on any; all must call it at the same point."""
   if jax.process_count() == 1:
     return bool(flag)
   flags = multihost_utils.process_allgather(np.int32(bool(flag)))
@@ -305,9 +279,7 @@ def agree(flag: bool) -> bool:
 
 
 def process_0_value(seconds: float) -> float:
-  """Process 0's ``seconds`` (e.g. its wall time), to the microsecond, on every process
-  (a broadcast of two int32s; every process must call it at the same point). One
-  process: ``seconds``, no collective."""
+  """Process 0's ``seconds`` to the microsecond; all must call it at the same point."""
   if jax.process_count() == 1:
     return seconds
   whole = int(seconds)

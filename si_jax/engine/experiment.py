@@ -1,23 +1,11 @@
-"""Experiment families: one base run config plus named members, trained and analysed
-together (the figure families of the paper's appendix, ``configs/*.py``).
+"""Experiment families: one base run config plus named members, trained and analysed together.
 
-An experiment config is an ordinary run config with an ``experiment`` section:
-
-  experiment.name      the family (used in titles and file names)
-  experiment.figure    sweep | product | gd (which panels ``plotting.plot_family`` draws)
-  experiment.members   a ConfigDict: member name -> {label, overrides}, where
-                       overrides is a nested ConfigDict merged into the base config
-                       (``--config.experiment.members.lr_0p1.overrides.optim.lr=0.2``
-                       works on the command line);
-  experiment.order     the members' order in tables and figures (``add_member`` keeps it).
-
-``run_family`` trains every member into ``WORKDIR/<member>/`` (single-run layout:
-checkpoints, resume, logs), analyses each with ``si_jax.analysis.phases`` and writes
-``WORKDIR/summary.json``. Members that differ only in sweepable fields (lr, wd, seed,
-init scale, last-layer norm) can run as one vmapped program (``vmap='auto'`` does so on
-accelerators, and on CPU with ``model.conv_impl='patches'``, where it measured 1.62x
-faster end to end than sequential runs; benchmarks/family_speed.py), through the same
-loop as a single run (GD, per-step logs, checkpoints and resume included).
+An experiment config (``configs/*.py``) is a run config with an ``experiment`` section:
+``name``, ``figure`` (which panels are drawn), ``members`` (name -> {label, overrides})
+and ``order``. ``run_family`` trains every member into ``WORKDIR/<member>/`` (as a
+single run: checkpoints, resume, logs), vmapped where the members differ only in
+sweepable fields and that pays, analyses each (``si_jax.analysis.phases``) and writes
+``WORKDIR/summary.json``. More in docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -32,9 +20,9 @@ import jax
 import ml_collections
 
 from si_jax import config as config_lib
-from si_jax.engine import lifecycle, sweep, train
 from si_jax import logs, validate
 from si_jax.analysis import phases
+from si_jax.engine import lifecycle, sweep, train
 from si_jax.engine.workdir_lock import WorkdirLock
 
 FIGURES = ("sweep", "product", "gd", "similarity")
@@ -42,7 +30,10 @@ FIGURES = ("sweep", "product", "gd", "similarity")
 
 def add_member(config: ml_collections.ConfigDict, name: str, label: str,
                overrides: dict[str, Any] | None = None) -> None:
-  """Appends a member; ``overrides`` maps dotted fields ('optim.lr') to values."""
+  """Appends a member; ``overrides`` maps dotted fields ('optim.lr') to values.
+
+  Raises ValueError for a name that is not an identifier.
+  """
   if not name.isidentifier():
     raise ValueError(f"member names must be identifiers (command-line overrides), got {name!r}")
   nested = ml_collections.ConfigDict()
@@ -81,7 +72,8 @@ def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def member_overrides(config: ml_collections.ConfigDict) -> list[tuple[str, str, dict[str, Any]]]:
   """[(name, label, {dotted field: value})] in the config's order."""
   if "experiment" not in config or not len(config.experiment.members):
-    raise ValueError("an experiment config needs experiment.members (see si_jax/engine/experiment.py)")
+    raise ValueError("an experiment config needs experiment.members "
+                     "(see si_jax/engine/experiment.py)")
   members = config.experiment.members
   order = [n for n in config.experiment.get("order", ()) if n in members]
   names = order + sorted(set(members.keys()) - set(order))
@@ -97,11 +89,10 @@ def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
 
 
 def _vmap_pays(config) -> bool:
-  """Whether one vmapped program beats sequential runs here: on accelerators; on XLA:CPU
-  with the patches convolution (benchmarks/family_speed.py, 4 digits members x 20
-  epochs, end to end: vmapped on one device 1.62x the sequential runs; splitting the 2
-  cores into 2 devices measured slower, 1.12x, so families keep one CPU device unless
-  --cpu_devices says otherwise)."""
+  """Whether one vmapped program beats sequential runs: on accelerators, or CPU patches.
+
+  The measurements behind it: docs/design_notes.md and benchmarks/RESULTS.md.
+  """
   if jax.default_backend() != "cpu":
     return True
   return config.model.get("conv_impl") == "patches"
@@ -116,16 +107,14 @@ class FamilyStopped(RuntimeError):
 
 
 def family_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What ``WORKDIR/family.json`` records: the family's name, its members' overrides (in
-  order) and its base run config."""
+  """What ``WORKDIR/family.json`` records: the name, members' overrides, base config."""
   return {"experiment": config.experiment.name,
           "members": [{"name": n, "overrides": o} for n, _, o in member_overrides(config)],
           "base": json.loads(run_config(config).to_json_best_effort())}
 
 
 def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """The fields in which two family identities differ (the base config's resumable
-  fields, ``train.epochs`` and ``checkpoint.*``, excepted)."""
+  """The fields in which two family identities differ (resumable fields excepted)."""
   diffs = []
   if saved.get("experiment") != current["experiment"]:
     diffs.append(f"experiment.name: {saved.get('experiment')!r} -> {current['experiment']!r}")
@@ -142,8 +131,7 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
 
 def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
                          configs: list, dirs: list[str]) -> None:
-  """Refuses a top folder that holds a single run or another family (the differing
-  fields named), and member folders that hold another run or wrong paths. Reads only.
+  """Refuses a workdir that holds a single run, another family, or members' other runs.
 
   Raises:
     ValueError: naming the folder, file or differing fields.
@@ -171,8 +159,7 @@ def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _check_older_family(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """A family folder written before family.json: its summary.json names the family and
-  its members; another family there is refused."""
+  """Refuses another family known only by its summary.json (written before family.json)."""
   path = os.path.join(workdir, "summary.json")
   if os.path.exists(os.path.join(workdir, lifecycle.FAMILY_FILE)) or not os.path.isfile(path):
     return
@@ -207,8 +194,7 @@ def _resume_hint() -> str:
 
 def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress: bool,
                    stop: lifecycle.Preemption) -> None:
-  """Trains the unfinished members (vmapped, or one after another); FamilyStopped if a
-  signal stopped them."""
+  """Trains the unfinished members; FamilyStopped if a signal stopped them."""
   members = member_overrides(config)
   dirs = [os.path.join(workdir, name) for name, _, _ in members]
   if use_vmap:
@@ -217,7 +203,7 @@ def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress
       sweep.train_sweep(run_config(config), [members[i][2] for i in todo], workdir,
                         progress=progress, names=[members[i][0] for i in todo])
   else:
-    for i, (name, label, _) in enumerate(members):
+    for i, (_name, label, _) in enumerate(members):
       if stop.requested:
         break
       print(f"[{i + 1}/{len(members)}] {config.experiment.name}: {label} -> {dirs[i]}",
@@ -234,8 +220,9 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
                progress: bool = True, analysis_kwargs: dict | None = None) -> dict[str, Any]:
   """Trains (or resumes, or skips finished) members, analyses them, writes summary.json.
 
-  Holds the family's lock (``WORKDIR/.lock``; each member's run its own) throughout and
-  records the family's identity in ``WORKDIR/family.json``.
+  Holds the family's lock (``WORKDIR/.lock``) and records its identity in
+  ``WORKDIR/family.json``. ``vmap``: 'yes', 'no' or 'auto' (one vmapped program where
+  that pays); ``analysis_kwargs`` go to ``phases.analyze_run``. Returns ``summarize``'s.
 
   Raises:
     ValueError: a bad member, another family or run in ``workdir``, a busy workdir.
@@ -276,10 +263,9 @@ def _finished(workdir: str, config) -> bool:
   return bool(records) and records[-1].get("epoch") == config.train.epochs
 
 
-def summarize(config: ml_collections.ConfigDict, workdir: str, **analysis_kwargs) -> dict[str, Any]:
-  """Per member: label, its overrides, the epochs it logged of those planned
-  (``finished``: all of them, or it diverged) and the phase analysis
-  (``Analysis.summary``)."""
+def summarize(config: ml_collections.ConfigDict, workdir: str,
+              **analysis_kwargs) -> dict[str, Any]:
+  """Per member: label, overrides, epochs logged and planned, and its phase analysis."""
   out = {"experiment": config.experiment.name, "members": []}
   for name, label, overrides in member_overrides(config):
     run_dir = os.path.join(workdir, name)
@@ -328,29 +314,26 @@ def table(summary: dict[str, Any]) -> str:
       spikes = f"none: {m['reason']}"
     if not m.get("finished", True):
       spikes += f" (unfinished: {m['epochs']} of {m['planned_epochs']} epochs)"
-    rows.append(f"| {m['label']} | {spikes} | {m['mean_period']:.3g} | {min_loss:.3g} | {min_err:.3g} |")
+    rows.append(f"| {m['label']} | {spikes} | {m['mean_period']:.3g} | {min_loss:.3g} "
+                f"| {min_err:.3g} |")
   return "\n".join(rows)
 
 
 SCALES = ("cpu", "cifar_cpu", "paper", "cifar100", "resnet", "resnet_cifar100")
 
 
-def scaled_base(arg: str | None, allowed: tuple[str, ...] = SCALES) -> tuple[ml_collections.ConfigDict, str]:
+def scaled_base(arg: str | None, allowed: tuple[str, ...] = SCALES,
+                ) -> tuple[ml_collections.ConfigDict, str]:
   """(base run config, scale) for a config-file argument ('' means 'paper').
 
-  * ``cpu``: minutes on 2 CPU cores, no download: ConvNet width 8 on scikit-learn's
-    8x8 digits, batch 128, lr 0.1, wd 0.03, 300 epochs (the quickstart).
-  * ``cifar_cpu``: real images on 2 CPU cores: ConvNet width 8 on the first 2,048
-    training images of CIFAR-10 (2,000 test images), batch 128, lr 0.1, wd 0.01, 120
-    epochs (``configs/convnet_cifar10.py:cpu`` shortened; ~5 min a run on 2 quiet
-    cores). Pass ``--config.data.data_dir=DIR`` (DIR holds cifar-10-batches-py/, e.g.
-    the proxy written by ``python ../shared/data/cifar10_q75.py DIR``). Families run
-    their members one after another: vmapped on XLA:CPU they measured 1.2x slower here
-    (4 members x 6 epochs: 131 s vs 4 x 27 s), unlike the 8x8 digits.
-  * ``paper``: appendix B: ConvNet width 32 on CIFAR-10, last-layer norm 10, batch 128,
-    lr 0.01, wd 0.001, 1001 epochs (hours on a GPU; pass --config.data.data_dir).
-  * ``cifar100``: ConvNet width 64 with last-layer norm 20 on CIFAR-100 (appendix F.2).
-  * ``resnet`` / ``resnet_cifar100``: ResNet-18 (width 64) on CIFAR-10 / CIFAR-100.
+  ``cpu``: ConvNet width 8 on the 8x8 digits, lr 0.1, wd 0.03, 300 epochs;
+  ``cifar_cpu``: width 8 on 2,048 CIFAR-10 images, lr 0.1, wd 0.01, 120 epochs (pass
+  ``--config.data.data_dir``); ``paper``: appendix B (ConvNet width 32 on CIFAR-10);
+  ``cifar100``: width 64, last-layer norm 20 on CIFAR-100; ``resnet``,
+  ``resnet_cifar100``: ResNet-18. Details: docs/design_notes.md.
+
+  Raises:
+    ValueError: a scale not in ``allowed``.
   """
   from si_jax.config import base_config
   scale = arg or "paper"

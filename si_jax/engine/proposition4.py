@@ -1,7 +1,9 @@
-"""Proposition 4 over a whole trajectory: (x_0, eta, lambda) and (c x_0, c^2 eta,
-lambda / c^2) trained side by side on the same batches give the same functions at every
-step, up to float round-off and the normalization's epsilon. The per-step identities
-themselves live in ``si_jax.invariance``."""
+"""Proposition 4 over a whole trajectory, two runs trained side by side.
+
+(x_0, eta, lambda) and (c x_0, c^2 eta, lambda / c^2) on the same batches give the same
+functions at every step, up to float round-off and the normalization's epsilon. The
+per-step identities live in ``si_jax.invariance``.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from si_jax.engine import batching, step
 from si_jax import invariance, models
+from si_jax.engine import batching, step
 from si_jax.engine import state as state_lib
 
 

@@ -1,13 +1,9 @@
 """Device meshes and data placement for R >= 1 runs.
 
-* One run: a 1-D ``data`` mesh over every device (of every host after
-  ``jax.distributed.initialize()``); each step's batch is split along it.
-* R > 1 runs (a vmapped family): a 2-D ``('runs', 'data')`` mesh over the local
-  devices: the runs are split over gcd(devices, R) groups and each run's batch over
-  the rest, with BN statistics over the global batch, so results do not depend on
-  the device count.
-The datasets are replicated on every device; states of several runs are split along
-their leading runs axis.
+One run: a 1-D ``data`` mesh over every device of every host, each batch split along it.
+R > 1 runs: a ``('runs', 'data')`` mesh over the local devices (gcd(devices, R) run
+groups). BN statistics are over the global batch, so results do not depend on the
+device count; the datasets are replicated on every device.
 """
 
 from __future__ import annotations
@@ -21,8 +17,7 @@ P = jax.sharding.PartitionSpec
 
 
 def data_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh named 'data' over all devices, of every host after
-  ``jax.distributed.initialize()`` (Auto axis: the classic behaviour)."""
+  """A 1-D mesh named 'data' (an Auto axis) over all devices of every host."""
   devices = jax.devices() if devices is None else devices
   return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices)
@@ -38,19 +33,16 @@ def runs_mesh(num_runs: int, devices=None) -> jax.sharding.Mesh:
 
 
 def mesh_for(num_runs: int | None) -> jax.sharding.Mesh | None:
-  """The mesh of a loop over ``num_runs`` stacked runs (None: one un-stacked run); None
-  on a single device."""
+  """The mesh for ``num_runs`` stacked runs (None: one run), or None on one device."""
   if num_runs is None:
     return data_mesh() if jax.device_count() > 1 else None
   return runs_mesh(num_runs) if jax.local_device_count() > 1 else None
 
 
 def shard_batch(x, mesh: jax.sharding.Mesh | None):
-  """Constrains a batch to be split along 'data' (params stay replicated).
+  """Constrains a batch to be split along 'data' inside jit; uneven batches stay replicated.
 
-  Inside jit, XLA's partitioner then computes every mean over the batch (the loss, BN's
-  batch statistics) over the global batch, so results do not depend on the device
-  count. A batch that does not divide evenly stays replicated.
+  Every mean over the batch (the loss, BN's statistics) is then the global batch's.
   """
   if mesh is None or mesh.shape["data"] == 1 or x.shape[0] % mesh.shape["data"]:
     return x
@@ -59,8 +51,7 @@ def shard_batch(x, mesh: jax.sharding.Mesh | None):
 
 
 def place_arrays(arrays, mesh: jax.sharding.Mesh | None, stacked: bool):
-  """Host arrays replicated on every device of ``mesh`` (every host loads the same
-  arrays: each contributes its local copy), or on the default device."""
+  """Host arrays replicated on every device of ``mesh`` (None: the default device)."""
   if mesh is None:
     return tuple(jax.device_put(a) for a in arrays)
   where = jax.sharding.NamedSharding(mesh, P())
@@ -70,10 +61,11 @@ def place_arrays(arrays, mesh: jax.sharding.Mesh | None, stacked: bool):
 
 
 def place_replicated(state, mesh: jax.sharding.Mesh | None):
-  """One run's state replicated on every device of ``mesh`` (of every process), as the
-  data are: a state restored from a checkpoint sits on the first local device, which a
-  step over the mesh refuses. Every process holds the same values (same seed, same
-  checkpoint) and contributes its local copy."""
+  """One run's state replicated on every device of ``mesh``, of every process.
+
+  A state restored from a checkpoint sits on the first local device, which a step over
+  the mesh refuses; every process contributes its (identical) local copy.
+  """
   if mesh is None:
     return state
   where = jax.sharding.NamedSharding(mesh, P())

@@ -1,6 +1,9 @@
-"""The training state (one pytree), the static step context, and their creation from a
-config: model, optimizer, initialization, warm start (``model.init_checkpoint``) and
-Proposition 4's initial rescaling (``model.init_scale``)."""
+"""The training state (one pytree), the static step context, and their creation.
+
+``create_state`` builds model, optimizer and initial state from a config, with the
+warm start (``model.init_checkpoint``) and Proposition 4's initial rescaling
+(``model.init_scale``).
+"""
 
 from __future__ import annotations
 
@@ -13,13 +16,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from si_jax.engine import checkpoint as checkpoint_lib
 from si_jax import data as data_lib
 from si_jax import invariance, models, optim
+from si_jax.engine import checkpoint as checkpoint_lib
 
 
 @flax.struct.dataclass
 class TrainState:
+  """Everything that changes during training: a pytree, stacked over runs in a family."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -29,8 +34,7 @@ class TrainState:
 
 @flax.struct.dataclass
 class StepContext:
-  """What the pure step functions close over (static, not part of the state): the
-  model, the optimizer, the parameter groups, and whether the lr is an effective LR."""
+  """What the pure step functions close over (static): model, optimizer, groups."""
 
   model: nn.Module = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
@@ -45,7 +49,7 @@ def load_dataset(config) -> data_lib.Dataset:
 
 
 def _warm_start(mc, variables):
-  """``variables`` replaced by the weights and BN statistics of ``model.init_checkpoint``."""
+  """The weights and BN statistics of ``model.init_checkpoint`` (ValueError: other shapes)."""
   loaded, stats, _ = checkpoint_lib.load_weights(mc.init_checkpoint, mc.get("init_epoch"))
   shapes = lambda t: jax.tree.map(jnp.shape, t)
   if shapes(loaded) != shapes(variables["params"]) or shapes(stats) != shapes(
@@ -67,7 +71,7 @@ def total_steps(config, num_train: int) -> int:
 
 def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
                  ) -> tuple[StepContext, TrainState]:
-  """Model, optimizer and initial state from a validated config."""
+  """(step context, initial state) from a validated config and its dataset."""
   mc, oc = config.model, config.optim
   model = models.create_model(
       mc.name, num_classes=dataset.num_classes, width=mc.width, norm=mc.norm,

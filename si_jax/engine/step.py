@@ -1,14 +1,9 @@
 """The pure, jittable step functions: (context, state, data) -> (state, metrics).
 
-* ``train_step``: one SGD step on a mini-batch with the in-step dynamics metrics
-  (``si_jax.metrics``) and, every ``invariance_every`` steps, the scale-invariance
-  residuals (``si_jax.invariance``);
-* ``micro_batch_grads`` + ``gd_apply``: one full-batch GD step accumulated over
-  micro-batches;
-* ``eval_sums``: loss and correct counts of a batch, in train or eval mode.
-Each is used as is for one run and ``jax.vmap``-ed over a leading runs axis for a
-family (``si_jax.engine.loop``). ``train_step(..., axis_name=...)`` also runs under ``jax.pmap``
-with the batch split along that named axis (README, "pmap launchers").
+``train_step`` (SGD, with the dynamics metrics and the invariance residuals),
+``micro_batch_grads`` + ``gd_apply`` (full-batch GD), ``eval_sums`` and
+``train_pass_sums``. Each runs as is for one run, ``jax.vmap``-ed over runs for a
+family, and ``train_step(..., axis_name=...)`` under ``jax.pmap`` (docs/design_notes.md).
 """
 
 from __future__ import annotations
@@ -19,17 +14,16 @@ import optax
 
 from si_jax import data as data_lib
 from si_jax import invariance, metrics, optim
-from si_jax.models import layers
 from si_jax.engine.sharding import shard_batch
 from si_jax.engine.state import StepContext, TrainState
+from si_jax.models import layers
 
 
 def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,
                  axis_name: str | None = None):
-  """Mean cross-entropy; train mode uses batch statistics and returns the new running ones.
+  """(mean cross-entropy, (logits, new running BN statistics)); train mode: batch stats.
 
-  With ``axis_name`` the batch statistics are those of the batch split along that pmap
-  axis (``layers.batch_axis``); the loss stays this shard's mean.
+  With ``axis_name`` the batch statistics are over that pmap axis; the loss is the shard's.
   """
   variables = {"params": params, "batch_stats": batch_stats}
   if train:
@@ -64,12 +58,9 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
                mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None):
   """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
 
-  With a ``mesh`` the batch is split across its devices (data parallelism). Under
-  ``jax.pmap`` with ``axis_name``, ``images[idx]`` is this device's equal shard of the
-  batch: BN uses the global batch statistics, and the gradients, loss and accuracy are
-  averaged over the axis (``lax.pmean``), so every replica takes the global-batch step.
-  (Augmentation then draws each shard's crops with the device index folded in: not the
-  same draw as the one-device step.)
+  With a ``mesh`` the batch is split across its devices. Under ``jax.pmap`` with
+  ``axis_name``, ``images[idx]`` is this device's shard and every replica takes the
+  global-batch step. Raises ValueError for ``invariance_every`` with ``axis_name``.
   """
   if axis_name is not None and invariance_every:
     raise ValueError("train.invariance_every needs the global loss's gradient; it is not "
@@ -101,11 +92,7 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
 
 
 def micro_batch_grads(ctx: StepContext, params, batch_stats, grad_sum, images, labels, idx):
-  """Adds sum_i grad loss_i over the micro-batch to ``grad_sum`` (full-batch GD).
-
-  BN statistics are those of the micro-batch ("ghost" statistics, as the original
-  full-batch code did); one micro-batch of the whole subset gives exact statistics.
-  """
+  """Adds sum_i grad loss_i over the micro-batch (its own BN statistics) to ``grad_sum``."""
   x, y = images[idx], labels[idx]
   n = idx.shape[0]
   grad_fn = jax.value_and_grad(
@@ -130,9 +117,7 @@ def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train:
 
 
 def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
-  """Appendix B's train pass with gradients: (sum of losses, number correct, gradient of
-  the sum of losses) on ``images[idx]`` in train mode (the batch's BN statistics), the
-  running statistics untouched."""
+  """Appendix B's train pass: (sum of losses, number correct, its gradient), train mode."""
   x, y = images[idx], labels[idx]
 
   def loss_sum(p):
@@ -144,8 +129,7 @@ def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
 
 
 def full_pass_metrics(ctx: StepContext, state: TrainState, grad_sum, n):
-  """The extra pass's metrics (``metrics.full_pass_metrics``) from the summed gradients of
-  ``n`` examples, at the lr of the state's last step."""
+  """``metrics.full_pass_metrics`` from ``n`` examples' summed gradients, at the last lr."""
   mean_grads = jax.tree.map(lambda g: g / n, grad_sum)
   lr = optim.step_lr(state.opt_state)
   if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2

@@ -1,20 +1,10 @@
-"""Vmapped families: R runs that differ in learning rate, weight decay, seed,
-initialization scale or last-layer norm, trained inside one compiled program by the
-same loop as a single run (``si_jax.engine.loop``).
+"""Vmapped families: R runs trained inside one compiled program by the single-run loop.
 
-The train state is one pytree with the hyperparameters inside the optimizer state, so
-the members are stacked along a leading run axis and the ordinary step functions are
-``jax.vmap``-ed over it. All members see the same data order (``data.order_seed`` of
-the base config, or its seed); a member's ``seed`` changes its init and augmentation
-only. Each member is an ordinary run in ``WORKDIR/<name>/`` (config.json, logs,
-checkpoints): SGD or full-batch GD, per-step logs, invariance checks, checkpoints,
-resume and preemption work as for a single run. Rerunning the same command resumes
-every unfinished member from the newest epoch all of them checkpointed; finished
-members are skipped, and so are members that diverged (``diverged.json``).
-
-With several local devices the family runs on a ('runs', 'data') mesh
-(``si_jax.engine.sharding``): the members are split over the 'runs' axis and each member's
-batch over the rest, with BN statistics over the global batch as in single runs.
+Members may differ in learning rate, weight decay, seed, initialization scale or
+last-layer norm (``SWEEPABLE``): the hyperparameters live in the optimizer state, so
+the states are stacked along a leading runs axis and the step functions
+``jax.vmap``-ed. Each member is an ordinary run in ``WORKDIR/<name>/``, with resume and
+preemption; all see the same data order. More in docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -27,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from si_jax.engine import batching, lifecycle, loop, sharding
-from si_jax import validate
 from si_jax import config as config_lib
+from si_jax import validate
+from si_jax.engine import batching, lifecycle, loop, sharding
 from si_jax.engine import state as state_lib
 
 SWEEPABLE = ("optim.lr", "optim.wd", "seed", "model.init_scale", "model.last_layer_norm")
@@ -63,15 +53,16 @@ def create_sweep(config, members: list[dict[str, Any]], dataset):
 
 
 def stack_states(states: list):
+  """The members' states stacked along a new leading runs axis."""
   return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
 def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]], workdir: str,
                 progress: bool = True, names: list[str] | None = None) -> list[dict[str, Any]]:
-  """Trains (or resumes) every member at once; returns each member's final epoch record
-  (``{"diverged": message}`` for a member that diverged).
+  """Trains (or resumes) every member at once, member i in ``WORKDIR/names[i]``.
 
-  Member i is a run in ``WORKDIR/names[i]`` (default ``member_I``).
+  Returns:
+    Each member's final epoch record (``{"diverged": message}`` for one that diverged).
   """
   names = names or [f"member_{i}" for i in range(len(members))]
   if len(names) != len(members):

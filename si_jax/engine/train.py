@@ -1,11 +1,6 @@
 """``train_and_evaluate``: one run from a config, through the one training loop.
 
-The pieces live in modules by job: ``state`` (TrainState, the step context, creation
-and warm start), ``step`` (the pure jitted functions), ``batching`` (data order),
-``sharding`` (meshes and placement), ``records`` (metric records and finite checks),
-``lifecycle`` (workdir guard, resume, checkpoint policy, preemption, progress) and
-``loop`` (the host loop for R >= 1 runs; a vmapped family, ``si_jax.engine.sweep``, uses it
-too).
+The engine's other modules, by job: docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -17,8 +12,8 @@ from typing import Any
 
 import ml_collections
 
-from si_jax.engine import lifecycle, loop, sharding
 from si_jax import logs, validate
+from si_jax.engine import lifecycle, loop, sharding
 from si_jax.engine import state as state_lib
 
 
@@ -27,8 +22,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains as the config says; writes config.json, metrics.jsonl (and steps.bin).
 
   If ``workdir`` holds a checkpoint of the same config, the run resumes from it and
-  continues bit for bit. Returns a summary dict (final record, wall time, paths, the
-  final state and step context, whether it was preempted).
+  continues bit for bit.
+
+  Returns:
+    {'final': the last epoch record, 'wall_time', 'workdir', 'state', 'task' (the step
+    context), 'preempted'}.
+
+  Raises:
+    ValueError: a bad config or dataset; ``workdir`` holds another run's config (unless
+      ``allow_config_change``) or is in use.
+    TrainingDiverged: a non-finite loss or weights (``train.on_nonfinite``).
+    CheckpointError: a checkpoint cannot be written or read.
   """
   validate.validate_config(config)
   dataset = state_lib.load_dataset(config)

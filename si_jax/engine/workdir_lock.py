@@ -1,14 +1,9 @@
 """One writer per workdir: an exclusive OS file lock held for a run's (or family's) life.
 
-``WorkdirLock(workdir)`` takes ``fcntl.flock`` on ``WORKDIR/.lock`` without waiting and
-writes the holder's pid and host into it; a second writer fails at once with
-``WorkdirBusy`` naming them. The kernel drops the lock when its holder exits in any way
-(SIGKILL included), so a stale ``.lock`` file never blocks the next run. On release the
-file is removed (a failed start leaves the workdir as it found it). Readers (plots,
-analysis) take no lock.
-
-flock is advisory and per host: it does not stop writers on other machines sharing the
-directory over a network filesystem that does not forward flock.
+``WorkdirLock`` takes ``fcntl.flock`` on ``WORKDIR/.lock`` without waiting; a second
+writer fails at once with ``WorkdirBusy`` naming the holder. The kernel drops the lock
+when its holder exits in any way, so a stale file never blocks. Readers take no lock.
+Caveats: docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -27,8 +22,7 @@ class WorkdirBusy(ValueError):
 
 
 def lock_path(workdir: str, process_index: int = 0) -> str:
-  """The lock file of ``workdir`` for one process (process 0: ``.lock``; process N of a
-  multi-process run: ``.lock.process_N``, as each process writes its own logs)."""
+  """The lock file of ``workdir`` for one process: ``.lock``, or ``.lock.process_N``."""
   name = LOCK_FILE if process_index == 0 else f"{LOCK_FILE}.process_{process_index}"
   return os.path.join(workdir, name)
 
@@ -49,12 +43,11 @@ class WorkdirLock:
     workdir: an existing directory.
     what: the holder's description for the busy message ('run', 'family').
     process_index: which process of a multi-process run takes it.
-    reentrant: whether a second holder in the same process shares the lock (a family's
-      program and ``run_family``) instead of being refused (two runs are two writers).
+    reentrant: whether a second holder in this process shares the lock (a family).
 
   Raises (from ``acquire``):
     WorkdirBusy: another process holds the lock (the message names its pid and host).
-    ValueError: the lock file cannot be created (the workdir is not writable).
+    ValueError: the lock file cannot be created.
   """
 
   def __init__(self, workdir: str, what: str = "run", process_index: int = 0,
@@ -65,6 +58,7 @@ class WorkdirLock:
 
   @property
   def held(self) -> bool:
+    """Whether this object holds the lock."""
     return self._fd is not None
 
   def acquire(self) -> "WorkdirLock":

@@ -1,35 +1,12 @@
-"""A run's logs in its workdir.
+"""A run's logs in its workdir: writing them, and reading them back.
 
 * ``metrics.jsonl``: one JSON line per epoch: the epoch means of the in-step metrics
-  (``loss``, ``accuracy``, ``weight_norm``, ``effective_lr``, ... see
-  ``si_jax.metrics``) and, after each evaluation, ``train_loss``/``train_accuracy``
-  (a pass over the train set with train-mode BN, appendix B "Logging") and
-  ``test_loss``/``test_error`` (eval-mode BN).
-* ``steps.bin`` (``train.log_every='step'``): one record per step with the in-step
-  metrics of that step, computed on its batch (as for Figs. 4, 11 and 13), in the
-  compact format below. Runs begun before it have ``steps.jsonl``, one JSON line per
-  step: ``read_run`` reads either, and such a run, resumed, goes on in JSON lines.
-* TensorBoard event files of both, with the config as hyperparameters
-  (``si_jax.logs.tensorboard_log``).
-
-The step format, append-only: segments, each a header line (a JSON object
-``{"format": "si_jax.steps", "version": 2, "columns": [...], "types": [...]}`` and a
-newline) followed by fixed-size records: the byte 0x1E, a presence mask (bit i,
-little-endian, set when column i is in the record: the invariance residuals are there
-only on checked steps), then every column, little-endian: ``i8`` int64, ``f4`` float32
-(floats that are float32 values, as the device's metrics are), ``f8`` other floats,
-``b1`` bool; an absent one as zero; then a CRC-32 (``zlib.crc32``, ``<u4``) of the
-segment's header line and its records up to this one, CRCs left out. A writer (a start
-or a resume) begins a segment with its first record, so it never reads the file; a
-record that its segment does not fit (a new key, keys in another order, a float that
-float32 would round) begins another, so every record reads back equal to the one
-written: the same keys in the same order, ints as ints, the same floats. A resume cuts
-the file back to the byte length its checkpoint recorded, as it cuts the JSON lines:
-every record's end is a valid end of the file. The reader decodes nothing that fails
-the CRC (a changed byte, a record cut short, bytes appended by something else: a
-ValueError names the offset). Version 1 segments, written before the CRC, have the same
-records without it and are read unchecked. A quickstart ConvNet step (34 fields) takes
-154 bytes, against 1.4 kB as a JSON line.
+  (``si_jax.metrics``) and, after each evaluation, ``train_loss``/``train_accuracy``
+  (train-mode BN, appendix B "Logging") and ``test_loss``/``test_error`` (eval mode).
+* ``steps.bin`` (``train.log_every='step'``): one record per step, the in-step metrics
+  on its batch (Figs. 4, 11, 13), append-only with a CRC-32 per record; runs begun
+  before it have ``steps.jsonl``. The byte format: docs/design_notes.md.
+* TensorBoard event files of both (``si_jax.logs.tensorboard_log``).
 """
 
 from __future__ import annotations
@@ -58,8 +35,7 @@ _FLOAT32 = struct.Struct("<f")
 
 
 def steps_path(log_dir: str) -> str:
-  """The per-step log of the run in ``log_dir``: steps.bin, or the steps.jsonl of a run
-  begun before steps.bin existed (when there is no steps.bin)."""
+  """The per-step log in ``log_dir``: steps.bin, else an older run's steps.jsonl."""
   binary, lines = os.path.join(log_dir, STEPS_FILE), os.path.join(log_dir, STEPS_JSONL_FILE)
   return lines if os.path.exists(lines) and not os.path.exists(binary) else binary
 
@@ -94,16 +70,14 @@ def _holds(column_type: str, value_type: str) -> bool:
 
 
 def _wider(old: str | None, new: str | None) -> str:
-  """A column's type in a new segment: the new value's, but a float64 column stays one
-  (a run whose floats are not float32 does not start a segment a step)."""
+  """A column's type in a new segment: the new value's, but float64 stays float64."""
   if new is None or (old, new) == ("f8", "f4"):
     return old
   return new
 
 
 def _merged(old: list[str], new: list[str]) -> list[str]:
-  """``new``'s keys in their order, each of ``old``'s other keys right after the key it
-  followed in ``old`` (so records without the new keys still fit)."""
+  """``new``'s keys, each of ``old``'s others right after the key it followed in ``old``."""
   out = list(new)
   for i, key in enumerate(old):
     if key not in out:
@@ -112,8 +86,12 @@ def _merged(old: list[str], new: list[str]) -> list[str]:
 
 
 class StepLogWriter:
-  """Appends step records to a ``steps.bin`` file (the format in the module docstring),
-  after cutting the file to ``offset`` bytes (a resume: a length ``tell`` returned)."""
+  """Appends step records to a ``steps.bin`` file, first cut to ``offset`` bytes.
+
+  Args:
+    path: the file (created if absent).
+    offset: the byte length to keep (a resume: a length ``tell`` returned).
+  """
 
   def __init__(self, path: str, offset: int = 0):
     self._file = _open_at(path, offset, "ab")
@@ -128,8 +106,12 @@ class StepLogWriter:
     return self._file.tell()
 
   def write(self, records: list[dict]) -> None:
-    """Appends ``records`` (in one write: buffered until ``flush``). Raises TypeError or
-    ValueError for a value that is not a bool, an int64 or a float."""
+    """Appends ``records`` in one write (buffered until ``flush``).
+
+    Raises:
+      TypeError: a value is not a bool, an int or a float.
+      ValueError: an int does not fit in int64.
+    """
     chunks = []
     for r in records:
       if not self._fits(r):
@@ -169,9 +151,11 @@ class StepLogWriter:
     return line
 
   def flush(self) -> None:
+    """Writes the buffered records to the file."""
     self._file.flush()
 
   def close(self) -> None:
+    """Closes the file."""
     self._file.close()
 
 
@@ -216,9 +200,10 @@ def _is_header(header: dict) -> bool:
 
 
 def _read_header(path: str, data: bytes, position: int) -> tuple[_Segment, int]:
-  """The segment whose header line begins at ``position`` in ``data``, and the offset of
-  its first record. Raises ValueError for a line that is no such header, naming ``path``
-  and the offset (a newer version's header: saying so)."""
+  """(The segment whose header line is at ``position``, its first record's offset).
+
+  Raises ValueError naming ``path`` and the offset for a line that is no such header.
+  """
   end = data.find(b"\n", position)
   try:
     header = json.loads(data[position:end]) if end >= 0 else None
@@ -244,8 +229,7 @@ def _read_header(path: str, data: bytes, position: int) -> tuple[_Segment, int]:
 
 
 def _check(path: str, data: bytes, position: int, block: np.ndarray, crc: int) -> None:
-  """Raises ValueError at the first of ``block``'s records (at ``position`` in ``data``,
-  after CRC ``crc``) whose CRC does not match its segment's bytes up to it."""
+  """Raises ValueError at the first record of ``block`` whose running CRC-32 differs."""
   size, view = block.dtype.itemsize, memoryview(data)
   for k, stored in enumerate(block["crc"].tolist()):
     start = position + k * size
@@ -256,9 +240,10 @@ def _check(path: str, data: bytes, position: int, block: np.ndarray, crc: int) -
 
 
 def _segment_records(path: str, data: bytes, position: int, segment: _Segment) -> np.ndarray:
-  """The records of ``segment`` from ``position`` (a record mark) up to the next byte that
-  does not begin one (a header, or the end). Raises ValueError at a record cut short or
-  one whose CRC does not match."""
+  """The records of ``segment`` from ``position`` up to the next header or the end.
+
+  Raises ValueError at a record cut short or one whose CRC does not match.
+  """
   size = segment.dtype.itemsize
   count = (len(data) - position) // size
   if count == 0:
@@ -273,7 +258,7 @@ def _segment_records(path: str, data: bytes, position: int, segment: _Segment) -
 
 
 def _unpack(block: np.ndarray, columns: list[str]) -> list[dict]:
-  """The records of one segment's consecutive records (numpy values as Python ones)."""
+  """One segment's consecutive records as dicts of Python values."""
   present = np.unpackbits(block["mask"], axis=1, count=len(columns), bitorder="little")
   values = [block[f"c{i}"].tolist() for i in range(len(columns))]
   patterns, which = np.unique(present.astype(bool), axis=0, return_inverse=True)
@@ -284,10 +269,12 @@ def _unpack(block: np.ndarray, columns: list[str]) -> list[dict]:
 
 
 def read_step_log(path: str) -> list[dict]:
-  """The records of a ``steps.bin`` file, as they were written. Raises ValueError naming
-  ``path`` and the byte offset of the first bytes its writers could not have written (a
-  record cut short, a changed byte, bytes appended by something else), or of a segment
-  that a newer si_jax wrote; version 1 segments (no CRC) are read unchecked."""
+  """The records of a ``steps.bin`` file, as they were written.
+
+  Raises:
+    ValueError: naming ``path`` and the offset of the first bytes no writer wrote (a
+      record cut short, a changed byte, bytes appended) or of a newer version's segment.
+  """
   with open(path, "rb") as f:
     data = f.read()
   records, position, segment = [], 0, None
@@ -305,11 +292,15 @@ def read_step_log(path: str) -> list[dict]:
 
 
 class MetricWriter:
-  """Appends a run's records: per-epoch JSON lines, per-step records and, given the
-  run's ``tensorboard`` hyperparameters (its flattened config), TensorBoard event files
-  (epoch records; step records too with ``tensorboard_steps``: ~1.1 KB per step, as
-  much as JSON lines, so off by default).
-  ``offsets`` = (metrics bytes, steps bytes) to keep on resume."""
+  """Appends a run's records: epoch JSON lines, step records, TensorBoard events.
+
+  Args:
+    workdir: the run's directory.
+    per_step: whether step records are written (steps.bin, or an older steps.jsonl).
+    offsets: (metrics bytes, steps bytes) to keep on resume.
+    tensorboard: the run's flattened config for TensorBoard's HParams; None: no events.
+    tensorboard_steps: whether step records go to TensorBoard too.
+  """
 
   def __init__(self, workdir: str, per_step: bool, offsets: tuple[int, int] = (0, 0),
                tensorboard: dict | None = None, tensorboard_steps: bool = False):
@@ -331,6 +322,7 @@ class MetricWriter:
     return self._epochs.tell(), (self._steps.tell() if self._steps else 0)
 
   def write_steps(self, records: list[dict], invariance_every: int = 0) -> None:
+    """Appends step records; invariance residuals only on multiples of ``invariance_every``."""
     if self._steps is None:
       return
     kept = [r if invariance_every and not r["step"] % invariance_every else
@@ -341,12 +333,14 @@ class MetricWriter:
       self._events.write_steps(kept)
 
   def write_epoch(self, record: dict) -> None:
+    """Appends one epoch record (flushed)."""
     self._epochs.write(json.dumps(record) + "\n")
     self._epochs.flush()
     if self._events is not None:
       self._events.write_epoch(record)
 
   def close(self) -> None:
+    """Closes every file."""
     self._epochs.close()
     if self._steps is not None:
       self._steps.close()
@@ -370,8 +364,12 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def read_run(workdir: str, steps: bool = False, nonempty: bool = False) -> list[dict]:
-  """The per-epoch (or per-step: steps.bin, else an older run's steps.jsonl) records of
-  a run directory (``nonempty``: at least one, else ValueError)."""
+  """The epoch records (or, with ``steps``, the step records) of a run directory.
+
+  Raises:
+    FileNotFoundError: no such log in ``workdir``.
+    ValueError: a damaged log, or no record although ``nonempty``.
+  """
   path = steps_path(workdir) if steps else os.path.join(workdir, METRICS_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} an si_jax run directory"

@@ -1,39 +1,11 @@
-"""TensorBoard event files next to a run's metrics.jsonl, written with tensorboardX (no
-TensorFlow); ``logs.MetricWriter`` drives them.
+"""TensorBoard event files next to a run's metrics.jsonl, written with tensorboardX.
 
-What they hold:
-* every epoch record of metrics.jsonl as one event whose scalars are its fields, tagged
-  ``epoch/<field>``; with per-step logs every step record (as ``logs.read_run(...,
-  steps=True)`` returns it) as one event tagged ``step/<field>``;
-* the resolved config's flattened fields as the HParams plugin's session start info, with
-  an experiment that names them and the epoch metrics of appendix B (a value that is not
-  a bool, number or string as JSON text, e.g. ``checkpoint.snapshot_epochs``). Every
-  session writes them, but TensorBoard keeps a tag's first metadata: a resume that
-  raised ``train.epochs`` still shows the first session's value there.
-
-The step axis: a record's ``step`` is its event's step, so TensorBoard counts optimizer
-steps for both kinds: an epoch record sits at the steps done when the epoch ended (the
-weights its evaluation saw), a step record at its index t (the metrics of the weights w_t
-on step t's batch). ``epoch/epoch`` gives the epoch of each epoch record's step.
-
-Resume: a run resumed from a checkpoint taken after S steps opens a new event file that
-begins with a SessionLog START at step S (what tensorboardX's ``purge_step`` writes) and
-then writes again the last record of metrics.jsonl that the checkpoint kept (that epoch's
-record sat at step S). TensorBoard then shows every epoch and step once: its Python
-reader (EventAccumulator, "purge orphaned data") drops every point at a step >= S read
-before the START; its Rust data server ignores the START but drops, tag by tag, the points
-at steps >= the step of a new point (the rewritten epoch record for the epoch tags, the
-resumed run's first step record, at S, for the step tags); both checked with
-TensorBoard 2.21's server.
-Chosen over rebuilding the event files from the logs at each resume, which costs the
-whole run's records (10^5 steps for a per-step ResNet-18 run). Events are written
-synchronously (tensorboardX's ``EventsWriter``, without the queue and thread of its
-``FileWriter``) and flushed (fsync) with each epoch record, so what a checkpoint covers
-is on disk when the checkpoint is taken.
-
-Size: each scalar carries its tag, so a step event is ~1.1 kB for the quickstart
-ConvNet's 34 fields (steps.bin: 154 bytes). tensorboardX computes the records' CRC32C in
-Python (~0.7 ms a step event) unless the ``crc32c`` package is installed.
+``logs.MetricWriter`` drives them: each epoch record is one event tagged
+``epoch/<field>``, each step record (with ``train.tensorboard='step'``) one tagged
+``step/<field>``, both at the record's optimizer step; the flattened config goes to the
+HParams plugin. A resumed session starts with a SessionLog START at the checkpoint's
+step, so TensorBoard drops the points the resume rewrites. Details (the step axis,
+resume, sizes): docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -69,8 +41,7 @@ def scalars(prefix: str, record: dict):
 
 
 def _plugin_value(tag: str, data):
-  """One HParams plugin value; the empty tensor (as TensorBoard's own writer adds) keeps
-  readers that store only values with data from dropping it."""
+  """One HParams plugin value, with the empty tensor TensorBoard's own writer adds."""
   empty = TensorProto(dtype=types_pb2.DT_FLOAT,
                       tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=0)]))
   plugin = SummaryMetadata.PluginData(plugin_name="hparams", content=data.SerializeToString())
@@ -100,7 +71,13 @@ def hparams_summary(hparams: dict):
 
 
 class EventLog:
-  """One session's event file in ``log_dir`` (what it holds: the module docstring)."""
+  """One session's event file in ``log_dir``.
+
+  Args:
+    log_dir: the run's directory.
+    hparams: the flattened config, for the HParams plugin.
+    resumed_record: the last epoch record a resume kept (written again), or None.
+  """
 
   def __init__(self, log_dir: str, hparams: dict, resumed_record: dict | None):
     session = sum(name.startswith(EVENT_FILE_PREFIX) for name in os.listdir(log_dir))
@@ -118,6 +95,7 @@ class EventLog:
     self._writer.write_event(event)
 
   def write_epoch(self, record: dict) -> None:
+    """Writes one epoch record as an event at its step, and flushes the file (fsync)."""
     self._write(Event(step=record["step"], summary=scalars(EPOCH_PREFIX, record)))
     self._writer.flush()
 
@@ -127,14 +105,14 @@ class EventLog:
       self._write(Event(step=r["step"], summary=scalars(STEP_PREFIX, r)))
 
   def close(self) -> None:
+    """Closes the file (idempotent)."""
     if self._writer is not None:  # a run may be closed twice (a family's runs are)
       self._writer.close()
       self._writer = None
 
 
 def open_event_log(log_dir: str, hparams: dict, resumed_record: dict | None) -> EventLog | None:
-  """The event file of a run's session in ``log_dir`` (``resumed_record``: the last epoch
-  record a resume kept), or None, with a warning, where tensorboardX is not installed."""
+  """An ``EventLog``, or None (with a warning once) where tensorboardX is not installed."""
   global _warned
   if EventsWriter is None:
     if not _warned:

@@ -17,8 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from si_jax.models.convnet import ConvNetSI
 from si_jax.models import layers
+from si_jax.models.convnet import ConvNetSI
 from si_jax.models.layers import NORMS, ParamPath
 from si_jax.models.resnet import ResNet18SI
 
@@ -56,12 +56,19 @@ def create_model(
     norm_epsilon: float = 1e-5,
     conv_impl: str = "xla",
 ) -> nn.Module:
-  """Returns the named model; raises ValueError naming the field on bad input.
+  """The named model of ``MODELS``.
 
-  ``norm_epsilon`` is the normalization's epsilon (PyTorch's 1e-5). It is what breaks
-  exact scale invariance at small weight norms; 0 makes the model exactly SI (up to
-  float round-off) for invariance studies. ``conv_impl`` 'patches' computes the
-  convolutions as im2col + matmul (same function and parameters; faster on XLA:CPU).
+  Args:
+    name: 'convnet_si' or 'resnet18_si'.
+    num_classes: the classifier's outputs (>= 2).
+    width: k; None: ``DEFAULT_WIDTH``.
+    norm: 'batch', 'layer' or 'instance'.
+    train_non_si: whether the norms have an affine scale and shift (trainable non-SI).
+    norm_epsilon: the norm's epsilon (PyTorch's 1e-5; 0 makes the model exactly SI).
+    conv_impl: 'xla', or 'patches' (the same convolution as im2col + matmul).
+
+  Raises:
+    ValueError: naming the config field of a bad value.
   """
   width = DEFAULT_WIDTH.get(name) if width is None else width
   check_options(name=name, norm=norm, width=width, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
@@ -75,19 +82,14 @@ def create_model(
 class ParamGroups:
   """Which parameters are scale-invariant, and how they are grouped.
 
-  The optimizer (``optim.make_optimizer``) reads two masks from it: the SI parameters
-  (``si_mask``: the union of all groups; always trained, with weight decay, and the
-  ones the fixed-norm and fixed-effective-LR ablations act on) and the trainable ones
-  (``trainable_mask``: the SI ones, plus every other parameter iff ``train_non_si``).
-  The metrics read ``si_groups`` per group.
+  The optimizer reads ``si_mask`` (the union of the groups: always trained, with weight
+  decay) and ``trainable_mask``; the metrics read ``si_groups``.
 
   Attributes:
     si_groups: group name -> paths of the parameters that are jointly SI.
-    last_layer: path of the last layer's weight matrix (rescaled at init by
-      ``init_variables``), or None: nothing special.
+    last_layer: path of the last layer's weight matrix (rescaled at init), or None.
     train_non_si: whether the non-SI parameters are trained (else frozen).
-    allow_overlap: whether a tensor may sit in several groups, as in
-      ``find_si_groups``' minimal groups (see ``from_si_groups``).
+    allow_overlap: whether a tensor may sit in several groups (``from_si_groups``).
   """
 
   si_groups: Mapping[str, tuple[ParamPath, ...]]
@@ -98,16 +100,10 @@ class ParamGroups:
   @classmethod
   def from_si_groups(cls, si_groups: Mapping[str, Sequence[ParamPath]],
                      train_non_si: bool = True) -> ParamGroups:
-    """Groups found by ``si_jax.find_si_groups`` (paths relative to the params the
-    optimizer sees), no last layer.
+    """Groups found by ``si_jax.find_si_groups``, no last layer; they may overlap.
 
-    Minimal groups may overlap: in a pre-LN residual stream each block's branch scales
-    with its output kernel or, through the ReLU, with its input kernel, so a tensor can
-    sit in two groups. The optimizer takes the union of all SI tensors (each once) for
-    its masks; the metrics keep the groups as given. The union of overlapping groups is
-    not itself SI (rescaling all of it rescales a branch twice), so the ablations that
-    rescale the union jointly (``fix_si_norm``, ``fixed_effective_lr``) are meaningful
-    only when ``disjoint``.
+    The union of overlapping groups is not itself SI, so ``fix_si_norm`` and
+    ``fixed_effective_lr`` need ``disjoint`` groups. Raises as ``check_groups``.
     """
     from si_jax.si_groups import check_groups  # si_groups imports the models' layers
     groups = check_groups(si_groups, "si_groups")
@@ -134,7 +130,7 @@ class ParamGroups:
     return _map_with_path(lambda path, _: self.train_non_si or path in si, params)
 
   def check(self, params) -> None:
-    """Every declared path exists; groups are disjoint unless ``allow_overlap``."""
+    """Raises ValueError for a declared path not in ``params``, or overlap not allowed."""
     if not self.allow_overlap and not self.disjoint:
       raise ValueError("SI groups overlap")
     existing = {path for path, _ in flatten_with_paths(params)}
@@ -145,6 +141,7 @@ class ParamGroups:
 
 
 def param_groups(model: nn.Module) -> ParamGroups:
+  """The ``ParamGroups`` a si_jax model declares."""
   return ParamGroups(model.si_groups(), model.last_layer, model.train_non_si)
 
 
@@ -159,6 +156,7 @@ def _map_with_path(fn, tree):
 
 
 def get_path(tree, path: ParamPath):
+  """The leaf of a nested dict at ``path``."""
   for key in path:
     tree = tree[key]
   return tree
@@ -179,8 +177,8 @@ def init_variables(
 ) -> dict[str, Any]:
   """Initializes {'params', 'batch_stats'} as PyTorch would, then rescales the last layer.
 
-  The last layer's weight matrix is rescaled to Frobenius norm ``last_layer_norm``
-  (appendix B and G; the bias is not rescaled). ``None`` keeps the random init.
+  The last layer's weight matrix gets Frobenius norm ``last_layer_norm`` (appendices B,
+  G; the bias is not rescaled); ``None`` keeps the random init. ValueError unless > 0.
   """
   if last_layer_norm is not None and not last_layer_norm > 0:
     raise ValueError(f"model.last_layer_norm must be positive or None, got {last_layer_norm!r}")

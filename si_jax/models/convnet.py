@@ -27,7 +27,9 @@ class ConvNetSI(nn.Module):
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
-    norm = lambda name: layers.Norm(self.norm, affine=self.train_non_si, epsilon=self.norm_epsilon, name=name)
+    """Logits for ``x_NHWC``; ``train``: batch statistics (mutable ``batch_stats``)."""
+    norm = lambda name: layers.Norm(self.norm, affine=self.train_non_si,
+                                    epsilon=self.norm_epsilon, name=name)
     c = self.width
     x = layers.conv(c, 3, name="conv_0", impl=self.conv_impl)(x_NHWC)
     x = nn.relu(norm("norm_0")(x, train))

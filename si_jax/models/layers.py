@@ -1,7 +1,7 @@
-"""Building blocks shared by the scale-invariant models.
+"""Building blocks shared by the scale-invariant models, initialized as PyTorch does.
 
-PyTorch's defaults are reproduced on purpose: the weight norms at initialization set
-the initial effective learning rate eta / rho_0^2, so they must match the original runs.
+The weight norms at initialization set the initial effective learning rate
+eta / rho_0^2, so PyTorch's initializations are reproduced exactly.
 """
 
 from __future__ import annotations
@@ -36,13 +36,9 @@ CONV_IMPLS = ("xla", "patches")
 
 
 class PatchConv(nn.Module):
-  """The same convolution as ``nn.Conv`` (bias-free, padding kernel // 2, HWIO kernel of
-  the same name, shape and init), computed as one matmul of the k*k shifted copies of
-  the input (im2col) with the reshaped kernel.
+  """``conv``'s convolution as im2col + one matmul: the same function and parameters.
 
-  Mathematically identical; on XLA:CPU its weight gradient is a plain matmul, which
-  is faster than the convolution's, and under ``vmap`` over runs it becomes a batched
-  matmul instead of the slow batched-weight convolution (benchmarks/RESULTS.md).
+  Faster on XLA:CPU, and under ``vmap`` over runs (docs/design_notes.md).
   """
 
   features: int
@@ -51,6 +47,7 @@ class PatchConv(nn.Module):
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array) -> jax.Array:
+    """The convolution of ``x_NHWC`` (stride ``stride``, padding kernel // 2)."""
     k, s, pad = self.kernel, self.stride, self.kernel // 2
     n, h, w, c = x_NHWC.shape
     weight = self.param("kernel", torch_kernel_init, (k, k, c, self.features))
@@ -63,13 +60,7 @@ class PatchConv(nn.Module):
 
 
 def max_pool_2x2(x_NHWC: jax.Array) -> jax.Array:
-  """2x2 max-pool with stride 2 (floor), as a reshape and a max.
-
-  The same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``; its gradient is a
-  mask instead of XLA's select-and-scatter, which is slow on CPU. (At exact ties the
-  gradient is split among the tied inputs instead of going to one; after a ReLU the
-  ties are zeros, whose ReLU gradient is zero either way.)
-  """
+  """2x2 max-pool with stride 2 (floor), as a reshape and a max (fast gradient on CPU)."""
   n, h, w, c = x_NHWC.shape
   x = x_NHWC[:, :h // 2 * 2, :w // 2 * 2, :]
   return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
@@ -77,8 +68,10 @@ def max_pool_2x2(x_NHWC: jax.Array) -> jax.Array:
 
 def conv(features: int, kernel: int, stride: int = 1, name: str | None = None,
          impl: str = "xla") -> nn.Module:
-  """Bias-free conv with PyTorch's symmetric padding (kernel // 2 on both sides);
-  ``impl`` 'patches' computes it as im2col + matmul (``PatchConv``)."""
+  """Bias-free conv with PyTorch's padding kernel // 2; ``impl='patches'``: ``PatchConv``.
+
+  Raises ValueError for an unknown ``impl``.
+  """
   if impl == "patches":
     return PatchConv(features, kernel, stride, name=name)
   if impl != "xla":
@@ -96,23 +89,12 @@ def conv(features: int, kernel: int, stride: int = 1, name: str | None = None,
 
 
 class Norm(nn.Module):
-  """Batch, layer or instance normalization over NHWC features.
+  """Batch, layer or instance normalization over NHWC features, as PyTorch's.
 
-  With ``affine=False`` (the fully scale-invariant setting) it has no parameters, so
-  the conv weights before it are scale-invariant (property (1a)-(1b) of the paper).
-
-  Batch norm follows torch.nn.BatchNorm2d exactly: biased variance to normalize,
-  running statistics updated as r <- (1 - momentum) r + momentum s with the
-  *unbiased* batch variance, momentum 0.1 in PyTorch's convention.
-  Layer norm normalizes each sample over (H, W, C) (GroupNorm with one group);
-  instance norm each sample and channel over (H, W). Both use the same statistics in
-  train and eval mode. The affine scale/shift, when present, is per channel.
-
-  With ``axis_name`` (a ``jax.pmap`` axis over which the batch is split in equal
-  shards; set by ``batch_axis``) batch norm uses the global batch's statistics:
-  mean = pmean(shard means), var = pmean(shard means of (x - mean)^2), and n the
-  global count in the unbiased running variance, so the step equals the one-device
-  step on the whole batch.
+  With ``affine=False`` it has no parameters, so the conv weights before it are
+  scale-invariant (properties (1a), (1b)). Batch norm is torch.nn.BatchNorm2d's
+  (running statistics with the unbiased variance, momentum 0.1); layer norm normalizes
+  each sample over (H, W, C), instance norm over (H, W), in train and eval mode alike.
   """
 
   kind: str = "batch"
@@ -122,6 +104,7 @@ class Norm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool, axis_name: str | None = None) -> jax.Array:
+    """Normalizes ``x``; batch statistics over the ``axis_name`` (pmap) axis too."""
     if self.kind not in NORMS:
       raise ValueError(f"model.norm must be one of {NORMS}, got {self.kind!r}")
     channels = x.shape[-1]
@@ -154,9 +137,9 @@ class Norm(nn.Module):
 
 @contextlib.contextmanager
 def batch_axis(axis_name: str | None) -> Iterator[None]:
-  """Within it, every ``Norm`` call gets ``axis_name``: batch norm averages its batch
-  statistics over that named (``jax.pmap``) axis, without the models knowing about it.
-  ``None`` changes nothing. (A flax method interceptor, active while the model is traced.)
+  """Within it, every ``Norm`` averages its batch statistics over the pmap ``axis_name``.
+
+  ``None`` changes nothing.
   """
   if axis_name is None:
     yield
@@ -175,9 +158,7 @@ ParamPath = tuple[str, ...]
 
 
 def path_str(keypath) -> ParamPath:
-  """A jax tree path as a tuple of str (dict keys, attribute names, sequence indices);
-  nnx's trailing '.value' attribute is dropped, so linen params, nnx State and pure
-  dicts name a tensor alike."""
+  """A jax tree path as a tuple of str; nnx's trailing '.value' is dropped."""
   parts = []
   for k in keypath:
     if isinstance(k, jax.tree_util.GetAttrKey):

@@ -15,15 +15,9 @@ BLOCKS_PER_STAGE = 2
 class PreActBlock(nn.Module):
   """Pre-activation basic block: out = ReLU(Norm1(x)), y = F(out) + shortcut.
 
-  The residual branch is F(out) = Conv3x3(ReLU(Norm2(Conv3x3_stride(out)))). Without
-  downsampling the shortcut is x itself. A downsampling shortcut reads the block's
-  pre-activated input, as in the pre-activation ResNet of the original code, and
-  Li & Arora (2020, App. C) insert a norm before its conv:
-  shortcut = Conv1x1_stride(Norm_s(ReLU(Norm1(x)))). Norm1 already makes the
-  shortcut independent of the scale of the incoming stream (Li & Arora need Norm_s for
-  a shortcut that reads x); Norm_s is kept because the original network has it: it
-  re-centres and rescales ReLU(Norm1(x)) per channel, so it changes the function, not
-  the SI groups (``ResNet18SI.si_groups``).
+  F(out) = Conv3x3(ReLU(Norm2(Conv3x3_stride(out)))). The shortcut is x, or, when
+  downsampling, Conv1x1_stride(Norm_s(out)) (Li & Arora 2020, App. C; why Norm_s stays:
+  docs/design_notes.md).
   """
 
   features: int
@@ -36,6 +30,7 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """The block's output for ``x`` (NHWC)."""
     norm = lambda name: layers.Norm(self.norm, affine=self.affine, epsilon=self.epsilon, name=name)
     out = nn.relu(norm("norm1")(x, train))
     if self.downsample:  # reads the pre-activated out, not x
@@ -67,6 +62,7 @@ class ResNet18SI(nn.Module):
 
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
+    """Logits for ``x_NHWC``; ``train``: batch statistics (mutable ``batch_stats``)."""
     x = layers.conv(self.width, 3, name="stem", impl=self.conv_impl)(x_NHWC)
     in_features = self.width
     for stage in range(STAGES):
@@ -92,16 +88,10 @@ class ResNet18SI(nn.Module):
     )(x)
 
   def si_groups(self) -> dict[str, tuple[layers.ParamPath, ...]]:
-    """Scale-invariant groups.
+    """Each block's ``conv1`` alone; per stage, the convs writing its stream, jointly.
 
-    * Each block's ``conv1`` is followed by a norm (norm2): SI on its own.
-    * The residual stream of a stage is written by the stem (stage 1) or by the
-      downsampling shortcut conv (stages 2-4) and by the ``conv2`` of both blocks.
-      It is read only through norms: every block's norm1 (the downsampling
-      block's shortcut reads ReLU(norm1(x)), then its own norm) and the final
-      norm. So these convs are *jointly* SI: f is unchanged when all of them are
-      scaled by the same c, not one alone. Stage s reads stage s-1's stream only
-      through norm1 of its first block, so each stage is a separate group.
+    A stage's stream is written by the stem or the shortcut conv and both blocks'
+    ``conv2``, and read only through norms (the derivation: docs/design_notes.md).
     """
     groups = {}
     for stage in range(1, STAGES + 1):

@@ -24,10 +24,13 @@ def _drawable(workdir: str, members) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """The family's figures (PNG + PDF): WORKDIR/<name>.png (the four panels of Figs. 1-3,
-  all members), <name>_phases.png (a panel per member, phases shaded) and, for lr-wd
-  products, <name>_ranges.png (Fig. 16). Each member's log is read and analysed once."""
-  drawable = _drawable(workdir, experiment.member_overrides(config))  # no empty panel for a member
+  """Draws a family's figures (PNG + PDF) into ``workdir``; returns their paths.
+
+  <name>.png (Figs. 1-3's panels), <name>_phases.png and, for products, <name>_ranges.png
+  (Fig. 16). Raises ValueError when no member has logged an epoch.
+  """
+  # no empty panel for a member
+  drawable = _drawable(workdir, experiment.member_overrides(config))
   if not drawable:
     raise ValueError(f"{workdir}: no member has logged an epoch; nothing to draw")
   dirs, labels, series = [list(t) for t in zip(*drawable)]

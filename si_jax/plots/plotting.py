@@ -3,13 +3,7 @@
 The four panels of Figs. 1-3 (train loss, test error, SI weight norm rho against
 epochs, and the effective gradient norm against the effective LR, the "phase diagram",
 coloured by epoch), a panel per run with its phases shaded, and Fig. 16's ranges.
-
-Every figure of the project draws with the constants below (experiments/ import them):
-phases A, B, C shaded in ``PHASE_COLORS``; a destabilization onset is an ``ONSET_LINE``
-where phases are shaded and an ``ONSET_MARKER`` on the curve elsewhere; theory bands are
-hatched with dashed edges in the run's colour (``THEORY_BAND``), never filled; runs are
-drawn in ``RUN_COLORS`` (no phase colour among them), with ``RUN_MARKERS`` in the phase
-diagram, and time in ``TIME_CMAP``. ``figure_key`` writes the legend of these marks.
+Every figure of the project draws with the style constants below (docs/design_notes.md).
 """
 
 from __future__ import annotations
@@ -20,12 +14,12 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib import cm, colors, ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from si_jax.analysis import phases, theory  # noqa: E402
 
@@ -65,9 +59,7 @@ def mark_onsets(ax, x: np.ndarray, y: np.ndarray, onsets: list[int], color="k") 
 
 
 def key_entries(phase_names: str = "", onsets=(), bands=()) -> list[tuple]:
-  """(handle, label) pairs of the marks of a figure: the phases in ``phase_names``
-  ("ABC"), the onset styles in ``onsets`` ("line", "marker"), the theory bands named in
-  ``bands`` (keys of ``THEORY_HATCHES``)."""
+  """(handle, label) pairs for ``phase_names`` ("ABC"), ``onsets`` styles and ``bands``."""
   entries = [(Patch(color=PHASE_COLORS[p], alpha=PHASE_ALPHA, lw=0), f"phase {p}")
              for p in sorted(phase_names)]
   if "line" in onsets:
@@ -81,8 +73,7 @@ def key_entries(phase_names: str = "", onsets=(), bands=()) -> list[tuple]:
 
 
 def figure_key(fig, phase_names: str = "", onsets=(), bands=(), extra=()) -> None:
-  """The legend of ``key_entries`` (and the (handle, label) pairs in ``extra``) below the
-  panels of ``fig`` (a constrained-layout figure); nothing if there is no entry."""
+  """The legend of ``key_entries`` plus ``extra`` below the panels of ``fig``, if any."""
   entries = key_entries(phase_names, onsets, bands) + list(extra)
   if entries:
     handles, labels = zip(*entries)
@@ -99,12 +90,7 @@ def _log_ticks_inside(lo: float, hi: float, subs) -> int:
 
 
 def readable_log_ticks(ax) -> None:
-  """Two or more labelled major ticks on each log axis of ``ax`` (call it once the axis
-  holds its data). A log axis labels only powers of ten, so a view holding fewer than
-  two of them (an effective LR of 0.01..0.02) gets ticks at 1, 2 and 5 times the powers
-  of ten, or, in a view narrower than that (under ~0.4 decades, where linear steps are
-  nearly even on the log scale), at round linear steps; labels as %g, none on minor
-  ticks (no overlaps)."""
+  """Two or more labelled major ticks on each log axis of ``ax``, once it holds its data."""
   for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
     lo, hi = sorted(lim)
     if axis.get_scale() != "log" or lo <= 0 or _log_ticks_inside(lo, hi, (1.0,)) >= 2:
@@ -130,8 +116,7 @@ def run_hyperparams(workdir: str) -> tuple[float, float]:
 
 def tail_quantiles(series: dict[str, np.ndarray], key: str, tail: float = 0.5,
                    quantiles=(0.05, 0.95)) -> tuple[float, ...]:
-  """Quantiles of a logged metric over the last ``tail`` of a run (its settled range).
-  Raises ValueError when no value there is finite."""
+  """Quantiles of a logged metric over the last ``tail`` of a run (ValueError: none finite)."""
   v = series[key]
   v = v[int(len(v) * (1 - tail)):]
   v = v[np.isfinite(v)]
@@ -156,9 +141,7 @@ def _series(workdir: str) -> dict[str, np.ndarray]:
 
 
 def effective_series(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(epochs, effective LR, effective gradient norm) of the phase diagram: appendix B's
-  full-pass values (``train_effective_*``) at the epochs they were logged, else the
-  epoch means of the in-step values."""
+  """(epochs, effective LR, effective gradient norm): appendix B's full pass, else means."""
   if "train_effective_lr" in s and np.isfinite(s["train_effective_lr"]).sum() >= 2:
     ok = np.isfinite(s["train_effective_lr"])
     return s["epoch"][ok], s["train_effective_lr"][ok], s["train_effective_grad_norm"][ok]
@@ -172,11 +155,12 @@ def _finite(*arrays) -> np.ndarray:
 
 
 def check_drawable(s: dict[str, np.ndarray], name: str, bands: bool = False) -> None:
-  """Raises ValueError naming ``name`` (a run directory, or a label) when the series ``s``
-  has nothing for a log-scaled panel of ``figure_four_panels``: no finite positive train
-  loss, or no epoch with both effective LR and effective gradient norm finite and positive
-  (the phase diagram); with ``bands`` (the theory overlay of a run with weight decay), no
-  finite effective gradient norm over the run's second half (its l, L)."""
+  """Raises ValueError naming ``name`` when ``s`` has nothing to draw on a log panel.
+
+  That is: no finite positive train loss, no epoch with both effective LR and gradient
+  norm finite and positive, or (with ``bands``) no finite effective gradient norm over
+  the run's second half.
+  """
   _, elr, egn = effective_series(s)
   grad = s["effective_grad_norm"]
   if not _finite(_train_loss(s)).any():
@@ -195,10 +179,11 @@ def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
               mark_spikes: bool = True, theory_overlay: bool = False) -> str:
   """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...).
 
-  ``theory_overlay`` adds, from l, L = the 5%/95% quantiles of the effective gradient
-  norm over the second half of each run, Proposition 3's band for rho
-  (sqrt(kappa l) .. sqrt(kappa L)) and Remark 3's effective-LR band
-  (sqrt(2 eta lam) / L .. sqrt(2 eta lam) / l).
+  ``theory_overlay`` adds Proposition 3's band for rho and Remark 3's effective-LR
+  band, from l, L = the 5%/95% quantiles of each run's late effective gradient norm.
+
+  Returns:
+    ``out``.
 
   Raises:
     ValueError: no run; a run without an epoch record, or with nothing finite to draw
@@ -220,12 +205,11 @@ def plot_series(series_list: list[dict[str, np.ndarray]], out: str,
                 labels: list[str] | None = None, analyses: list[phases.Analysis] | None = None,
                 hyperparams: list[tuple[float, float]] | None = None,
                 mark_spikes: bool = True) -> str:
-  """``plot_runs`` from in-memory series (a loop of one's own): per-epoch arrays keyed as
-  in the logs (``epoch``, ``loss`` or ``train_loss``, ``weight_norm``, ``effective_lr``,
-  ``effective_grad_norm``; ``test_error`` optional). ``analyses`` default to
-  ``phases.analyze`` of each series; ``hyperparams`` [(lr, wd), ...] add the theory
-  overlay. Raises ValueError for a series with nothing finite to draw
-  (``check_drawable``, naming its label)."""
+  """``plot_runs`` from in-memory per-epoch series keyed as in the logs; returns ``out``.
+
+  ``analyses`` default to ``phases.analyze`` of each series; ``hyperparams``
+  [(lr, wd), ...] add the theory overlay. Raises ValueError as ``check_drawable``.
+  """
   if not series_list:
     raise ValueError("plot_series needs at least one series")
   labels = labels or [f"run {k}" for k in range(len(series_list))]
@@ -261,13 +245,10 @@ EPOCH_PANELS = {  # key: (y label, title, log scale)
 def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[str],
                        analyses: list[phases.Analysis] | None = None,
                        hyperparams: list[tuple[float, float]] | None = None) -> Figure:
-  """The panels of ``plot_runs`` / ``plot_series``: train loss, test error (only if some
-  run logged it), rho against epochs, and the phase diagram coloured by epoch.
+  """The panels of ``plot_runs``: train loss, test error (if logged), rho, phase diagram.
 
-  With ``analyses``, a single run with periodic behavior has its phases shaded and its
-  onsets drawn across the epoch panels; otherwise (several runs, or none periodic) each
-  onset is a marker on the run's curves. ``hyperparams`` [(lr, wd), ...] add the theory
-  bands (``plot_runs``' ``theory_overlay``).
+  With ``analyses``, one periodic run has its phases shaded, else onsets are markers on
+  the curves; ``hyperparams`` [(lr, wd), ...] add the theory bands.
   """
   keys = [k for k in EPOCH_PANELS if k != "test_error" or any(_logged(s, k) for s in series_list)]
   fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.6 * (len(keys) + 1), 4.2),
@@ -318,9 +299,7 @@ def _draw_epoch_curves(panels, s, color) -> dict[str, np.ndarray]:
 
 
 def _draw_phase_diagram(ax, s, color, marker, time) -> None:
-  """The run's line of epoch means of the in-step values (every epoch) in its colour, and
-  appendix B's full-pass values (at the epochs they were logged) as its markers, coloured
-  by epoch."""
+  """The run's epoch means as a line and its full-pass values as markers (by epoch)."""
   ax.plot(s["effective_lr"], s["effective_grad_norm"], color=color, lw=0.7, alpha=0.7)
   epoch, elr, egn = effective_series(s)
   ax.scatter(elr, egn, c=epoch, cmap=TIME_CMAP, norm=time, marker=marker, s=16,
@@ -329,9 +308,7 @@ def _draw_phase_diagram(ax, s, color, marker, time) -> None:
 
 
 def _draw_bands(ax_rho, ax_diagram, s, lr: float, wd: float, color) -> bool:
-  """Proposition 3's band for rho and Remark 3's effective-LR band, from the run's
-  gradient bounds (``gradient_bounds``); none without weight decay. Returns whether
-  drawn."""
+  """Draws Proposition 3's rho band and Remark 3's effective-LR band; whether drawn (wd > 0)."""
   if wd <= 0:
     return False
   l, L = gradient_bounds(s)
@@ -345,8 +322,7 @@ def _draw_bands(ax_rho, ax_diagram, s, lr: float, wd: float, color) -> bool:
 
 
 def _draw_onsets(panels, curves, analysis: phases.Analysis, color, shade: bool) -> set[str]:
-  """Phases shaded with onset lines (``shade``), else onset markers on the curves;
-  returns the onset styles drawn."""
+  """Shaded phases and onset lines (``shade``), else onset markers; the styles drawn."""
   if shade:
     for ax in panels.values():
       shade_phases(ax, analysis)
@@ -357,9 +333,7 @@ def _draw_onsets(panels, curves, analysis: phases.Analysis, color, shade: bool) 
 
 
 def shade_phases(ax, analysis: phases.Analysis, alpha: float = PHASE_ALPHA) -> bool:
-  """Shades phases A, B, C of every period and draws the destabilization onsets across
-  ``ax``, if the run has periodic behavior (``analysis.periodic``); returns whether it
-  did. A run without it gets no shading: mark its onsets on a curve (``mark_onsets``)."""
+  """Shades phases A, B, C and draws onset lines across ``ax`` if periodic; whether it did."""
   if not analysis.periodic:
     return False
   x = analysis.x
@@ -378,8 +352,7 @@ RHO_COLOR = "tab:purple"  # the twin axis of plot_phases
 
 def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
                 analyses: list[phases.Analysis] | None = None, columns: int = 4) -> str:
-  """One panel per run: train loss (log) and SI weight norm, phases A/B/C shaded where the
-  run is periodic (elsewhere its onsets, if any, are markers on the loss)."""
+  """One panel per run: train loss and rho, phases shaded where periodic; returns ``out``."""
   series = [_series(w) for w in workdirs]
   if not analyses:
     analyses = [phases.analyze_run(w, series=s) for w, s in zip(workdirs, series)]
@@ -390,8 +363,7 @@ def plot_phases(workdirs: list[str], out: str, labels: list[str] | None = None,
 
 def figure_phases(series_list: list[dict[str, np.ndarray]], labels: list[str],
                   analyses: list[phases.Analysis], columns: int = 4) -> Figure:
-  """The figure of ``plot_phases``, from series and their analyses; grid cells without a
-  run are hidden."""
+  """The figure of ``plot_phases``, from series and their analyses."""
   rows = -(-len(series_list) // columns)
   cols = min(columns, len(series_list))
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False,
@@ -434,8 +406,7 @@ def _phase_panel(ax, s: dict[str, np.ndarray], a: phases.Analysis, label: str) -
 
 
 def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> str:
-  """Effective LR and effective gradient norm over epochs for every run (Fig. 16), from
-  appendix B's full pass where logged (``effective_series``)."""
+  """Effective LR and effective gradient norm over epochs of every run (Fig. 16)."""
   save_figure(figure_effective_ranges([_series(w) for w in workdirs], labels), out)
   return out
 

@@ -1,26 +1,10 @@
-"""The experiment programs' shared command line: the common absl flags, the JAX settings
-they imply, and ``run(main)``, which reports a user's error in one line.
+"""The experiment programs' shared command line: flags, JAX settings, one-line errors.
 
-  from si_jax.programs import cli
-
-  _CONFIG = cli.config_flag("configs/lr_sweep.py[:variant]")
-  _WORKDIR = cli.workdir_flag()
-
-  def main(argv):
-    ...
-
-  if __name__ == "__main__":
-    cli.run(main)
-
-absl flags are process-global and a name may be defined once, so nothing is defined on
-import: a program calls the ``*_flag`` functions for the flags it reads. They are
-attributed to that program (its ``--help`` lists them), not to this module.
-
-A user's error (a bad flag or config, missing data, another run's workdir, a damaged
-checkpoint or log, a diverged run) ends the program with exit status 1 and one
-``error: ...`` line on stderr (at most one more line of hint), never a traceback;
-``--verbose`` or ``SI_JAX_VERBOSE=1`` adds the traceback and lets the libraries' own
-warnings through.
+A program calls the ``*_flag`` functions for the flags it reads (nothing is defined on
+import) and ``cli.run(main)``. A user's error (a bad flag or config, missing data,
+another run's workdir, a damaged checkpoint or log, a diverged run) ends the program
+with exit status 1 and one ``error: ...`` line on stderr, never a traceback;
+``--verbose`` or ``SI_JAX_VERBOSE=1`` adds it. Details: docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -45,20 +29,19 @@ VERBOSE_ENV = "SI_JAX_VERBOSE"
 
 def config_flag(help_text: str = "experiment config (configs/*.py[:variant])",
                 lock: bool = True) -> flags.FlagHolder:
-  """--config=FILE.py[:variant]: an ml_collections config file (``get_config(variant)``),
-  with dotted overrides such as ``--config.optim.lr=0.2``; required."""
+  """Defines the required --config=FILE.py[:variant] (overrides: --config.optim.lr=0.2)."""
   holder = config_flags.DEFINE_config_file("config", None, help_text, lock_config=lock)
   flags.mark_flag_as_required("config")
   return holder
 
 
 def workdir_flag(help_text: str = "output directory") -> flags.FlagHolder:
-  """--workdir: where the run (or family) writes its logs, checkpoints and figures."""
+  """Defines the required --workdir: where the logs, checkpoints and figures go."""
   return flags.DEFINE_string("workdir", None, help_text, required=True)
 
 
 def cpu_devices_flag() -> flags.FlagHolder:
-  """--cpu_devices=N: split the CPU into N XLA devices (applied by ``run``)."""
+  """Defines --cpu_devices=N: split the CPU into N XLA devices (applied by ``run``)."""
   return flags.DEFINE_integer(
       "cpu_devices", None, "split the CPU into N XLA devices: a run's batch, or a vmapped "
       "family's members and batches, are sharded over them (results do not depend on N)",
@@ -66,15 +49,14 @@ def cpu_devices_flag() -> flags.FlagHolder:
 
 
 def compilation_cache_flag() -> flags.FlagHolder:
-  """--compilation_cache_dir: the persistent XLA compilation cache (applied by ``run``)."""
+  """Defines --compilation_cache_dir, the persistent XLA cache (applied by ``run``)."""
   return flags.DEFINE_string(
       "compilation_cache_dir", None, "persistent XLA compilation cache: repeated launches "
       "of the same config skip compiling")
 
 
 def vmap_flag() -> flags.FlagHolder:
-  """--vmap=auto|yes|no: whether a family trains as one vmapped program
-  (``si_jax.engine.experiment.run_family``)."""
+  """Defines --vmap=auto|yes|no: a family as one vmapped program (``run_family``)."""
   return flags.DEFINE_enum(
       "vmap", "auto", ["auto", "yes", "no"], "one vmapped program for members that differ "
       "only in lr, wd, seed, init scale or last-layer norm (auto: on accelerators, or on "
@@ -82,21 +64,19 @@ def vmap_flag() -> flags.FlagHolder:
 
 
 def progress_flag() -> flags.FlagHolder:
-  """--[no]progress: one progress line per epoch on stderr."""
+  """Defines --[no]progress: one progress line per epoch on stderr."""
   return flags.DEFINE_bool("progress", True, "report each epoch's progress on stderr")
 
 
 def verbose_flag() -> flags.FlagHolder:
-  """--verbose: tracebacks and the libraries' warnings (also ``SI_JAX_VERBOSE=1``);
-  defined by ``run`` for every program."""
+  """Defines --verbose: tracebacks and the libraries' warnings (``run`` does, always)."""
   return flags.DEFINE_bool(
       "verbose", False, f"on an error, print the traceback too, and let the libraries' "
       f"warnings through (or set {VERBOSE_ENV}=1)")
 
 
 def configure_jax() -> None:
-  """Applies --cpu_devices and --compilation_cache_dir where the program defines them
-  (before JAX starts its backend, i.e. before the first computation)."""
+  """Applies --cpu_devices and --compilation_cache_dir, before JAX starts its backend."""
   values = flags.FLAGS
   cpu_devices = values["cpu_devices"].value if "cpu_devices" in values else None
   cache = values["compilation_cache_dir"].value if "compilation_cache_dir" in values else None
@@ -111,12 +91,9 @@ def configure_jax() -> None:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-  """The errors that mean a bad config, data, workdir or run rather than a bug: a bad
-  value, a missing or unwritable file (a full disk), a diverged run, an unusable
-  checkpoint.
+  """The error classes that mean a bad config, data, workdir or run rather than a bug.
 
-  An error class whose module was never imported cannot have been raised, so this
-  imports nothing (a plotting script does not load orbax to report a bad argument).
+  Imports nothing: an error class whose module was never imported cannot have been raised.
   """
   kinds: list[type[BaseException]] = [ValueError, OSError]
   for module, name in (("si_jax.engine.records", "TrainingDiverged"),
@@ -128,9 +105,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def verbose_requested(argv: list[str] | None = None) -> bool:
-  """Whether --verbose (the last of --verbose/--noverbose/--verbose=BOOL in ``argv``, read
-  before the flags are parsed: a flag error may stop the parsing) or SI_JAX_VERBOSE=1
-  asks for tracebacks."""
+  """Whether the last --[no]verbose in ``argv`` (unparsed), or SI_JAX_VERBOSE=1, asks for it."""
   verbose = os.environ.get(VERBOSE_ENV, "").lower() not in ("", "0", "false", "no")
   for arg in argv or ():
     name, _, value = arg.lstrip("-").partition("=")
@@ -142,9 +117,7 @@ def verbose_requested(argv: list[str] | None = None) -> bool:
 
 
 def one_line(error: BaseException | str) -> str:
-  """An error message on one line (a message with line breaks is joined); an OSError as
-  'PATH: what' (``[Errno 2] No such file or directory: 'x'`` -> ``x: No such file or
-  directory``)."""
+  """An error message on one line; an OSError as 'PATH: what' (no [Errno N])."""
   if isinstance(error, OSError) and error.filename and error.strerror:
     paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p)
     error = f"{paths}: {error.strerror}"
@@ -153,8 +126,10 @@ def one_line(error: BaseException | str) -> str:
 
 def fail(message: BaseException | str, hint: str = "", verbose: bool = False,
          status: int = 1) -> NoReturn:
-  """Ends the program: ``error: MESSAGE`` on stderr (``hint`` on a second line), exit
-  ``status``; with ``verbose``, the traceback of the error being handled comes first."""
+  """Ends the program: ``error: MESSAGE`` (and ``hint``) on stderr, exit ``status``.
+
+  With ``verbose``, the traceback of the error being handled comes first.
+  """
   if verbose and sys.exc_info()[0] is not None:
     traceback.print_exc()
   print(f"error: {one_line(message)}", file=sys.stderr)
@@ -165,11 +140,7 @@ def fail(message: BaseException | str, hint: str = "", verbose: bool = False,
 
 
 class _QuietLibraryLog(std_logging.Filter):
-  """For the absl logger (orbax, ml_collections log through it) and asyncio's: warnings
-  are dropped, errors recorded as background failures (orbax logs its writer threads'
-  errors, which the main thread then raises; when a damaged checkpoint's read fails,
-  asyncio later reports the abandoned reads' "exception was never retrieved"), only
-  critical records shown."""
+  """Drops absl's and asyncio's warnings, records their errors, shows critical records."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if std_logging.ERROR <= record.levelno < std_logging.CRITICAL:
@@ -182,17 +153,13 @@ _background_failures: list[str] = []
 
 
 def _background_failed(kind: type[BaseException], value: Any, where: str) -> None:
-  """Records an error raised outside the main thread's flow (orbax's writer threads,
-  tensorstore's callbacks into a closed event loop on a full disk, a finalizer), which
-  the libraries would print as tracebacks; ``guarded`` reports them in one line if the
-  program otherwise succeeds (if it fails, its error line says what mattered)."""
+  """Records an error raised outside the main thread's flow, for ``guarded`` to report."""
   if not issubclass(kind, SystemExit):
     _background_failures.append(f"{where}: {kind.__name__}: {one_line(value)}")
 
 
 def _main_thread_only(hook: Callable) -> Callable:
-  """``sys.excepthook`` for the main thread's uncaught errors (a bug's traceback stays);
-  a native thread's error printed through it is a background failure."""
+  """``hook`` for the main thread; other threads' errors become background failures."""
   def excepthook(kind, value, tb):
     if threading.current_thread() is threading.main_thread():
       hook(kind, value, tb)
@@ -203,11 +170,7 @@ def _main_thread_only(hook: Callable) -> Callable:
 
 
 def quiet_libraries() -> None:
-  """Keeps library output that is not the user's business off stderr (unless verbose):
-  absl- and asyncio-logged records (orbax, ml_collections; ``_QuietLibraryLog``), and
-  the tracebacks of errors in background threads, native callbacks and finalizers
-  (``_background_failed``). si_jax's own warnings (standard ``logging``, e.g. a damaged
-  checkpoint skipped) still show."""
+  """Keeps library logs and background tracebacks off stderr; si_jax's warnings show."""
   for name in ("absl", "asyncio"):
     logger = std_logging.getLogger(name)
     if not any(isinstance(f, _QuietLibraryLog) for f in logger.filters):
@@ -237,8 +200,7 @@ def _flag_argument(argv: list[str], name: str) -> str | None:
 
 
 def _root_cause(error: BaseException) -> BaseException:
-  """The first error of a chain (a config file's own error under the wrappers of
-  ml_collections and absl)."""
+  """The first error of a chain (a config file's own, under ml_collections' wrappers)."""
   while True:
     cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     if cause is None:
@@ -273,8 +235,7 @@ def _unknown_override(config, name: str, argv: list[str]) -> str | None:
 
 
 def _config_flag_problem(name: str, argv: list[str]) -> str | None:
-  """What is wrong with --name=FILE.py[:variant] and its overrides, if anything: a
-  missing file, a file that does not load, an unknown variant, an unknown field."""
+  """What is wrong with --name=FILE.py[:variant] and its overrides, or None."""
   spec = _flag_argument(argv, name)
   if spec is None:
     return None
@@ -300,9 +261,7 @@ def _config_flag_names() -> list[str]:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, the config files loaded and their overrides applied (which
-  ml_collections does while parsing, or on the first access of the value); an error in
-  any of them ends the program with one line naming the flag, field or file."""
+  """Parses the flags and loads the configs; an error ends the program in one line."""
   verbose = verbose_requested(argv)
   if not verbose:
     quiet_libraries()
@@ -319,9 +278,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def report_family(config, workdir: str, summary: dict[str, Any], note: str = "") -> None:
-  """A family program's output: WORKDIR/summary.md (``note``, then the members' table,
-  ``experiment.table``), the table on stdout, and the family's figures
-  (``plots.family.draw_family``), one ``figure: PATH`` line each."""
+  """Writes WORKDIR/summary.md and the family's figures; prints the table and paths."""
   from si_jax.engine import experiment  # the training stack only for the programs that train
   from si_jax.plots import family
   text = experiment.table(summary)
@@ -333,8 +290,7 @@ def report_family(config, workdir: str, summary: dict[str, Any], note: str = "")
 
 
 def _adopt_program_flags(main: Callable) -> None:
-  """``--help`` of a console script (whose ``__main__`` is a generated stub) describes
-  the program: its module's docstring and the flags it defined."""
+  """Makes a console script's --help describe ``main``'s module and its flags."""
   program = sys.modules[main.__module__]
   for flag in flags.FLAGS.get_key_flags_for_module(program.__name__):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
@@ -344,8 +300,7 @@ def _adopt_program_flags(main: Callable) -> None:
 
 
 def guarded(main: Callable[[list[str]], Any], argv: list[str]) -> None:
-  """Calls ``main(argv)``; a user error (``user_errors``, a usage error, an interrupt)
-  ends the program with one ``error:`` line (``fail``)."""
+  """Calls ``main(argv)``; a user error, usage error or interrupt ends it in one line."""
   verbose = verbose_requested() or ("verbose" in flags.FLAGS and flags.FLAGS.verbose)
   try:
     main(argv)
@@ -359,12 +314,13 @@ def guarded(main: Callable[[list[str]], Any], argv: list[str]) -> None:
 
 
 def run(main: Callable[[list[str]], None], positional: int = 0, jax_flags: bool = True) -> None:
-  """``absl.app.run(main)`` with the shared set-up: exactly ``positional`` arguments
-  besides the flags, warnings-only logging (orbax and JAX are chatty at INFO), the JAX
-  flags applied (``configure_jax``; with ``jax_flags=False`` ``main`` applies them), and
-  every user error, from the flags and config files on (``parse_flags``, ``guarded``),
-  reported as one ``error: ...`` line on stderr with exit status 1 instead of a
-  traceback (``--verbose``: with it)."""
+  """``absl.app.run(main)`` with the shared set-up and one-line errors.
+
+  Args:
+    main: the program, main(argv).
+    positional: how many arguments besides the flags it takes.
+    jax_flags: whether to apply --cpu_devices and the cache first (else ``main`` does).
+  """
   if "verbose" not in flags.FLAGS:
     verbose_flag()
   _adopt_program_flags(main)

@@ -1,16 +1,12 @@
 """Launches every member of an experiment family, analyses the periods, draws the figures.
 
   si-jax-family --config=configs/lr_sweep.py:cpu --workdir=runs/lr_sweep
-  python experiments/run_family.py --config=configs/lr_sweep.py:cpu --workdir=runs/lr_sweep
 
-Writes WORKDIR/<member>/ (single-run layout), WORKDIR/summary.json (phase analysis per
-member), WORKDIR/summary.md (the table) and the figures WORKDIR/<family>.png/.pdf (the
-four panels of Figs. 1-3 for all members), <family>_phases.png/.pdf (one panel per
-member, phases A/B/C shaded) and, for lr-wd products, <family>_ranges.png (Fig. 16).
-Rerunning resumes unfinished members and skips finished ones; --figures_only redraws.
-With --config.model.conv_impl=patches a sweep runs as one vmapped program on a CPU too
-(1.62x faster end to end than sequential runs; benchmarks/family_speed.py); with
---cpu_devices=N (N > 1) on a ('runs', 'data') mesh.
+Writes WORKDIR/<member>/ (single-run layout), WORKDIR/summary.json and summary.md (the
+members' periods), and the figures <family>.png/.pdf (Figs. 1-3's panels),
+<family>_phases.png/.pdf and, for lr-wd products, <family>_ranges.png (Fig. 16).
+Rerunning resumes unfinished members; --figures_only redraws; --vmap chooses whether
+members run as one vmapped program.
 """
 
 from __future__ import annotations
@@ -20,8 +16,8 @@ import os
 
 from absl import flags
 
-from si_jax.programs import cli
 from si_jax.engine import experiment, lifecycle
+from si_jax.programs import cli
 
 _CONFIG = cli.config_flag()
 _WORKDIR = cli.workdir_flag()
@@ -33,6 +29,7 @@ _FIGURES_ONLY = flags.DEFINE_bool("figures_only", False, "only analyse and draw 
 
 
 def main(argv: list[str]) -> None:
+  """Trains (or only draws, --figures_only) the family of --config in --workdir."""
   del argv  # only flags
   config, workdir = _CONFIG.value, _WORKDIR.value
   if _FIGURES_ONLY.value and not os.path.isdir(workdir):

@@ -3,8 +3,8 @@
   python -m si_jax.main --config=configs/quickstart.py --workdir=/tmp/run \
       [--config.optim.lr=0.05 ...]
 
-Writes WORKDIR/config.json, metrics.jsonl (steps.bin), TensorBoard events, figure.png, and prints
-where the figure is and how many destabilizations the run showed.
+Writes WORKDIR/config.json, metrics.jsonl (steps.bin), TensorBoard events, figure.png,
+and prints where the figure is and how many destabilizations the run showed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from si_jax.programs import cli
-from si_jax.engine import distributed, train
 from si_jax.analysis import phases
+from si_jax.engine import distributed, train
 from si_jax.plots import plotting
+from si_jax.programs import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for logs and figures.")
 _PLOT = flags.DEFINE_bool("plot", True, "Draw the four-panel figure at the end.")
 _ALLOW_CHANGE = flags.DEFINE_bool(
@@ -30,8 +31,8 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache: repeated launches of the same config skip compiling.")
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", None,
-    "Split the CPU into N XLA devices and shard each batch over them (data parallelism; "
-    "measured 1.4x faster with 2 on 2 cores). Results do not depend on N.")
+    "Split the CPU into N XLA devices and shard each batch over them (data parallelism). "
+    "Results do not depend on N.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Multi-process: join the other processes first (si_jax.engine.distributed.initialize; run the "
@@ -55,6 +56,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+  """Trains one run from --config in --workdir, then reports its destabilizations."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO

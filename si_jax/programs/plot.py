@@ -1,4 +1,4 @@
-"""python -m si_jax.plot RUN_DIR [RUN_DIR ...] --out fig.png
+"""Draws the four-panel figure of runs: python -m si_jax.plot RUN_DIR ... --out fig.png.
 
 A bad argument, a missing run or a damaged log ends it with one ``error: ...`` line and
 exit status 1 (``--verbose`` or ``SI_JAX_VERBOSE=1``: with the traceback).
@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-from si_jax.programs import cli
 from si_jax.plots import plotting
+from si_jax.programs import cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,8 +22,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _check_out(out: str) -> None:
-  """ValueError if ``out`` cannot be written because a file stands where a directory of
-  its path should be (found before any drawing)."""
+  """Raises ValueError, before any drawing, where a file stands in ``out``'s folder path."""
   folder = os.path.dirname(os.path.abspath(out))
   while not os.path.exists(folder):
     folder = os.path.dirname(folder)
@@ -32,6 +31,7 @@ def _check_out(out: str) -> None:
 
 
 def main(argv=None) -> None:
+  """The ``si-jax-plot`` console script (``argv``: the arguments, default sys.argv)."""
   parser = _Parser(description="Four-panel figure of si_jax runs.")
   parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
   parser.add_argument("--out", required=True, help="output image (png, pdf, svg)")
