@@ -1,13 +1,12 @@
 """The fixed last layer's norm (appendix G, Fig. 19).
 
-Claim: a small last-layer norm (close to PyTorch's init, ~1.8 = sqrt(classes / 3) for 10 classes) keeps the network
-unconfident, the train loss stays high and periodic behavior may vanish; large norms
-(10, the main text's value) give low loss and periods.
+  python experiments/run_family.py --config=configs/last_layer_norm.py:cpu \
+      --workdir=runs/last_layer
 
-  python experiments/run_family.py --config=configs/last_layer_norm.py:cpu --workdir=runs/last_layer
-
-Variants: ``cpu`` (digits, lr 0.1, wd 0.03, norms 1, 3, 10, 30; 300 epochs); '' (paper:
-ConvNet width 32 on CIFAR-10, norms 1, 3, 10, 30); ``resnet_cifar100``.
+Expected: a small last-layer norm (near PyTorch's init, ~1.8 for 10 classes) keeps the
+network unconfident, the train loss high and may remove the periods; large norms (10,
+the main text's) give low loss and periods. Variants: ``cpu`` (digits, norms 1, 3, 10,
+30, 300 epochs); '' (paper: ConvNet width 32 on CIFAR-10); ``resnet_cifar100``.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base

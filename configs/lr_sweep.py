@@ -1,19 +1,14 @@
 """Fixed weight decay, different learning rates (Fig. 3, appendix F.2, Fig. 17).
 
-Claim: periodic behavior appears for a middle range of learning rates and is absent for
-too small ones (the first period never ends) and too large ones (the loss never
-converges).
-
   python experiments/run_family.py --config=configs/lr_sweep.py:cpu --workdir=runs/lr_sweep
 
-Variants: ``cpu`` (digits, width 8, wd 0.03, lr 3 .. 0.003, 300 epochs, ~6 min on 2
-cores); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048 images, wd 0.01, lr 1 .. 0.01,
-120 epochs, pass --config.data.data_dir=DIR; expected, as measured: lr 0.3 and 0.1
-periodic (destabilizations at 56, 75, 90, 106, 113 and 50, 59, 75, 93, 120), lr 0.03 one
-at epoch 78, lr 1 never converges, lr 0.01 never destabilizes; 27 min); '' (paper:
-ConvNet width 32 on CIFAR-10, wd 0.001, lr 1.0, 0.03, 0.01, 0.001, 1001 epochs: the
-released code's Figure-2 runs); ``cifar100``, ``resnet``, ``resnet_cifar100`` (Fig.
-17's other panels, same learning rates).
+Expected: periodic behavior for a middle range of learning rates, none for too small
+ones (the first period never ends) or too large ones (the loss never converges).
+Variants: ``cpu`` (digits, wd 0.03, lr 3 .. 0.003, 300 epochs); ``cifar_cpu`` (the
+CIFAR-10 proxy, wd 0.01, lr 1 .. 0.01, 120 epochs, pass --config.data.data_dir=DIR:
+lr 0.3 and 0.1 periodic); '' (paper: width 32 on CIFAR-10, wd 0.001, lr 1.0, 0.03,
+0.01, 0.001, 1001 epochs); ``cifar100``, ``resnet``, ``resnet_cifar100`` (Fig. 17).
+Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base

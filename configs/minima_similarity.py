@@ -1,21 +1,14 @@
 """Similarity of the minima reached in different periods (Sec. 6, appendix H, Figs. 6, 20).
 
-Claims: the minima of different periods are far apart in weight space (cosine
-similarity of the SI weights well below 1, comparable to that between independent
-runs), and functionally different enough that a two-member ensemble of minima from
-different periods beats the single models (on CIFAR-10 approaching an ensemble of two
-independent runs).
-
   python experiments/minima_similarity.py --config=configs/minima_similarity.py:cpu \
       --workdir=runs/minima
 
-Two runs (seeds 0 and 1, the second the "independent" one) checkpointed every epoch
-(``cpu``) or every 5 epochs (paper); the script takes the checkpoint at the end of phase
-A of every period.
-
-Variants: ``cpu`` (digits, width 8, lr 0.1, wd 0.03, 300 epochs); '' (paper: ConvNet
-width 32 on CIFAR-10, lr 0.03, wd 0.001, 1001 epochs); ``cifar100`` and ``resnet``
-(Fig. 20, same lr and wd).
+Two runs (seeds 0 and 1, the second the "independent" one), checkpointed every epoch
+(``cpu``) or 5 epochs (paper); the script takes the checkpoint at the end of phase A of
+every period. Expected: the minima of different periods are far apart in weight space,
+and a two-member ensemble of them beats the single models. Variants: ``cpu`` (digits,
+lr 0.1, wd 0.03, 300 epochs); '' (paper: width 32 on CIFAR-10, lr 0.03, wd 0.001, 1001
+epochs); ``cifar100``, ``resnet`` (Fig. 20).
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base

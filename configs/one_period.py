@@ -1,22 +1,14 @@
 """A close look at one period, logged per step (Figs. 4, 11), with Fig. 13's bounds.
 
-Claim: each period has three phases: A (the loss falls), B (the loss sits near its
-minimum while the weight norm shrinks and the effective LR grows; the effective gradient
-norm and the angular update are small) and C (the loss spikes, the weight norm jumps,
-the effective LR drops).
-
   python experiments/one_period.py --config=configs/one_period.py:cpu --workdir=runs/one_period
 
-Variants: ``cpu`` (the quickstart run logged per step for 100 epochs, ~25 s: period 1
-is epochs ~45-89); ``cifar_cpu`` (the CIFAR-10 proxy: width 8, 2,048 images, lr 0.1, wd
-0.01, 80 epochs logged per step, pass --config.data.data_dir=DIR; measured, 3.4 min:
-destabilizations at epochs 51, 59, 75; with --period=2 phases C, A, B of 32, 16 and 208
-steps);
-``gd_cpu`` (full-batch GD on 512 digits, lr 0.5, wd 0.01, 1500
-steps: Fig. 11 at CPU scale); '' (paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd
-0.001, SGD, 400 epochs logged per step); ``gd`` (Fig. 11: full-batch GD on a 4.5K
-random subset of CIFAR-10, 5K random test images, lr 0.5, wd 0.001, the released code's
-ghost batch-128 statistics); ``gd13`` (Fig. 13's GD panel: the same at wd 1e-4).
+Expected: each period has phases A (the loss falls), B (the loss sits near its minimum
+while the weight norm shrinks and the effective LR grows) and C (the loss spikes, the
+norm jumps, the effective LR drops). Variants: ``cpu`` (the quickstart logged per step
+for 100 epochs); ``cifar_cpu`` (the CIFAR-10 proxy, 80 epochs, pass
+--config.data.data_dir=DIR); ``gd_cpu`` (full-batch GD on 512 digits, Fig. 11); ''
+(paper: width 32 on CIFAR-10, SGD, 400 epochs); ``gd`` (Fig. 11: GD on a 4.5K CIFAR-10
+subset, wd 0.001); ``gd13`` (Fig. 13's GD panel, wd 1e-4). Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import scaled_base

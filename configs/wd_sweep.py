@@ -1,17 +1,13 @@
 """Fixed learning rate, different weight decays (appendix F.3, Fig. 18).
 
-Claims: periodic behavior for a middle range of weight decays; a larger weight decay
-makes the periods more frequent (shorter).
-
   python experiments/run_family.py --config=configs/wd_sweep.py:cpu --workdir=runs/wd_sweep
 
-Variants: ``cpu`` (digits, width 8, lr 0.1, wd 0.3 .. 0.001, 300 epochs); ``cifar_cpu``
-(the CIFAR-10 proxy: width 8, 2,048 images, lr 0.1, wd 0.1, 0.03, 0.01, 0.001, 120
-epochs, pass --config.data.data_dir=DIR; expected, as measured: wd 0.03 and 0.01
-periodic (destabilizations at 65, 90, 106, 115 and 50, 59, 75, 93, 120), wd 0.1 never
-converges, wd 0.001 never destabilizes; 15 min besides the lr sweep's wd-0.01 run); ''
-(paper: ConvNet width 32 on CIFAR-10, lr 0.01, wd 0.01 .. 0.00001, 1001 epochs);
-``cifar100``, ``resnet``, ``resnet_cifar100``.
+Expected: periodic behavior for a middle range of weight decays; a larger weight decay
+makes the periods shorter. Variants: ``cpu`` (digits, lr 0.1, wd 0.3 .. 0.001, 300
+epochs); ``cifar_cpu`` (the CIFAR-10 proxy, lr 0.1, wd 0.1 .. 0.001, 120 epochs, pass
+--config.data.data_dir=DIR: wd 0.03 and 0.01 periodic); '' (paper: width 32 on
+CIFAR-10, lr 0.01, wd 0.01 .. 0.00001, 1001 epochs); ``cifar100``, ``resnet``,
+``resnet_cifar100``. Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base
