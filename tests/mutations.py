@@ -106,8 +106,8 @@ MUTATIONS = [
         "a sweep member writes its test accuracy under test_error"),
     Mutation(
         "phase_a_end_two_decades_off", "si_jax/analysis/phases.py",
-        "near = np.flatnonzero(after <= low * 10**b_decades)",
-        "near = np.flatnonzero(after <= low * 10**(b_decades + 2))",
+        "near = np.flatnonzero(after <= low * 10**_b_band(top, low, b_decades))",
+        "near = np.flatnonzero(after <= low * 10**(_b_band(top, low, b_decades) + 2))",
         "tests/test_phases.py -k known_periods",
         "phase A ends 3 decades above the period's minimum loss instead of 1"),
     Mutation(
@@ -392,6 +392,32 @@ MUTATIONS = [
         "    if False:",
         "tests/test_one_writer.py -k underflows",
         "a weight norm of 0 (effective LR inf) trains on"),
+    # the causal detector (this round)
+    Mutation(
+        "detector_norm_not_required", "si_jax/analysis/detector.py",
+        "    if not self._free:\n      self._confirm(rise_at, events)",
+        "    if True:\n      self._confirm(rise_at, events)",
+        "tests/test_detector.py",
+        "with a free norm, a loss bump without a norm jump counts as a destabilization"),
+    Mutation(
+        "detector_best_case_convergence", "si_jax/analysis/detector.py",
+        "window[0].index <= self._last_peak) or not all(map(self._converged, window)):",
+        "window[0].index <= self._last_peak) or not any(map(self._converged, window)):",
+        "tests/test_detector.py",
+        "phase B needs one converged sample of W instead of all of them (best case, not "
+        "worst)"),
+    Mutation(
+        "detector_jitter_without_trend", "si_jax/analysis/detector.py",
+        "    jitter = _median([abs(d - trend) for d in changes])  # about the trend: noise",
+        "    jitter = _median([abs(d) for d in changes])  # about the trend: noise",
+        "tests/test_detector.py",
+        "the rise threshold counts phase B's steady trend as noise"),
+    Mutation(
+        "detector_peak_is_first_sample", "si_jax/analysis/detector.py",
+        "    if self._recent[-1].loss > s[\"peak\"].loss:",
+        "    if False:",
+        "tests/test_detector.py",
+        "the spike's peak is never updated after the onset (phase A starts too early)"),
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).

@@ -182,3 +182,21 @@ def test_bad_inputs_are_refused():
     detector.detect(s, hold=6)
   with pytest.raises(TypeError, match="mapping"):
     detector.OnlineDetector().update([0.1])
+
+
+def test_a_spike_that_climbs_for_three_samples_peaks_at_its_top():
+  """A hand-made per-epoch run: converged at 1e-3 (the norm falling 1% a sample), a
+  spike that climbs at samples 50, 51, 52 and falls after, the norm jumping at 51.
+  Phase C runs from the onset (50) to the top (52), phase A follows."""
+  rng = np.random.default_rng(0)
+  n = 80
+  loss = np.concatenate([np.geomspace(2.3, 1e-3, 20), np.full(30, 1e-3),
+                         [0.02, 0.2, 0.9], np.geomspace(0.3, 1e-3, 27)])
+  loss *= np.exp(0.05 * rng.standard_normal(n))
+  rho = 10 * 0.99 ** np.arange(n)
+  rho[51:] *= 1.5
+  result = detector.detect({"loss": loss, "weight_norm": rho, "epoch": np.arange(1, n + 1)},
+                           norm="free", reference=math.log(10))
+  assert result.onsets == [50]
+  assert result.peaks == [52]
+  assert result.phases[50:53] == ["C", "C", "C"] and result.phases[53] == "A"
