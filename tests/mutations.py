@@ -194,7 +194,7 @@ MUTATIONS = [
         "loss_summed_over_batch", "si_jax/engine/step.py",
         "loss = jnp.mean(metrics.cross_entropy(logits, y))",
         "loss = jnp.sum(metrics.cross_entropy(logits, y))",
-        "tests/test_torch_parity.py -k logits_loss_grads",
+        "tests/test_train.py -k sgd_step_on_its_batch",
         "the training loss (and so the gradient) summed over the batch, not averaged"),
     Mutation(
         "eval_drops_last_batch", "si_jax/engine/loop.py",
