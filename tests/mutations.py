@@ -378,7 +378,7 @@ MUTATIONS = [
         "discard_before_logs_open", "si_jax/engine/lifecycle.py",
         "    run.discard_after = restored[1][\"epoch\"] if restored else 0",
         "    run.ckpt.discard_after(restored[1][\"epoch\"] if restored else 0)",
-        "tests/test_one_writer.py -k deleted_step_log",
+        "tests/test_one_writer.py -k kept_when",
         "checkpoints are deleted before the run has shown it can go on"),
     Mutation(
         "steps_log_not_checked", "si_jax/engine/lifecycle.py",

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
+from si_jax.config import base_config
 from si_jax.engine import experiment, lifecycle, records, train
 from si_jax.engine import sweep as sweep_lib
-from si_jax.config import base_config
 from si_jax.engine.workdir_lock import WorkdirBusy, WorkdirLock, lock_path
 
 HOLD = """
@@ -168,7 +168,8 @@ def _signal_during(trainer):
   def fake(*args, **kwargs):
     calls.append(args[1])
     with lifecycle.Preemption() as inner:
-      os.kill(os.getpid(), signal.SIGTERM)
+      if len(calls) == 1:  # one signal (a second would mean "stop at once")
+        os.kill(os.getpid(), signal.SIGTERM)
       assert inner.requested
     return {"preempted": True}
   return fake, calls
@@ -219,7 +220,8 @@ def test_a_weight_norm_that_underflows_to_zero_stops_the_run(tmp_path):
   so only the norm check can stop it."""
   config = _config(epochs=1)
   config.model.init_scale = 1e-30
-  with pytest.raises(records.TrainingDiverged, match=r"the SI weight norm underflowed to 0 at step 0 "
+  with pytest.raises(records.TrainingDiverged,
+                     match=r"the SI weight norm underflowed to 0 at step 0 "
                      r".*raise model\.init_scale"):
     train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   good = {"loss": 2.3, "grad_norm": 1.0, "weight_norm": 1e-3}
@@ -255,3 +257,23 @@ def test_a_deleted_step_log_is_named_as_the_short_one(tmp_path):
                      "checkpoint"):
     train.train_and_evaluate(config, str(workdir), progress=False)
   assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]  # none discarded
+
+
+def test_checkpoints_are_kept_when_the_logs_cannot_be_opened(tmp_path, monkeypatch):
+  """A resume from an older checkpoint (the log was cut after it) discards the newer
+  ones only once the run's logs are open: a failure there (here a full disk) keeps
+  them all."""
+  config = _config(epochs=3)
+  config.checkpoint.every_epochs, config.checkpoint.keep = 1, 3
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir), progress=False)
+  lines = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
+  (workdir / "metrics.jsonl").write_text(lines[0])  # cut after epoch 1's checkpoint
+
+  def full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(lifecycle.logs, "MetricWriter", full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    train.train_and_evaluate(config, str(workdir), progress=False)
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2", "3"]
+  assert (workdir / "metrics.jsonl").read_text() == lines[0]
