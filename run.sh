@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${SI_JAX_VENV:-.venv}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import si_jax, pytest, xdist" 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/ruff" ] \
+    || ! "$VENV/bin/python" -c "import si_jax, pytest, xdist" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[test]"
@@ -16,6 +17,8 @@ case "${1:-}" in
       --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
   test)
     shift
+    # lint first (the rules: pyproject.toml's [tool.ruff]); a finding fails the command
+    "$VENV/bin/ruff" check si_jax tests experiments benchmarks configs
     exec "$VENV/bin/python" -m pytest -q -n 2 "$@" ;;
   *)
     echo "usage: bash run.sh quickstart [--config.FIELD=VALUE ...] | bash run.sh test [pytest args]" >&2

@@ -17,9 +17,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from si_jax.engine import batching
 from si_jax import config as config_lib
 from si_jax import data as data_lib
+from si_jax.engine import batching
 from si_jax.engine.step import loss_and_aux
 
 BATCH = 128

@@ -35,7 +35,8 @@ def step_time(width: int, steps: int, batch: int = 128, n: int = 2048) -> float:
     state, m = step(state, x, y, order[(i + 1) % len(order)])
   jax.block_until_ready(m)
   per_step = (time.perf_counter() - t0) / steps
-  print(f"width {width:3d}: first step (compile) {compile_s:6.2f} s, step {per_step * 1e3:7.1f} ms, "
+  print(f"width {width:3d}: first step (compile) {compile_s:6.2f} s, "
+        f"step {per_step * 1e3:7.1f} ms, "
         f"projected CIFAR-10 epoch (391 steps) {per_step * 391:6.1f} s")
   return per_step
 

@@ -63,7 +63,7 @@ def main():
     def step(state):
       grad_sum, stats = jax.tree.map(jnp.zeros_like, state.params), state.batch_stats
       loss, correct = 0.0, 0.0
-      for idx in chunks:
+      for idx in chunks:  # noqa: B023 -- step runs within this iteration
         grad_sum, stats, l, c = micro_fn(state.params, stats, grad_sum, x, y, idx)
         loss, correct = loss + l, correct + c
       state, m = gd_fn(state, grad_sum, stats, loss, correct, n)

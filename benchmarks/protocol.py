@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
-from si_jax.engine import loop, records
 from si_jax import optim
+from si_jax.engine import loop, records
 from si_jax.engine import state as state_lib
 from si_jax.engine import step as step_lib
 

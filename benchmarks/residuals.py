@@ -1,6 +1,6 @@
 """Prints the measured residuals of Eq. (3), Eq. (8) and Proposition 4 for a short run.
 
-  python -m benchmarks.residuals [--steps 200]
+python -m benchmarks.residuals [--steps 200]
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def main():
                f" | best si_jax / best torch = {t_metrics / min(t_torch, t_cl):4.2f}x")
     flops = {k: common.step_flops(variants[k], states[k], ds) for k in ("xla", "patches")}
     line += (f"\n           profile: XLA counts {flops['xla'] / 1e9:.2f} GFLOP/step; achieved "
-             f"{flops['xla'] / t_xla / 1e9:.0f} GFLOP/s (xla), {flops['patches'] / t_patches / 1e9:.0f} "
+             f"{flops['xla'] / t_xla / 1e9:.0f} GFLOP/s (xla), "
+             f"{flops['patches'] / t_patches / 1e9:.0f} "
              f"GFLOP/s (patches), vs a float32 matmul peak of {peak:.0f} GFLOP/s here")
     print(line, flush=True)
 

@@ -30,7 +30,7 @@ def product_tag(product: float) -> str:
 
 
 def _decimal(x: float) -> float:
-  """X rounded to 12 significant digits (0.01 / 0.1 is 0.1, as in the other sweeps)."""
+  """x rounded to 12 significant digits (0.01 / 0.1 is 0.1, as in the other sweeps)."""
   return float(f"{x:.12g}")
 
 

@@ -24,18 +24,18 @@ fitted step, and only the held-out steps test it).
 
 from __future__ import annotations
 
-from absl import flags
 import matplotlib
+from absl import flags
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from si_jax.programs import cli  # noqa: E402
 from si_jax.analysis import phases, theory  # noqa: E402
 from si_jax.plots import plotting  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
 
 
 def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int]:

@@ -14,9 +14,9 @@ import os
 
 from absl import flags
 
+from si_jax.analysis import phases
 from si_jax.engine import checkpoint, experiment
 from si_jax.programs import cli
-from si_jax.analysis import phases
 
 _CONFIG = cli.config_flag("configs/gd.py[:variant]")
 _WORKDIR = cli.workdir_flag()

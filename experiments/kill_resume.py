@@ -17,13 +17,13 @@ import subprocess
 import sys
 import time
 
-from absl import flags
 import jax
 import numpy as np
+from absl import flags
 
+from si_jax import logs
 from si_jax.engine import checkpoint
 from si_jax.programs import cli
-from si_jax import logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

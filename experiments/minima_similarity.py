@@ -23,12 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax.engine import checkpoint, experiment  # noqa: E402
-from si_jax.programs import cli  # noqa: E402
 from si_jax.analysis import phases  # noqa: E402
-from si_jax.plots import plotting  # noqa: E402
+from si_jax.engine import checkpoint, experiment  # noqa: E402
 from si_jax.engine import state as state_lib  # noqa: E402
 from si_jax.models import get_path  # noqa: E402
+from si_jax.plots import plotting  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
 
 _CONFIG = cli.config_flag("configs/minima_similarity.py[:variant]")
 _WORKDIR = cli.workdir_flag()
@@ -109,14 +109,17 @@ def draw(result: dict, names, out: str) -> str:
   axes[0].set_xticklabels(ticks, rotation=90, fontsize=7)
   axes[0].set_yticklabels(ticks, fontsize=7)
   fig.colorbar(im, ax=axes[0])
-  groups = [("single models", single), ("ensembles, periods of one run", result["within_run_ensemble_error"]),
+  groups = [("single models", single),
+            ("ensembles, periods of one run", result["within_run_ensemble_error"]),
             ("ensembles, independent runs", result["independent_ensemble_error"])]
-  for pos, (label, values) in enumerate(groups):
-    axes[1].scatter(np.full(len(values), pos) + np.linspace(-0.15, 0.15, len(values) or 1)[:len(values)],
-                    values, s=12, color=plotting.RUN_COLORS[1 + pos])
+  for pos, (_label, values) in enumerate(groups):
+    jitter = np.linspace(-0.15, 0.15, len(values) or 1)[:len(values)]
+    axes[1].scatter(np.full(len(values), pos) + jitter, values, s=12,
+                    color=plotting.RUN_COLORS[1 + pos])
     if values:
       axes[1].hlines(np.mean(values), pos - 0.3, pos + 0.3, color="k")
-  axes[1].set(xticks=range(3), ylabel="test error", title="functional similarity (ensembles of two)")
+  axes[1].set(xticks=range(3), ylabel="test error",
+              title="functional similarity (ensembles of two)")
   axes[1].set_xticklabels([g[0] for g in groups], fontsize=8)
   plotting.save_figure(fig, out)
   return out

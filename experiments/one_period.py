@@ -11,18 +11,18 @@ WORKDIR/fig13.png.
 
 import os
 
-from absl import flags
 import matplotlib
+from absl import flags
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from fig13_delta_bounds import delta_bounds_figure  # noqa: E402  (this script's sibling)
-from si_jax.programs import cli  # noqa: E402
+
 from si_jax.analysis import phases  # noqa: E402
-from si_jax.plots import plotting  # noqa: E402
 from si_jax.engine import train  # noqa: E402
+from si_jax.plots import plotting  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
 
 _CONFIG = cli.config_flag("configs/one_period.py[:variant]")
 _WORKDIR = cli.workdir_flag()
@@ -93,7 +93,8 @@ def report_phases(steps: dict[str, np.ndarray], p: phases.Period, done: np.ndarr
     if m.any():
       print(f"phase {name}: steps {done[a]}..{done[b] - 1}: loss {np.median(steps['loss'][m]):.3g} "
             f"(median), rho {steps['weight_norm'][m][0]:.3g} -> {steps['weight_norm'][m][-1]:.3g}, "
-            f"effective LR {steps['effective_lr'][m][0]:.3g} -> {steps['effective_lr'][m][-1]:.3g}, "
+            f"effective LR {steps['effective_lr'][m][0]:.3g} -> "
+            f"{steps['effective_lr'][m][-1]:.3g}, "
             f"median 1-cos {np.median(steps['cosine_distance'][m]):.3g}")
 
 

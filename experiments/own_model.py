@@ -38,8 +38,8 @@ from absl import app, flags
 import si_jax
 from si_jax import data, metrics, optim
 from si_jax.analysis import phases
-from si_jax.plots import plotting
 from si_jax.models import ParamGroups
+from si_jax.plots import plotting
 
 BIAS_INIT = nn.initializers.normal(0.1)  # nonzero: find_si_groups leaves zero tensors out
 HEAD_INIT = nn.initializers.normal(0.5)

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 from absl import flags
 
-from si_jax.programs import cli
 from si_jax.engine import experiment
+from si_jax.programs import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _APPENDIX = flags.DEFINE_string("appendix", "/work/shared/reference/paper_appendix.txt",
@@ -330,6 +330,7 @@ def init_last_layer_norm(model: str, width: int, classes: int, seed: int = 0) ->
   (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) entries, classes x fan_in of them)."""
   import jax
   import numpy as np
+
   from si_jax import models
   net = models.create_model(model, num_classes=classes, width=width)
   key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0))[0]

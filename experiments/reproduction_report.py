@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import os
 
-from absl import flags
 import numpy as np
+from absl import flags
 from PIL import Image
 
-from si_jax.programs import cli
-from si_jax.engine import experiment
 from si_jax.analysis import phases
+from si_jax.engine import experiment
 from si_jax.plots import plotting
+from si_jax.programs import cli
 
 _FIGURES = flags.DEFINE_string("figures", "docs/figures",
                                "where the down-scaled figure copies go")
@@ -44,7 +44,8 @@ def shrink(src: str, dst_dir: str, width: int = 1100) -> str | None:
   if image.width > width:
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
   dst = os.path.join(dst_dir, _PREFIX.value + os.path.basename(src))
-  image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(dst, optimize=True)
+  image = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+  image.save(dst, optimize=True)
   return dst
 
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
 import matplotlib
+from absl import flags
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax.programs import cli  # noqa: E402
-from si_jax.plots import plotting  # noqa: E402
 from si_jax.analysis import theory, toy  # noqa: E402
+from si_jax.plots import plotting  # noqa: E402
+from si_jax.programs import cli  # noqa: E402
 
 _OUT = flags.DEFINE_string("out", "figures", "output directory")
 

@@ -160,7 +160,7 @@ def _null_space(m: np.ndarray, tol: float) -> np.ndarray:
 
 
 def _pivots(basis: np.ndarray) -> list[int]:
-  """D rows of the (n x d) basis that span it, well conditioned (greedy pivoted QR)."""
+  """d rows of the (n x d) basis that span it, well conditioned (greedy pivoted QR)."""
   rest, pivots = basis.copy(), []
   for _ in range(basis.shape[1]):
     i = int(np.argmax(np.linalg.norm(rest, axis=1)))

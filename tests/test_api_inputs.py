@@ -11,9 +11,9 @@ import pytest
 
 from si_jax import invariance, metrics, optim, si_groups
 from si_jax.analysis import phases
-from si_jax.programs import plot
-from si_jax.plots import plotting
 from si_jax.models import ParamGroups
+from si_jax.plots import plotting
+from si_jax.programs import plot
 
 PARAMS = {"dense": {"kernel": np.ones((3, 4), np.float32), "bias": np.zeros(4, np.float32)},
           "head": {"kernel": np.ones((4, 2), np.float32)}}

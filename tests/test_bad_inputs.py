@@ -57,7 +57,8 @@ PROGRAMS = {  # name -> ('module' | 'path', target)
     "fig13": ("path", "experiments/fig13_delta_bounds.py"),
 }
 PRELOAD = ("jax", "flax.linen", "optax", "orbax.checkpoint", "sklearn.datasets",
-           "matplotlib.pyplot", "si_jax.engine.train", "si_jax.engine.experiment", "si_jax.analysis.phases",
+           "matplotlib.pyplot", "si_jax.engine.train", "si_jax.engine.experiment",
+           "si_jax.analysis.phases",
            "si_jax.plots.plotting", "si_jax.engine.checkpoint", "si_jax.validate")
 
 

@@ -18,10 +18,10 @@ import time
 import jax
 import numpy as np
 import pytest
-
-from si_jax.engine import checkpoint, train
-from si_jax import logs
 from test_train import tiny_config
+
+from si_jax import logs
+from si_jax.engine import checkpoint, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))

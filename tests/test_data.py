@@ -166,7 +166,8 @@ def test_wrong_format(tmp_path):
   write_cifar(str(tmp_path), "cifar10")
   batch, _, _ = cifar_batch(4, 100, b"fine_labels", 0)
   (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(batch))
-  with pytest.raises(data_lib.DatasetError, match=r"data_batch_1: expected a dict with keys b'data' and b'labels'"):
+  with pytest.raises(data_lib.DatasetError,
+                     match=r"data_batch_1: expected a dict with keys b'data' and b'labels'"):
     data_lib.load_dataset("cifar10", "archive", str(tmp_path))
   batch, _, _ = cifar_batch(4, 10, b"labels", 0)
   batch[b"data"] = batch[b"data"][:, :1000]

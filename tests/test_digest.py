@@ -15,8 +15,8 @@ import json
 import os
 
 from si_jax import logs
-from si_jax.engine import train
 from si_jax.config import base_config
+from si_jax.engine import train
 
 # sha256 of the logs with each record's "wall_time" removed (json.dumps per line), as
 # (metrics.jsonl, steps) pairs. XLA:CPU's float results depend on the host CPU, so each

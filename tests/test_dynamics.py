@@ -15,8 +15,10 @@ import pytest
 
 from si_jax import config as config_lib
 from si_jax import data as data_lib
-from si_jax.engine import batching, state as state_lib, step as step_lib
 from si_jax import metrics
+from si_jax.engine import batching
+from si_jax.engine import state as state_lib
+from si_jax.engine import step as step_lib
 
 
 def run_steps(num_steps, **optim_fields):

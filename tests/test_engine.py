@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
-
-from si_jax.engine import experiment, sweep, train
-from si_jax import logs
-from si_jax.plots import family
 from test_train import tiny_config
+
+from si_jax import logs
+from si_jax.engine import experiment, sweep, train
+from si_jax.plots import family
 
 MEMBERS = [{"optim.lr": 0.1}, {"optim.lr": 0.05, "optim.wd": 0.03}]
 
@@ -143,7 +143,8 @@ def test_a_family_whose_member_diverged_in_its_first_epoch_is_summarised(tmp_pat
   summary = experiment.run_family(config, workdir, vmap="yes", progress=False)
   ok, bad = summary["members"]
   assert ok["epochs"] == 2 and bad["epochs"] == 0
-  assert bad["reason"].startswith("diverged before its first epoch") and "non-finite" in bad["reason"]
+  assert bad["reason"].startswith("diverged before its first epoch")
+  assert "non-finite" in bad["reason"]
   assert "| lr 1e10 | none: diverged before its first epoch" in experiment.table(summary)
   figures = family.draw_family(config, workdir)
   assert all(os.path.getsize(f) > 0 for f in figures)

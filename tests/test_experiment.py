@@ -8,12 +8,13 @@ import os
 
 import numpy as np
 import pytest
+from test_train import tiny_config
+
+from si_jax import logs, validate
+from si_jax.engine import checkpoint, experiment, sweep, train
+from si_jax.plots import plotting
 
 import independent
-from si_jax.engine import checkpoint, experiment, sweep, train
-from si_jax import logs, validate
-from si_jax.plots import plotting
-from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -31,7 +32,8 @@ def runs_of(config):
   """The run configs of a family config (its members), or the config itself."""
   if "experiment" not in config:
     return [("", config)]
-  return [(n, experiment.member_config(config, o)) for n, _, o in experiment.member_overrides(config)]
+  return [(n, experiment.member_config(config, o))
+          for n, _, o in experiment.member_overrides(config)]
 
 
 def paper_variants(path):
@@ -153,7 +155,8 @@ def test_lr_sweep_spans_the_paper_values():
   paper = load(os.path.join(ROOT, "configs", "lr_sweep.py"), "")
   lrs = [o["optim.lr"] for _, _, o in experiment.member_overrides(paper)]
   assert lrs == [1.0, 0.03, 0.01, 0.001] and paper.optim.wd == 0.001
-  assert paper.model.width == 32 and paper.model.last_layer_norm == 10 and paper.train.epochs == 1001
+  assert paper.model.width == 32 and paper.model.last_layer_norm == 10
+  assert paper.train.epochs == 1001
 
 
 def test_product_family_rescales_init_by_proposition_4():
@@ -163,7 +166,7 @@ def test_product_family_rescales_init_by_proposition_4():
   assert products == {0.001, 0.003}
   rescaled = {n: o for n, o in members.items() if "_rescaled" in n}
   assert len(rescaled) == 4  # two per product
-  for name, o in rescaled.items():  # (c x0, c^2 eta, lam / c^2) with eta_ref = 0.1
+  for o in rescaled.values():  # (c x0, c^2 eta, lam / c^2) with eta_ref = 0.1
     assert o["model.init_scale"] ** 2 == pytest.approx(o["optim.lr"] / 0.1)
 
 
@@ -262,11 +265,13 @@ def test_fixed_norm_from_a_warm_start_keeps_that_norm(tmp_path):
 
 def test_vmapped_family_matches_sequential_members(tmp_path, monkeypatch):
   """--vmap=yes trains lr/wd members as one program; each equals its sequential run."""
-  members = [("a", "lr 0.1", {"optim.lr": 0.1}), ("b", "lr 0.05", {"optim.lr": 0.05, "optim.wd": 0.03})]
+  members = [("a", "lr 0.1", {"optim.lr": 0.1}),
+             ("b", "lr 0.05", {"optim.lr": 0.05, "optim.wd": 0.03})]
   config, workdir = family(tmp_path, members)
   config.data.order_seed = config.seed  # the sweep engine shares one data order
   engine, calls = sweep.train_sweep, []
-  monkeypatch.setattr(sweep, "train_sweep", lambda *a, **k: calls.append(k["names"]) or engine(*a, **k))
+  monkeypatch.setattr(sweep, "train_sweep",
+                      lambda *a, **k: calls.append(k["names"]) or engine(*a, **k))
   vmapped = experiment.run_family(config, workdir + "_v", vmap="yes", progress=False)
   assert calls == [["a", "b"]]  # one vmapped program for both members
   sequential = experiment.run_family(config, workdir + "_s", vmap="no", progress=False)

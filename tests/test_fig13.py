@@ -125,7 +125,7 @@ def test_outliers_move_only_the_part_they_are_in(analysis):
 
 def test_growth_of_the_second_half_by_hand(analysis):
   a = analysis
-  split, second = a["held"].t_split, a["t"] >= a["held"].t_split
+  second = a["t"] >= a["held"].t_split
   for name, values in (("1 - cos", a["cd"]), ("bound with l(t)", a["cd_low"]),
                        ("bound with L(t)", a["cd_high"])):
     trend = a["trends"][name]

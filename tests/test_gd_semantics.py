@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from si_jax import models
-from si_jax.engine import train
-from si_jax.engine import state as state_lib
 from si_jax.config import base_config
+from si_jax.engine import state as state_lib
+from si_jax.engine import train
 
 LR, WD, N = 0.5, 0.01, 300
 
@@ -42,12 +42,13 @@ def test_one_ghost_batch_gd_step_equals_a_hand_accumulation(tmp_path):
   for path, p0 in models.flatten_with_paths(start.params):
     got = np.asarray(models.get_path(out["state"].params, path))
     if path in si:  # Eq. (2) with the averaged gradient
-      want = np.asarray(p0) - LR * (np.asarray(models.get_path(grad_sum, path)) / N + WD * np.asarray(p0))
+      mean_grad = np.asarray(models.get_path(grad_sum, path)) / N
+      want = np.asarray(p0) - LR * (mean_grad + WD * np.asarray(p0))
       np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6, err_msg=str(path))
     else:  # frozen: the fixed last layer and the norms' affine parameters
       np.testing.assert_array_equal(got, np.asarray(p0))
   # the running statistics went through the three ghost batches in order
-  for (path, got), (_, want) in zip(models.flatten_with_paths(out["state"].batch_stats),
+  for (_, got), (_, want) in zip(models.flatten_with_paths(out["state"].batch_stats),
                                     models.flatten_with_paths(stats)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
 

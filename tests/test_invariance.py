@@ -20,9 +20,11 @@ from si_jax import config as config_lib
 from si_jax import invariance, models, optim
 from si_jax.engine import proposition4
 from si_jax.engine.step import loss_and_aux
+
 from conftest import make, rng_images
 
-MODEL_NORMS = [(m, n) for m in ("convnet_si", "resnet18_si") for n in ("batch", "layer", "instance")]
+MODEL_NORMS = [(m, n) for m in ("convnet_si", "resnet18_si")
+               for n in ("batch", "layer", "instance")]
 
 
 def batch(seed=0, n=32, shape=(16, 16, 3)):
@@ -118,7 +120,8 @@ def test_nonpositive_scale_is_rejected():
       invariance.invariance_residuals(f, v["params"], g.si_groups, c)
 
 
-@pytest.mark.parametrize("momentum,wd_mode", [(0.0, "coupled"), (0.9, "coupled"), (0.9, "decoupled")])
+@pytest.mark.parametrize("momentum,wd_mode",
+                         [(0.0, "coupled"), (0.9, "coupled"), (0.9, "decoupled")])
 def test_proposition4_per_step(momentum, wd_mode):
   """(x, eta, lambda) and (c x, c^2 eta, lambda / c^2): x'_{t+1} = c x_{t+1}, 5 steps.
 

@@ -10,8 +10,9 @@ import pytest
 
 from si_jax import models
 from si_jax.models import layers
-from conftest import make
+
 import reference_nets
+from conftest import make
 
 
 def si_count(variables, groups):
@@ -37,7 +38,7 @@ def test_resnet18_si_weight_count_matches_architecture():
   cin = 64
   for stage in range(4):
     c = 64 * 2**stage
-    for block in range(2):
+    for _block in range(2):
       expected += conv_weights(cin, c, 3) + conv_weights(c, c, 3)
       if cin != c:
         expected += conv_weights(cin, c, 1)
@@ -70,7 +71,8 @@ def test_last_layer_rescaled_bias_not():
   _, v, _ = make("convnet_si", width=8, last_layer_norm=10.0)
   _, v_raw, _ = make("convnet_si", width=8, last_layer_norm=None)
   np.testing.assert_allclose(jnp.linalg.norm(v["params"]["classifier"]["kernel"]), 10.0, rtol=1e-6)
-  np.testing.assert_array_equal(v["params"]["classifier"]["bias"], v_raw["params"]["classifier"]["bias"])
+  np.testing.assert_array_equal(v["params"]["classifier"]["bias"],
+                                v_raw["params"]["classifier"]["bias"])
   b = 1 / math.sqrt(64)  # fan_in of the ConvNet classifier at width 8 is 8k = 64
   assert np.abs(v_raw["params"]["classifier"]["bias"]).max() <= b
 
@@ -160,7 +162,8 @@ def test_convnet_forward_matches_numpy_reference(kind):
   model, v, _ = make("convnet_si", norm=kind, width=4, input_shape=(16, 16, 3), seed=2)
   logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
   want = reference_nets.convnet(v["params"], x, kind)
-  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())  # measured <= 4e-6 on |logits| ~ 10
+  # measured <= 4e-6 on |logits| ~ 10
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("kind", ["batch", "layer", "instance"])
@@ -170,7 +173,8 @@ def test_resnet18_forward_matches_numpy_reference(kind):
   model, v, _ = make("resnet18_si", norm=kind, width=4, input_shape=(16, 16, 3), seed=3)
   logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
   want = reference_nets.resnet18(v["params"], x, kind)
-  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())  # measured <= 4e-6 on |logits| ~ 10
+  # measured <= 4e-6 on |logits| ~ 10
+  np.testing.assert_allclose(logits, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())
 
 
 def test_stride2_conv_pads_symmetrically_like_pytorch():

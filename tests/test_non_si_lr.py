@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from si_jax import models, optim
+
 from conftest import make
 
 LR, WD = 0.1, 0.01

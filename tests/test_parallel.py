@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-import independent
 from si_jax import logs
+
+import independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +30,8 @@ if jax.local_device_count() > 1:
   ds = state_lib.load_dataset(config)
   ctx, state = state_lib.create_state(config, ds)
   fn = jax.jit(functools.partial(step.train_step, ctx, mesh=sharding.mesh_for(None)))
-  hlo = fn.lower(state, ds.train_images, ds.train_labels, np.arange(128, dtype=np.int32)).compile().as_text()
+  lowered = fn.lower(state, ds.train_images, ds.train_labels, np.arange(128, dtype=np.int32))
+  hlo = lowered.compile().as_text()
   print("ALL_REDUCE" if "all-reduce" in hlo else "NO_ALL_REDUCE")
 """
 

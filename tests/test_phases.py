@@ -51,7 +51,7 @@ def test_known_periods_are_found_exactly(noise):
   assert a.onsets == onsets
   assert a.destabilizations == [o + 1.0 for o in onsets]  # epochs are 1-based
   assert a.period_lengths() == [35.0, 45.0, 30.0, 60.0, 60.0]
-  assert [p.stats["steps"] for p in a.periods[1:-1]] == [12 * 35, 12 * 45, 12 * 30, 12 * 60, 12 * 60]
+  assert [p.stats["steps"] for p in a.periods[1:-1]] == [12 * n for n in (35, 45, 30, 60, 60)]
   assert [p.complete for p in a.periods] == [True] * 6 + [False]
   # phases tile each period: C from the onset to the loss peak, then A, then B
   for p in a.periods[1:]:
@@ -142,7 +142,8 @@ def test_noise_scales_and_thresholds():
   assert mid.converge == pytest.approx(np.log(5))
   assert loud.converge == pytest.approx(5 * 0.5 * np.sqrt(2), rel=0.03)
   assert mid.jump == pytest.approx(1.5 * np.log(1 / 0.99), rel=1e-9)
-  assert phases.thresholds(np.exp(0.1 * white), np.full(20000, 5.0)).jump == pytest.approx(np.log(1.01))
+  jump = phases.thresholds(np.exp(0.1 * white), np.full(20000, 5.0)).jump
+  assert jump == pytest.approx(np.log(1.01))
 
 
 def test_one_destabilization_is_not_called_periodic():

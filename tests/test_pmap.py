@@ -9,9 +9,9 @@ import os
 import jax
 import numpy as np
 
+from si_jax.config import base_config
 from si_jax.engine import sharding, step
 from si_jax.engine import state as state_lib
-from si_jax.config import base_config
 
 DEVICES, BATCH, STEPS = 4, 64, 3
 

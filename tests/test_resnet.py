@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from si_jax import invariance, models
+from si_jax import invariance
 from si_jax.engine import step
+
 from conftest import make, rng_images
 
 EPS = 1e-5

@@ -11,17 +11,17 @@ import subprocess
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import independent
-from si_jax.engine import batching, lifecycle, records, train
+from si_jax import config as config_lib
 from si_jax import logs, models, si_groups
 from si_jax.analysis import phases
-from si_jax import config as config_lib
+from si_jax.engine import batching, lifecycle, records, train
 from si_jax.engine import state as state_lib
+
+import independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

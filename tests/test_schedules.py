@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from si_jax import logs, optim
-from si_jax.engine import train
 from si_jax.config import base_config
+from si_jax.engine import train
 
 
 @pytest.mark.parametrize("kind, factor, expected", [

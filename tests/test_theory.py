@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from si_jax.analysis import theory, toy
 
@@ -102,7 +103,8 @@ def test_proposition2_jump_time_between_t_min_and_t_max(seed):
   kL = theory.kappa(lr, wd) * L
   rho0_sq = kL * rng.uniform(3, 30)
   delta = lr * wd * l**2 / L**2 * rng.uniform(0.2, 0.9)  # t_max exists
-  tmin, tmax = theory.t_min(rho0_sq, l, L, lr, wd, delta), theory.t_max(rho0_sq, l, L, lr, wd, delta)
+  tmin = theory.t_min(rho0_sq, l, L, lr, wd, delta)
+  tmax = theory.t_max(rho0_sq, l, L, lr, wd, delta)
   t = first_jump(rho0_sq, l, L, lr, wd, delta, seed)
   assert 0 < tmin <= tmax < math.inf
   # the paper drops O((eta lam)^2) and O(delta^2) terms: allow 1% on each side
@@ -139,7 +141,8 @@ def test_proposition3_and_remark3_equilibrium(seed):
   assert tail.min() >= norm_band.low * (1 - 2 * lr * wd)
   assert tail.max() <= norm_band.high * (1 + 2 * lr * wd)
   elr = lr / tail
-  assert elr.min() >= elr_band.low * (1 - 2 * lr * wd) and elr.max() <= elr_band.high * (1 + 2 * lr * wd)
+  assert elr.min() >= elr_band.low * (1 - 2 * lr * wd)
+  assert elr.max() <= elr_band.high * (1 + 2 * lr * wd)
 
 
 def eq3_fixed_point(g_eff, lr, wd):

@@ -25,6 +25,7 @@ from torch_convnet import TorchConvNetSI, conv_grads_as_hwio, load_flax_params  
 
 from si_jax import models, optim  # noqa: E402
 from si_jax.engine import step as step_lib  # noqa: E402
+
 from conftest import make, rng_images  # noqa: E402
 
 
@@ -78,18 +79,20 @@ def test_eval_mode_and_one_sgd_step_match(pair):
   # float differences (a few of ~500k pre-activations lie that close to a kink), so
   # multi-step trajectories agree only to ~1e-3; the momentum rule itself is checked
   # against torch's formula in test_optim.py.
-  for step in range(1):
+  for _step in range(1):
     tmodel.train()
     opt.zero_grad()
     torch.nn.functional.cross_entropy(
-        tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), torch.from_numpy(y).long()).backward()
+        tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())),
+        torch.from_numpy(y).long()).backward()
     opt.step()
     (_, (_, stats)), grads = jax.value_and_grad(
         lambda p: step_lib.loss_and_aux(model, p, stats, x, y), has_aux=True)(params)
     updates, state = tx.update(grads, state, params)
     params = jax.tree.map(jnp.add, params, updates)
   for i, conv in enumerate(tmodel.convs()):
-    assert rel(params[f"conv_{i}"]["kernel"], conv.weight.detach().numpy().transpose(2, 3, 1, 0)) < 1e-5
+    torch_kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+    assert rel(params[f"conv_{i}"]["kernel"], torch_kernel) < 1e-5
   tmodel.eval()
   logits_t = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy()
   logits = model.apply({"params": params, "batch_stats": stats}, x, train=False)

@@ -11,11 +11,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-import independent
-from si_jax.engine import checkpoint, records, train
-from si_jax import logs, validate
-from si_jax.programs import plot
 from si_jax import config as config_lib
+from si_jax import logs, validate
+from si_jax.engine import checkpoint, records, train
+from si_jax.programs import plot
+
+import independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,7 +234,8 @@ def test_practical_run_with_momentum_and_augmentation(tmp_path):
 
 def test_divergence_is_reported_with_step_and_values(tmp_path):
   config = tiny_config(**{"optim.lr": 1e30})
-  with pytest.raises(FloatingPointError, match=r"non-finite \['weight_norm'\] at step 1: .*weight_norm=inf; previous step: loss="):
+  with pytest.raises(FloatingPointError, match=r"non-finite \['weight_norm'\] at step 1: "
+                     r".*weight_norm=inf; previous step: loss="):
     train.train_and_evaluate(config, str(tmp_path), progress=False)
   assert logs.read_run(str(tmp_path)) == []  # no record of the diverged epoch
 
