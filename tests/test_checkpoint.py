@@ -18,10 +18,11 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_train import tiny_config
 
 from si_jax import logs
 from si_jax.engine import checkpoint, train
+
+from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))

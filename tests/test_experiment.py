@@ -8,13 +8,13 @@ import os
 
 import numpy as np
 import pytest
-from test_train import tiny_config
 
 from si_jax import logs, validate
 from si_jax.engine import checkpoint, experiment, sweep, train
 from si_jax.plots import plotting
 
 import independent
+from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))

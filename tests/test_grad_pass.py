@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import tiny_config
 
 from si_jax import logs, models
 from si_jax.engine import loop, train
 from si_jax.engine import state as state_lib
+
+from test_train import tiny_config
 
 
 def tiny(**fields):

@@ -14,11 +14,11 @@ pytest.importorskip("tensorboardX")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 plugin_data_pb2 = pytest.importorskip("tensorboard.plugins.hparams.plugin_data_pb2")
 
-from test_train import tiny_config  # noqa: E402
-
 from si_jax import config as config_lib  # noqa: E402
 from si_jax import logs  # noqa: E402
 from si_jax.engine import train  # noqa: E402
+
+from test_train import tiny_config  # noqa: E402
 
 # The reader stores values as float32: 2^-24 relative rounding, here with room to spare.
 FLOAT32_RTOL = 1e-7
