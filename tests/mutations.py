@@ -247,13 +247,13 @@ MUTATIONS = [
         "trace as changes (median 0: the jump threshold collapses to the 1% floor)"),
     Mutation(
         "schedule_ignores_partial_batch", "si_jax/engine/state.py",
-        "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
+        "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",  # noqa: E501
         "per_epoch = num_train // tc.batch_size",
         "tests/test_round2.py -k 'schedule_length or sgd_schedule'",
         "a schedule's length T ignores the partial last batch (the schedule ends early)"),
     Mutation(
         "schedule_counts_dropped_batch", "si_jax/engine/state.py",
-        "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",
+        "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",  # noqa: E501
         "per_epoch = -(-num_train // tc.batch_size)",
         "tests/test_round2.py -k schedule_length",
         "with train.drop_last a schedule's length T still counts the dropped partial batch"),
@@ -272,7 +272,7 @@ MUTATIONS = [
     Mutation(
         "grad_pass_ignores_fixed_effective_lr", "si_jax/engine/step.py",
         "  if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2\n"
-        "    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))\n"
+        "    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))\n"  # noqa: E501
         "  return metrics.full_pass_metrics(",
         "  return metrics.full_pass_metrics(",
         "tests/test_round2.py -k grad_pass_effective_lr_under_fixed",

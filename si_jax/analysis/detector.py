@@ -351,9 +351,11 @@ def _number(value) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """``detect``'s answer. ``phases``: one of None, 'A', 'B', 'C' per sample (the last W
-  are provisional); ``reason``: why there is no onset ('' if there is one); ``pending``:
-  the index of a sharp rise still awaiting the norm's answer at the end, else None."""
+  """``detect``'s answer.
+
+  ``phases``: one of None, 'A', 'B', 'C' per sample (the last W are provisional);
+  ``reason``: why there is no onset ('' if there is one); ``pending``: the index of a sharp
+  rise still awaiting the norm's answer at the end, else None."""
   onsets: list[int]
   peaks: list[int]
   phases: list[str | None]
@@ -366,6 +368,7 @@ class Result:
 
   @property
   def count(self) -> int:
+    """The number of onsets."""
     return len(self.onsets)
 
   @property
@@ -383,7 +386,9 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
       'train_loss' (used where finite for more than half the samples) and/or 'loss',
       optional 'weight_norm', and 'epoch' or 'step' for x (steps for per-step logs,
       whose epochs repeat).
-    norm, reference, **constants: as ``OnlineDetector``.
+    norm: as ``OnlineDetector``.
+    reference: as ``OnlineDetector``.
+    **constants: as ``OnlineDetector`` (``Constants`` fields).
 
   Returns:
     A ``Result``; its onsets older than W samples are those of any longer run.

@@ -174,6 +174,8 @@ class Period:
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
+  """A run's destabilizations, its periods and their phases (``analyze``)."""
+
   x: np.ndarray                  # epochs (or steps) of the samples
   onsets: list[int]              # sample indices of the destabilizations
   periods: list[Period]
@@ -181,6 +183,7 @@ class Analysis:
 
   @property
   def periodic(self) -> bool:
+    """Whether the run shows periodic behavior (at least the needed destabilizations)."""
     return not self.reason
 
   @property
@@ -193,6 +196,7 @@ class Analysis:
     return [p.stats[key] for p in self.periods[1:] if p.complete]
 
   def summary(self) -> dict[str, Any]:
+    """The JSON summary of a family member: reason, onsets, periods with their stats."""
     lengths = self.period_lengths()
     return {
         "periodic": self.periodic,
@@ -220,11 +224,13 @@ class Analysis:
     rows = [head]
     for p in self.periods:
       s = p.stats
-      rows.append(f"  period {p.index}{'' if p.complete else ' (incomplete)'}: x {s['x_start']:.6g}"
-                  f"..{s['x_end']:.6g}, min loss {s['min_loss']:.3g}, test error "
-                  f"{s.get('min_test_error', float('nan')):.3g}, rho {s.get('weight_norm_min', float('nan')):.3g}"
-                  f"..{s.get('weight_norm_max', float('nan')):.3g}, eff. LR "
-                  f"{s.get('effective_lr_min', float('nan')):.3g}..{s.get('effective_lr_max', float('nan')):.3g}")
+      nan = float("nan")
+      rows.append(
+          f"  period {p.index}{'' if p.complete else ' (incomplete)'}: x {s['x_start']:.6g}"
+          f"..{s['x_end']:.6g}, min loss {s['min_loss']:.3g}, test error "
+          f"{s.get('min_test_error', nan):.3g}, rho {s.get('weight_norm_min', nan):.3g}"
+          f"..{s.get('weight_norm_max', nan):.3g}, eff. LR "
+          f"{s.get('effective_lr_min', nan):.3g}..{s.get('effective_lr_max', nan):.3g}")
     return "\n".join(rows)
 
 
@@ -481,7 +487,8 @@ def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
     top = smoothed[peak - 1] if peak > start else smoothed[start]  # the spike's peak
     near = np.flatnonzero(after <= low * 10**_b_band(top, low, b_decades))
     b_start = peak + int(near[0]) if len(near) else end
-    phases_ = ((start, peak), (peak, b_start), (b_start, end)) if converged else ((start, start),) * 3
+    phases_ = (((start, peak), (peak, b_start), (b_start, end)) if converged
+               else ((start, start),) * 3)
     periods.append(Period(index=k, start=start, end=end, complete=end < n, c=phases_[0],
                           a=phases_[1], b=phases_[2], stats=_stats(series, loss, x, start, end)))
   return Analysis(x=x, onsets=onsets, periods=periods, reason=reason)

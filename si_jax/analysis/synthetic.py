@@ -216,7 +216,9 @@ def periodic_run(seed: int, *, floor: float, height: float, noise: str = "CIFAR 
 
 def no_destabilization_run(seed: int, *, kind: str, noise: str = "CIFAR SGD",
                            sampling: str | None = None, norm: str = "free") -> Trace:
-  """A run without destabilizations, ``kind``:
+  """A run without destabilizations, of one of these kinds.
+
+  ``kind``:
 
   * 'converging': the warm-up, then phase B for good (no stability threshold: the
     norm settles where the effective gradient offsets weight decay, Proposition 2);

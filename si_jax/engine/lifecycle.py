@@ -1,9 +1,10 @@
-"""A run's life outside the step: its workdir and config guard, resume from the newest
-checkpoint, the checkpoint policy, preemption by SIGTERM/SIGINT, and the progress line.
+"""A run's life outside the step.
 
-A run (``Run``) is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.bin``), TensorBoard events
-and ``checkpoints/``. The training loop (``si_jax.engine.loop``) drives R >= 1 of them at
-once; each member of a vmapped family is an ordinary run with all of this.
+Its workdir and config guard, its lock, resume from the newest checkpoint, the
+checkpoint policy, preemption by SIGTERM/SIGINT, and the progress line. A run (``Run``)
+is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.bin``), TensorBoard events
+and ``checkpoints/``. The training loop (``si_jax.engine.loop``) drives R >= 1 of them
+at once; each member of a vmapped family is an ordinary run with all of this.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-  """'field: saved -> current' for every field that differs (resumable ones excepted). A
-  field the saved config lacks (written before the field existed) counts as its default."""
+  """'field: saved -> current' for every field that differs (resumable ones excepted).
+
+  A field the saved config lacks (written before the field existed) counts as its default."""
   defaults = config_lib.flatten(json.loads(config_lib.base_config().to_json_best_effort()))
   a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)
   diffs = []
@@ -100,6 +102,7 @@ class Run:
 
   @property
   def active(self) -> bool:
+    """Whether the run still trains (it has not diverged)."""
     return self.diverged is None
 
   @property
@@ -131,6 +134,7 @@ class Run:
     self.started = time.time() - self.wall_before
 
   def save(self, epoch: int, state) -> str:
+    """Checkpoints ``state`` after ``epoch`` epochs with the logs' lengths; its path."""
     metrics_bytes, steps_bytes = self.writer.offsets()
     return self.ckpt.save(epoch, state, {
         "metrics_bytes": metrics_bytes, "steps_bytes": steps_bytes,
@@ -138,6 +142,7 @@ class Run:
         "config": json.loads(self.config.to_json_best_effort())})
 
   def checkpoint_due(self, done: int, preempted: bool) -> bool:
+    """Whether a checkpoint is due after ``done`` epochs (or a stop)."""
     cc = self.config.checkpoint
     return bool(self.ckpt) and self.active and (
         done % cc.every_epochs == 0 or done in cc.snapshot_epochs
@@ -441,6 +446,7 @@ class Progress:
     self.start = time.time()
 
   def update(self, epoch: int, record: dict) -> None:
+    """Shows ``epoch``'s line (from its record)."""
     if not self.enabled:
       return
     elapsed = time.time() - self.start

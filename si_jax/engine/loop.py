@@ -222,7 +222,7 @@ def _save(runs: list[Run], state, done: int, stacked: bool, preempted: bool) -> 
   path = None
   for i, run in enumerate(runs):
     if run.checkpoint_due(done, preempted):
-      path = run.save(done, jax.tree.map(lambda a: a[i], state) if stacked else state)
+      path = run.save(done, jax.tree.map(lambda a, i=i: a[i], state) if stacked else state)
   return path
 
 
