@@ -12,21 +12,19 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
+from experiments import kill_resume  # the repository root is on sys.path (pyproject)
 from si_jax import logs
 from si_jax.engine import checkpoint, train
 
-from test_train import tiny_config
+from helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-import kill_resume  # noqa: E402
 
 STATEFUL = {"optim.momentum": 0.9, "data.augment": True}
 

@@ -15,7 +15,7 @@ from si_jax import logs
 from si_jax.engine import experiment, sweep, train
 from si_jax.plots import family
 
-from test_train import tiny_config
+from helpers import tiny_config
 
 MEMBERS = [{"optim.lr": 0.1}, {"optim.lr": 0.05, "optim.wd": 0.03}]
 

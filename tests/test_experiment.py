@@ -14,7 +14,7 @@ from si_jax.engine import checkpoint, experiment, sweep, train
 from si_jax.plots import plotting
 
 import independent
-from test_train import tiny_config
+from helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))

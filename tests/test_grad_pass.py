@@ -11,7 +11,7 @@ from si_jax import logs, models
 from si_jax.engine import loop, train
 from si_jax.engine import state as state_lib
 
-from test_train import tiny_config
+from helpers import tiny_config
 
 
 def tiny(**fields):

@@ -18,8 +18,7 @@ SCRIPT = r"""
 import functools, os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
 import jax, numpy as np
-sys.path.insert(0, "tests")
-from test_train import tiny_config
+from helpers import tiny_config
 from si_jax.engine import sharding, state as state_lib, step, train
 config = tiny_config(**{"train.epochs": 3, "train.log_every": "step",
                         "checkpoint.every_epochs": 0, "data.train_size": 256})
@@ -36,6 +35,13 @@ if jax.local_device_count() > 1:
 """
 
 
+
+def _child_env() -> dict[str, str]:
+  """The environment of a child script that imports tests/helpers.py (and si_jax first
+  from this tree, as the mutation check needs)."""
+  paths = [os.path.join(ROOT, "tests"), ROOT, os.environ.get("PYTHONPATH", "")]
+  return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
 def read(path):
   with open(path) as f:
     return [json.loads(line) for line in f]
@@ -43,7 +49,7 @@ def read(path):
 
 def run(devices, workdir):
   out = subprocess.run([sys.executable, "-c", SCRIPT, str(devices), workdir], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=_child_env())
   assert out.returncode == 0, out.stderr[-3000:]
   return out.stdout
 
@@ -63,8 +69,7 @@ SWEEP = r"""
 import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
 import jax
-sys.path.insert(0, "tests")
-from test_train import tiny_config
+from helpers import tiny_config
 from si_jax.engine import sharding, sweep
 config = tiny_config(**{"train.epochs": 2, "checkpoint.every_epochs": 0, "data.train_size": 256})
 members = [{"optim.lr": 0.1}, {"optim.lr": 0.05, "optim.wd": 0.03}]
@@ -80,7 +85,7 @@ def test_sweep_on_a_runs_by_data_mesh_matches_one_device(tmp_path):
   for devices in (1, 4):
     workdir = str(tmp_path / f"d{devices}")
     out = subprocess.run([sys.executable, "-c", SWEEP, str(devices), workdir], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, env=_child_env())
     assert out.returncode == 0, out.stderr[-3000:]
     if devices == 4:
       assert "MESH {'runs': 2, 'data': 2}" in out.stdout

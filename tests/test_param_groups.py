@@ -13,7 +13,7 @@ from si_jax import metrics, optim
 from si_jax.models import ParamGroups, get_path
 
 from conftest import rng_images
-from test_si_groups import LayerNormMLP, paths  # the net find_si_groups is checked on
+from helpers import LayerNormMLP, paths  # the net find_si_groups is checked on
 
 # find_si_groups' output for this net (derived by hand and checked in test_si_groups):
 # dense_1/bias sits in two minimal groups.

@@ -26,16 +26,11 @@ from si_jax import invariance, optim, si_groups
 from si_jax.models import ParamGroups, layers
 
 from conftest import make, rng_images
-
-BIAS_INIT = nn.initializers.normal(0.5)  # nonzero biases: a zero tensor is excluded
+from helpers import BIAS_INIT, LayerNormMLP, paths
 
 
 def as_sets(groups):
   return {frozenset(paths) for paths in groups.values()}
-
-
-def paths(*names):
-  return tuple(tuple(n.split("/")) for n in names)
 
 
 def batch_norm_fn(model, variables):
@@ -97,18 +92,6 @@ def test_resnet18_stream_groups_are_the_declared_ones():
   res = si_groups.verify_si_groups(
       fn, v["params"], {"stream": g.si_groups["stage1_stream"], "stem": paths("stem/kernel")}, x)
   assert res["stream"] < 1e-3 and res["stem"] > 1e-1, res
-
-
-class LayerNormMLP(nn.Module):
-  """Dense -> LN (affine) -> relu -> Dense -> LN -> relu -> Dense."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_0")(x)
-    x = nn.relu(nn.LayerNorm(bias_init=BIAS_INIT, name="ln_0")(x))
-    x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_1")(x)
-    x = nn.relu(nn.LayerNorm(use_scale=False, use_bias=False, name="ln_1")(x))
-    return nn.Dense(10, bias_init=BIAS_INIT, name="head")(x)
 
 
 def init(module, x, seed=0):

@@ -7,7 +7,7 @@ from si_jax import logs
 from si_jax.engine import checkpoint, sweep, train
 
 import independent
-from test_train import tiny_config
+from helpers import tiny_config
 
 # member 2 is member 0 under Proposition 4: (c x0, c^2 eta, lambda / c^2) with c = 2
 MEMBERS = [{"optim.lr": 0.1, "optim.wd": 0.01},

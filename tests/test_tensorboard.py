@@ -18,7 +18,7 @@ from si_jax import config as config_lib  # noqa: E402
 from si_jax import logs  # noqa: E402
 from si_jax.engine import train  # noqa: E402
 
-from test_train import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 
 # The reader stores values as float32: 2^-24 relative rounding, here with room to spare.
 FLOAT32_RTOL = 1e-7

@@ -10,8 +10,6 @@ eval-mode logits after it 6e-8. With the shortcut reading x instead of ReLU(BN1(
 (our wiring before) the logits differ by 1.5.
 """
 
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +17,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-from torch_convnet import TorchConvNetSI, conv_grads_as_hwio, load_flax_params  # noqa: E402
-
+from benchmarks.torch_convnet import (  # noqa: E402
+  TorchConvNetSI,
+  conv_grads_as_hwio,
+  load_flax_params,
+)
 from si_jax import models, optim  # noqa: E402
 from si_jax.engine import step as step_lib  # noqa: E402
 

@@ -11,27 +11,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from si_jax import config as config_lib
 from si_jax import logs, validate
 from si_jax.engine import checkpoint, records, train
 from si_jax.programs import plot
 
 import independent
+from helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(**overrides):
-  config = config_lib.base_config()
-  config.model.width = 4
-  config.data.name, config.data.source = "digits", "embedded"
-  config.data.train_size, config.data.test_size = 300, 100
-  config.optim.lr, config.optim.wd = 0.1, 0.01
-  config.train.epochs = 2
-  for key, value in overrides.items():
-    section, field = key.split(".")
-    config[section][field] = value
-  return config
 
 
 def si_kernels(params) -> dict[str, np.ndarray]:
