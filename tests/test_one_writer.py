@@ -167,6 +167,9 @@ def _signal_during(trainer):
 
   def fake(*args, **kwargs):
     calls.append(args[1])
+    family = args[2] if len(args) > 2 else os.path.dirname(args[1])  # vmapped, or a member
+    for member in ("lr_0p1", "lr_0p3"):  # the family holds every member, not only this one
+      assert os.path.exists(lock_path(os.path.join(family, member)))
     with lifecycle.Preemption() as inner:
       if len(calls) == 1:  # one signal (a second would mean "stop at once")
         os.kill(os.getpid(), signal.SIGTERM)
@@ -187,7 +190,8 @@ def test_a_signal_stops_the_whole_family_without_a_summary(tmp_path, monkeypatch
     experiment.run_family(_family(), str(workdir), vmap=vmap, progress=False)
   assert len(calls) == 1  # no member after the signal
   assert not (workdir / "summary.json").exists()
-  assert sorted(os.listdir(workdir)) == [lifecycle.FAMILY_FILE]  # the lock released
+  assert sorted(os.listdir(workdir)) == [lifecycle.FAMILY_FILE, "lr_0p1", "lr_0p3"]
+  assert os.listdir(workdir / "lr_0p1") == []  # every lock released
 
 
 def test_a_signal_before_a_loop_starts_reaches_it():
@@ -277,3 +281,78 @@ def test_checkpoints_are_kept_when_the_logs_cannot_be_opened(tmp_path, monkeypat
     train.train_and_evaluate(config, str(workdir), progress=False)
   assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2", "3"]
   assert (workdir / "metrics.jsonl").read_text() == lines[0]
+
+
+def test_a_vmapped_family_reruns_and_resumes(tmp_path):
+  """A vmapped family's members record the family's data order (data.order_seed = the
+  base seed); rerunning the same family must read that as the same config."""
+  saved, now = (json.loads(_config().to_json_best_effort()) for _ in range(2))
+  saved["seed"] = now["seed"] = 3
+  saved["data"]["order_seed"], now["data"]["order_seed"] = None, 3
+  assert lifecycle.config_differences(saved, now) == []
+  now["data"]["order_seed"] = 4
+  assert lifecycle.config_differences(saved, now) == ["data.order_seed: 3 -> 4"]
+  config = _family(epochs=1)
+  workdir = str(tmp_path / "family")
+  first = experiment.run_family(config, workdir, vmap="yes", progress=False)
+  again = experiment.run_family(config, workdir, vmap="yes", progress=False)
+  assert json.dumps(again) == json.dumps(first)  # (NaN-safe) the same summary, untrained
+  assert [m["epochs"] for m in first["members"]] == [1, 1]
+
+
+def test_lock_and_log_files_are_never_followed_through_links(tmp_path):
+  target = tmp_path / "important.txt"
+  target.write_text("keep\n")
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / ".lock").symlink_to(target)
+  with pytest.raises(ValueError, match=r"\.lock: .*must be a regular file"):
+    WorkdirLock(str(run)).acquire()
+  (run / ".lock").unlink()
+  (run / "metrics.jsonl").symlink_to(target)
+  with pytest.raises(ValueError, match=r"metrics\.jsonl is a symbolic link"):
+    lifecycle.open_run(_config(), str(run))
+  assert target.read_text() == "keep\n" and not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[1, 2]", "AttributeError"), ('{"experiment": "lr_sweep", "members": {"a": 1}}',
+                                   "TypeError"),
+    ('{"experiment": "lr_sweep", "members": [{"name": "lr_0p1"}]}', "KeyError")])
+def test_a_damaged_family_json_is_one_error(tmp_path, text, expected):
+  workdir = tmp_path / "family"
+  workdir.mkdir()
+  (workdir / "family.json").write_text(text)
+  with pytest.raises(ValueError, match=rf"family\.json is not the JSON this program writes "
+                     rf"\({expected}"):
+    experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
+  assert sorted(os.listdir(workdir)) == ["family.json"]
+
+
+def test_member_problems_are_found_before_anything_is_written(tmp_path):
+  workdir = tmp_path / "family"
+  workdir.mkdir()
+  (workdir / "lr_0p3").write_text("a file")
+  with pytest.raises(ValueError, match=r"lr_0p3 \(a member's folder\) is not a directory"):
+    experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
+  assert sorted(os.listdir(workdir)) == ["lr_0p3"]
+  config = _family()
+  config.experiment.members.lr_0p1.overrides.seed = 1.5
+  with pytest.raises(ValueError, match=r"member 'lr_0p1': .*seed"):
+    experiment.run_family(config, str(tmp_path / "other"), vmap="no", progress=False)
+  (workdir / "lr_0p3").unlink()
+  (workdir / "lr_0p3").mkdir()
+  (workdir / "lr_0p3" / "diverged.json").write_text("")
+  with pytest.raises(ValueError, match=r"lr_0p3/diverged\.json is not the record"):
+    lifecycle.diverged_message(str(workdir / "lr_0p3"))
+
+
+def test_figures_only_checks_the_family_it_draws(tmp_path):
+  workdir = tmp_path / "family"
+  _write_identity(_family(), str(workdir))
+  other = _family()
+  other.experiment.members.lr_0p3.overrides.optim.lr = 0.5
+  with pytest.raises(ValueError, match=r"holds another family \(lr_0p3\.optim\.lr: 0\.3 -> "
+                     r"0\.5\)"):
+    experiment.check_family(other, str(workdir))
+  experiment.check_family(_family(), str(workdir))  # its own family passes

@@ -10,6 +10,7 @@ sweepable fields and that pays, analyses each (``si_jax.analysis.phases``) and w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -146,14 +147,16 @@ def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
     try:
       with open(path) as f:
         saved = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise ValueError(f"{path} is not the JSON this program writes ({e}): restore it, or "
-                       "use another --workdir") from None
-    diffs = identity_differences(saved, family_identity(config))
+      diffs = identity_differences(saved, family_identity(config))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+      raise ValueError(f"{path} is not the JSON this program writes ({type(e).__name__}: "
+                       f"{e}): restore it, or use another --workdir") from None
     if diffs:
       raise ValueError(f"{workdir} holds another family ({'; '.join(diffs)}): use another "
                        "--workdir")
   for member_config_, d in zip(configs, dirs):
+    if os.path.lexists(d) and not os.path.isdir(d):
+      raise ValueError(f"{d} (a member's folder) is not a directory: move it aside")
     lifecycle.check_run_paths(d, d)
     lifecycle.check_workdir_config(member_config_, d, allow_config_change=False)
 
@@ -176,6 +179,16 @@ def _check_older_family(config: ml_collections.ConfigDict, workdir: str) -> None
                      "use another --workdir")
 
 
+def check_family(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """``check_family_workdir`` for a family config as it stands; reads only.
+
+  What ``--figures_only`` checks before it summarizes a folder as this family's.
+  """
+  configs = _member_configs(config)
+  dirs = [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
+  check_family_workdir(config, workdir, configs, dirs)
+
+
 def _member_configs(config: ml_collections.ConfigDict) -> list:
   """The validated run config of every member; ValueError naming the member."""
   configs = []
@@ -183,7 +196,7 @@ def _member_configs(config: ml_collections.ConfigDict) -> list:
     try:
       configs.append(member_config(config, o))
       validate.validate_config(configs[-1])
-    except ValueError as e:
+    except (ValueError, TypeError) as e:  # TypeError: ml_collections' type check
       raise ValueError(f"member {name!r}: {e}") from None
   return configs
 
@@ -239,8 +252,13 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
     raise ValueError(f"--vmap=yes needs members that differ only in {sweep.SWEEPABLE}")
   lifecycle.make_workdir(workdir)
   dirs = [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
-  with family_lock(workdir), lifecycle.Preemption() as stop:
+  with contextlib.ExitStack() as held:
+    held.enter_context(family_lock(workdir))
+    stop = held.enter_context(lifecycle.Preemption())
     check_family_workdir(config, workdir, configs, dirs)
+    for d in dirs:  # every member is the family's (its runs join these locks)
+      lifecycle.make_workdir(d)
+      held.enter_context(family_lock(d))
     lifecycle.write_atomically(os.path.join(workdir, lifecycle.FAMILY_FILE),
                                json.dumps(family_identity(config), indent=1))
     _train_members(config, workdir, configs, use_vmap, progress, stop)

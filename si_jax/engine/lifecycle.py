@@ -44,6 +44,9 @@ def config_differences(saved: dict, current: dict) -> list[str]:
   A field the saved config lacks (written before the field existed) counts as its default."""
   defaults = config_lib.flatten(json.loads(config_lib.base_config().to_json_best_effort()))
   a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)
+  for flat in (a, b):  # the data order's seed: unset means the run's seed
+    if flat.get("data.order_seed") is None and "seed" in flat:
+      flat["data.order_seed"] = flat["seed"]
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
@@ -74,11 +77,16 @@ def check_workdir_config(config, workdir: str, allow_config_change: bool) -> Non
 def diverged_message(workdir: str) -> str | None:
   """Why an earlier attempt marked the run at ``workdir`` diverged (``diverged.json``),
   or None."""
+  path = os.path.join(workdir, DIVERGED_FILE)
   try:
-    with open(os.path.join(workdir, DIVERGED_FILE)) as f:
-      return json.load(f)["message"]
+    with open(path) as f:
+      message = json.load(f)["message"]
   except FileNotFoundError:
     return None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is not the record this program writes ({type(e).__name__}: "
+                     f"{e}): restore or delete it") from None
+  return str(message)
 
 
 @dataclasses.dataclass
@@ -206,8 +214,9 @@ def _check_file(path: str, what: str) -> None:
   """ValueError unless ``path`` is absent or a writable regular file."""
   if not os.path.lexists(path):
     return
-  if os.path.islink(path) and not os.path.exists(path):
-    raise ValueError(f"{path} is a symbolic link to nothing: the {what} must be a file")
+  if os.path.islink(path):  # writing through it would change another run's file
+    raise ValueError(f"{path} is a symbolic link: the {what} must be a file of this run "
+                     "(copy the run with its files, not links)")
   if not os.path.isfile(path):
     raise ValueError(f"{path} is not a file (the {what}): move it aside, or use another "
                      "--workdir")

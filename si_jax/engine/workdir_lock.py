@@ -11,10 +11,12 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import time
 
 LOCK_FILE = ".lock"
-_HELD: dict[str, int] = {}  # lock path -> its holders in this process (re-entrant ones)
+# lock path -> [holders in this process, whether the first holder was re-entrant]
+_HELD: dict[str, list] = {}
 
 
 class WorkdirBusy(ValueError):
@@ -64,15 +66,21 @@ class WorkdirLock:
   def acquire(self) -> "WorkdirLock":
     """Takes the lock; returns self."""
     key = os.path.realpath(self.path)
-    if self._fd is None and self.reentrant and key in _HELD:
-      _HELD[key] += 1
+    # a re-entrant holder (a family) may be joined: by its program, or by the runs of its
+    # members; two plain holders (two runs) are two writers
+    if self._fd is None and key in _HELD and (self.reentrant or _HELD[key][1]):
+      _HELD[key][0] += 1
       self._fd = -1  # held through the process's first holder
       return self
     while self._fd is None:
       try:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-      except OSError as e:
-        raise ValueError(f"cannot lock {self.workdir}: {self.path}: {e.strerror}") from None
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+      except OSError as e:  # a directory, a symbolic link (ELOOP), no permission
+        raise ValueError(f"cannot lock {self.workdir}: {self.path}: {e.strerror} (it must "
+                         "be a regular file, or absent)") from None
+      if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"cannot lock {self.workdir}: {self.path} is not a regular file")
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
@@ -87,7 +95,7 @@ class WorkdirLock:
       os.write(fd, (f"pid {os.getpid()} on host {socket.gethostname()} ({self.what} started "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n").encode())
       self._fd = fd
-      _HELD[key] = 1
+      _HELD[key] = [1, self.reentrant]
     return self
 
   def release(self) -> None:
@@ -95,7 +103,7 @@ class WorkdirLock:
     if self._fd is None:
       return
     key = os.path.realpath(self.path)
-    _HELD[key] -= 1
+    _HELD[key][0] -= 1
     if self._fd == -1:  # an inner holder: the outer one still holds it
       self._fd = None
       return

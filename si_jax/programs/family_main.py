@@ -37,6 +37,7 @@ def main(argv: list[str]) -> None:
   lifecycle.make_workdir(workdir)
   with experiment.family_lock(workdir):  # summary, table and figures by this writer only
     if _FIGURES_ONLY.value:
+      experiment.check_family(config, workdir)  # this family's folder, its members' runs
       summary = experiment.summarize(config, workdir)
       lifecycle.write_atomically(os.path.join(workdir, "summary.json"),
                                  json.dumps(summary, indent=1))
