@@ -356,3 +356,24 @@ def test_figures_only_checks_the_family_it_draws(tmp_path):
                      r"0\.5\)"):
     experiment.check_family(other, str(workdir))
   experiment.check_family(_family(), str(workdir))  # its own family passes
+
+
+def test_a_diverging_member_of_a_sequential_family_is_marked_and_the_others_go_on(
+    tmp_path, monkeypatch):
+  """As in a vmapped family: the member's diverged.json says why, the next member
+  trains, and a rerun skips the diverged one."""
+  calls = []
+
+  def fake(config, workdir, progress=True):
+    calls.append(os.path.basename(workdir))
+    if workdir.endswith("lr_0p1"):
+      raise records.TrainingDiverged("non-finite ['loss'] at step 3")
+    return {"preempted": False}
+  monkeypatch.setattr(train, "train_and_evaluate", fake)
+  monkeypatch.setattr(experiment, "summarize", lambda config, workdir: {"members": []})
+  workdir = tmp_path / "family"
+  experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
+  assert calls == ["lr_0p1", "lr_0p3"]
+  assert lifecycle.diverged_message(str(workdir / "lr_0p1")) == "non-finite ['loss'] at step 3"
+  experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
+  assert calls == ["lr_0p1", "lr_0p3", "lr_0p3"]  # the diverged member is not retrained

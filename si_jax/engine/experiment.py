@@ -24,6 +24,7 @@ from si_jax import config as config_lib
 from si_jax import logs, validate
 from si_jax.analysis import phases
 from si_jax.engine import lifecycle, sweep, train
+from si_jax.engine.records import TrainingDiverged
 from si_jax.engine.workdir_lock import WorkdirLock
 
 FIGURES = ("sweep", "product", "gd", "similarity")
@@ -216,12 +217,20 @@ def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress
       sweep.train_sweep(run_config(config), [members[i][2] for i in todo], workdir,
                         progress=progress, names=[members[i][0] for i in todo])
   else:
-    for i, (_name, label, _) in enumerate(members):
+    for i, (name, label, _) in enumerate(members):
       if stop.requested:
         break
+      if lifecycle.diverged_message(dirs[i]) is not None:
+        continue  # it diverged in an earlier attempt: as in a vmapped family
       print(f"[{i + 1}/{len(members)}] {config.experiment.name}: {label} -> {dirs[i]}",
             file=sys.stderr, flush=True)
-      train.train_and_evaluate(configs[i], dirs[i], progress=progress)
+      try:
+        train.train_and_evaluate(configs[i], dirs[i], progress=progress)
+      except TrainingDiverged as e:  # the member is marked; the family goes on
+        lifecycle.write_atomically(os.path.join(dirs[i], lifecycle.DIVERGED_FILE),
+                                   json.dumps({"message": str(e)}))
+        print(f"member {name!r} diverged ({e}); the others go on", file=sys.stderr,
+              flush=True)
   unfinished = [name for (name, _, _), d, c in zip(members, dirs, configs)
                 if not _finished(d, c) and not lifecycle.diverged_message(d)]
   if stop.requested and unfinished:

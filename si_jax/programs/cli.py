@@ -279,11 +279,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def report_family(config, workdir: str, summary: dict[str, Any], note: str = "") -> None:
   """Writes WORKDIR/summary.md and the family's figures; prints the table and paths."""
-  from si_jax.engine import experiment  # the training stack only for the programs that train
+  from si_jax.engine import experiment, lifecycle  # only for the programs that train
   from si_jax.plots import family
   text = experiment.table(summary)
-  with open(os.path.join(workdir, "summary.md"), "w") as f:
-    f.write((note + "\n\n" if note else "") + text + "\n")
+  lifecycle.write_atomically(os.path.join(workdir, "summary.md"),
+                             (note + "\n\n" if note else "") + text + "\n")
   print(text)
   for path in family.draw_family(config, workdir):
     print(f"figure: {path}")

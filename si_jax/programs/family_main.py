@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
     else:
       summary = experiment.run_family(config, workdir, vmap=_VMAP.value,
                                       progress=_PROGRESS.value)
-    cli.report_family(config, workdir, summary)
+    with lifecycle.Preemption():  # a signal now lets the table and figures finish
+      cli.report_family(config, workdir, summary)
 
 
 def run() -> None:
