@@ -377,3 +377,15 @@ def test_a_diverging_member_of_a_sequential_family_is_marked_and_the_others_go_o
   assert lifecycle.diverged_message(str(workdir / "lr_0p1")) == "non-finite ['loss'] at step 3"
   experiment.run_family(_family(), str(workdir), vmap="no", progress=False)
   assert calls == ["lr_0p1", "lr_0p3", "lr_0p3"]  # the diverged member is not retrained
+
+
+def test_all_processes_of_a_job_fail_together_when_one_cannot_start(tmp_path, monkeypatch):
+  """Multi-process runs: one process finding the workdir in use (or wrong) must not
+  leave the others waiting at a barrier; every process gets an error at the same point
+  (``distributed.agree``) and releases its own lock."""
+  from si_jax.engine import distributed
+  monkeypatch.setattr(distributed, "agree", lambda flag: True)  # another process failed
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=r"another process of this job could not start"):
+    lifecycle.open_run(_config(), str(workdir))
+  assert os.listdir(workdir) == []  # this process's lock released, nothing written

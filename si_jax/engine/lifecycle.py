@@ -23,6 +23,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
+from si_jax.engine import distributed
 from si_jax.engine.checkpoint import CHECKPOINT_DIR, Checkpointer
 from si_jax.engine.workdir_lock import WorkdirLock
 
@@ -285,12 +286,21 @@ def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
     ValueError: a wrong path, a family's folder, or another run's config.
   """
   cc = config.checkpoint
-  make_workdir(workdir)
-  lock = WorkdirLock(workdir, "run", jax.process_index()).acquire()
-  try:
+  lock, error = None, None
+  try:  # each process checks its side; all of them then fail together, or go on
+    make_workdir(workdir)
+    lock = WorkdirLock(workdir, "run", jax.process_index()).acquire()
     run = Run(config, workdir, None, allow_config_change, lock=lock)
     check_run_paths(workdir, run.log_dir)
     check_workdir_config(config, workdir, allow_config_change)
+  except ValueError as e:
+    error = e
+  if distributed.agree(error is not None):  # (no other process would reach its barriers)
+    if lock:
+      lock.release()
+    raise error or ValueError(f"{workdir}: another process of this job could not start "
+                              "the run (its own error line says why)")
+  try:
     if cc.every_epochs:
       run.ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs)
   except BaseException:
