@@ -77,9 +77,11 @@ class Constants:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-  """A decision: ``kind`` 'converged' (phase B starts at ``index``), 'onset', 'peak'
-  (the spike's highest loss) or 'rejected' (a sharp rise the norm did not answer);
-  ``decided``: the sample index at which it became final (at most ``index`` + W)."""
+  """A decision: a kind ('converged', 'onset', 'peak' or 'rejected') at a sample index.
+
+  ``kind`` 'converged' (phase B starts at ``index``), 'onset', 'peak' (the spike's highest loss) or
+  'rejected' (a sharp rise the norm did not answer); ``decided``: the sample index at which it
+  became final (at most ``index`` + W)."""
   kind: str
   index: int
   x: float
@@ -151,16 +153,19 @@ class OnlineDetector:
     return math.nan if self._top is None else self._top
 
   def state(self) -> dict[str, Any]:
-    """{'phase': None, 'A', 'B' or 'C' for the latest record (final W samples later),
-    'destabilizations': onsets so far, 'mode': ``mode``, 'pending': the index of a
-    sharp rise awaiting the norm's answer, else None}."""
+    """The detector's state: the latest phase, onsets so far, mode and pending rise.
+
+    {'phase': None, 'A', 'B' or 'C' for the latest record (final W samples later),
+    'destabilizations': onsets so far, 'mode': ``mode``, 'pending': the index of a sharp rise
+    awaiting the norm's answer, else None}."""
     return {"phase": self._phase, "destabilizations": self.count, "mode": self.mode,
             "pending": self._pending["index"] if self._pending else None}
 
   def update(self, record: Mapping[str, Any]) -> list[Event]:
-    """Takes the next record: a mapping with 'loss' or 'train_loss' (non-finite or
-    negative: a missing sample), optional 'weight_norm', 'epoch' or 'step'. Returns the
-    events it settles, in the order decided.
+    """Takes the next record; returns the events it settles, in the order decided.
+
+    ``record``: a mapping with 'loss' or 'train_loss' (non-finite or negative: a missing sample),
+    optional 'weight_norm', 'epoch' or 'step'.
 
     Raises:
       TypeError: ``record`` is not a mapping.
@@ -186,8 +191,9 @@ class OnlineDetector:
     return events
 
   def _loss(self, record) -> float | None:
-    """The record's loss; None when missing, non-finite or negative; 0 becomes the
-    smallest positive loss so far or float32's epsilon (a floor below every value)."""
+    """The record's loss; None when missing, non-finite or negative.
+
+    0 becomes the smallest positive loss so far or float32's epsilon (a floor below every value)."""
     if self.loss_key is None:
       self.loss_key = "train_loss" if "train_loss" in record else "loss"
     value = _number(record.get(self.loss_key))
@@ -199,8 +205,9 @@ class OnlineDetector:
     return value
 
   def _log_norm(self, record) -> float:
-    """ln rho (NaN if absent, not positive, or norm='fixed'); norm='auto' turns to the
-    norm's answer once rho has moved by more than ``FIXED_NORM``."""
+    """ln rho (NaN if absent, not positive, or norm='fixed').
+
+    norm='auto' turns to the norm's answer once rho has moved by more than ``FIXED_NORM``."""
     rho = _number(record.get("weight_norm"))
     if self.norm == "fixed" or not (math.isfinite(rho) and rho > 0):
       return math.nan
@@ -225,17 +232,20 @@ class OnlineDetector:
                              max(recent[-i].level for i in range(1, c.window + 1)))
 
   def _converged(self, sample: _Sample) -> bool:
-    """Its loss ``converge`` below the reference, and its level that far too and
-    ``settle`` of the way down to the lowest level held so far (a one-sample outlier
-    is not a return towards the untrained loss, a level is)."""
+    """Whether ``sample`` counts as converged (its loss and level low enough).
+
+    Its loss ``converge`` below the reference, and its level that far too and ``settle`` of the way
+    down to the lowest level held so far (a one-sample outlier is not a return towards the untrained
+    loss, a level is)."""
     c = self.constants
     deepest = min(self.lowest_held, sample.level)
     return (max(sample.loss, sample.level) <= self._top - math.log(c.converge) and
             sample.level <= self._top - c.settle * (self._top - deepest))
 
   def _track_convergence(self, events: list[Event]) -> None:
-    """Phase B starts at the first of W consecutive converged samples after the last
-    peak (the first time: anywhere)."""
+    """Phase B starts at the first of W consecutive converged samples after the last peak.
+
+    The first time: anywhere."""
     latest = self._recent[-1]
     if not self._converged(latest):
       self._run_start = None
@@ -250,10 +260,11 @@ class OnlineDetector:
         events.append(Event("converged", run[0].index, run[0].x, latest.index))
 
   def _try_onset(self, back: int, hold: int, events: list[Event]) -> bool:
-    """Conditions 1-2 for onset t = ``back`` samples before the latest: ``hold`` samples
-    from t (back = hold - 1) or from t + 1 (back = hold: l_t above the top but below
-    the rise, else it was decided a sample ago) exceed phase B's top by the rise.
-    Condition 3 starts here and ends in ``_resolve``. Returns whether t was decided."""
+    """Checks conditions 1-2 for onset t = ``back`` samples before the latest.
+
+    ``hold`` samples from t (back = hold - 1) or from t + 1 (back = hold: l_t above the top but
+    below the rise, else it was decided a sample ago) exceed phase B's top by the rise. Condition 3
+    starts here and ends in ``_resolve``. Returns whether t was decided."""
     w = self.constants.window
     samples = list(self._recent)
     t = len(samples) - 1 - back
@@ -286,8 +297,10 @@ class OnlineDetector:
     return True
 
   def _resolve(self, events: list[Event]) -> None:
-    """The pending rise: confirmed once rho rises above its value before the onset,
-    rejected when the W samples from the onset pass without that."""
+    """Settles the pending rise: confirmed or rejected by the norm.
+
+    Confirmed once rho rises above its value before the onset, rejected when the W samples from the
+    onset pass without that."""
     p = self._pending
     if p is None:
       return
@@ -442,8 +455,9 @@ def _columns(series) -> tuple[dict[str, np.ndarray], str, str]:
 
 
 def _phases(events: Iterable[Event], n: int) -> list[str | None]:
-  """Per-sample phases: B from each 'converged', C from each 'onset', A from the sample
-  after each 'peak'; a phase holds until the next starts."""
+  """Per-sample phases from the events; a phase holds until the next starts.
+
+  B from each 'converged', C from each 'onset', A from the sample after each 'peak'."""
   starts = {}
   for e in events:
     if e.kind in ("converged", "onset", "peak"):
@@ -456,8 +470,9 @@ def _phases(events: Iterable[Event], n: int) -> list[str | None]:
 
 
 def _reason(detector: OnlineDetector, found: bool, n: int) -> str:
-  """Why there are no onsets ('' if there are), starting with the words of
-  ``TOO_FEW_FINITE``, ``NEVER_CONVERGED`` or ``NEVER_DESTABILIZED``."""
+  """Why there are no onsets ('' if there are).
+
+  It starts with the words of ``TOO_FEW_FINITE``, ``NEVER_CONVERGED`` or ``NEVER_DESTABILIZED``."""
   c = detector.constants
   if detector.finite < c.window + c.hold + 3:
     return (f"{TOO_FEW_FINITE} ({detector.finite} of {n}; {c.window + c.hold + 3} needed for "
@@ -483,8 +498,9 @@ SCALINGS = {"rise": "ln", "converge": "ln", "window": "int", "noise": "linear",
 
 @dataclasses.dataclass(frozen=True)
 class Sensitivity:
-  """A run's onset count with one constant at its value (``base``), halved and
-  doubled; the values are those used (``SCALINGS``)."""
+  """A run's onset count with one constant at its value (``base``), halved and doubled.
+
+  The values are those used (``SCALINGS``)."""
   name: str
   value: float
   halved_value: float
@@ -495,11 +511,11 @@ class Sensitivity:
 
 
 def sensitivity(series: Mapping[str, Any], **kwargs) -> list[Sensitivity]:
-  """``detect(series, **kwargs)``'s onset count with each constant halved and doubled in
-  turn: ``rise`` and ``converge`` in ln (R -> sqrt(R) and R^2: they act on ln loss),
-  ``noise`` and ``settle`` plainly (settle at most 1), ``window``, ``smooth`` and
-  ``hold`` rounded (window >= 2, others >= 1; a window raised to hold + 1 if needed,
-  a hold doubled only as far as window - 1).
+  """``detect(series, **kwargs)``'s onset count with each constant halved and doubled in turn.
+
+  ``rise`` and ``converge`` in ln (R -> sqrt(R) and R^2: they act on ln loss), ``noise`` and
+  ``settle`` plainly (settle at most 1), ``window``, ``smooth`` and ``hold`` rounded (window >= 2,
+  others >= 1; a window raised to hold + 1 if needed, a hold doubled only as far as window - 1).
 
   Raises:
     As ``detect``.

@@ -94,9 +94,11 @@ def load_series(workdir: str, steps: bool = False) -> dict[str, np.ndarray]:
 
 
 def loss_series(series: dict[str, np.ndarray]) -> np.ndarray:
-  """The full-pass train loss where logged (appendix B) for more than half the samples,
-  else the in-step batch loss (else the train loss however sparse). Raises ValueError
-  when ``series`` has neither."""
+  """The loss to analyze: the full-pass train loss if mostly logged, else the in-step batch loss.
+
+  The full-pass train loss where logged (appendix B) for more than half the samples, else the
+  in-step batch loss (else the train loss however sparse). Raises ValueError when ``series`` has
+  neither."""
   if "train_loss" in series and ("loss" not in series or np.isfinite(
       series["train_loss"]).sum() > len(series["train_loss"]) // 2):
     return series["train_loss"]
@@ -111,8 +113,9 @@ SERIES_KEYS = ("loss", "train_loss", "weight_norm", "epoch", "step", "test_error
 
 
 def check_series(series) -> dict[str, np.ndarray]:
-  """``series`` with the keys ``analyze`` reads (``SERIES_KEYS``) as 1-D float arrays
-  (lists and tuples converted); other keys passed through unchanged.
+  """Returns ``series`` with the keys ``analyze`` reads (``SERIES_KEYS``) as 1-D float arrays.
+
+  Lists and tuples are converted; other keys are passed through unchanged.
 
   Raises:
     TypeError: ``series`` is not a mapping.
@@ -160,8 +163,10 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Period:
-  """One period: sample indices [start, end) and its phases (index ranges, end exclusive;
-  they tile the period, except in a run whose loss never converged: all empty there)."""
+  """One period: sample indices [start, end) and its phases.
+
+  The phases are index ranges, end exclusive; they tile the period, except in a run whose loss never
+  converged: all empty there."""
   index: int
   start: int
   end: int
@@ -242,11 +247,13 @@ ZERO_LOSS = float(np.finfo(np.float32).eps)  # what a logged loss of exactly 0 s
 
 
 def positive_loss(loss) -> np.ndarray:
-  """The loss ready for its logarithm: exact zeros raised to the run's smallest positive
-  loss or ``ZERO_LOSS`` (float32's epsilon, 1.2e-7), whichever is smaller; negative and
-  non-finite values NaN (not logged). A float32 cross-entropy rounds to exactly 0 below
-  about half that epsilon, so a zero is a floor like any other, below every logged
-  value: ln 0 = -inf would instead drop the floor and merge the spikes rising from it."""
+  """The loss ready for its logarithm: zeros raised to a floor, negative and non-finite NaN.
+
+  Exact zeros are raised to the run's smallest positive loss or ``ZERO_LOSS`` (float32's epsilon,
+  1.2e-7), whichever is smaller; negative and non-finite values become NaN (not logged). A float32
+  cross-entropy rounds to exactly 0 below about half that epsilon, so a zero is a floor like any
+  other, below every logged value: ln 0 = -inf would instead drop the floor and merge the spikes
+  rising from it."""
   loss = np.asarray(loss, np.float64)
   positive = np.isfinite(loss) & (loss > 0)
   floor = min(ZERO_LOSS, float(loss[positive].min())) if positive.any() else ZERO_LOSS
@@ -254,13 +261,13 @@ def positive_loss(loss) -> np.ndarray:
 
 
 def robust_scale(values: np.ndarray, lag: int = 1, min_changes: int = 20) -> float:
-  """Robust scale of the noise in ``values``, as the standard deviation of a change over
-  ``lag`` samples: 1.4826 x the median absolute deviation of the second differences
-  v[i + lag] - 2 v[i] + v[i - lag], divided by sqrt(3) (for white noise of variance
-  s^2 / 2 a change has variance s^2, a second difference 3 s^2). A steady trend (an
-  exponential fall of the loss is a straight line in ln) adds nothing, a noise-free
-  trace that mostly sits still gives 0. A running median over w samples is correlated
-  over w samples: its noise shows at ``lag`` = w. Fewer than ``min_changes`` second
+  """Robust noise scale of ``values``: the standard deviation of a change over ``lag`` samples.
+
+  1.4826 x the median absolute deviation of the second differences v[i + lag] - 2 v[i] + v[i - lag],
+  divided by sqrt(3) (for white noise of variance s^2 / 2 a change has variance s^2, a second
+  difference 3 s^2). A steady trend (an exponential fall of the loss is a straight line in ln) adds
+  nothing, a noise-free trace that mostly sits still gives 0. A running median over w samples is
+  correlated over w samples: its noise shows at ``lag`` = w. Fewer than ``min_changes`` second
   differences give no estimate (0): a short trace is all signal."""
   second = values[2 * lag:] - 2 * values[lag:-lag] + values[:-2 * lag]
   second = second[np.isfinite(second)]
@@ -270,8 +277,9 @@ def robust_scale(values: np.ndarray, lag: int = 1, min_changes: int = 20) -> flo
 
 
 def typical_change(values: np.ndarray) -> float:
-  """Median |per-sample change| of ``values`` over the samples where it changes (a
-  per-step trace of a per-epoch value repeats it: those repeats are not changes)."""
+  """Median |per-sample change| of ``values`` over the samples where it changes.
+
+  A per-step trace of a per-epoch value repeats it: those repeats are not changes."""
   steps = np.abs(np.diff(values))
   steps = steps[np.isfinite(steps) & (steps > 0)]
   return float(np.median(steps)) if len(steps) else 0.0
@@ -296,9 +304,10 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
                max_converge_ratio: float = 100.0, settle_fraction: float = 0.4,
                norm_jump: float = 0.01, jump_scales: float = 1.5,
                reference_loss: float | None = None) -> Thresholds:
-  """Thresholds from the run's own statistics: s_loss = ``robust_scale`` of ln(loss)
-  (changes over ``lag`` samples: the width of the running median ``loss`` went through)
-  and s_rho = ``typical_change`` of ln(weight norm) (module docstring)."""
+  """Thresholds from the run's own statistics: s_loss and s_rho (module docstring).
+
+  s_loss = ``robust_scale`` of ln(loss) (changes over ``lag`` samples: the width of the running
+  median ``loss`` went through) and s_rho = ``typical_change`` of ln(weight norm)."""
   if not ratio >= min_ratio > 1 or not converge_ratio >= 1 or not norm_jump >= 0:
     raise ValueError(f"need ratio >= min_ratio > 1, converge_ratio >= 1, norm_jump >= 0; got "
                      f"ratio {ratio}, min_ratio {min_ratio}, converge_ratio {converge_ratio}, "
@@ -327,11 +336,12 @@ def thresholds(loss: np.ndarray, weight_norm: np.ndarray | None, *, lag: int = 1
 
 
 def _spike_end(log_loss: np.ndarray, i: int, rise: float, low: float) -> tuple[int, int]:
-  """(peak, over): the sample where the spike starting at i peaks, and the first sample
-  after it where the spike is over: ``rise`` below that peak, or back within half of
-  ``rise`` above ``low``, the minimum it rose from (len(log_loss) if the run ends
-  first). The second rule ends an SGD bump that is followed by the real spike a few
-  samples later, before the loss has fallen a whole ``rise`` below the bump."""
+  """(peak, over): the sample where the spike starting at i peaks, and the first where it is over.
+
+  ``over`` is the first sample after the peak where the spike is over: ``rise`` below that peak, or
+  back within half of ``rise`` above ``low``, the minimum it rose from (len(log_loss) if the run
+  ends first). The second rule ends an SGD bump that is followed by the real spike a few samples
+  later, before the loss has fallen a whole ``rise`` below the bump."""
   peak = i
   for j in range(i + 1, len(log_loss)):
     if not np.isfinite(log_loss[j]):
@@ -344,9 +354,10 @@ def _spike_end(log_loss: np.ndarray, i: int, rise: float, low: float) -> tuple[i
 
 
 def _norm_answers(log_rho: np.ndarray, i: int, peak: int, jump: float, confirm: int) -> bool:
-  """Condition 3: the norm jumps by ``jump`` between the ``confirm`` samples up to the
-  onset i and the samples from i to ``confirm`` after the loss peak, and was falling
-  into the onset."""
+  """Condition 3: the norm jumps by ``jump`` across the onset i and was falling into it.
+
+  The jump is between the ``confirm`` samples up to the onset i and the samples from i to
+  ``confirm`` after the loss peak."""
   before = log_rho[max(0, i - confirm):i + 1]
   after = log_rho[i:peak + confirm + 1]
   before, after = before[np.isfinite(before)], after[np.isfinite(after)]
@@ -365,13 +376,15 @@ TOO_FEW_ONSETS = "only "  # "only 1 destabilization (at ...)"
 
 def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, confirm: int = 2,
                 smooth: int = 1, **kwargs) -> tuple[list[int], list[int], str]:
-  """(onsets, peaks, reason): sample indices where destabilizations start, where each
-  spike's loss peaks, and why there are no destabilizations if so.
+  """(onsets, peaks, reason): where destabilizations start, where spikes peak, and why none.
+
+  Sample indices where destabilizations start, where each spike's loss peaks, and why there are no
+  destabilizations if so.
 
   See the module docstring for the three conditions; ``kwargs`` go to ``thresholds``.
-  ``weight_norm=None`` skips the norm condition (e.g. for a bare loss trace). A loss of
-  exactly 0 is a floor (``positive_loss``). Raises ValueError for ``confirm`` < 1 or a
-  ``weight_norm`` whose length is not the loss's.
+  ``weight_norm=None`` skips the norm condition (e.g. for a bare loss trace). A loss of exactly 0 is
+  a floor (``positive_loss``). Raises ValueError for ``confirm`` < 1 or a ``weight_norm`` whose
+  length is not the loss's.
   """
   if confirm < 1:
     raise ValueError(f"need confirm >= 1; got {confirm}")
@@ -412,10 +425,11 @@ def find_onsets(loss: np.ndarray, weight_norm: np.ndarray | None = None, *, conf
 
 
 def outcome(reason: str) -> str:
-  """A run's verdict from its ``Analysis.reason`` (``summary()['reason']``), for tables:
-  'periodic' (no reason), 'too few destabilizations', 'never destabilized' (the loss
-  converged), 'never converged', 'too few finite loss values'; any other reason (one a
-  caller wrote, e.g. for a run without an epoch record) is returned unchanged."""
+  """A run's verdict from its ``Analysis.reason`` (``summary()['reason']``), for tables.
+
+  One of 'periodic' (no reason), 'too few destabilizations', 'never destabilized' (the loss
+  converged), 'never converged', 'too few finite loss values'; any other reason (one a caller wrote,
+  e.g. for a run without an epoch record) is returned unchanged."""
   if not reason:
     return "periodic"
   for prefix, verdict in ((TOO_FEW_ONSETS, "too few destabilizations"),
@@ -495,17 +509,20 @@ def analyze(series: dict[str, np.ndarray], *, confirm: int = 2, smooth: int = 1,
 
 
 def _b_band(peak_loss: float, low: float, b_decades: float) -> float:
-  """How close (in decades) to its minimum the loss must come for phase B: ``b_decades``,
-  or half the spike's height where that is smaller (CIFAR's spikes of 5-50x never leave
-  a decade of the floor; digits' spikes of 1e3-1e5x keep the decade)."""
+  """How close (in decades) to its minimum the loss must come for phase B.
+
+  ``b_decades``, or half the spike's height where that is smaller (CIFAR's spikes of 5-50x never
+  leave a decade of the floor; digits' spikes of 1e3-1e5x keep the decade)."""
   height = np.log10(peak_loss / low) if np.isfinite(peak_loss) and low > 0 else np.inf
   return float(max(0.0, min(b_decades, 0.5 * height)))  # the minimum itself always counts
 
 
 def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start: int,
            end: int) -> dict[str, float]:
-  """Per-period statistics of samples [start, end): its x range and length, minimum
-  loss and test error, effective-LR, effective-gradient-norm and weight-norm ranges."""
+  """Per-period statistics of samples [start, end).
+
+  Its x range and length, minimum loss and test error, effective-LR, effective-gradient-norm and
+  weight-norm ranges."""
   n = len(loss)
   stats: dict[str, float] = {
       "x_start": float(x[start]), "x_end": float(x[end - 1]),
@@ -541,11 +558,12 @@ def chance_loss(workdir: str) -> float | None:
 
 def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray] | None = None,
                 **kwargs) -> Analysis:
-  """``analyze`` of a run directory's logs (``series``: already loaded with
-  ``load_series``), with the chance-level loss ln(classes) as the reference for
-  convergence (a run whose first logged loss is already low still needs to fall
-  ``converge_ratio`` below chance, and ``settle_fraction`` of the way from chance to its
-  lowest level, to count as converged)."""
+  """``analyze`` of a run directory's logs, with the chance-level loss ln(classes) as reference.
+
+  ``series``: already loaded with ``load_series``. The chance level is the reference for
+  convergence: a run whose first logged loss is already low still needs to fall ``converge_ratio``
+  below chance, and ``settle_fraction`` of the way from chance to its lowest level, to count as
+  converged."""
   kwargs.setdefault("reference_loss", chance_loss(workdir))
   return analyze(load_series(workdir, steps=steps) if series is None else series, **kwargs)
 

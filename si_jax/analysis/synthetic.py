@@ -27,8 +27,9 @@ MIN_B = 10  # samples: the shortest planted phase B (the loss within 1% of its f
 
 @dataclasses.dataclass(frozen=True)
 class Noise:
-  """Per-sample noise of ln(loss): Gaussian ``sigma``, plus a one-sample upward outlier
-  (a factor log-uniform in [2, 10]) with probability ``outliers``."""
+  """Per-sample noise of ln(loss): Gaussian ``sigma``, plus rare one-sample upward outliers.
+
+  An outlier (a factor log-uniform in [2, 10]) occurs with probability ``outliers``."""
   sigma: float
   outliers: float = 0.0
 
@@ -43,8 +44,10 @@ SOURCE_SAMPLING = {"digits GD": "step", "CIFAR GD": "step", "CIFAR SGD": "epoch"
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-  """A synthetic run: ``series`` as a run's log columns, the planted ``onsets`` (sample
-  indices), and the ``condition`` it was drawn under."""
+  """A synthetic run: its log columns, the planted onsets and the condition it was drawn under.
+
+  ``series`` as a run's log columns, the planted ``onsets`` (sample indices), and the ``condition``
+  it was drawn under."""
   series: dict[str, np.ndarray]
   onsets: list[int]
   condition: dict[str, Any]
@@ -76,9 +79,10 @@ class Dynamics:
 
 
 def _spike_profile(dyn: Dynamics, start_excess: float = 0.0) -> np.ndarray:
-  """The log-excess of the loss from a spike's first step until it has relaxed (within
-  1% of its floor): a linear climb over ``rise_steps``, then an exponential relaxation,
-  peaking where the highest sample (the mean of ``steps_per_sample`` steps from the
+  """The log-excess of the loss from a spike's first step until it has relaxed.
+
+  Relaxed: within 1% of its floor. A linear climb over ``rise_steps``, then an exponential
+  relaxation, peaking where the highest sample (the mean of ``steps_per_sample`` steps from the
   first) is ``height`` x the floor; ``start_excess``: the run's start (no climb)."""
   def profile(peak, climb_steps):
     climb = peak * np.arange(1, climb_steps + 1) / climb_steps
@@ -98,8 +102,10 @@ def _spike_profile(dyn: Dynamics, start_excess: float = 0.0) -> np.ndarray:
 
 
 def _jump_scale(dyn: Dynamics, excess: np.ndarray, target: float) -> float:
-  """Q such that the spike's q_t = Q (e^excess - 1) / (e^max - 1) raises ln rho by
-  ``target`` over the spike on top of the decay (Eq. (3)); by bisection."""
+  """Q such that the spike raises ln rho by ``target`` on top of the decay, by bisection.
+
+  The spike's q_t = Q (e^excess - 1) / (e^max - 1) raises ln rho by ``target`` over the spike on top
+  of the decay (Eq. (3))."""
   shape = np.expm1(excess) / max(np.expm1(excess.max()), 1e-12)
   base = (1 - dyn.decay) ** 2
 
@@ -115,11 +121,13 @@ def _jump_scale(dyn: Dynamics, excess: np.ndarray, target: float) -> float:
 
 
 def simulate(dyn: Dynamics, n: int, rng: np.random.Generator) -> tuple[dict, list[int]]:
-  """Steps the dynamics (module docstring) for ``n`` samples; returns the noise-free
-  per-step ln loss, ln rho and q ('log_loss', 'log_rho', 'q') and the planted onsets
-  (sample indices).
-  The effective LR is in units of its stability threshold (the norm's scale is free:
-  Proposition 4); the run starts at the untrained loss ``CHANCE`` x U(0.8, 1.5)."""
+  """Steps the dynamics (module docstring) for ``n`` samples.
+
+  Returns the noise-free per-step ln loss, ln rho and q ('log_loss', 'log_rho', 'q') and the planted
+  onsets (sample indices).
+
+  The effective LR is in units of its stability threshold (the norm's scale is free: Proposition 4);
+  the run starts at the untrained loss ``CHANCE`` x U(0.8, 1.5)."""
   k, steps = dyn.steps_per_sample, n * dyn.steps_per_sample
   log_floor = np.log(dyn.floor)
   excess = np.zeros(steps)
@@ -156,9 +164,10 @@ def simulate(dyn: Dynamics, n: int, rng: np.random.Generator) -> tuple[dict, lis
 
 def _observe(steps: dict, dyn: Dynamics, noise: Noise, rng: np.random.Generator,
              norm: str, scale: float) -> dict[str, np.ndarray]:
-  """Per-sample columns: the mean loss of each sample's steps times log-normal noise
-  and outliers; the norm at its last step (x ``scale``; constant for norm='fixed',
-  absent for 'absent')."""
+  """Per-sample columns: the noisy mean loss of each sample's steps, and the norm.
+
+  The loss is the mean of each sample's steps times log-normal noise and outliers; the norm is at
+  its last step (x ``scale``; constant for norm='fixed', absent for 'absent')."""
   k = dyn.steps_per_sample
   loss = np.exp(steps["log_loss"]).reshape(-1, k).mean(axis=1)
   n = len(loss)
@@ -186,11 +195,12 @@ SAMPLING = {  # samples per run, steps per sample, eta lambda, relax (samples), 
 
 def periodic_run(seed: int, *, floor: float, height: float, noise: str = "CIFAR SGD",
                  sampling: str | None = None, norm: str = "free") -> Trace:
-  """A run with destabilizations (module docstring): the phase-B floor, the spike's
-  peak / floor (of the sampled loss), the noise (``NOISE``), 'epoch' or 'step' samples
-  (None: as the noise's recorded runs, ``SOURCE_SAMPLING``), and the norm
-  'free', 'fixed' (the SI norm is held and logged constant: the spikes then come from a
-  sharpness that grows in phase B, with the same timing) or 'absent' (not logged).
+  """A run with destabilizations (module docstring).
+
+  Given the phase-B floor, the spike's peak / floor (of the sampled loss), the noise (``NOISE``),
+  'epoch' or 'step' samples (None: as the noise's recorded runs, ``SOURCE_SAMPLING``), and the norm
+  'free', 'fixed' (the SI norm is held and logged constant: the spikes then come from a sharpness
+  that grows in phase B, with the same timing) or 'absent' (not logged).
 
   Raises:
     KeyError: an unknown ``noise`` or ``sampling``.
@@ -291,12 +301,13 @@ NORMS = ("free", "fixed", "absent")
 
 
 def grid(seeds: int = 4) -> Iterator[Trace]:
-  """The validation set, ``seeds`` seeds per cell (fixed: the same set on every call):
-  ``periodic_run`` over FLOORS x HEIGHTS (peaks up to MAX_PEAK) x NOISE (each sampled
-  as its recorded runs; digits SGD up to MAX_OUTLIER_FLOOR: its one-sample 2-10x
-  outliers would cross the convergence level above) x NORMS; then
-  ``no_destabilization_run``: 'converging' over NOISE x NORMS (``2 * seeds`` each), and
-  'never', 'oscillating' and 'bouncing' with a free and a fixed norm (``5 * seeds``)."""
+  """The validation set, ``seeds`` seeds per cell (fixed: the same set on every call).
+
+  ``periodic_run`` over FLOORS x HEIGHTS (peaks up to MAX_PEAK) x NOISE (each sampled as its
+  recorded runs; digits SGD up to MAX_OUTLIER_FLOOR: its one-sample 2-10x outliers would cross the
+  convergence level above) x NORMS; then ``no_destabilization_run``: 'converging' over NOISE x NORMS
+  (``2 * seeds`` each), and 'never', 'oscillating' and 'bouncing' with a free and a fixed norm
+  (``5 * seeds``)."""
   seed = 0
   for floor in FLOORS:
     for height in HEIGHTS:

@@ -76,8 +76,9 @@ def check_workdir_config(config, workdir: str, allow_config_change: bool) -> Non
 
 
 def diverged_message(workdir: str) -> str | None:
-  """Why an earlier attempt marked the run at ``workdir`` diverged (``diverged.json``),
-  or None."""
+  """Why an earlier attempt marked the run at ``workdir`` diverged, or None.
+
+  The reason is read from ``diverged.json``."""
   path = os.path.join(workdir, DIVERGED_FILE)
   try:
     with open(path) as f:
@@ -116,16 +117,19 @@ class Run:
 
   @property
   def log_dir(self) -> str:
-    """Every host computes the same metrics; host 0 writes the run's logs, the others
-    their own (``process_N/``)."""
+    """The folder this host writes its logs to.
+
+    Every host computes the same metrics; host 0 writes the run's logs, the others their own
+    (``process_N/``)."""
     if jax.process_index() == 0:
       return self.workdir
     return os.path.join(self.workdir, f"process_{jax.process_index()}")
 
   def open_logs(self) -> None:
-    """Start-up succeeded: writes config.json (atomically), opens the logs cut back to
-    the checkpointed lengths (process 0 also TensorBoard's, with the flattened config as
-    hyperparameters), starts the wall clock."""
+    """Start-up succeeded: writes config.json, opens the logs, starts the wall clock.
+
+    config.json is written atomically; the logs are opened cut back to the checkpointed lengths
+    (process 0 also TensorBoard's, with the flattened config as hyperparameters)."""
     log_dir = self.log_dir
     os.makedirs(log_dir, exist_ok=True)
     hparams = config_lib.flatten(json.loads(self.config.to_json_best_effort()))
@@ -158,8 +162,10 @@ class Run:
         or done == self.config.train.epochs or preempted)
 
   def mark_diverged(self, message: str) -> None:
-    """A family member whose loss or weights became non-finite: its logs stop here (the
-    steps up to it are kept) and ``diverged.json`` says why; the others go on."""
+    """Stops the logs of a family member whose loss or weights became non-finite.
+
+    Its logs stop here (the steps up to it are kept) and ``diverged.json`` says why; the others go
+    on."""
     self.diverged = message
     with open(os.path.join(self.workdir, DIVERGED_FILE), "w") as f:
       json.dump({"message": message}, f)
@@ -194,8 +200,9 @@ class Run:
 
 
 def write_atomically(path: str, text: str) -> None:
-  """Writes ``path`` through a temporary file and a rename: never half a file (and not
-  at all when it already holds ``text``)."""
+  """Writes ``path`` through a temporary file and a rename.
+
+  Never half a file (and not at all when it already holds ``text``)."""
   try:
     with open(path) as f:
       if f.read() == text:
@@ -241,8 +248,9 @@ def _check_dir(path: str, what: str) -> None:
 
 
 def check_run_paths(workdir: str, log_dir: str) -> None:
-  """Every file and folder a run writes is what it should be (absent, or a writable file
-  or folder): checked before anything is read, cut, discarded or written.
+  """Checks that every file and folder a run writes is what it should be.
+
+  Absent, or a writable file or folder: checked before anything is read, cut, discarded or written.
 
   Raises:
     ValueError: naming the path that is wrong, or the family this folder holds.
@@ -262,8 +270,9 @@ def check_run_paths(workdir: str, log_dir: str) -> None:
 
 
 def make_workdir(workdir: str) -> None:
-  """Creates ``workdir`` (and its parents) if needed; ValueError if it cannot be a
-  writable directory."""
+  """Creates ``workdir`` (and its parents) if needed.
+
+  Raises ValueError if it cannot be a writable directory."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir={workdir} is a file, not a directory")
   try:
@@ -275,11 +284,12 @@ def make_workdir(workdir: str) -> None:
 
 
 def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
-  """Re-opens (or creates) ``workdir`` for ``config``: takes its lock (one writer per
-  workdir), checks its files are what a run writes, refuses a saved config.json of
-  another run and opens the checkpoint manager. Nothing is written yet: config.json only
-  once start-up succeeded (``Run.open_logs``). The caller releases the lock with
-  ``Run.close`` (also on failure).
+  """Re-opens (or creates) ``workdir`` for ``config``.
+
+  Takes its lock (one writer per workdir), checks its files are what a run writes, refuses a saved
+  config.json of another run and opens the checkpoint manager. Nothing is written yet: config.json
+  only once start-up succeeded (``Run.open_logs``). The caller releases the lock with ``Run.close``
+  (also on failure).
 
   Raises:
     WorkdirBusy: another process writes to ``workdir``.
@@ -331,8 +341,9 @@ def _check_meta(run: Run, meta: dict[str, Any]) -> None:
 
 
 def _restore_checked(run: Run, template, max_epoch: int | None):
-  """The newest checkpoint whose log lengths the logs on disk still hold; an older one
-  (its epochs are redone, nothing is lost) when the logs were cut after the newest."""
+  """The newest checkpoint whose log lengths the logs on disk still hold.
+
+  An older one (its epochs are redone, nothing is lost) when the logs were cut after the newest."""
   sizes, cut = _log_sizes(run), None
   while True:
     restored = run.ckpt.restore_latest(template, max_epoch, lambda m: _check_meta(run, m))
@@ -382,9 +393,10 @@ def _fresh_start(run: Run) -> None:
 
 
 def restore(run: Run, template, max_epoch: int | None = None):
-  """The state to start ``run`` from: its newest usable checkpoint (at most
-  ``max_epoch``), with the config's hyperparameters, or ``template`` to start afresh.
-  Sets the run's start epoch, log offsets and wall time; marks a finished run complete."""
+  """The state to start ``run`` from: its newest usable checkpoint, or ``template`` afresh.
+
+  The checkpoint is at most ``max_epoch``, with the config's hyperparameters. Sets the run's start
+  epoch, log offsets and wall time; marks a finished run complete."""
   restored = _restore_checked(run, template, max_epoch) if run.ckpt else None
   if run.ckpt:  # checkpoints past the one chosen are redone (their logs were cut): they
     # are discarded once the run's logs are open (``open_logs``), not before it can go on
@@ -405,10 +417,10 @@ def restore(run: Run, template, max_epoch: int | None = None):
 
 
 def restore_together(runs: list[Run], templates: list, states: list) -> list:
-  """Brings runs already ``restore``d (to ``states``) to one epoch, the newest that all
-  of them have (a family killed while saving its members' checkpoints resumes from the
-  last epoch every member saved); ``restore`` discards the newer checkpoints, as the
-  runs will redo those epochs."""
+  """Brings runs already ``restore``d (to ``states``) to one epoch: the newest all of them have.
+
+  A family killed while saving its members' checkpoints resumes from the last epoch every member
+  saved; ``restore`` discards the newer checkpoints, as the runs will redo those epochs."""
   states = list(states)
   while len({r.start_epoch for r in runs}) > 1:
     target = min(r.start_epoch for r in runs)

@@ -99,8 +99,10 @@ def gd_epoch(programs: Programs, state, data, config, epoch: int):
 
 
 def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, train_mode: bool):
-  """Mean loss and accuracy over (x, y), from ``eval_fn`` = a jitted ``eval_sums`` (or
-  its vmap over runs) applied batch by batch; one transfer to the host at the end."""
+  """Mean loss and accuracy over (x, y), evaluated batch by batch.
+
+  ``eval_fn`` = a jitted ``eval_sums`` (or its vmap over runs) applied batch by batch; one transfer
+  to the host at the end."""
   loss, correct = 0.0, 0.0
   for idx in batching.batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
     l, c = eval_fn(params, batch_stats, x, y, idx, train_mode)
@@ -110,10 +112,11 @@ def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, tra
 
 
 def grad_pass_due(epochs_done: int, every: int, last: int) -> bool:
-  """Whether appendix B's gradient pass runs after ``epochs_done`` epochs: ``every`` > 0
-  every that many epochs, 0 never, -1 the released code's thinning (every epoch up to 20,
-  every 5th up to 100, every 10th up to 200, every 50th up to 1000, every 100th after);
-  always at the last epoch unless off."""
+  """Whether appendix B's gradient pass runs after ``epochs_done`` epochs.
+
+  ``every`` > 0: every that many epochs, 0 never, -1 the released code's thinning (every epoch up to
+  20, every 5th up to 100, every 10th up to 200, every 50th up to 1000, every 100th after); always
+  at the last epoch unless off."""
   if every == 0:
     return False
   if epochs_done == last:
@@ -139,10 +142,11 @@ def _train_pass_with_grads(programs: Programs, state, x, y, batch_size: int):
 
 
 def evaluate(programs: Programs, state, data, tc, with_grads: bool = False) -> dict[str, Any]:
-  """Appendix B's evaluation at the epoch's weights: the test set with the running BN
-  statistics (eval mode), the train set in train mode (batch statistics of
-  ``train.batch_size`` examples; running statistics untouched) and, ``with_grads``, the
-  gradient of the mean train loss over the whole set (``train_*`` norms)."""
+  """Appendix B's evaluation at the epoch's weights: test set, train set, optionally gradients.
+
+  The test set with the running BN statistics (eval mode), the train set in train mode (batch
+  statistics of ``train.batch_size`` examples; running statistics untouched) and, ``with_grads``,
+  the gradient of the mean train loss over the whole set (``train_*`` norms)."""
   train_x, train_y, test_x, test_y = data
   test_loss, test_acc = evaluate_in_batches(programs.eval_sums, state.params, state.batch_stats,
                                             test_x, test_y, tc.eval_batch_size, False)
@@ -240,8 +244,9 @@ def _report_preemption(runs: list[Run], state, done: int, path: str | None, stac
 
 def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,
              *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
-  """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs`` from ``state``,
-  already placed on ``mesh`` (``sharding.place_replicated`` / ``place_runs``); returns
+  """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs`` from ``state``.
+
+  ``state`` is already placed on ``mesh`` (``sharding.place_replicated`` / ``place_runs``); returns
   the final state and whether a signal stopped it early (after a checkpoint)."""
   tc = config.train
   data = sharding.place_arrays((dataset.train_images, dataset.train_labels,

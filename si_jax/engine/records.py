@@ -1,5 +1,6 @@
-"""From the metrics a jitted step returns to the records the logs hold: one host
-transfer per epoch, per-step records, epoch summaries and the finite checks."""
+"""From the metrics a jitted step returns to the records the logs hold.
+
+One host transfer per epoch, per-step records, epoch summaries and the finite checks."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ class TrainingDiverged(FloatingPointError):
 
 
 def stack_metrics(pending: list[dict], axis: int = 0) -> dict[str, np.ndarray]:
-  """The per-step metric dicts of an epoch as host arrays (one batched transfer, stacked
-  on the host: an eager device-side stack of arrays sharded over several CPU devices
-  can deadlock XLA:CPU's collectives while steps are still queued)."""
+  """The per-step metric dicts of an epoch as host arrays (one batched transfer).
+
+  Stacked on the host: an eager device-side stack of arrays sharded over several CPU devices can
+  deadlock XLA:CPU's collectives while steps are still queued."""
   host = jax.device_get(pending)
   return {k: np.stack([m[k] for m in host], axis=axis) for k in host[0]}
 
@@ -51,11 +53,12 @@ def tiny_norm_hint(rho: float, epsilon: float = 1e-5) -> str:
 
 
 def check_finite(records: list[dict], first_step: int, policy: str = "stop") -> None:
-  """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm, or
-  at a weight norm of exactly 0 (its effective learning rate is infinite).
+  """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm, or zero norm.
 
-  With ``policy='record'`` a non-finite loss or gradient is only reported (on stderr)
-  and training goes on while the weights stay finite.
+  A weight norm of exactly 0 counts too (its effective learning rate is infinite).
+
+  With ``policy='record'`` a non-finite loss or gradient is only reported (on stderr) and training
+  goes on while the weights stay finite.
   """
   for i, rec in enumerate(records):
     if rec["weight_norm"] == 0.0:  # every SI weight underflowed: eff. LR lr / 0 = inf
