@@ -345,7 +345,7 @@ MUTATIONS = [
         "two writers share a workdir (the lock is shared, not exclusive)"),
     Mutation(
         "run_lock_reentrant", "si_jax/engine/workdir_lock.py",
-        "if self._fd is None and self.reentrant and key in _HELD:",
+        "if self._fd is None and key in _HELD and (self.reentrant or _HELD[key][1]):",
         "if self._fd is None and key in _HELD:",
         "tests/test_one_writer.py -k 'conflict or holds_the_workdir'",
         "a second run in the same process joins the first's lock"),
