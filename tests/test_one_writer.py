@@ -292,12 +292,16 @@ def test_a_vmapped_family_reruns_and_resumes(tmp_path):
   assert lifecycle.config_differences(saved, now) == []
   now["data"]["order_seed"] = 4
   assert lifecycle.config_differences(saved, now) == ["data.order_seed: 3 -> 4"]
+  now["data"]["order_seed"], now["seed"] = None, 5  # both unset: the seed alone differs
+  assert lifecycle.config_differences(saved, now) == ["seed: 3 -> 5"]
   config = _family(epochs=1)
+  experiment.add_member(config, "seed_1", "seed 1", {"seed": 1, "optim.lr": 0.1})
   workdir = str(tmp_path / "family")
   first = experiment.run_family(config, workdir, vmap="yes", progress=False)
   again = experiment.run_family(config, workdir, vmap="yes", progress=False)
   assert json.dumps(again) == json.dumps(first)  # (NaN-safe) the same summary, untrained
-  assert [m["epochs"] for m in first["members"]] == [1, 1]
+  assert [m["epochs"] for m in first["members"]] == [1, 1, 1]
+  experiment.check_family(config, workdir)  # --figures_only knows a vmapped family too
 
 
 def test_lock_and_log_files_are_never_followed_through_links(tmp_path):

@@ -180,6 +180,12 @@ def _check_older_family(config: ml_collections.ConfigDict, workdir: str) -> None
                      "use another --workdir")
 
 
+def _vmapped_configs(config: ml_collections.ConfigDict) -> list:
+  """The members' run configs as a vmapped family records them (one data order)."""
+  base = run_config(config)
+  return [sweep.member_config(base, o) for _, _, o in member_overrides(config)]
+
+
 def check_family(config: ml_collections.ConfigDict, workdir: str) -> None:
   """``check_family_workdir`` for a family config as it stands; reads only.
 
@@ -187,7 +193,12 @@ def check_family(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   configs = _member_configs(config)
   dirs = [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
-  check_family_workdir(config, workdir, configs, dirs)
+  try:
+    check_family_workdir(config, workdir, configs, dirs)
+  except ValueError:  # trained vmapped, its members record the family's data order
+    if not _vmappable([o for _, _, o in member_overrides(config)]):
+      raise
+    check_family_workdir(config, workdir, _vmapped_configs(config), dirs)
 
 
 def _member_configs(config: ml_collections.ConfigDict) -> list:
@@ -264,7 +275,8 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
   with contextlib.ExitStack() as held:
     held.enter_context(family_lock(workdir))
     stop = held.enter_context(lifecycle.Preemption())
-    check_family_workdir(config, workdir, configs, dirs)
+    check_family_workdir(config, workdir, _vmapped_configs(config) if use_vmap else configs,
+                         dirs)
     for d in dirs:  # every member is the family's (its runs join these locks)
       lifecycle.make_workdir(d)
       held.enter_context(family_lock(d))

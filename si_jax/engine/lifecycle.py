@@ -45,9 +45,10 @@ def config_differences(saved: dict, current: dict) -> list[str]:
   A field the saved config lacks (written before the field existed) counts as its default."""
   defaults = config_lib.flatten(json.loads(config_lib.base_config().to_json_best_effort()))
   a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)
-  for flat in (a, b):  # the data order's seed: unset means the run's seed
-    if flat.get("data.order_seed") is None and "seed" in flat:
-      flat["data.order_seed"] = flat["seed"]
+  unset = [flat.get("data.order_seed") is None for flat in (a, b)]
+  if unset[0] != unset[1]:  # the data order's seed unset on one side: it is the run's seed
+    flat = a if unset[0] else b
+    flat["data.order_seed"] = flat.get("seed")
   diffs = []
   for key in sorted(set(a) | set(b)):
     if key.startswith(RESUMABLE_CHANGES) or key in RESUMABLE_CHANGES:
