@@ -180,6 +180,11 @@ def _check_older_family(config: ml_collections.ConfigDict, workdir: str) -> None
                      "use another --workdir")
 
 
+def member_dirs(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Each member's run folder, ``WORKDIR/<member name>``, in the config's order."""
+  return [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
+
+
 def _vmapped_configs(config: ml_collections.ConfigDict) -> list:
   """The members' run configs as a vmapped family records them (one data order)."""
   base = run_config(config)
@@ -192,7 +197,7 @@ def check_family(config: ml_collections.ConfigDict, workdir: str) -> None:
   What ``--figures_only`` checks before it summarizes a folder as this family's.
   """
   configs = _member_configs(config)
-  dirs = [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
+  dirs = member_dirs(config, workdir)
   try:
     check_family_workdir(config, workdir, configs, dirs)
   except ValueError:  # trained vmapped, its members record the family's data order
@@ -221,7 +226,7 @@ def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress
                    stop: lifecycle.Preemption) -> None:
   """Trains the unfinished members; FamilyStopped if a signal stopped them."""
   members = member_overrides(config)
-  dirs = [os.path.join(workdir, name) for name, _, _ in members]
+  dirs = member_dirs(config, workdir)
   if use_vmap:
     todo = [i for i, d in enumerate(dirs) if not _finished(d, configs[i])]
     if todo:
@@ -271,7 +276,7 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
   if vmap == "yes" and not _vmappable(overrides):
     raise ValueError(f"--vmap=yes needs members that differ only in {sweep.SWEEPABLE}")
   lifecycle.make_workdir(workdir)
-  dirs = [os.path.join(workdir, name) for name, _, _ in member_overrides(config)]
+  dirs = member_dirs(config, workdir)
   with contextlib.ExitStack() as held:
     held.enter_context(family_lock(workdir))
     stop = held.enter_context(lifecycle.Preemption())
