@@ -6,8 +6,12 @@ A group S of tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x) for ev
     sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = d/dc [u . f(c x_S)] at c = 1 = 0,   (E)
 
 the identity by which appendix A.2 drops the cross term of Eqs. (3) and (8).
-``find_si_groups`` finds the groups from (E) and confirms each by rescaling;
-``verify_si_groups`` checks given ones. Method and tolerances: docs/design_notes.md.
+``find_si_groups`` finds the groups from (E) and confirms each by rescaling, by default
+at a generic point (``generic_point``: tensors that are exactly zero or constant, as
+framework inits leave biases and norm scales, moved to generic values), so that the
+groups found at init are the groups that hold once training has moved those tensors;
+``verify_si_groups`` checks given ones on any later state. Method and tolerances:
+docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ DEFAULT_MARGIN = 0.1
 DEFAULT_SCALES = (0.5, 2.0)
 UNUSED_TOL = 1e-6  # max_k ||grad_i(u_k . f)|| ||x_i|| / ||f|| below this: f ignores x_i
 MAX_NULL_DIM = 16  # 2^16 pivot patterns per component at most
+GENERIC_SIZE = 0.5  # a degenerate tensor moves by this fraction of its natural scale
 _TINY = 1e-30
 
 
@@ -44,10 +49,15 @@ class SIGroupsReport:
     euler: name -> Euler residual ||M 1_S|| ~ ||d/dc f(c x_S)|| / ||f||, Eq. (E).
     value: name -> max_c ||f(c x_S) - f(x)|| / ||f(x)||.
     baseline: name -> the same change under a random perturbation of x_S of equal size.
-    zero: paths of the tensors excluded because their norm is 0.
+    zero: paths of the tensors excluded because their norm is 0 (none at a generic point).
     unused: paths of the tensors f does not depend on (excluded).
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
     nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
+    generic: whether the search ran at a generic point (``generic_point``).
+    moved: paths of the degenerate tensors moved there (zero or constant in params).
+    degenerate_only: groups the search at the params as given accepts that are not SI
+      at the generic point, each as '+'.join of its paths -> the moved tensors it needs
+      at their given (zero or constant) values.
   """
 
   groups: dict[str, tuple[ParamPath, ...]]
@@ -58,6 +68,9 @@ class SIGroupsReport:
   unused: tuple[ParamPath, ...]
   rejected: dict[str, tuple[float, float, float]]
   nearest_non_si: tuple[ParamPath, float] | None
+  generic: bool = False
+  moved: tuple[ParamPath, ...] = ()
+  degenerate_only: dict[str, tuple[ParamPath, ...]] = dataclasses.field(default_factory=dict)
 
 
 class _Model:
@@ -97,6 +110,18 @@ class _Model:
 
   def scaled(self, members: Sequence[int], c: float) -> list:
     return [x * np.asarray(c, x.dtype) if i in members else x for i, x in enumerate(self.leaves)]
+
+  def rescaled_change(self, leaves: Sequence[np.ndarray], members: Sequence[int],
+                      scales: Sequence[float]) -> float:
+    """Max over c and argument sets of ||f(c x_S, x_rest) - f(x)|| / ||f(x)|| at ``leaves``."""
+    worst = 0.0
+    for args in self.arg_sets:
+      y = np.asarray(self.apply(leaves, args))
+      norm = max(float(np.linalg.norm(y)), _TINY)
+      for c in scales:
+        scaled = [x * np.asarray(c, x.dtype) if i in members else x for i, x in enumerate(leaves)]
+        worst = max(worst, float(np.linalg.norm(np.asarray(self.apply(scaled, args)) - y)) / norm)
+    return worst
 
   def perturbed(self, members: Sequence[int], size: float, rng: np.random.Generator) -> list:
     """x_S + size * xi with xi a random unit vector over the stacked group."""
@@ -237,6 +262,63 @@ def _confirm(model: _Model, candidates, euler_fn: Callable, rtol: float, margin:
   return accepted, stats, rejected
 
 
+def _degenerate(x: np.ndarray) -> bool:
+  """Exactly zero, or constant over two or more entries (a framework init's 0 or 1)."""
+  return x.size > 0 and (not np.any(x) or (x.size > 1 and bool(np.all(x == x.flat[0]))))
+
+
+def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarray],
+                   degenerate: Sequence[bool]) -> float:
+  """Tensor i's natural scale (``generic_point``).
+
+  The RMS of the non-degenerate tensors beside it (same parent path), else the value of
+  a constant one there, else 1.
+  """
+  beside = [j for j, p in enumerate(paths)
+            if j != i and p[:-1] == paths[i][:-1] and np.issubdtype(leaves[j].dtype, np.inexact)
+            and np.any(leaves[j])]
+  generic = [j for j in beside if not degenerate[j]]
+  if generic:
+    return float(np.sqrt(np.mean(np.concatenate(
+        [np.ravel(leaves[j]).astype(np.float64) ** 2 for j in generic]))))
+  return float(np.abs(leaves[beside[0]].flat[0])) if beside else 1.0
+
+
+def generic_point(params, seed: int = 0):
+  """``params`` with each degenerate floating tensor moved to a generic value.
+
+  Degenerate: exactly zero, or constant over two or more entries (flax initializes
+  biases to 0 and norm scales to 1). A constant v becomes v (1 + GENERIC_SIZE u_j),
+  u_j ~ U(-1, 1); a zero tensor becomes GENERIC_SIZE s z_j, z_j ~ N(0, 1), with s its
+  natural scale: the RMS of the non-degenerate tensors under the same parent path (a
+  Dense bias: its kernel's), else the value of a constant one there (a norm's bias: its
+  scale's), else 1. Other tensors are returned as they are.
+
+  Args:
+    params: a pytree of arrays (linen params, an nnx ``State`` or its pure dict).
+    seed: seeds the perturbation (the same seed, the same point).
+
+  Returns:
+    (the params at the generic point, same structure; the paths of the moved tensors).
+  """
+  keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
+  paths = [_path_str(kp) for kp, _ in keyed]
+  leaves = [np.asarray(x) for _, x in keyed]
+  degenerate = [np.issubdtype(x.dtype, np.inexact) and _degenerate(x) for x in leaves]
+  rng = np.random.default_rng([seed, 1])
+  out = [x for _, x in keyed]
+  for i, x in enumerate(leaves):
+    if not degenerate[i]:
+      continue
+    if np.any(x):
+      new = x * (1 + GENERIC_SIZE * rng.uniform(-1.0, 1.0, x.shape))
+    else:
+      scale = _natural_scale(i, paths, leaves, degenerate)
+      new = GENERIC_SIZE * scale * rng.standard_normal(x.shape)
+    out[i] = new.astype(x.dtype)
+  return treedef.unflatten(out), tuple(p for p, d in zip(paths, degenerate) if d)
+
+
 def _check_scales(scales) -> None:
   if not scales or any(not (c > 0) or c == 1 for c in scales):
     raise ValueError(f"scales must be positive factors other than 1, got {scales!r}")
@@ -348,9 +430,16 @@ def find_si_groups(
     num_probes: int | None = None,
     seed: int = 0,
     max_null_dim: int = MAX_NULL_DIM,
+    generic: bool = True,
     return_report: bool = False,
 ):
   """Every minimal group of tensors on which ``fn(params, *args)`` is scale-invariant.
+
+  By default the search runs at ``generic_point(params, seed)``: tensors that are
+  exactly zero or constant (flax's init of biases and norm scales) are moved to generic
+  values first, so the groups found are those that hold for every value training can
+  give them. A group that holds at ``params`` only because such a tensor is zero or
+  constant there is left out, with a warning naming it and the tensor.
 
   Args:
     fn: jittable f(params, *args) -> floating arrays (e.g. logits; a train-mode batch
@@ -365,32 +454,83 @@ def find_si_groups(
     scales: rescaling factors c of the confirmation.
     num_probes: output directions per argument set; default min(output size,
       number of tensors + 16).
-    seed: for the random probes and perturbations.
+    seed: for the generic point, the random probes and perturbations.
     max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
+    generic: search at the generic point (True) or at ``params`` as given, where
+      tensors of norm 0 are left out of every group (False).
     return_report: also return a ``SIGroupsReport``.
 
   Returns:
     {name: (path, ...)}, or ({name: (path, ...)}, ``SIGroupsReport``) with
-    ``return_report``. Warns when a tensor in no group is within 3x of ``rtol``.
+    ``return_report``. Warns when a tensor in no group is within 3x of ``rtol``, and
+    for each group of ``SIGroupsReport.degenerate_only``.
 
   Raises:
-    ValueError: ``fn`` is not finite at ``params`` for some argument set, bad
-      ``scales``, or params with non-floating leaves.
+    ValueError: ``fn`` is not finite at ``params`` (or at the generic point) for some
+      argument set, bad ``scales``, or params with non-floating leaves.
   """
   _check_scales(scales)
-  model = _Model(fn, params, (args, *more_args))
-  report = _search(model, rtol, margin, scales, num_probes, np.random.default_rng(seed),
-                   max_null_dim)
+  search = functools.partial(_search, rtol=rtol, margin=margin, scales=scales,
+                             num_probes=num_probes, max_null_dim=max_null_dim, seed=seed)
+  arg_sets = (args, *more_args)
+  at, moved = generic_point(params, seed) if generic else (params, ())
+  model = _Model(fn, at, arg_sets)
+  report = dataclasses.replace(search(model), generic=generic, moved=moved)
+  if moved:
+    report = dataclasses.replace(
+        report, degenerate_only=_degenerate_only(_Model(fn, params, arg_sets), model, report,
+                                                 search))
   if report.nearest_non_si is not None and report.nearest_non_si[1] < 3 * rtol:
     path, residual = report.nearest_non_si
     warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
         f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
         f"within 3x of rtol={rtol:g}: the groups found may depend on the tolerance")
+  for label, needs in report.degenerate_only.items():
+    warnings.warn(  # noqa: B028
+        f"SI group {label} holds at the given params only because "
+        f"{', '.join('/'.join(p) for p in needs)} {'is' if len(needs) == 1 else 'are'} zero "
+        "or constant there: not SI once training moves it, so left out (generic=False "
+        "keeps it)")
   return (report.groups, report) if return_report else report.groups
 
 
-def _search(model: _Model, rtol, margin, scales, num_probes, rng, max_null_dim) -> SIGroupsReport:
-  """Steps 1-4 of the method (docs/design_notes.md)."""
+def _degenerate_only(given: _Model, at_generic: _Model, report: SIGroupsReport,
+                     search: Callable) -> dict[str, tuple[ParamPath, ...]]:
+  """The groups found at the params as given that the generic point breaks.
+
+  Returns '+'.join of their paths -> the moved tensors whose generic value alone breaks
+  them (all moved tensors when none does alone).
+  """
+  try:
+    found = search(given)
+  except ValueError as e:  # e.g. too many near-SI directions where tensors are zero
+    warnings.warn(f"find_si_groups: no search at the params as given ({e}): groups that "  # noqa: B028
+                  "hold there only because a tensor is zero or constant are not named")
+    return {}
+  kept = {frozenset(paths) for paths in report.groups.values()}
+  index = {p: i for i, p in enumerate(given.paths)}
+  moved = [index[p] for p in report.moved]
+  rtol = search.keywords["rtol"]
+  scales = search.keywords["scales"]
+  out = {}
+  for paths in found.groups.values():
+    members = [index[p] for p in paths]
+    if frozenset(paths) in kept or at_generic.rescaled_change(
+        at_generic.leaves, members, scales) <= rtol:
+      continue
+    needs = []
+    for d in moved:
+      leaves = [at_generic.leaves[i] if i == d else x for i, x in enumerate(given.leaves)]
+      if given.rescaled_change(leaves, members, scales) > rtol:
+        needs.append(given.paths[d])
+    out["+".join("/".join(p) for p in paths)] = tuple(needs) or report.moved
+  return out
+
+
+def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, seed
+            ) -> SIGroupsReport:
+  """Steps 1-4 of the method (docs/design_notes.md) at the model's params."""
+  rng = np.random.default_rng(seed)
   nonzero = [i for i, n in enumerate(model.norms) if n > 0]
   m, sizes = _probe_matrix(model, nonzero, num_probes, rng)
   used = sizes > UNUSED_TOL
@@ -432,8 +572,19 @@ def verify_si_groups(
     scales: Sequence[float] = DEFAULT_SCALES,
     with_euler: bool = False,
     more_args: Sequence[tuple] = (),
+    rtol: float | None = None,
 ) -> dict[str, Any]:
-  """Property (1a) checked directly for given groups.
+  """Property (1a) checked directly for given groups, e.g. on a state after training.
+
+  Args:
+    fn: as for ``find_si_groups``.
+    params: the parameters to check at (any state, not only the one searched at).
+    groups: name -> paths, e.g. ``find_si_groups``' output.
+    *args: the arguments after params, as for ``find_si_groups``.
+    scales: rescaling factors c.
+    with_euler: also return the Euler residual.
+    more_args: further argument tuples; the worst case over all is returned.
+    rtol: when set, warn (one line per group) where the value exceeds it.
 
   Returns:
     {name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} over c in ``scales`` and argument sets
@@ -454,5 +605,8 @@ def verify_si_groups(
   for name, paths in groups.items():
     members = [index[p] for p in paths]
     value = max(model.change(model.scaled(members, c)) for c in scales)
+    if rtol is not None and value > rtol:
+      warnings.warn(f"SI group {name!r} does not hold at these params: rescaling changes "  # noqa: B028
+                    f"f by {value:.2e} > rtol={rtol:g}")
     out[name] = {"value": value, "euler": model.euler(members)} if with_euler else value
   return out

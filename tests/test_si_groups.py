@@ -217,9 +217,11 @@ def test_zero_and_unused_tensors_are_excluded():
   module = BatchNormDense()
   variables = module.init(jax.random.key(0), x)
   fn = lambda p, x: module.apply({**variables, "params": p}, x, mutable=["batch_stats"])[0]
-  found, report = si_groups.find_si_groups(fn, variables["params"], x, return_report=True)
+  found, report = si_groups.find_si_groups(fn, variables["params"], x, generic=False,
+                                           return_report=True)
   # BN subtracts the batch mean: dense_0's bias has no effect (gradient 0), its kernel
-  # is SI alone. dense_1's bias is 0 (flax init), so only its kernel is tested: SI here.
+  # is SI alone. dense_1's bias is 0 (flax init), so only its kernel is tested: SI here
+  # (at the params as given; the default generic point: tests/test_generic_groups.py).
   assert report.unused == paths("dense_0/bias")
   assert report.zero == paths("dense_1/bias")
   assert found == {"dense_0": paths("dense_0/kernel"), "dense_1": paths("dense_1/kernel")}

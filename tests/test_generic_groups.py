@@ -1,0 +1,161 @@
+"""find_si_groups at flax's default init: the groups of a generic point, not of the zeros.
+
+Flax initializes Dense/Conv and norm biases to 0 and norm scales to 1. A search at those
+params sees groups that hold only because a bias is 0 (a LayerNorm's scale without its
+bias, a BatchNorm's scale alone): training moves the bias and they stop holding. The
+default search moves such tensors to a generic point first. Each expected group below
+is derived by hand from the architecture, and checked against a search at a random
+point where no tensor is zero or constant (``generic=False`` there: nothing to move).
+"""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from si_jax import si_groups
+
+from conftest import rng_images
+from helpers import paths
+
+
+def as_sets(groups):
+  return {frozenset(ps) for ps in groups.values()}
+
+
+def random_point(params, seed=1):
+  """Every tensor moved by 0.3 N(0, 1) per entry: none zero, none constant."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda x: (np.asarray(x) + 0.3 * rng.standard_normal(x.shape)).astype(x.dtype), params)
+
+
+class PreLNBlockNet(nn.Module):
+  """Tokens -> embed -> h + mlp_out(relu(mlp_in(ln_1(h)))) -> ln_f -> token mean -> head."""
+
+  @nn.compact
+  def __call__(self, x_BTF):
+    h = nn.Dense(16, name="embed")(x_BTF)
+    a = nn.relu(nn.Dense(32, name="mlp_in")(nn.LayerNorm(name="ln_1")(h)))
+    h = h + nn.Dense(16, name="mlp_out")(a)
+    h = nn.LayerNorm(name="ln_f")(h)
+    return nn.Dense(10, name="head")(h.mean(axis=1))
+
+
+# The stream h is read only by layer norms (ln_1, ln_f): everything written into it
+# scales by the same c: embed (kernel and bias) and the branch with mlp_out's bias. The
+# branch scales by c with mlp_out's kernel, or (relu positively homogeneous) with
+# mlp_in's kernel and bias, or with ln_1's scale and bias and mlp_in's bias.
+STREAM = ("embed/kernel", "embed/bias", "mlp_out/bias")
+PRE_LN_BY_HAND = {frozenset(paths(*STREAM, *branch)) for branch in (
+    ("mlp_out/kernel",), ("mlp_in/kernel", "mlp_in/bias"),
+    ("ln_1/scale", "ln_1/bias", "mlp_in/bias"))}
+# With every bias 0, the search at the init finds embed's kernel with ln_1's scale:
+# SI there only because the biases after it are 0.
+PRE_LN_WRONG = paths("embed/kernel", "ln_1/scale")
+
+
+@pytest.fixture(scope="module")
+def pre_ln():
+  x = rng_images(8, (4, 6))  # 8 sequences of 4 tokens of 6 features
+  module = PreLNBlockNet()
+  params = module.init(jax.random.key(0), x)["params"]
+  fn = lambda p, x: module.apply({"params": p}, x)
+  return fn, params, x
+
+
+def test_pre_ln_groups_at_init_are_those_of_a_generic_point(pre_ln):
+  fn, params, x = pre_ln
+  assert not np.any(params["ln_1"]["bias"]) and not np.any(params["embed"]["bias"])
+  with pytest.warns(UserWarning, match=r"SI group embed/kernel\+ln_1/scale holds at the given "
+                                       r"params only because .*ln_1/bias"):
+    found, report = si_groups.find_si_groups(fn, params, x, return_report=True)
+  at_random = si_groups.find_si_groups(fn, random_point(params), x, generic=False)
+  assert as_sets(found) == as_sets(at_random) == PRE_LN_BY_HAND
+  assert report.generic and set(report.moved) == set(paths(
+      "embed/bias", "mlp_in/bias", "mlp_out/bias", "ln_1/bias", "ln_1/scale", "ln_f/bias",
+      "ln_f/scale", "head/bias"))
+  assert "embed+ln_1+mlp_in/bias+mlp_out/bias" in found
+  assert "embed+ln_1/scale" not in found
+  assert "embed/kernel+ln_1/scale" in report.degenerate_only
+
+
+def test_pre_ln_groups_hold_after_the_zeros_move_and_the_wrong_one_does_not(pre_ln):
+  fn, params, x = pre_ln
+  with pytest.warns(UserWarning, match="only because"):
+    found = si_groups.find_si_groups(fn, params, x)
+  trained_like = random_point(params, seed=2)
+  res = si_groups.verify_si_groups(fn, trained_like, {**found, "wrong": PRE_LN_WRONG}, x)
+  assert max(res[k] for k in found) < 1e-4, res
+  assert res["wrong"] > 1e-2, res
+  # at the init, where the biases are 0, the wrong group does hold
+  assert si_groups.verify_si_groups(fn, params, {"wrong": PRE_LN_WRONG}, x)["wrong"] < 1e-5
+  with pytest.warns(UserWarning, match=r"SI group 'wrong' does not hold at these params"):
+    si_groups.verify_si_groups(fn, trained_like, {"wrong": PRE_LN_WRONG}, x, rtol=1e-3)
+
+
+def test_the_old_search_reports_the_wrong_group(pre_ln):
+  fn, params, x = pre_ln
+  found, report = si_groups.find_si_groups(fn, params, x, generic=False, return_report=True)
+  assert frozenset(PRE_LN_WRONG) in as_sets(found) and "embed+ln_1/scale" in found
+  assert not report.generic and "ln_1/bias" in {"/".join(p) for p in report.zero}
+
+
+class BatchNormCNN(nn.Module):
+  """conv_0 -> BN -> relu -> conv_1 -> BN -> relu -> spatial mean -> head (flax init)."""
+
+  @nn.compact
+  def __call__(self, x_NHWC):
+    x = nn.Conv(6, (3, 3), name="conv_0")(x_NHWC)
+    x = nn.relu(nn.BatchNorm(use_running_average=False, name="bn_0")(x))
+    x = nn.Conv(6, (3, 3), name="conv_1")(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=False, name="bn_1")(x))
+    return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
+
+
+# Train-mode BN removes the batch mean, so a conv's bias has no effect (unused) and its
+# kernel is SI alone; bn_0's scale and bias together scale relu's output, which conv_1
+# and bn_1 then normalize away. bn_1 feeds the head: not SI.
+CNN_BY_HAND = {frozenset(paths("conv_0/kernel")), frozenset(paths("conv_1/kernel")),
+               frozenset(paths("bn_0/scale", "bn_0/bias"))}
+
+
+def test_batch_norm_cnn_groups_at_init_are_those_of_a_generic_point():
+  x = rng_images(16, (6, 6, 2))
+  module = BatchNormCNN()
+  variables = module.init(jax.random.key(0), x)
+  fn = lambda p, x: module.apply({**variables, "params": p}, x, mutable=["batch_stats"])[0]
+  params = variables["params"]
+  with pytest.warns(UserWarning, match="SI group bn_0/scale holds at the given params only "
+                                       "because bn_0/bias is zero"):
+    found, report = si_groups.find_si_groups(fn, params, x, return_report=True)
+  at_random = si_groups.find_si_groups(fn, random_point(params), x, generic=False)
+  assert as_sets(found) == as_sets(at_random) == CNN_BY_HAND
+  assert set(report.unused) == set(paths("conv_0/bias", "conv_1/bias"))
+  assert "bn_0" in found and "bn_0/scale" not in found
+  trained_like = random_point(params, seed=2)
+  res = si_groups.verify_si_groups(fn, trained_like,
+                                   {**found, "wrong": paths("bn_0/scale")}, x)
+  assert max(res[k] for k in found) < 1e-4, res
+  assert res["wrong"] > 1e-2, res
+
+
+def test_generic_point_moves_only_degenerate_tensors_by_their_natural_scale():
+  params = {"dense": {"kernel": np.full((3, 4), 0.5, np.float32) + np.eye(3, 4, dtype=np.float32),
+                      "bias": np.zeros(4, np.float32)},
+            "norm": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)},
+            "gain": np.float32(2.0)}
+  moved, which = si_groups.generic_point(params, seed=3)
+  assert set(which) == set(paths("dense/bias", "norm/scale", "norm/bias"))
+  np.testing.assert_array_equal(moved["dense"]["kernel"], params["dense"]["kernel"])
+  assert moved["gain"] == 2.0  # a scalar is never constant
+  # in path order, from the seed's generator: dense/bias, norm/bias (zero: 0.5 s N(0, 1)
+  # with s the RMS of the kernel beside it, sqrt((9 * 0.5^2 + 3 * 1.5^2) / 12), or the
+  # norm's scale 1), then norm/scale (constant v: v (1 + 0.5 U(-1, 1)))
+  rng = np.random.default_rng([3, 1])
+  np.testing.assert_allclose(moved["dense"]["bias"], 0.5 * np.sqrt(0.75) * rng.standard_normal(4),
+                             rtol=1e-6)
+  np.testing.assert_allclose(moved["norm"]["bias"], 0.5 * rng.standard_normal(4), rtol=1e-6)
+  np.testing.assert_allclose(moved["norm"]["scale"], 1 + 0.5 * rng.uniform(-1, 1, 4), rtol=1e-6)
+  again, _ = si_groups.generic_point(params, seed=3)
+  np.testing.assert_array_equal(again["norm"]["bias"], moved["norm"]["bias"])
