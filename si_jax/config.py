@@ -55,6 +55,10 @@ def _train_section() -> ml_collections.ConfigDict:
   # epoch up to 20, every 5th to 100, 10th to 200, 50th to 1000, 100th after), k every
   # k epochs, 0 off
   train.grad_pass_every = -1
+  # also on the gradient pass's epochs: angle_to_init and distance_to_init of the SI
+  # parameters, and Hutchinson's train_hessian_trace over them with this many probes (0: off)
+  train.distance_to_init = False
+  train.hessian_probes = 0
   train.invariance_every = 0  # check the scale-invariance identities every N steps (0: off)
   train.invariance_scale = 2.0  # ... with this rescaling factor c
   # stop | record (log non-finite metrics and go on while the weights stay finite)
@@ -102,6 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.fix_si_norm = False  # keep the SI weight norm fixed (Figs. 5, 12) ...
   config.optim.si_norm = config_dict.placeholder(float)  # ... at this norm (None: initial)
   config.optim.fixed_effective_lr = False  # lr is then the effective LR eta / rho^2
+  # off | total | per_filter: train on the sphere, lr the fixed effective LR (wd 0;
+  # Kodryan et al. 2022's fix_elr | fix_all_elr)
+  config.optim.sphere = "off"
   config.optim.adam_b1 = 0.9
   config.optim.adam_b2 = 0.999
   config.optim.adam_eps = 1e-8

@@ -10,7 +10,10 @@ Their keys are the logs' interface (plots, phase analysis and theory read them):
 * ``cosine_distance``      1 - cos(x_t, x_{t+1}), computed without cancellation.
 
 They are for the union of the SI groups and per group (``{group}/{key}``);
-``si_metrics`` serves any optax chain and loop (docs/design_notes.md).
+``si_metrics`` serves any optax chain and loop (docs/design_notes.md). For the
+per-epoch record, on request: ``distance_to_init`` (angle and L2 distance from x_0)
+and ``hessian_quadratic_forms`` (Hutchinson's estimate of tr H), the quantities
+Kodryan et al. 2022 read on the sphere.
 """
 
 from __future__ import annotations
@@ -99,6 +102,58 @@ def full_pass_metrics(params, mean_grads, lr: jax.Array,
     for name, paths in si_groups.items():
       out.update({f"{name}/{k}": v for k, v in group(paths).items()})
   return out
+
+
+def distance_to_init(params, init_params, paths: tuple[ParamPath, ...]) -> dict[str, jax.Array]:
+  """How far the SI parameters x are from their initialization x_0.
+
+  Args:
+    params: x.
+    init_params: x_0 (a tree holding at least ``paths``).
+    paths: the SI parameters' paths.
+
+  Returns:
+    ``angle_to_init`` arccos(<x, x_0> / (||x|| ||x_0||)) in radians, computed as
+    2 asin(||x/||x|| - x_0/||x_0|| || / 2) (exact near 0), and ``distance_to_init``
+    ||x - x_0||.
+  """
+  xs = [_f32(get_path(params, p)) for p in paths]
+  x0s = [_f32(get_path(init_params, p)) for p in paths]
+  rho, rho0 = jnp.sqrt(sq_norm(xs)), jnp.sqrt(sq_norm(x0s))
+  chord = jnp.sqrt(sum(jnp.sum(jnp.square(a / rho - b / rho0)) for a, b in zip(xs, x0s)))
+  return {"angle_to_init": 2 * jnp.arcsin(jnp.minimum(chord / 2, 1.0)),
+          "distance_to_init": jnp.sqrt(sum(jnp.sum(jnp.square(a - b)) for a, b in zip(xs, x0s)))}
+
+
+def rademacher_probes(key: jax.Array, params, mask, num: int):
+  """``num`` probe trees v: entries +-1 with probability 1/2 where ``mask``, 0 elsewhere.
+
+  Stacked along a leading axis of size ``num``; E[v v^T] is the identity on the masked
+  coordinates, so E[v^T H v] is the trace of H restricted to them (Hutchinson 1989).
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  probes = [jax.random.rademacher(k, (num, *x.shape), jnp.float32) if m
+            else jnp.zeros((num, *x.shape), jnp.float32)
+            for k, m, x in zip(keys, jax.tree.leaves(mask), leaves)]
+  return jax.tree.unflatten(treedef, probes)
+
+
+def hessian_quadratic_forms(loss_fn, params, probes) -> jax.Array:
+  """v_i^T H v_i for each stacked probe v_i, H the Hessian of ``loss_fn`` at ``params``.
+
+  Each is a forward-over-reverse Hessian-vector product; their mean over Rademacher
+  probes (``rademacher_probes``) is Hutchinson's unbiased estimate of tr H.
+  """
+  grad_fn = jax.grad(loss_fn)
+
+  def one(v):
+    v = jax.tree.map(lambda a, x: a.astype(x.dtype), v, params)
+    hv = jax.jvp(grad_fn, (params,), (v,))[1]
+    return sum(jnp.vdot(_f32(a), _f32(b)) for a, b in zip(jax.tree.leaves(v),
+                                                          jax.tree.leaves(hv)))
+
+  return jax.lax.map(one, probes)
 
 
 def injected_hyperparams(opt_state) -> dict[str, Any]:

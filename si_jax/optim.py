@@ -11,6 +11,12 @@ The transforms' order, which is what "coupled" means, is written once, in ``_cha
 Frozen parameters get no update and no decay; the hyperparameters are injected
 (``optax.inject_hyperparams``), so vmapped members differ. Ablations: ``fix_si_norm``
 (Figs. 5, 12) and ``fixed_effective_lr``.
+
+Training on the sphere at a fixed effective LR eta~ (Kodryan et al. 2022, ``sphere``):
+the SI step is taken with eta = eta~ rho_0^2 and then projected back, with
+``total`` onto ||x|| = rho_0 (the released ``fix_elr``) or, with ``per_filter``, each
+output channel (last axis) of each SI tensor onto its own initial norm (the released
+``fix_all_elr``; ``onto_filter_sphere`` gives the initial point it starts from).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from si_jax.si_groups import check_groups, check_in_params
 OPTIMIZERS = ("sgd", "adam")
 WD_MODES = ("coupled", "decoupled")
 SCHEDULES = ("constant", "cosine", "linear", "linear_half", "step")
+SPHERES = ("off", "total", "per_filter")
 
 
 def lr_schedule(kind: str, factor: float, total_steps: int):
@@ -121,6 +128,88 @@ def project_si_to_norm(si_mask, target_norm: float | None) -> optax.GradientTran
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def filter_sq_norms(x: jax.Array) -> jax.Array:
+  """||x_c||^2 of each output channel c (last axis): the sum over all other axes."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  return jnp.sum(jnp.square(jnp.reshape(x, (-1, x.shape[-1]))), axis=0)
+
+
+def onto_filter_sphere(params, si_mask):
+  """The SI tensors with every output channel rescaled to one common norm r.
+
+  r^2 = ||x||^2 / F over the F output channels of all SI tensors, so the total norm
+  ||x|| is kept (the released ``fix_all_elr``'s initial projection). Other leaves as given.
+  """
+  si = [x for m, x in zip(jax.tree.leaves(si_mask), jax.tree.leaves(params)) if m]
+  r = jnp.sqrt(sq_norm(si) / sum(x.shape[-1] for x in si))
+  return jax.tree.map(
+      lambda m, x: (x * (r / jnp.sqrt(filter_sq_norms(x)))).astype(x.dtype) if m else x,
+      si_mask, params)
+
+
+class FilterNormState(NamedTuple):
+  """The per-output-channel norms ``project_si_filters`` keeps (empty for non-SI leaves)."""
+
+  target_norms: Any
+
+
+def project_si_filters(si_mask) -> optax.GradientTransformation:
+  """Makes x_{t+1,c} = r_c (x_{t,c} + u_c) / ||x_{t,c} + u_c|| per output channel c.
+
+  c runs over the last axis of every SI tensor; r_c = ||x_{0,c}||, its norm at ``init``.
+  """
+
+  def init_fn(params):
+    return FilterNormState(jax.tree.map(
+        lambda m, x: jnp.sqrt(filter_sq_norms(x)) if m else jnp.zeros((0,), jnp.float32),
+        si_mask, params))
+
+  def update_fn(updates, state, params):
+    def one(m, x, u, r):
+      if not m:
+        return u
+      y = x + u
+      return (y * (r / jnp.sqrt(filter_sq_norms(y)))).astype(x.dtype) - x
+    return jax.tree.map(one, si_mask, params, updates, state.target_norms), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class InitialParamsState(NamedTuple):
+  """A copy of the SI parameters x_0 at ``init`` (empty elsewhere), for the distance to init."""
+
+  params: Any
+
+
+def keep_initial_params(si_mask) -> optax.GradientTransformation:
+  """Leaves the updates as they are; its state holds x_0 (``initial_si_params``)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    return updates, state
+
+  def init_fn(params):  # a copy: the state must not share (donated) buffers with params
+    return InitialParamsState(jax.tree.map(
+        lambda m, x: jnp.array(x, copy=True) if m else jnp.zeros((0,), x.dtype),
+        si_mask, params))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def initial_si_params(opt_state):
+  """x_0 as ``keep_initial_params`` holds it inside ``opt_state``, or None without it."""
+  if isinstance(opt_state, InitialParamsState):
+    return opt_state.params
+  if hasattr(opt_state, "inner_state"):
+    return initial_si_params(opt_state.inner_state)
+  if isinstance(opt_state, (tuple, list)) and not hasattr(opt_state, "_fields"):
+    for sub in opt_state:
+      found = initial_si_params(sub)
+      if found is not None:
+        return found
+  return None
+
+
 def _chain(
     learning_rate,
     weight_decay,
@@ -135,6 +224,8 @@ def _chain(
     fix_si_norm: bool,
     si_norm: float | None,
     fixed_effective_lr: bool,
+    sphere: str = "off",
+    keep_initial: bool = False,
     adam_b1: float,
     adam_b2: float,
     adam_eps: float,
@@ -148,23 +239,30 @@ def _chain(
     parts = [decay, precondition]
   else:
     parts = [precondition, decay]
-  if fixed_effective_lr:
+  if fixed_effective_lr or sphere != "off":  # on the sphere rho_t^2 = rho_0^2
     parts.append(scale_si_by_norm_squared(si_mask))
   parts += [optax.scale(-learning_rate * lr_multiplier), zero_frozen(trainable_mask)]
   if non_si_lr > 0:  # the trainable non-SI parameters step with their own lr
     ratio = non_si_lr / learning_rate
     parts.append(scale_masked(jax.tree.map(lambda si: not si, si_mask), ratio))
-  if fix_si_norm:
+  if fix_si_norm or sphere == "total":
     parts.append(project_si_to_norm(si_mask, si_norm))
+  if sphere == "per_filter":
+    parts.append(project_si_filters(si_mask))
+  if keep_initial:
+    parts.append(keep_initial_params(si_mask))
   return optax.chain(*parts)
 
 
 def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: str,
                   fix_si_norm: bool, si_norm: float | None, schedule: str = "constant",
                   schedule_factor: float = 10.0, non_si_lr: float = -1.0,
-                  train_non_si: bool | None = None, **unused) -> None:
+                  train_non_si: bool | None = None, sphere: str = "off",
+                  fixed_effective_lr: bool = False, **unused) -> None:
   """Raises ValueError naming the config field (``optim.*``) of the first bad value."""
   del unused
+  _check_sphere(sphere, wd=wd, fix_si_norm=fix_si_norm, si_norm=si_norm,
+                fixed_effective_lr=fixed_effective_lr)
   if not (non_si_lr == -1 or non_si_lr >= 0):
     raise ValueError(f"optim.non_si_lr must be -1 (the SI parameters' lr), 0 (frozen) or "
                      f"positive, got {non_si_lr!r}")
@@ -191,6 +289,20 @@ def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: 
     raise ValueError(f"optim.si_norm must be positive or None, got {si_norm!r}")
   if si_norm is not None and not fix_si_norm:
     raise ValueError("optim.si_norm is set but optim.fix_si_norm is False")
+
+
+def _check_sphere(sphere: str, *, wd: float, fix_si_norm: bool, si_norm: float | None,
+                  fixed_effective_lr: bool) -> None:
+  """``optim.sphere`` with the options it replaces or excludes (ValueError)."""
+  if sphere not in SPHERES:
+    raise ValueError(f"optim.sphere must be one of {SPHERES}, got {sphere!r}")
+  if sphere == "off":
+    return
+  if fix_si_norm or fixed_effective_lr or si_norm is not None:
+    raise ValueError("optim.sphere already fixes the norm and the effective LR: leave "
+                     "optim.fix_si_norm, optim.fixed_effective_lr and optim.si_norm unset")
+  if wd != 0:
+    raise ValueError(f"optim.wd must be 0 with optim.sphere={sphere!r}, got {wd!r}")
 
 
 def _check_joint_rescaling(groups, rescales_jointly: bool) -> None:
@@ -231,6 +343,7 @@ def make_optimizer(
     fix_si_norm: bool = False,
     si_norm: float | None = None,
     fixed_effective_lr: bool = False,
+    sphere: str = "off",
     adam_b1: float = 0.9,
     adam_b2: float = 0.999,
     adam_eps: float = 1e-8,
@@ -238,11 +351,15 @@ def make_optimizer(
     schedule_factor: float = 10.0,
     total_steps: int | None = None,
     non_si_lr: float = -1.0,
+    keep_initial: bool = False,
 ) -> optax.GradientTransformation:
   """The optimizer for ``params`` given a models.ParamGroups (module docstring).
 
   The keyword arguments are the config's ``optim.*`` fields; a ``schedule`` other than
   constant needs ``total_steps`` and injects ``lr_multiplier`` beside ``learning_rate``.
+  With ``sphere`` on, ``lr`` is the effective LR eta~ and ``params`` should already be
+  on the sphere (``onto_filter_sphere`` for ``per_filter``); ``keep_initial`` keeps x_0
+  in the state for ``initial_si_params``.
 
   Raises:
     ValueError: naming the config field of a bad value, or a group path not in ``params``.
@@ -250,28 +367,21 @@ def make_optimizer(
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
                 schedule_factor=schedule_factor, non_si_lr=non_si_lr,
-                train_non_si=groups.train_non_si)
-  _check_joint_rescaling(groups, fix_si_norm or fixed_effective_lr)
-  check_groups_match(params, groups, fix_si_norm or fixed_effective_lr)
+                train_non_si=groups.train_non_si, sphere=sphere,
+                fixed_effective_lr=fixed_effective_lr)
+  rescales = fix_si_norm or fixed_effective_lr or sphere != "off"
+  _check_joint_rescaling(groups, rescales)
+  check_groups_match(params, groups, rescales)
   si_mask = groups.si_mask(params)
   # non_si_lr 0 freezes the non-SI parameters (no update, no decay)
   trainable_mask = si_mask if non_si_lr == 0 else groups.trainable_mask(params)
   if schedule != "constant" and not total_steps:
     raise ValueError("optim.schedule needs the run's number of steps (total_steps)")
   factory = functools.partial(
-      _chain,
-      name=name,
-      wd_mode=wd_mode,
-      trainable_mask=trainable_mask,
-      si_mask=si_mask,
-      non_si_lr=non_si_lr,
-      fix_si_norm=fix_si_norm,
-      si_norm=si_norm,
-      fixed_effective_lr=fixed_effective_lr,
-      adam_b1=adam_b1,
-      adam_b2=adam_b2,
-      adam_eps=adam_eps,
-  )
+      _chain, name=name, wd_mode=wd_mode, trainable_mask=trainable_mask, si_mask=si_mask,
+      non_si_lr=non_si_lr, fix_si_norm=fix_si_norm, si_norm=si_norm,
+      fixed_effective_lr=fixed_effective_lr, sphere=sphere, keep_initial=keep_initial,
+      adam_b1=adam_b1, adam_b2=adam_b2, adam_eps=adam_eps)
   multiplier = lr_schedule(schedule, schedule_factor, total_steps or 1)
   scheduled = {} if multiplier is None else {"lr_multiplier": multiplier}
   # without a schedule the multiplier stays a static 1.0, not a hyperparameter

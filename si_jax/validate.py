@@ -51,6 +51,14 @@ def _check_train(t: ml_collections.ConfigDict) -> None:
   if not t.invariance_scale > 0:
     raise ValueError(f"train.invariance_scale must be positive, got {t.invariance_scale!r}")
   _one_of(t.on_nonfinite, ("stop", "record"), "train.on_nonfinite")
+  if not isinstance(t.get("distance_to_init", False), bool):
+    raise ValueError(f"train.distance_to_init must be True or False, got {t.distance_to_init!r}")
+  probes = t.get("hessian_probes", 0)
+  if not isinstance(probes, int) or isinstance(probes, bool) or probes < 0:
+    raise ValueError(f"train.hessian_probes must be an integer >= 0, got {probes!r}")
+  if (probes or t.get("distance_to_init", False)) and t.get("grad_pass_every", 0) == 0:
+    raise ValueError("train.hessian_probes / train.distance_to_init are logged on the "
+                     "gradient pass's epochs: set train.grad_pass_every to -1 or k > 0")
   every = t.get("grad_pass_every", 0)
   if not isinstance(every, int) or isinstance(every, bool) or every < -1:
     raise ValueError(f"train.grad_pass_every must be -1 (thinned), 0 (off) or a positive "
@@ -99,6 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if o.fix_si_norm and o.fixed_effective_lr:
     raise ValueError("optim.fix_si_norm and optim.fixed_effective_lr are exclusive "
                      "(with a fixed norm the effective LR is already fixed)")
+  if o.get("sphere", "off") == "per_filter" and m.norm == "layer":
+    raise ValueError("optim.sphere='per_filter' needs each channel normalized on its own "
+                     "(model.norm batch or instance); with layer norm use 'total'")
   _check_train(t)
   if "checkpoint" in config:
     c = config.checkpoint

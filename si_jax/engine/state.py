@@ -1,8 +1,9 @@
 """The training state (one pytree), the static step context, and their creation.
 
 ``create_state`` builds model, optimizer and initial state from a config, with the
-warm start (``model.init_checkpoint``) and Proposition 4's initial rescaling
-(``model.init_scale``).
+warm start (``model.init_checkpoint``), Proposition 4's initial rescaling
+(``model.init_scale``) and, for ``optim.sphere='per_filter'``, the projection of every
+filter onto the common norm it keeps.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class StepContext:
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   groups: models.ParamGroups = flax.struct.field(pytree_node=False)
   fixed_effective_lr: bool = flax.struct.field(pytree_node=False, default=False)
+  hessian_probes: int = flax.struct.field(pytree_node=False, default=0)
 
 
 def load_dataset(config) -> data_lib.Dataset:
@@ -85,8 +87,12 @@ def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
   params = variables["params"]
   if mc.get("init_scale", 1.0) != 1.0:
     params = invariance.scale_paths(params, groups.si_paths, mc.init_scale)
+  sphere = oc.get("sphere", "off")
+  if sphere == "per_filter":  # the released fix_all_elr starts from a common filter norm
+    params = optim.onto_filter_sphere(params, groups.si_mask(params))
   tx = optim.make_optimizer(params, groups, **oc.to_dict(),
-                            total_steps=total_steps(config, len(dataset.train_labels)))
+                            total_steps=total_steps(config, len(dataset.train_labels)),
+                            keep_initial=config.train.get("distance_to_init", False))
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
       params=params,
@@ -94,4 +100,5 @@ def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
       opt_state=tx.init(params),
       rng=aug_key,
   )
-  return StepContext(model, tx, groups, oc.fixed_effective_lr), state
+  return StepContext(model, tx, groups, oc.fixed_effective_lr or sphere != "off",
+                     config.train.get("hessian_probes", 0)), state

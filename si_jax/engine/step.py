@@ -2,7 +2,8 @@
 
 ``train_step`` (SGD, with the dynamics metrics and the invariance residuals),
 ``micro_batch_grads`` + ``gd_apply`` (full-batch GD), ``eval_sums`` and
-``train_pass_sums``. Each runs as is for one run, ``jax.vmap``-ed over runs for a
+``train_pass_sums`` + ``full_pass_metrics`` (appendix B's pass, with the Hessian trace
+and the distance to init on request). Each runs as is for one run, ``jax.vmap``-ed over runs for a
 family, and ``train_step(..., axis_name=...)`` under ``jax.pmap`` (docs/design_notes.md).
 """
 
@@ -17,6 +18,8 @@ from si_jax import invariance, metrics, optim
 from si_jax.engine.sharding import shard_batch
 from si_jax.engine.state import StepContext, TrainState
 from si_jax.models import layers
+
+HESSIAN_PROBE_SEED = 0  # the Hutchinson probes' key: fixed, the same every epoch and run
 
 
 def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,
@@ -117,7 +120,14 @@ def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train:
 
 
 def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
-  """Appendix B's train pass: (sum of losses, number correct, its gradient), train mode."""
+  """Appendix B's train pass on one batch, train mode: (sum of losses, number correct, sums).
+
+  ``sums`` is the gradient of the summed loss or, with ``ctx.hessian_probes``,
+  {'grads': it, 'hessian_forms': v_i^T H_b v_i per probe}, H_b the Hessian of the summed
+  loss w.r.t. all parameters and v_i Rademacher probes on the SI ones, drawn from a
+  fixed key (the same probes every pass). Both add up over batches; ``full_pass_metrics``
+  reads their totals.
+  """
   x, y = images[idx], labels[idx]
 
   def loss_sum(p):
@@ -125,13 +135,31 @@ def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
     return jnp.sum(metrics.cross_entropy(logits, y)), logits
 
   (total, logits), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
-  return total, jnp.sum(metrics.correct(logits, y)), grads
+  correct = jnp.sum(metrics.correct(logits, y))
+  if not ctx.hessian_probes:
+    return total, correct, grads
+  probes = metrics.rademacher_probes(jax.random.key(HESSIAN_PROBE_SEED), params,
+                                     ctx.groups.si_mask(params), ctx.hessian_probes)
+  forms = metrics.hessian_quadratic_forms(lambda p: loss_sum(p)[0], params, probes)
+  return total, correct, {"grads": grads, "hessian_forms": forms}
 
 
-def full_pass_metrics(ctx: StepContext, state: TrainState, grad_sum, n):
-  """``metrics.full_pass_metrics`` from ``n`` examples' summed gradients, at the last lr."""
+def full_pass_metrics(ctx: StepContext, state: TrainState, sums, n):
+  """``metrics.full_pass_metrics`` from ``n`` examples' ``train_pass_sums``, at the last lr.
+
+  Adds ``train_hessian_trace`` (Hutchinson's tr H of the mean train loss over the SI
+  parameters) with ``ctx.hessian_probes``, and ``angle_to_init``, ``distance_to_init``
+  (``metrics.distance_to_init``) when the optimizer keeps x_0 (``train.distance_to_init``).
+  """
+  grad_sum = sums["grads"] if ctx.hessian_probes else sums
   mean_grads = jax.tree.map(lambda g: g / n, grad_sum)
   lr = optim.step_lr(state.opt_state)
   if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2
     lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))
-  return metrics.full_pass_metrics(state.params, mean_grads, lr, ctx.groups.si_groups)
+  out = metrics.full_pass_metrics(state.params, mean_grads, lr, ctx.groups.si_groups)
+  if ctx.hessian_probes:
+    out["train_hessian_trace"] = jnp.mean(sums["hessian_forms"]) / n
+  init = optim.initial_si_params(state.opt_state)
+  if init is not None:
+    out.update(metrics.distance_to_init(state.params, init, ctx.groups.si_paths))
+  return out
