@@ -435,11 +435,10 @@ def find_si_groups(
 ):
   """Every minimal group of tensors on which ``fn(params, *args)`` is scale-invariant.
 
-  By default the search runs at ``generic_point(params, seed)``: tensors that are
-  exactly zero or constant (flax's init of biases and norm scales) are moved to generic
-  values first, so the groups found are those that hold for every value training can
-  give them. A group that holds at ``params`` only because such a tensor is zero or
-  constant there is left out, with a warning naming it and the tensor.
+  By default the search runs at ``generic_point(params, seed)``, where tensors that are
+  zero or constant (flax's init of biases and norm scales) have generic values: groups
+  that hold at ``params`` only because such a tensor is zero or constant there are left
+  out, with a warning naming the group and the tensor.
 
   Args:
     fn: jittable f(params, *args) -> floating arrays (e.g. logits; a train-mode batch
@@ -456,8 +455,7 @@ def find_si_groups(
       number of tensors + 16).
     seed: for the generic point, the random probes and perturbations.
     max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
-    generic: search at the generic point (True) or at ``params`` as given, where
-      tensors of norm 0 are left out of every group (False).
+    generic: search at the generic point, or (False) at ``params``, leaving zeros out.
     return_report: also return a ``SIGroupsReport``.
 
   Returns:
@@ -476,10 +474,15 @@ def find_si_groups(
   at, moved = generic_point(params, seed) if generic else (params, ())
   model = _Model(fn, at, arg_sets)
   report = dataclasses.replace(search(model), generic=generic, moved=moved)
-  if moved:
-    report = dataclasses.replace(
-        report, degenerate_only=_degenerate_only(_Model(fn, params, arg_sets), model, report,
-                                                 search))
+  if moved:  # which groups of the params as given the generic point breaks, for the warning
+    broken = _degenerate_only(_Model(fn, params, arg_sets), model, report, search)
+    report = dataclasses.replace(report, degenerate_only=broken)
+  _warn(report, rtol)
+  return (report.groups, report) if return_report else report.groups
+
+
+def _warn(report: SIGroupsReport, rtol: float) -> None:
+  """One line for a near-SI tensor in no group, one per group of ``degenerate_only``."""
   if report.nearest_non_si is not None and report.nearest_non_si[1] < 3 * rtol:
     path, residual = report.nearest_non_si
     warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
@@ -491,7 +494,6 @@ def find_si_groups(
         f"{', '.join('/'.join(p) for p in needs)} {'is' if len(needs) == 1 else 'are'} zero "
         "or constant there: not SI once training moves it, so left out (generic=False "
         "keeps it)")
-  return (report.groups, report) if return_report else report.groups
 
 
 def _degenerate_only(given: _Model, at_generic: _Model, report: SIGroupsReport,
