@@ -5,7 +5,7 @@
 Prints (and with --write puts between the markers of docs/detector.md) the precision
 and recall within +-2 samples per condition over ``synthetic.grid``, the onsets found
 on the runs with no destabilization, the onsets of the recorded runs in tests/data
-beside today's ``phases.analyze`` and the norm's answer to each, whether every
+and the norm's answer to each, whether every
 prefix of each recorded run (every 5th sample) has the whole run's older onsets, and
 each constant's halved/doubled onset counts. The constants are the detector's
 defaults: nothing here sets them.
@@ -117,26 +117,14 @@ def recorded() -> list[tuple[str, dict]]:
 
 
 def comparison_table() -> list[str]:
-  """Onsets (x) of the detector and of today's phases.analyze on tests/data, how many
-  agree within a sample, and how many samples after each of ours the norm turns up."""
-  phases = _phases()
+  """Onsets (x) of the detector on tests/data and how many samples after each the norm turns up."""
   w = detector.Constants().window
-  lines = ["| run | samples | detector onsets (x) | phases.analyze onsets (x) | agree (+-1) | "
-           "norm up after (samples) |", "| --- | ---: | --- | --- | ---: | --- |"]
+  lines = ["| run | samples | onsets (x) | norm up after (samples) |", "| --- | ---: | --- | --- |"]
   for name, s in recorded():
     ours = detector.detect(s, reference=float(np.log(10)))
-    today = phases.analyze(s, reference_loss=float(np.log(10)))
-    agree = len(match(ours.onsets, today.onsets, 1))
     lags = ", ".join(norm_lags(s["weight_norm"], ours.onsets, w)) or "-"
-    lines.append(f"| {name} | {len(ours.x)} | {_xs(ours.destabilizations)} | "
-                 f"{_xs(today.destabilizations)} | {agree} | {lags} |")
+    lines.append(f"| {name} | {len(ours.x)} | {_xs(ours.destabilizations)} | {lags} |")
   return lines
-
-
-def _phases():
-  """Today's whole-run detector (si_jax.analysis.phases)."""
-  from si_jax.analysis import phases
-  return phases
 
 
 def _xs(values: list[float]) -> str:
@@ -144,28 +132,19 @@ def _xs(values: list[float]) -> str:
 
 
 def prefix_table(every: int = 5) -> list[str]:
-  """For every recorded run, ``detect`` on each prefix of ``every``-th length: prefixes
-  whose onsets older than W samples differ from the whole run's (0 expected), and the
-  same count for today's phases.analyze."""
-  phases = _phases()
+  """For every recorded run, ``detect`` on each prefix of ``every``-th length: the prefixes
+  whose onsets older than W samples differ from the whole run's (0 expected)."""
   w = detector.Constants().window
-  lines = ["| run | prefixes | detector: differing | phases.analyze: differing (first at) |",
-           "| --- | ---: | ---: | --- |"]
+  lines = ["| run | prefixes | differing |", "| --- | ---: | ---: |"]
   for name, s in recorded():
     n = len(s["weight_norm"])
     whole = detector.detect(s, reference=float(np.log(10))).onsets
-    today = phases.analyze(s, reference_loss=float(np.log(10))).onsets
-    ours_bad, today_bad = 0, []
+    bad = 0
     for m in range(every, n, every):
       prefix = {k: v[:m] for k, v in s.items()}
       got = detector.detect(prefix, reference=float(np.log(10))).onsets
-      ours_bad += [o for o in got if o < m - w] != [o for o in whole if o < m - w]
-      old = phases.analyze(prefix, reference_loss=float(np.log(10))).onsets
-      if [o for o in old if o < m - w] != [o for o in today if o < m - w]:
-        today_bad.append(m)
-    first = f" (first at {today_bad[0]})" if today_bad else ""
-    lines.append(f"| {name} | {len(range(every, n, every))} | {ours_bad} | "
-                 f"{len(today_bad)}{first} |")
+      bad += [o for o in got if o < m - w] != [o for o in whole if o < m - w]
+    lines.append(f"| {name} | {len(range(every, n, every))} | {bad} |")
   return lines
 
 

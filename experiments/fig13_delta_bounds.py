@@ -16,10 +16,9 @@ the two parts and the rise of a line fitted to the log values over the second pa
       [--fit_fraction=0.5] [--lower_power=2 for GD]
 
 Period k runs from the k-th destabilization to the next and its phase B is the one
-``si_jax.analysis.phases.analyze`` finds on the per-epoch logs (from the first epoch whose train
-loss is within a factor ``--near`` (10) of the period's minimum to the epoch before the
-next destabilization); t_valid is its first step (the fit makes (17) hold on every
-fitted step, and only the held-out steps test it).
+``si_jax.analysis.phases.analyze`` finds on the per-epoch logs (the detector's converged
+stretch, to the epoch before the next destabilization); t_valid is its first step (the fit
+makes (17) hold on every fitted step, and only the held-out steps test it).
 """
 
 from __future__ import annotations
@@ -38,13 +37,13 @@ from si_jax.plots import plotting  # noqa: E402
 from si_jax.programs import cli  # noqa: E402
 
 
-def phase_b_steps(workdir: str, period: int, near: float) -> tuple[int, int, int]:
+def phase_b_steps(workdir: str, period: int) -> tuple[int, int, int]:
   """(t0, first step of phase B, last step of phase B), from the per-epoch logs.
 
   t0 is the step count at the end of the destabilization's first epoch.
   """
   epochs = phases.load_series(workdir)
-  analysis = phases.analyze_run(workdir, series=epochs, b_decades=float(np.log10(near)))
+  analysis = phases.analyze_run(workdir, series=epochs)
   if not 1 <= period <= len(analysis.onsets) or not analysis.periods[period].complete:
     raise ValueError(f"{workdir}: destabilizations at epochs {analysis.destabilizations}; "
                      f"period {period} needs two of them. Train longer or pick another --period.")
@@ -69,7 +68,7 @@ def report_equilibrium(steps, t0, b_start, b_end, lr, wd, momentum=0.0) -> None:
             f"median {np.median(ratio):.3g}, range {ratio.min():.3g}..{ratio.max():.3g}")
 
 
-def phase_b_analysis(run: str, period: int = 1, near: float = 10.0, lower_power: float = 1.0,
+def phase_b_analysis(run: str, period: int = 1, lower_power: float = 1.0,
                      fit_fraction: float = 0.5) -> dict:
   """Phase B of ``period``: envelopes fitted on its first ``fit_fraction`` of steps and
   checked on the rest (``theory.held_out_bounds``), and the trends of the measured
@@ -82,7 +81,7 @@ def phase_b_analysis(run: str, period: int = 1, near: float = 10.0, lower_power:
     raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction!r}")
   lr, wd = plotting.run_hyperparams(run)
   steps = phases.load_series(run, steps=True)
-  t0, b_start, b_end = phase_b_steps(run, period, near)
+  t0, b_start, b_end = phase_b_steps(run, period)
   sel = (steps["step"] >= b_start) & (steps["step"] <= b_end)
   t, g, rho, cd = (steps[k][sel] for k in ("step", "effective_grad_norm", "weight_norm",
                                           "cosine_distance"))
@@ -138,7 +137,7 @@ def figure(a: dict) -> Figure:
   return fig
 
 
-def delta_bounds_figure(run: str, out: str, period: int = 1, near: float = 10.0,
+def delta_bounds_figure(run: str, out: str, period: int = 1,
                         lower_power: float = 1.0, fit_fraction: float = 0.5) -> dict:
   """Draws Fig. 13 for ``period`` of the run into ``out`` and prints the equilibrium
   check per phase, the envelope constants fitted on the first ``fit_fraction`` of phase
@@ -149,7 +148,7 @@ def delta_bounds_figure(run: str, out: str, period: int = 1, near: float = 10.0,
   ``lower_power``: the exponent p of the lower envelope l(t) = c/(t - t0)^p (1 for SGD,
   2 for GD).
   """
-  a = phase_b_analysis(run, period, near, lower_power, fit_fraction)
+  a = phase_b_analysis(run, period, lower_power, fit_fraction)
   draw(a, out)
   report_equilibrium(a["steps"], a["t0"], a["b_start"], a["b_end"], a["lr"], a["wd"])
   held, residual = a["held"], np.abs(a["cd"] / a["predicted"] - 1)
@@ -170,7 +169,7 @@ def delta_bounds_figure(run: str, out: str, period: int = 1, near: float = 10.0,
 
 def main(argv):
   values = flags.FLAGS
-  delta_bounds_figure(argv[1], values.out, values.period, values.near, values.lower_power,
+  delta_bounds_figure(argv[1], values.out, values.period, values.lower_power,
                       values.fit_fraction)
 
 
@@ -178,8 +177,6 @@ if __name__ == "__main__":  # flags only here: experiments/one_period.py imports
   flags.DEFINE_string("out", None, "output image (png, pdf, svg)", required=True)
   flags.DEFINE_integer("period", 1, "which period (1 is the first after the warm-up)",
                         lower_bound=1)
-  flags.DEFINE_float("near", 10.0, "phase B starts when the loss is within this factor of "
-                     "its minimum", lower_bound=1.0)
   flags.DEFINE_float("lower_power", 1.0, "exponent of the lower envelope: 1 for SGD, 2 for GD")
   flags.DEFINE_float("fit_fraction", 0.5, "the envelopes are fitted on this first part of "
                      "phase B and checked on the rest", lower_bound=0.0, upper_bound=1.0)

@@ -49,6 +49,8 @@ def _train_section() -> ml_collections.ConfigDict:
   train.log_every = "epoch"  # epoch | step (per-step records in steps.bin)
   train.tensorboard = "epoch"  # TensorBoard event files: epoch | step (also per step) | off
   train.eval_every = 1
+  # each epoch record carries the detector's phase (A/B/C) and destabilization count
+  train.live_phases = True
   train.eval_batch_size = 1000
   # appendix B's gradient pass at the epoch's weights (train_grad_norm, train_weight_norm,
   # train_effective_grad_norm, train_effective_lr): -1 the released code's thinning (every
@@ -72,7 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.seed = 0  # seeds init, data order and augmentation
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "convnet_si"  # convnet_si | resnet18_si
+  # convnet_si | resnet18_si | "package.module:attr": your own model (si_jax.models.imported)
+  config.model.name = "convnet_si"
   config.model.width = config_dict.placeholder(int)  # k; None: 32 (ConvNet), 64 (ResNet)
   config.model.norm = "batch"  # batch | layer | instance
   # trainable norm affine and last layer (the "practical" setting, Fig. 21)

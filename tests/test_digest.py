@@ -41,6 +41,7 @@ def quickstart_config():
   config.optim.lr, config.optim.wd = 0.1, 0.03
   config.train.epochs, config.train.log_every = 40, "step"
   config.train.grad_pass_every = 0  # the pinned logs predate appendix B's gradient pass
+  config.train.live_phases = False  # ... and the live detector's fields
   return config
 
 

@@ -159,3 +159,23 @@ def test_script_draws_and_reports_the_held_out_check(run, analysis, tmp_path, ca
   with pytest.raises(ValueError, match="no steps to fit"):
     theory.held_out_bounds(a["t"], a["g"], a["rho"], a["cd"], a["lr"], a["wd"], t0=a["t0"],
                            t_split=a["t"][0])
+
+
+def test_live_phases_equal_the_offline_detector(run):
+  """The loop's per-epoch phase and count are the detector's replay of the same log."""
+  from si_jax import logs
+  from si_jax.analysis import detector
+  records = logs.read_run(run)
+  options = phases.detector_options(phases._read_config(run))
+  replay = detector.OnlineDetector(x_key="epoch", **options)
+  confirmed = []
+  for r in records:
+    onsets = [e.x for e in replay.update(r) if e.kind == "onset"]
+    state = replay.state()
+    assert (r["phase"], r["destabilizations"]) == (state["phase"], state["destabilizations"])
+    assert r.get("onset_confirmed") == (onsets[-1] if onsets else None)
+    confirmed += [r["onset_confirmed"]] if "onset_confirmed" in r else []
+  a = phases.analyze_run(run)
+  assert confirmed == a.destabilizations and len(confirmed) >= 2  # 45 and 67 or 77
+  assert records[-1]["destabilizations"] == len(a.onsets)
+  assert {r["phase"] for r in records} == {None, "A", "B", "C"}

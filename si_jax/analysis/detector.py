@@ -391,7 +391,7 @@ class Result:
 
 
 def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | None = None,
-           **constants) -> Result:
+           loss_key: str | None = None, **constants) -> Result:
   """Feeds a whole run through one ``OnlineDetector``: offline = online by construction.
 
   Args:
@@ -401,6 +401,8 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
       whose epochs repeat).
     norm: as ``OnlineDetector``.
     reference: as ``OnlineDetector``.
+    loss_key: 'train_loss' or 'loss'; None: 'train_loss' where finite for more than half
+      the samples (``si_jax.analysis.phases.detector_options`` sets it from a config).
     **constants: as ``OnlineDetector`` (``Constants`` fields).
 
   Returns:
@@ -411,7 +413,11 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
     ValueError: no loss; a column of non-numbers, not 1-D, or of another length
       (named); a bad ``norm``, ``reference`` or constant (``OnlineDetector``).
   """
-  columns, loss_key, x_key = _columns(series)
+  columns, chosen, x_key = _columns(series)
+  if loss_key is None:
+    loss_key = chosen
+  elif loss_key not in columns:
+    raise ValueError(f"loss_key {loss_key!r} is not in the series (keys: {sorted(series)})")
   n = len(columns[loss_key])
   detector = OnlineDetector(norm=norm, reference=reference, loss_key=loss_key, x_key=x_key,
                             **constants)

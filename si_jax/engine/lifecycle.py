@@ -23,6 +23,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
+from si_jax.analysis import detector, phases
 from si_jax.engine import distributed
 from si_jax.engine.checkpoint import CHECKPOINT_DIR, Checkpointer
 from si_jax.engine.workdir_lock import WorkdirLock
@@ -110,6 +111,7 @@ class Run:
   record: dict[str, Any] = dataclasses.field(default_factory=dict)
   lock: WorkdirLock | None = None
   discard_after: int | None = None  # checkpoints newer than this go once the logs open
+  phases: detector.OnlineDetector | None = None  # the live detector (train.live_phases)
 
   @property
   def active(self) -> bool:
@@ -146,6 +148,20 @@ class Run:
       self.ckpt.discard_after(self.discard_after)
       self.discard_after = None
     self.started = time.time() - self.wall_before
+    self.phases = self._live_detector()
+
+  def _live_detector(self) -> detector.OnlineDetector | None:
+    """The run's detector, fed the epochs already logged (a resumed run goes on from them)."""
+    if not self.config.train.get("live_phases", False):
+      return None
+    options = phases.detector_options(self.config)
+    live = detector.OnlineDetector(norm=options["norm"], reference=options["reference"],
+                                   loss_key=options["loss_key"], x_key="epoch")
+    if self.start_epoch and os.path.exists(os.path.join(self.log_dir, logs.METRICS_FILE)):
+      for record in logs.read_run(self.log_dir):
+        if record.get("epoch", 0) <= self.start_epoch:
+          live.update(record)
+    return live
 
   def save(self, epoch: int, state) -> str:
     """Checkpoints ``state`` after ``epoch`` epochs with the logs' lengths; its path."""
@@ -489,9 +505,20 @@ class Progress:
             f"loss {record.get('loss', float('nan')):.4g} "
             f"eff_lr {record.get('effective_lr', float('nan')):.3g} "
             f"rho {record.get('weight_norm', float('nan')):.3g} "
-            f"{elapsed:.0f}s<{eta:.0f}s")
+            f"{_phase_text(record)}{elapsed:.0f}s<{eta:.0f}s")
+    if "onset_confirmed" in record:  # an event: a line of its own, kept on a terminal too
+      self.stream.write(f"{chr(13) if self.tty else ''}{self.prefix}destabilization "
+                        f"{record['destabilizations']}: onset at epoch "
+                        f"{record['onset_confirmed']:g} (confirmed at epoch {epoch})\n")
     if self.tty:
       self.stream.write("\r" + line + ("\n" if epoch == self.total else ""))
     elif epoch == self.total or epoch % max(1, self.total // 20) == 0 or epoch == 1:
       self.stream.write(line + "\n")
     self.stream.flush()
+
+
+def _phase_text(record: dict) -> str:
+  """'phase B, 3 destabilizations ' from the live detector's fields ('' without them)."""
+  if "destabilizations" not in record:
+    return ""
+  return f"phase {record.get('phase') or '-'}, {record['destabilizations']} destabilizations "
