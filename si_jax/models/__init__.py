@@ -1,9 +1,11 @@
 """Scale-invariant models chosen by name, and their parameter groups.
 
-Each model declares its scale-invariant (SI) groups explicitly (``si_groups()``):
-tuples of parameter paths whose joint rescaling leaves the function unchanged. All
-other parameters (norm scale/shift, the last layer) are non-SI; they are frozen
-unless ``train_non_si`` is on (the paper's "practical" setting, Fig. 21).
+Each built-in model declares its scale-invariant (SI) groups explicitly
+(``si_groups()``): tuples of parameter paths whose joint rescaling leaves the function
+unchanged. A model named by import path ('package.module:attr', ``imported``) has its
+groups found at a generic point instead. All other parameters (norm scale/shift, the
+last layer) are non-SI; they are frozen unless ``train_non_si`` is on (the paper's
+"practical" setting, Fig. 21).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from si_jax.models import layers
+from si_jax.models import imported, layers
 from si_jax.models.convnet import ConvNetSI
 from si_jax.models.layers import NORMS, ParamPath
 from si_jax.models.resnet import ResNet18SI
@@ -31,9 +33,15 @@ DEFAULT_WIDTH = {"convnet_si": 32, "resnet18_si": 64}
 
 def check_options(*, name: str, norm: str, width: int | None, norm_epsilon: float,
                   conv_impl: str = "xla", last_layer_norm: float | None = None) -> None:
-  """Raises ValueError naming the config field (``model.*``) of the first bad value."""
-  if name not in MODELS:
-    raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
+  """Raises ValueError naming the config field (``model.*``) of the first bad value.
+
+  An imported ``name`` ('package.module:attr') is imported here (``imported.resolve``).
+  """
+  if imported.is_imported(name):
+    imported.resolve(name)
+  elif name not in MODELS:
+    raise ValueError(f"model.name must be one of {sorted(MODELS)} or 'package.module:attr' "
+                     f"(your own model), got {name!r}")
   if norm not in NORMS:
     raise ValueError(f"model.norm must be one of {NORMS}, got {norm!r}")
   if width is not None and (not isinstance(width, int) or isinstance(width, bool) or width <= 0):
@@ -55,13 +63,15 @@ def create_model(
     train_non_si: bool = False,
     norm_epsilon: float = 1e-5,
     conv_impl: str = "xla",
-) -> nn.Module:
-  """The named model of ``MODELS``.
+) -> nn.Module | imported.ImportedModel:
+  """The named model of ``MODELS``, or the one imported from 'package.module:attr'.
 
   Args:
-    name: 'convnet_si' or 'resnet18_si'.
+    name: 'convnet_si', 'resnet18_si', or 'package.module:attr': a linen Module class
+      or factory called with ``num_classes`` and ``width`` (unless None), wrapped as an
+      ``imported.ImportedModel`` (``norm``, ``norm_epsilon``, ``conv_impl`` unused).
     num_classes: the classifier's outputs (>= 2).
-    width: k; None: ``DEFAULT_WIDTH``.
+    width: k; None: ``DEFAULT_WIDTH`` (an imported model: its own default).
     norm: 'batch', 'layer' or 'instance'.
     train_non_si: whether the norms have an affine scale and shift (trainable non-SI).
     norm_epsilon: the norm's epsilon (PyTorch's 1e-5; 0 makes the model exactly SI).
@@ -74,6 +84,8 @@ def create_model(
   check_options(name=name, norm=norm, width=width, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
   if not isinstance(num_classes, int) or num_classes <= 1:
     raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+  if imported.is_imported(name):
+    return imported.build(name, num_classes=num_classes, width=width, train_non_si=train_non_si)
   return MODELS[name](width=width, num_classes=num_classes, norm=norm,
                       train_non_si=train_non_si, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
 
@@ -140,8 +152,14 @@ class ParamGroups:
       raise ValueError(f"declared parameter paths not in the model: {missing}")
 
 
-def param_groups(model: nn.Module) -> ParamGroups:
-  """The ``ParamGroups`` a si_jax model declares."""
+def param_groups(model: nn.Module | imported.ImportedModel) -> ParamGroups:
+  """The ``ParamGroups`` a si_jax model declares, or an imported model's found groups.
+
+  An imported model's groups (found at a generic point once ``init_variables`` has run)
+  may overlap; it has no last layer. Raises ValueError as ``ImportedModel.si_groups``.
+  """
+  if isinstance(model, imported.ImportedModel):
+    return ParamGroups(model.si_groups(), None, model.train_non_si, allow_overlap=True)
   return ParamGroups(model.si_groups(), model.last_layer, model.train_non_si)
 
 
@@ -170,7 +188,7 @@ def set_path(tree, path: ParamPath, value):
 
 
 def init_variables(
-    model: nn.Module,
+    model: nn.Module | imported.ImportedModel,
     rng: jax.Array,
     input_shape: tuple[int, ...],
     last_layer_norm: float | None = 10.0,
@@ -179,6 +197,8 @@ def init_variables(
 
   The last layer's weight matrix gets Frobenius norm ``last_layer_norm`` (appendices B,
   G; the bias is not rescaled); ``None`` keeps the random init. ValueError unless > 0.
+  A model without a last layer (an imported one) keeps its init; for an imported model
+  this also finds its SI groups (``param_groups``), raising ValueError when it has none.
   """
   if last_layer_norm is not None and not last_layer_norm > 0:
     raise ValueError(f"model.last_layer_norm must be positive or None, got {last_layer_norm!r}")
@@ -189,7 +209,7 @@ def init_variables(
   params = variables["params"]
   groups = param_groups(model)
   groups.check(params)
-  if last_layer_norm is not None:
+  if last_layer_norm is not None and groups.last_layer is not None:
     w = get_path(params, groups.last_layer)
     params = set_path(params, groups.last_layer, w * (last_layer_norm / jnp.linalg.norm(w)))
   return {"params": params, "batch_stats": variables["batch_stats"]}
