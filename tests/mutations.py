@@ -105,11 +105,11 @@ MUTATIONS = [
         "tests/test_sweep.py -k 'members_match or sweep_members_log'",
         "a sweep member writes its test accuracy under test_error"),
     Mutation(
-        "phase_a_end_two_decades_off", "si_jax/analysis/phases.py",
-        "near = np.flatnonzero(after <= low * 10**_b_band(top, low, b_decades))",
-        "near = np.flatnonzero(after <= low * 10**(_b_band(top, low, b_decades) + 2))",
-        "tests/test_phases.py -k known_periods",
-        "phase A ends 3 decades above the period's minimum loss instead of 1"),
+        "phase_b_starts_at_the_peak", "si_jax/analysis/phases.py",
+        "  b_start = min([i for i in converged if i >= peak] or [end])",
+        "  b_start = peak",
+        "tests/test_phases.py -k 'known_periods or phase_bounds'",
+        "phase A empty: phase B starts at the spike's peak, not at the converged stretch"),
     Mutation(
         "cifar_std_wrong", "si_jax/data/__init__.py",
         "CIFAR_STD = (0.2023, 0.1994, 0.2010)",
@@ -239,12 +239,12 @@ MUTATIONS = [
         "tests/test_round2.py -k si_confirmation_rescales",
         "verify_si_groups' value taken as the best case over the scales c"),
     Mutation(
-        "norm_jump_counts_repeats", "si_jax/analysis/phases.py",
-        "  steps = steps[np.isfinite(steps) & (steps > 0)]",
-        "  steps = steps[np.isfinite(steps)]",
-        "tests/test_round2.py -k norm_jump_threshold",
-        "the norm's typical change counts the repeats of a per-epoch value in a per-step "
-        "trace as changes (median 0: the jump threshold collapses to the 1% floor)"),
+        "live_count_one_record_late", "si_jax/engine/records.py",
+        '  fields = {"phase": state["phase"], "destabilizations": state["destabilizations"]}',
+        '  fields = {"phase": state["phase"], "destabilizations": state["destabilizations"] - '
+        'bool(onsets)}',
+        "tests/test_fig13.py -k live_phases",
+        "the live count of destabilizations lags the confirmed onset by one record"),
     Mutation(
         "schedule_ignores_partial_batch", "si_jax/engine/state.py",
         "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",  # noqa: E501
