@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from si_jax import logs, models, validate
+from si_jax import logs, models, si_groups, validate
 from si_jax.analysis import phases
 from si_jax.engine import checkpoint, experiment, train
 from si_jax.engine import state as state_lib
@@ -65,6 +65,15 @@ def test_groups_are_found_at_a_generic_point_and_non_si_params_train(reference):
   init = initial_params(own_config())
   assert np.linalg.norm(state.params["head"]["kernel"] - init["head"]["kernel"]) > 1e-2
   assert not np.any(init["ln_1"]["bias"]) and np.linalg.norm(state.params["ln_1"]["bias"]) > 1e-3
+  # after training, every group found still holds; those a search at the init's zero
+  # biases would report (bn_0's scale alone, dense_1's kernel alone) do not
+  fn = lambda p, x: ctx.model.apply({"params": p, "batch_stats": state.batch_stats}, x,
+                                    train=True, mutable=["batch_stats"])[0]
+  x = state_lib.load_dataset(own_config()).train_images[:64]
+  res = si_groups.verify_si_groups(fn, state.params, {
+      **BY_HAND, "bn_0/scale": paths("bn_0/scale"), "dense_1/kernel": paths("dense_1/kernel")}, x)
+  assert max(res[k] for k in BY_HAND) < 1e-4, res
+  assert min(res["bn_0/scale"], res["dense_1/kernel"]) > 1e-2, res
 
 
 def test_resume_equals_the_uninterrupted_run(reference, tmp_path, capsys):
