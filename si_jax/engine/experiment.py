@@ -22,7 +22,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, validate
-from si_jax.analysis import phases
+from si_jax.analysis import phases, regimes
 from si_jax.engine import lifecycle, sweep, train
 from si_jax.engine.records import TrainingDiverged
 from si_jax.engine.workdir_lock import WorkdirLock
@@ -309,11 +309,12 @@ def _finished(workdir: str, config) -> bool:
 
 def summarize(config: ml_collections.ConfigDict, workdir: str,
               **analysis_kwargs) -> dict[str, Any]:
-  """Per member: label, overrides, epochs logged and planned, and its phase analysis."""
+  """Per member: label, overrides, epochs logged and planned, phase analysis, regime."""
   out = {"experiment": config.experiment.name, "members": []}
   for name, label, overrides in member_overrides(config):
     run_dir = os.path.join(workdir, name)
-    planned = member_config(config, overrides).train.epochs
+    member_cfg = member_config(config, overrides)
+    planned = member_cfg.train.epochs
     series = phases.load_series(run_dir)
     head = {"name": name, "label": label, "overrides": overrides, "planned_epochs": planned}
     if "epoch" not in series:  # diverged (or stopped) before its first epoch record
@@ -325,7 +326,7 @@ def summarize(config: ml_collections.ConfigDict, workdir: str,
     epochs = int(series["epoch"][-1])
     finished = epochs >= planned or lifecycle.diverged_message(run_dir) is not None
     out["members"].append({**head, "epochs": epochs, "finished": finished, "final": final,
-                           **analysis.summary()})
+                           **analysis.summary(), **regimes.summary_fields(series, member_cfg)})
   return out
 
 

@@ -1,0 +1,84 @@
+"""Regimes on the sphere: synthetic series with known answers, and a real short run."""
+
+import math
+
+import numpy as np
+import pytest
+
+from si_jax.analysis import phases, regimes
+from si_jax.engine import train
+
+from helpers import tiny_config
+
+CHANCE = math.log(10)
+EPOCHS = np.arange(1, 101, dtype=np.float64)
+
+
+def series(loss, egn):
+  return {"epoch": EPOCHS, "train_loss": np.asarray(loss, np.float64),
+          "effective_grad_norm": np.asarray(egn, np.float64)}
+
+
+def test_loss_and_gradient_falling_to_the_floor_is_convergence():
+  loss = CHANCE * np.exp(-EPOCHS / 10)  # 2.3 -> 1e-4
+  regime = regimes.classify(series(loss, 0.5 * np.exp(-EPOCHS / 15)), CHANCE)
+  assert regime.name == "convergence", regime.reason
+
+
+def test_a_stationary_band_with_live_gradients_is_chaotic_equilibrium():
+  rng = np.random.default_rng(0)
+  loss = 0.6 + 0.1 * rng.standard_normal(100)
+  loss[:10] = np.linspace(CHANCE, 0.6, 10)
+  regime = regimes.classify(series(loss, 0.8 + 0.05 * rng.standard_normal(100)), CHANCE)
+  assert regime.name == "chaotic equilibrium", regime.reason
+  assert "0.8" in regime.reason or "x its peak" in regime.reason
+
+
+def test_a_low_loss_whose_gradient_does_not_vanish_is_not_convergence():
+  loss = np.full(100, 0.01)  # below the floor, but the effective gradient stays at its peak
+  regime = regimes.classify(series(loss, np.ones(100)), CHANCE)
+  assert regime.name == "chaotic equilibrium"
+
+
+@pytest.mark.parametrize("final", [CHANCE, 0.95 * CHANCE, np.nan, np.inf])
+def test_chance_level_or_non_finite_loss_is_divergence(final):
+  loss = np.full(100, 0.5)
+  loss[-30:] = final
+  regime = regimes.classify(series(loss, np.ones(100)), CHANCE)
+  assert regime.name == "divergence", regime.reason
+
+
+def test_accuracy_decides_chance_level_where_logged():
+  above_chance = {**series(np.full(100, 3.0), np.ones(100)), "train_accuracy": np.full(100, 0.5)}
+  assert regimes.classify(above_chance, CHANCE).name == "chaotic equilibrium"
+  at_chance = {**series(np.full(100, 1.0), np.ones(100)), "train_accuracy": np.full(100, 0.12)}
+  regime = regimes.classify(at_chance, CHANCE)
+  assert regime.name == "divergence" and "accuracy 0.12" in regime.reason
+
+
+def test_sparse_logs_and_short_runs():
+  loss = np.full(100, np.nan)
+  loss[::10] = CHANCE * np.exp(-EPOCHS[::10] / 10)
+  assert regimes.classify(series(loss, np.exp(-EPOCHS / 10)), CHANCE).name == "convergence"
+  short = {"loss": np.array([2.3, 2.3]), "effective_grad_norm": np.array([1.0, 1.0])}
+  assert regimes.classify(short, CHANCE).name == "divergence"
+
+
+def test_bad_inputs_name_the_problem():
+  with pytest.raises(ValueError, match="train_loss"):
+    regimes.classify({"effective_grad_norm": np.ones(3)}, CHANCE)
+  with pytest.raises(ValueError, match="reference_loss"):
+    regimes.classify(series(np.ones(100), np.ones(100)), 0.0)
+  assert regimes.chance_loss("cifar100") == pytest.approx(math.log(100))
+
+
+@pytest.mark.parametrize("elr, want", [(0.005, "convergence"), (3.0, "divergence")])
+def test_real_short_runs_on_the_sphere(tmp_path, elr, want):
+  config = tiny_config(**{"optim.sphere": "total", "optim.wd": 0.0, "optim.lr": elr,
+                          "train.epochs": 25, "train.batch_size": 50,
+                          "train.grad_pass_every": 0})
+  config.data.train_size = 200
+  config.checkpoint.every_epochs = 0
+  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  regime = regimes.classify(phases.load_series(str(tmp_path)), regimes.chance_loss("digits"))
+  assert regime.name == want, regime.reason
