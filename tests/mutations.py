@@ -239,12 +239,11 @@ MUTATIONS = [
         "tests/test_round2.py -k si_confirmation_rescales",
         "verify_si_groups' value taken as the best case over the scales c"),
     Mutation(
-        "live_count_one_record_late", "si_jax/engine/records.py",
-        '  fields = {"phase": state["phase"], "destabilizations": state["destabilizations"]}',
-        '  fields = {"phase": state["phase"], "destabilizations": state["destabilizations"] - '
-        'bool(onsets)}',
+        "live_confirms_peaks", "si_jax/analysis/forecast.py",
+        '    onsets = [e.x for e in events if e.kind == "onset"]',
+        '    onsets = [e.x for e in events if e.kind == "peak"]',
         "tests/test_fig13.py -k live_phases",
-        "the live count of destabilizations lags the confirmed onset by one record"),
+        "the live record announces each spike's peak as its confirmed onset"),
     Mutation(
         "schedule_ignores_partial_batch", "si_jax/engine/state.py",
         "per_epoch = num_train // tc.batch_size if tc.drop_last else -(-num_train // tc.batch_size)",  # noqa: E501

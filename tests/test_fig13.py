@@ -162,20 +162,26 @@ def test_script_draws_and_reports_the_held_out_check(run, analysis, tmp_path, ca
 
 
 def test_live_phases_equal_the_offline_detector(run):
-  """The loop's per-epoch phase and count are the detector's replay of the same log."""
+  """The loop's per-epoch phase, count and forecast are the detector's and forecaster's
+  replay of the same log; the offline analysis has the same onsets."""
   from si_jax import logs
-  from si_jax.analysis import detector
+  from si_jax.analysis import forecast
   records = logs.read_run(run)
-  options = phases.detector_options(phases._read_config(run))
-  replay = detector.OnlineDetector(x_key="epoch", **options)
-  confirmed = []
+  config = phases._read_config(run)
+  options = dict(phases.detector_options(config), x_key="epoch")
+  replay = forecast.live_for_config(config, options)
+  confirmed, forecasts = [], 0
   for r in records:
-    onsets = [e.x for e in replay.update(r) if e.kind == "onset"]
-    state = replay.state()
-    assert (r["phase"], r["destabilizations"]) == (state["phase"], state["destabilizations"])
-    assert r.get("onset_confirmed") == (onsets[-1] if onsets else None)
+    fields = replay.update(r)
+    assert {k: r[k] for k in fields} == fields
+    assert not set(forecast.FIELDS) & (set(r) - set(fields))  # none the replay lacks
     confirmed += [r["onset_confirmed"]] if "onset_confirmed" in r else []
+    forecasts += "forecast_onset" in r
   a = phases.analyze_run(run)
   assert confirmed == a.destabilizations and len(confirmed) >= 2  # 45 and 67 or 77
   assert records[-1]["destabilizations"] == len(a.onsets)
   assert {r["phase"] for r in records} == {None, "A", "B", "C"}
+  # forecasts in phase B after the first destabilization, never before it
+  first = next(i for i, r in enumerate(records) if r["destabilizations"])
+  assert forecasts >= 5 and all("forecast_onset" not in r for r in records[:first])
+  assert all(r["phase"] == "B" for r in records if "forecast_onset" in r)

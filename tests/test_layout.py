@@ -47,7 +47,8 @@ def _imports(path: pathlib.Path, module_level_only: bool) -> set[str]:
   return found
 
 
-SHIMS = ("si_jax.main", "si_jax.plot")  # `python -m si_jax.main`: programs at the top
+# `python -m si_jax.main`: programs at the top
+SHIMS = ("si_jax.main", "si_jax.plot", "si_jax.forecast")
 
 
 def _concern(module: str) -> str:

@@ -17,7 +17,6 @@ import pytest
 
 from si_jax import config as config_lib
 from si_jax import logs, models, si_groups
-from si_jax.analysis import phases
 from si_jax.engine import batching, lifecycle, records, train
 from si_jax.engine import state as state_lib
 

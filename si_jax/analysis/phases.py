@@ -317,12 +317,14 @@ def detector_options(config: Mapping[str, Any]) -> dict[str, Any]:
 
   The training loop and ``analyze_run`` both use them, so the live and offline answers are the
   same: reference ln(classes) (None for an unknown dataset), norm 'fixed' where the SI norm
-  is held (``optim.fix_si_norm``, ``optim.fixed_effective_lr``) else 'auto', and the loss
+  is held (``optim.fix_si_norm``, ``optim.fixed_effective_lr``, ``optim.sphere``) else
+  'auto', and the loss
   logged every epoch: the full-pass train loss with ``train.eval_every`` 1, else the
   in-step loss."""
   data, optim, train = (config.get(k) or {} for k in ("data", "optim", "train"))
   classes = CLASSES.get(data.get("name"))
-  fixed = bool(optim.get("fix_si_norm") or optim.get("fixed_effective_lr"))
+  fixed = bool(optim.get("fix_si_norm") or optim.get("fixed_effective_lr")
+               or optim.get("sphere", "off") != "off")
   return {"reference": float(np.log(classes)) if classes else None,
           "norm": "fixed" if fixed else "auto",
           "loss_key": "train_loss" if train.get("eval_every", 1) == 1 else "loss"}

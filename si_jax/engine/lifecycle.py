@@ -23,7 +23,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
-from si_jax.analysis import detector, phases
+from si_jax.analysis import forecast, phases
 from si_jax.engine import distributed
 from si_jax.engine.checkpoint import CHECKPOINT_DIR, Checkpointer
 from si_jax.engine.workdir_lock import WorkdirLock
@@ -111,7 +111,7 @@ class Run:
   record: dict[str, Any] = dataclasses.field(default_factory=dict)
   lock: WorkdirLock | None = None
   discard_after: int | None = None  # checkpoints newer than this go once the logs open
-  phases: detector.OnlineDetector | None = None  # the live detector (train.live_phases)
+  live: forecast.Live | None = None  # the live detector and forecast (train.live_phases)
 
   @property
   def active(self) -> bool:
@@ -148,15 +148,16 @@ class Run:
       self.ckpt.discard_after(self.discard_after)
       self.discard_after = None
     self.started = time.time() - self.wall_before
-    self.phases = self._live_detector()
+    self.live = self._live_analysis()
 
-  def _live_detector(self) -> detector.OnlineDetector | None:
-    """The run's detector, fed the epochs already logged (a resumed run goes on from them)."""
+  def _live_analysis(self) -> forecast.Live | None:
+    """The run's live detector and forecast, fed the epochs already logged.
+
+    A resumed run goes on from them."""
     if not self.config.train.get("live_phases", False):
       return None
-    options = phases.detector_options(self.config)
-    live = detector.OnlineDetector(norm=options["norm"], reference=options["reference"],
-                                   loss_key=options["loss_key"], x_key="epoch")
+    options = dict(phases.detector_options(self.config), x_key="epoch")
+    live = forecast.live_for_config(self.config, options)
     if self.start_epoch and os.path.exists(os.path.join(self.log_dir, logs.METRICS_FILE)):
       for record in logs.read_run(self.log_dir):
         if record.get("epoch", 0) <= self.start_epoch:
@@ -505,7 +506,7 @@ class Progress:
             f"loss {record.get('loss', float('nan')):.4g} "
             f"eff_lr {record.get('effective_lr', float('nan')):.3g} "
             f"rho {record.get('weight_norm', float('nan')):.3g} "
-            f"{_phase_text(record)}{elapsed:.0f}s<{eta:.0f}s")
+            f"{_phase_text(record)}{_forecast_text(record)}{elapsed:.0f}s<{eta:.0f}s")
     if "onset_confirmed" in record:  # an event: a line of its own, kept on a terminal too
       self.stream.write(f"{chr(13) if self.tty else ''}{self.prefix}destabilization "
                         f"{record['destabilizations']}: onset at epoch "
@@ -522,3 +523,12 @@ def _phase_text(record: dict) -> str:
   if "destabilizations" not in record:
     return ""
   return f"phase {record.get('phase') or '-'}, {record['destabilizations']} destabilizations "
+
+
+def _forecast_text(record: dict) -> str:
+  """'next destabilization ~ epoch N [a, b] ' from the forecast's fields ('' without them)."""
+  if record.get("forecast_onset") is None:
+    return ""
+  high = record.get("forecast_high")
+  return (f"next destabilization ~ epoch {record['forecast_onset']:.0f} "
+          f"[{record['forecast_low']:.0f}, {'inf' if high is None else f'{high:.0f}'}] ")

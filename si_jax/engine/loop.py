@@ -194,8 +194,8 @@ def _log_epoch(run: Run, step_records: list[dict], member: int | None, evals, ep
       record[k] = float(v if member is None else v[member])
   # process 0's clock on every process: their logs stay byte for byte the same, so the
   # log lengths a checkpoint records (process 0's) hold for every process's logs
-  if run.phases is not None:
-    record.update(records.phase_fields(run.phases, record))
+  if run.live is not None:
+    record.update(run.live.update(record))
   record["wall_time"] = distributed.process_0_value(time.time() - run.started)
   run.writer.write_epoch(record)
   run.record = record

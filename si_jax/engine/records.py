@@ -91,15 +91,3 @@ def epoch_summary(records: list[dict], invariance_every: int) -> dict[str, float
       out[k] = max(r[k] for r in checked)
   return out
 
-
-def phase_fields(detector, record: dict) -> dict:
-  """Feeds ``record`` to the run's live ``OnlineDetector``; returns the fields it adds.
-
-  'phase' (None, 'A', 'B' or 'C'), 'destabilizations' (onsets confirmed so far) and, when this
-  record confirms one, 'onset_confirmed' (the onset's epoch)."""
-  onsets = [e.x for e in detector.update(record) if e.kind == "onset"]
-  state = detector.state()
-  fields = {"phase": state["phase"], "destabilizations": state["destabilizations"]}
-  if onsets:
-    fields["onset_confirmed"] = onsets[-1]
-  return fields

@@ -1,0 +1,326 @@
+"""The next destabilization, forecast online from the SI norm's dynamics (Eq. (3)).
+
+In phase B the loss is low and weight decay shrinks the SI norm: with the effective
+gradient norm g~ = rho ||grad||, Eq. (3) gives rho_{t+1}^2 = (1 - eta lambda)^2 rho_t^2 +
+eta^2 g~_t^2 / rho_t^2, so the effective LR eta / rho^2 grows step by step (Remark 3
+bounds where it settles when nothing breaks). Each destabilization of the run began at
+some effective LR, the *critical level*; the next one comes when the effective LR
+reaches the next critical level. The forecast:
+
+1. the critical levels seen so far: the effective LR of the sample before each onset the
+   detector (``si_jax.analysis.detector``) confirmed;
+2. their distribution: log-normal, with the mean of their ln and a spread shrunk towards
+   ``prior_spread`` (ln units) when there are few of them; conditioned on the run not
+   having destabilized yet (the levels below the current effective LR are past);
+3. the time to reach a level: Eq. (3) iterated step by step from the current rho, with
+   eta from the record (eta = effective LR x rho^2, so schedules count), lambda from the
+   config and g~ the median of phase B's records so far; without lambda, the growth rate
+   of ln(effective LR) measured over phase B.
+
+The point forecast is the time to reach the conditional median level; the interval the
+times to reach its ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles. A forecast
+is made in phase B after a first destabilization, in the run's x units (epochs, or
+steps for per-step logs). A run without destabilization (too small or too large a
+learning rate, a fixed norm) gets none.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Mapping
+from statistics import NormalDist
+from typing import Any
+
+from si_jax.analysis import detector as detector_lib
+
+FIELDS = ("forecast_onset", "forecast_low", "forecast_high")
+
+
+@dataclasses.dataclass(frozen=True)
+class Forecast:
+  """A forecast made at sample ``made_at`` (x): the next onset's x and its interval."""
+  made_at: float
+  onset: float
+  low: float
+  high: float
+  levels: int  # critical levels it rests on
+
+  def fields(self) -> dict[str, float]:
+    """The epoch record's fields (``FIELDS``)."""
+    return dict(zip(FIELDS, (self.onset, self.low, self.high)))
+
+
+class OnlineForecaster:
+  """Takes a run's records one at a time, with its detector's events; returns forecasts.
+
+  Args:
+    wd: lambda (``optim.wd``); None: the growth rate of the effective LR is measured.
+    steps_per_sample: optimizer steps between two records (None: from the records'
+      'step', else 1).
+    coverage: the interval's probability (0.8: an 80% interval).
+    prior_spread: the spread of ln(critical level) assumed before the run shows its own;
+      it counts as one level.
+    horizon: samples beyond which a forecast is not made (the level is out of reach).
+
+  Raises:
+    ValueError: a ``coverage`` outside (0, 1), a non-positive ``prior_spread``, ``wd``
+      or ``steps_per_sample``.
+  """
+
+  def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
+               coverage: float = 0.8, prior_spread: float = 0.5, horizon: int = 10_000):
+    if not 0 < coverage < 1:
+      raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+    for name, value in (("prior_spread", prior_spread), ("wd", wd),
+                        ("steps_per_sample", steps_per_sample)):
+      if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    self.wd, self.steps_per_sample = wd, steps_per_sample
+    self.coverage, self.prior_spread, self.horizon = coverage, prior_spread, horizon
+    self.levels: list[float] = []        # ln of the critical levels
+    self._recent: collections.deque = collections.deque(maxlen=64)  # (index, x, record)
+    self._index = 0
+    self._phase_b: list[dict] = []       # the current phase B's records
+    self._last_step: float | None = None
+    self._per_sample = 1.0               # steps between records, learned from 'step'
+
+  def update(self, record: Mapping[str, Any], events: list[detector_lib.Event],
+             phase: str | None) -> Forecast | None:
+    """Takes the next record, the events its detector returned for it and its phase."""
+    index, self._index = self._index, self._index + 1
+    self._recent.append((index, record))
+    self._learn_steps(record)
+    for e in events:
+      if e.kind == "onset":
+        self._add_level(e.index)
+    if phase != "B" or any(e.kind in ("onset", "peak") for e in events):
+      self._phase_b = [] if phase != "B" else self._phase_b
+      return None
+    self._phase_b.append(record)
+    if not self.levels:
+      return None
+    return self._forecast(record)
+
+  def _learn_steps(self, record) -> None:
+    step = _number(record.get("step"))
+    if self.steps_per_sample is None and math.isfinite(step):
+      if self._last_step is not None and step > self._last_step:
+        self._per_sample = step - self._last_step
+      self._last_step = step
+
+  def _add_level(self, onset: int) -> None:
+    """The effective LR of the sample before ``onset``, if it is still held and valid."""
+    before = [r for i, r in self._recent if i == onset - 1]
+    lr = _number(before[0].get("effective_lr")) if before else math.nan
+    if math.isfinite(lr) and lr > 0:
+      self.levels.append(math.log(lr))
+
+  def _distribution(self) -> tuple[float, float]:
+    """(mean, spread) of ln(critical level): the spread shrunk towards the prior."""
+    k = len(self.levels)
+    mean = sum(self.levels) / k
+    squares = sum((v - mean) ** 2 for v in self.levels)
+    return mean, math.sqrt((self.prior_spread ** 2 + squares) / k)
+
+  def _forecast(self, record) -> Forecast | None:
+    x = _number(record.get("epoch", record.get("step", self._index)))
+    now = _number(record.get("effective_lr"))
+    rho = _number(record.get("weight_norm"))
+    if not (math.isfinite(now) and now > 0 and math.isfinite(rho) and rho > 0):
+      return None
+    mean, spread = self._distribution()
+    dist = NormalDist(mean, spread)
+    survived = dist.cdf(math.log(now))
+    tail = (1 - self.coverage) / 2
+    targets = [math.exp(dist.inv_cdf(min(1 - 1e-12, survived + p * (1 - survived))))
+               for p in (0.5, tail, 1 - tail)]
+    times = self._samples_to_reach(targets, now, rho)
+    if times[0] is None:
+      return None
+    onset, low, high = (x + max(1.0, t if t is not None else math.inf) for t in times)
+    return Forecast(made_at=x, onset=onset, low=low, high=high, levels=len(self.levels))
+
+  def _samples_to_reach(self, levels: list[float], now: float,
+                        rho: float) -> list[float | None]:
+    """Samples until the effective LR reaches each of ``levels`` (None: not within the horizon)."""
+    if self.wd is None:
+      return [self._by_growth_rate(level, now) for level in levels]
+    steps = self.steps_per_sample or self._per_sample
+    eta = now * rho ** 2
+    g = _median([_number(r.get("effective_grad_norm")) for r in self._phase_b])
+    g = g if math.isfinite(g) else 0.0
+    decay = (1 - eta * self.wd) ** 2
+    found: dict[int, float] = {i: 0.0 for i, level in enumerate(levels) if now >= level}
+    sq, count = rho ** 2, 0
+    while len(found) < len(levels) and 0 < decay < 1 and count < self.horizon * steps:
+      new = decay * sq + eta ** 2 * g ** 2 / sq  # Eq. (3), one step
+      if new >= sq:  # the norm has stopped shrinking: higher levels are out of reach
+        break
+      sq, count = new, count + 1
+      for i, level in enumerate(levels):
+        if i not in found and eta / sq >= level:
+          found[i] = count / steps
+    return [found.get(i) for i in range(len(levels))]
+
+  def _by_growth_rate(self, level: float, now: float) -> float | None:
+    """Samples to ``level`` at the growth rate of ln(effective LR) over phase B so far."""
+    if now >= level:
+      return 0.0
+    values = [math.log(v) for v in (_number(r.get("effective_lr")) for r in self._phase_b)
+              if math.isfinite(v) and v > 0]
+    if len(values) < 3:
+      return None
+    n = len(values)
+    mean_t, mean_v = (n - 1) / 2, sum(values) / n
+    slope = (sum((t - mean_t) * (v - mean_v) for t, v in enumerate(values))
+             / sum((t - mean_t) ** 2 for t in range(n)))
+    if slope <= 0:
+      return None
+    samples = (math.log(level) - math.log(now)) / slope
+    return samples if samples <= self.horizon else None
+
+
+def _number(value) -> float:
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return math.nan
+
+
+def _median(values: list[float]) -> float:
+  values = sorted(v for v in values if math.isfinite(v))
+  if not values:
+    return math.nan
+  mid = len(values) // 2
+  return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay:
+  """A run replayed causally: per sample its x, live phase and forecast; the onsets found."""
+  x: list[float]
+  phases: list[str | None]
+  forecasts: list[Forecast | None]
+  onsets: list[int]
+
+
+def replay(records: list[Mapping[str, Any]], *, wd: float | None = None,
+           detector_options: Mapping[str, Any] | None = None, **kwargs) -> Replay:
+  """Feeds ``records`` through a detector and an ``OnlineForecaster``, as the loop does.
+
+  ``detector_options``: ``OnlineDetector`` arguments (``phases.detector_options(config)``);
+  ``kwargs``: ``OnlineForecaster``'s."""
+  detector = detector_lib.OnlineDetector(**(detector_options or {}))
+  forecaster = OnlineForecaster(wd=wd, **kwargs)
+  x, phases, forecasts, onsets = [], [], [], []
+  for i, record in enumerate(records):
+    events = detector.update(record)
+    onsets += [e.index for e in events if e.kind == "onset"]
+    phase = detector.state()["phase"]
+    forecasts.append(forecaster.update(record, events, phase))
+    phases.append(phase)
+    x.append(_number(record.get("epoch", record.get("step", i + 1))))
+  return Replay(x=x, phases=phases, forecasts=forecasts, onsets=onsets)
+
+
+POINTS = (0.25, 0.5, 0.75)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+  """One forecast of one destabilization against its actual onset (x units)."""
+  destabilization: int   # 0-based; the first two are not scored
+  point: float           # made at this fraction of the live phase B before it
+  actual: float
+  period: float          # actual - the previous onset
+  predicted: float       # nan: no forecast at that point
+  low: float
+  high: float
+  naive: float           # the previous onset + the previous period
+
+  @property
+  def error(self) -> float:
+    """Forecast minus actual onset (NaN without a forecast)."""
+    return self.predicted - self.actual
+
+  @property
+  def naive_error(self) -> float:
+    """The naive forecast minus the actual onset."""
+    return self.naive - self.actual
+
+  @property
+  def covered(self) -> bool:
+    """Whether the interval held the onset."""
+    return self.low <= self.actual <= self.high
+
+
+def score(run: Replay) -> list[Score]:
+  """Scores the forecasts of each destabilization after the first two.
+
+  Those made at ``POINTS`` of the live phase B before it (its first sample to the onset),
+  beside the naive previous-period forecast."""
+  out = []
+  for k in range(2, len(run.onsets)):
+    onset, previous = run.onsets[k], run.onsets[k - 1]
+    first = onset  # the live phase B before the onset: its last unbroken stretch
+    while first > previous + 1 and run.phases[first - 1] == "B":
+      first -= 1
+    if first == onset:
+      continue
+    b = [first]
+    xs = run.x
+    naive = 2 * xs[previous] - xs[run.onsets[k - 2]]
+    for point in POINTS:
+      f = run.forecasts[b[0] + int(point * (onset - b[0]))]
+      values = (f.onset, f.low, f.high) if f is not None else (math.nan,) * 3
+      out.append(Score(k, point, xs[onset], xs[onset] - xs[previous], *values, naive))
+  return out
+
+
+class Live:
+  """A run's live analysis: the detector, and the forecaster where the norm is free.
+
+  ``update(record)`` returns the fields the epoch record gains: 'phase', 'destabilizations',
+  'onset_confirmed' (the x of an onset this record confirms) and ``FIELDS`` (while there
+  is a forecast; 'forecast_high' None where the interval is unbounded).
+
+  Args:
+    detector_options: ``OnlineDetector``'s arguments (``phases.detector_options``).
+    wd: lambda for Eq. (3); None: the growth rate of the effective LR is measured.
+    forecast: whether to forecast (False for a fixed norm or optimizers without Eq. (3)).
+  """
+
+  def __init__(self, detector_options: Mapping[str, Any], wd: float | None,
+               forecast: bool = True):
+    self.detector = detector_lib.OnlineDetector(**detector_options)
+    self.forecaster = OnlineForecaster(wd=wd) if forecast else None
+
+  def update(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Takes the next record; returns the fields to add to it."""
+    events = self.detector.update(record)
+    state = self.detector.state()
+    fields: dict[str, Any] = {"phase": state["phase"],
+                              "destabilizations": state["destabilizations"]}
+    onsets = [e.x for e in events if e.kind == "onset"]
+    if onsets:
+      fields["onset_confirmed"] = onsets[-1]
+    if self.forecaster is not None:
+      made = self.forecaster.update(record, events, state["phase"])
+      if made is not None:
+        fields.update({k: v if math.isfinite(v) else None for k, v in made.fields().items()})
+    return fields
+
+
+def live_for_config(config: Mapping[str, Any], detector_options: Mapping[str, Any]) -> Live:
+  """The ``Live`` analysis of a run of ``config`` (a ConfigDict or its JSON dict).
+
+  Forecasts need a free norm; Eq. (3) needs plain SGD (momentum 0, coupled weight decay),
+  else the growth rate of the effective LR is measured."""
+  optim = config.get("optim") or {}
+  free = detector_options.get("norm") != "fixed"
+  wd = _number(optim.get("wd"))
+  plain = (not _number(optim.get("momentum", 0.0)) and optim.get("name", "sgd") == "sgd"
+           and optim.get("wd_mode", "coupled") == "coupled")
+  return Live(detector_options, wd=wd if plain and wd > 0 else None, forecast=free)

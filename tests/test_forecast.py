@@ -1,0 +1,123 @@
+"""The forecast of the next destabilization: Eq. (3)'s projection by hand, the conditioning
+on survival, exact answers on a run whose critical level is fixed, and the scoring."""
+
+import math
+
+import numpy as np
+import pytest
+
+from si_jax.analysis import forecast
+
+LR, WD, STEPS = 0.1, 0.03, 12  # the quickstart's: 12 steps an epoch
+
+
+def periodic_records(level=0.04, jump=4.0, periods=6, g=0.0, noise=0.0, seed=0):
+  """Per-epoch records of an SI run whose destabilizations start exactly when the effective
+  LR reaches ``level``: rho^2 follows Eq. (3) step by step with effective gradient norm
+  ``g``; at a destabilization the loss spikes 1000x for 2 epochs and rho^2 grows ``jump``x
+  (the effective LR falls by that factor). Returns the records and the onset epochs."""
+  rng = np.random.default_rng(seed)
+  rho2, records, onsets, spike = LR / 0.005, [], [], 0
+  epoch = 0
+  while (len(onsets) < periods or epoch < onsets[-1] + 10) and epoch < 2000:
+    epoch += 1
+    for _ in range(STEPS):
+      rho2 = (1 - LR * WD) ** 2 * rho2 + LR**2 * g**2 / rho2
+    elr = LR / rho2
+    loss = 1e-3 * math.exp(noise * rng.standard_normal())
+    if spike:
+      loss, spike = 1.0, spike - 1
+    elif elr >= level * math.exp(noise * rng.standard_normal()) and len(onsets) < periods:
+      onsets.append(epoch)
+      loss, spike = 1.0, 1
+      rho2 *= jump  # the norm answers after the spike's first epoch is logged
+    records.append({"epoch": epoch, "step": epoch * STEPS, "train_loss": max(loss, 1e-4),
+                    "weight_norm": math.sqrt(rho2), "effective_lr": elr,
+                    "effective_grad_norm": g})
+    if epoch < 5:
+      records[-1]["train_loss"] = 2.0 * 0.3 ** epoch
+  return records, onsets
+
+
+def test_eq3_projection_matches_the_closed_form_without_gradient():
+  """g~ = 0: rho^2 shrinks by (1 - eta lambda)^2 a step, so the effective LR reaches L from
+  E after ceil(ln(L / E) / -2 ln(1 - eta lambda)) steps."""
+  f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS)
+  f._phase_b = [{"effective_grad_norm": 0.0}]
+  now, rho = 0.01, math.sqrt(LR / 0.01)
+  levels = [0.02, 0.05, 0.01 * 0.999]
+  got = f._samples_to_reach(levels, now, rho)
+  expected = [math.ceil(math.log(L / now) / -(2 * math.log(1 - LR * WD))) / STEPS
+              for L in levels[:2]]
+  assert got[:2] == pytest.approx(expected, abs=1e-12)
+  assert got[2] == 0.0  # already above it
+  # with a gradient, the norm shrinks slower: later, and never where Eq. (3) balances
+  f._phase_b = [{"effective_grad_norm": 0.5}]
+  slower = f._samples_to_reach(levels, now, rho)
+  assert slower[0] > got[0] and slower[1] > got[1]
+  # the fixed point of Eq. (3): rho^4 = eta^2 g^2 / (1 - (1 - eta lambda)^2)
+  g_balance = math.sqrt((1 - (1 - LR * WD) ** 2) * rho**4) / LR
+  f._phase_b = [{"effective_grad_norm": 1.01 * g_balance}]
+  assert f._samples_to_reach(levels, now, rho)[:2] == [None, None]
+
+
+def test_a_fixed_critical_level_is_forecast_to_the_epoch():
+  """Every destabilization at the same effective LR: from the second period on the point
+  forecast is the actual onset within 1.5 epochs at every point of phase B, inside the
+  interval; the naive previous-period forecast is right here too (periods are equal)."""
+  records, onsets = periodic_records()
+  assert len(onsets) == 6 and len(set(np.diff(onsets))) <= 2  # periods of equal length
+  run = forecast.replay(records, wd=WD, detector_options={"reference": math.log(10)})
+  assert [run.x[i] for i in run.onsets] == onsets
+  scores = forecast.score(run)
+  assert len(scores) == 3 * 4 and all(math.isfinite(s.predicted) for s in scores)
+  # the level is read a sample before the crossing: within an epoch and a half
+  assert all(abs(s.error) <= 1.5 and s.covered for s in scores)
+  first = next(i for i, f in enumerate(run.forecasts) if f is not None)
+  assert run.x[first] > onsets[0] and run.phases[first] == "B"
+
+
+def test_the_forecast_beats_the_naive_one_when_levels_vary_and_periods_do_not_repeat():
+  """Critical levels drawn log-normally (spread 0.3 in ln): periods vary, the last one
+  says little about the next, the projection from the current norm says more."""
+  records, onsets = periodic_records(periods=12, noise=0.3, seed=3)
+  run = forecast.replay(records, wd=WD, detector_options={"reference": math.log(10)})
+  scores = [s for s in forecast.score(run) if s.point == 0.5]
+  assert len(scores) >= 8
+  ours = np.median([abs(s.error) / s.period for s in scores])
+  naive = np.median([abs(s.naive_error) / s.period for s in scores])
+  assert ours < naive, (ours, naive)
+  assert 0.6 <= np.mean([s.covered for s in scores]) <= 1.0
+
+
+def test_survival_moves_the_forecast_past_the_levels_already_crossed():
+  """Levels 0.01 and 0.04 (ln mean at 0.02): at an effective LR of 0.03, above the median,
+  the conditional median is above 0.03 and the forecast is later than 'now'."""
+  f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS)
+  f.levels = [math.log(0.01), math.log(0.04)]
+  f._phase_b = [{"effective_grad_norm": 0.0}]
+  made = f._forecast({"epoch": 100, "effective_lr": 0.03, "weight_norm": math.sqrt(LR / 0.03)})
+  assert made.low >= 101 and made.onset > made.low and made.high > made.onset
+  mean, spread = f._distribution()
+  assert spread == pytest.approx(math.sqrt((0.5**2 + 2 * (math.log(2)) ** 2) / 2))
+
+
+def test_no_forecast_without_a_destabilization_or_with_a_fixed_norm():
+  # Eq. (3)'s equilibrium effective LR is ~sqrt(2 eta lambda) / g = 0.15: never at 10
+  records, _ = periodic_records(level=10.0, periods=1, g=0.5)
+  run = forecast.replay(records[:300], wd=WD, detector_options={"reference": math.log(10)})
+  assert run.onsets == [] and all(f is None for f in run.forecasts)
+  live = forecast.live_for_config({"optim": {"wd": WD, "fix_si_norm": True}},
+                                  {"norm": "fixed"})
+  assert live.forecaster is None
+  momentum = forecast.live_for_config({"optim": {"wd": WD, "momentum": 0.9}}, {})
+  assert momentum.forecaster.wd is None  # Eq. (3) is plain SGD's: the growth rate instead
+
+
+def test_bad_arguments_are_refused():
+  with pytest.raises(ValueError, match="coverage"):
+    forecast.OnlineForecaster(coverage=1.0)
+  with pytest.raises(ValueError, match="prior_spread"):
+    forecast.OnlineForecaster(prior_spread=0.0)
+  with pytest.raises(ValueError, match="wd"):
+    forecast.OnlineForecaster(wd=-0.1)
