@@ -1,6 +1,7 @@
 """The forecast of the next destabilization: Eq. (3)'s projection by hand, the conditioning
 on survival, exact answers on a run whose critical level is fixed, and the scoring."""
 
+import json
 import math
 
 import numpy as np
@@ -121,3 +122,26 @@ def test_bad_arguments_are_refused():
     forecast.OnlineForecaster(prior_spread=0.0)
   with pytest.raises(ValueError, match="wd"):
     forecast.OnlineForecaster(wd=-0.1)
+
+
+def _write_run(path, records, wd=WD):
+  path.mkdir()
+  (path / "config.json").write_text(json.dumps(
+      {"data": {"name": "digits"}, "optim": {"wd": wd, "lr": LR}, "train": {"eval_every": 1}}))
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_the_program_scores_runs_and_says_when_there_are_too_few_periods(tmp_path, capsys):
+  from si_jax.programs import forecast as program
+  records, onsets = periodic_records()
+  _write_run(tmp_path / "long", records)
+  _write_run(tmp_path / "short", records[:onsets[1] + 8])
+  program.main([str(tmp_path / "long"), str(tmp_path / "short")])
+  out = capsys.readouterr().out
+  assert f"destabilization 3 at {onsets[2]:g} (period {onsets[2] - onsets[1]:g})" in out
+  assert "at 50% of phase B: 4 forecasts" in out and "80% interval held 100%" in out
+  assert f"{tmp_path / 'short'}: too few periods to score" in out
+  assert "all 2 runs:" in out
+  summary = forecast.summary(forecast.score_workdir(str(tmp_path / "long")))
+  assert summary["50%"]["forecasts"] == 4 and summary["50%"]["coverage"] == 1.0
+  assert [r["actual"] for r in summary["at_50%"]] == onsets[2:]

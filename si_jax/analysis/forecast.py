@@ -33,7 +33,9 @@ from collections.abc import Mapping
 from statistics import NormalDist
 from typing import Any
 
+from si_jax import logs
 from si_jax.analysis import detector as detector_lib
+from si_jax.analysis import phases
 
 FIELDS = ("forecast_onset", "forecast_low", "forecast_high")
 
@@ -324,3 +326,43 @@ def live_for_config(config: Mapping[str, Any], detector_options: Mapping[str, An
   plain = (not _number(optim.get("momentum", 0.0)) and optim.get("name", "sgd") == "sgd"
            and optim.get("wd_mode", "coupled") == "coupled")
   return Live(detector_options, wd=wd if plain and wd > 0 else None, forecast=free)
+
+
+def score_workdir(workdir: str, steps: bool = False) -> list[Score]:
+  """The scores of a finished run directory, replayed causally.
+
+  Its config.json sets the detector and lambda; ``steps``: the per-step log. [] for a
+  fixed norm.
+
+  Raises:
+    FileNotFoundError / ValueError: no run there, or a damaged log.
+  """
+  config = phases._read_config(workdir) or {}
+  options = dict(phases.detector_options(config), x_key="step" if steps else "epoch")
+  if steps:
+    options.pop("loss_key")
+  live = live_for_config(config, options)
+  if live.forecaster is None:
+    return []
+  return score(replay(logs.read_run(workdir, steps=steps), wd=live.forecaster.wd,
+                      detector_options=options))
+
+
+def summary(scores: list[Score]) -> dict[str, Any]:
+  """The scores in numbers, per point of phase B ('25%', ...) and per onset at 50%.
+
+  Per point: forecasts made, the median |error| as a fraction of the period (ours and
+  naive), the interval's coverage."""
+  out: dict[str, Any] = {}
+  for point in POINTS:
+    rows = [s for s in scores if s.point == point and math.isfinite(s.predicted)]
+    if rows:
+      out[f"{point:.0%}"] = {
+          "forecasts": len(rows),
+          "median_error_fraction": _median([abs(s.error) / s.period for s in rows]),
+          "naive_median_error_fraction": _median([abs(s.naive_error) / s.period for s in rows]),
+          "coverage": sum(s.covered for s in rows) / len(rows)}
+  out["at_50%"] = [{"actual": s.actual, "predicted": s.predicted, "low": s.low,
+                    "high": s.high if math.isfinite(s.high) else None, "naive": s.naive}
+                   for s in scores if s.point == 0.5 and math.isfinite(s.predicted)]
+  return out

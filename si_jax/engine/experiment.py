@@ -22,7 +22,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, validate
-from si_jax.analysis import phases, regimes
+from si_jax.analysis import forecast, phases, regimes
 from si_jax.engine import lifecycle, sweep, train
 from si_jax.engine.records import TrainingDiverged
 from si_jax.engine.workdir_lock import WorkdirLock
@@ -326,7 +326,8 @@ def summarize(config: ml_collections.ConfigDict, workdir: str,
     epochs = int(series["epoch"][-1])
     finished = epochs >= planned or lifecycle.diverged_message(run_dir) is not None
     out["members"].append({**head, "epochs": epochs, "finished": finished, "final": final,
-                           **analysis.summary(), **regimes.summary_fields(series, member_cfg)})
+                           **analysis.summary(), **regimes.summary_fields(series, member_cfg),
+                           "forecast": forecast.summary(forecast.score_workdir(run_dir))})
   return out
 
 

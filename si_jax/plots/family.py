@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import matplotlib.pyplot as plt
 import ml_collections
 
-from si_jax.analysis import phases
+from si_jax.analysis import forecast, phases
 from si_jax.engine import experiment
 from si_jax.plots import plotting
 
@@ -40,8 +41,43 @@ def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
              f"{name}_phases.png": plotting.figure_phases(series, labels, analyses)}
   if config.experiment.figure == "product":
     figures[f"{name}_ranges.png"] = plotting.figure_effective_ranges(series, labels)
+  scored = [(label, forecast.summary(forecast.score_workdir(d))["at_50%"])
+            for d, label in zip(dirs, labels)]
+  if any(rows for _, rows in scored):
+    figures[f"{name}_forecast.png"] = figure_forecast(scored)
   out = []
   for file, fig in figures.items():
     out.append(os.path.join(workdir, file))
     plotting.save_figure(fig, out[-1])
   return out
+
+
+def figure_forecast(scored: list[tuple[str, list[dict[str, Any]]]]):
+  """Predicted against actual onsets, the forecast made half-way through phase B.
+
+  ``scored``: (label, ``forecast.summary(...)['at_50%']``) per member. Filled markers with
+  the 80% interval: the forecast; hollow: the naive previous-period forecast."""
+  fig, ax = plt.subplots(figsize=(5.5, 5))
+  low, high = [], []
+  for k, (label, rows) in enumerate(scored):
+    if not rows:
+      continue
+    color = plotting.run_style(k)[0]
+    actual = [r["actual"] for r in rows]
+    predicted = [r["predicted"] for r in rows]
+    below = [p - r["low"] for p, r in zip(predicted, rows)]
+    above = [(r["high"] if r["high"] is not None else p * 2) - p for p, r in zip(predicted, rows)]
+    ax.errorbar(actual, predicted, yerr=[below, above], fmt="o", color=color, capsize=3,
+                label=f"{label}: forecast, 80% interval")
+    ax.plot(actual, [r["naive"] for r in rows], "o", mfc="none", color=color,
+            label=f"{label}: previous period")
+    low.append(min(actual + predicted))
+    high.append(max(actual + predicted))
+  span = [min(low), max(high)]
+  ax.plot(span, span, ":", color="grey", label="predicted = actual")
+  ax.set_xlabel("actual onset (epoch)")
+  ax.set_ylabel("predicted onset (epoch), made half-way through phase B")
+  ax.set_title("Next destabilization: forecast vs actual")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return fig

@@ -15,32 +15,13 @@ import sys
 
 import numpy as np
 
-from si_jax import logs
-from si_jax.analysis import forecast, phases
+from si_jax.analysis import forecast
 from si_jax.programs import cli
 
 
 class _Parser(argparse.ArgumentParser):
   def error(self, message: str):
     cli.fail(message, "(--help describes the arguments)", cli.verbose_requested(sys.argv))
-
-
-def score_run(workdir: str, steps: bool = False) -> list[forecast.Score]:
-  """The scores of one run directory (its config.json sets the detector and lambda).
-
-  Raises:
-    FileNotFoundError / ValueError: no run there, or a damaged log (``logs.read_run``).
-  """
-  config = phases._read_config(workdir) or {}
-  records = logs.read_run(workdir, steps=steps)
-  options = dict(phases.detector_options(config), x_key="step" if steps else "epoch")
-  if steps:
-    options.pop("loss_key")
-  live = forecast.live_for_config(config, options)
-  if live.forecaster is None:
-    return []
-  run = forecast.replay(records, wd=live.forecaster.wd, detector_options=options)
-  return forecast.score(run)
 
 
 def summary_lines(scores: list[forecast.Score]) -> list[str]:
@@ -87,7 +68,7 @@ def main(argv=None) -> None:
   everything = []
   try:
     for workdir in args.runs:
-      scores = score_run(workdir, args.steps)
+      scores = forecast.score_workdir(workdir, args.steps)
       everything += scores
       print(report(workdir, scores))
   except cli.user_errors() as e:
