@@ -1,0 +1,90 @@
+"""Scores si_jax.analysis.forecast on the design runs and on runs held out while designing.
+
+  python -m benchmarks.forecast_scores [RUN_DIR ...] [--write docs/forecast.md]
+
+The method (Eq. (3) projection to the run's critical effective LR, log-normal levels with
+a prior spread of 0.5, 80% intervals) was fixed on the two DESIGN runs of tests/data;
+every other run is held out: the recorded runs in HELD_OUT and any finished run
+directories given (e.g. the members of the digits families). Prints, per run and pooled
+per set, the forecasts made at 25/50/75% of each phase B before the third and later
+destabilizations: the median |error| as a fraction of the period, the naive
+previous-period forecast's, and how often the 80% interval held the onset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from si_jax.analysis import forecast, phases
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
+DESIGN = ("quickstart", "convnet_cifar10_cpu")
+HELD_OUT = ("convnet_cifar10_cpu_seed1", "digits_lr0p3", "digits_gd_lr1", "digits_gd_lr2",
+            "convnet_cifar10_cpu_wd1e-3", "cifar_gd_lr2")
+START, END = "<!-- scores:start -->", "<!-- scores:end -->"
+
+
+def recorded_scores(name: str) -> list[forecast.Score]:
+  """A tests/data run replayed: its lr and wd from the record, lr / rho^2 where the effective
+  LR was not logged (full-batch GD at a constant lr)."""
+  record = json.loads((DATA / f"{name}.json").read_text())
+  s = {k: np.asarray(v, np.float64) for k, v in record["series"].items()}
+  if "effective_lr" not in s:
+    s["effective_lr"] = record["lr"] / s["weight_norm"] ** 2
+  records = [dict(zip(s, values)) for values in zip(*(v.tolist() for v in s.values()))]
+  options = {"reference": math.log(10), "x_key": "epoch",
+             "loss_key": "train_loss" if "train_loss" in s else "loss"}
+  return forecast.score(forecast.replay(records, wd=record["wd"], detector_options=options))
+
+
+def row(name: str, scores: list[forecast.Score], scored: int | None = None) -> str:
+  """A table row: ``scored`` destabilizations (default: those of ``scores``, one run's)."""
+  if not scores:
+    return f"| {name} | 0 | too few periods | | | |"
+  summary = forecast.summary(scores)
+  cells = []
+  for point in ("25%", "50%", "75%"):
+    s = summary.get(point)
+    cells.append("-" if s is None else
+                 f"{s['median_error_fraction']:.0%} ({s['naive_median_error_fraction']:.0%}), "
+                 f"{s['coverage']:.0%} of {s['forecasts']}")
+  scored = len({x.destabilization for x in scores}) if scored is None else scored
+  return f"| {name} | {scored} | " + " | ".join(cells) + " |"
+
+
+HEAD = ["| run | scored | at 25% of phase B | at 50% | at 75% |", "| --- | ---: | --- | --- | --- |"]
+
+
+def table(title: str, runs: list[tuple[str, list[forecast.Score]]]) -> list[str]:
+  pooled = [s for _, scores in runs for s in scores]
+  count = sum(len({x.destabilization for x in scores}) for _, scores in runs)
+  return ([f"{title}: median |error| / period (naive), interval coverage of forecasts made", ""]
+          + HEAD + [row(n, s) for n, s in runs] + [row("**pooled**", pooled, count), ""])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("runs", nargs="*", help="finished run directories (held out)")
+  parser.add_argument("--write", help="markdown file whose scores block to replace")
+  args = parser.parse_args()
+  design = [(n, recorded_scores(n)) for n in DESIGN]
+  held = [(n, recorded_scores(n)) for n in HELD_OUT]
+  held += [(str(pathlib.Path(d).relative_to(pathlib.Path(d).parents[1])),
+            forecast.score_workdir(d)) for d in args.runs]
+  lines = table("Design runs (tests/data)", design) + table("Held-out runs", held)
+  text = "\n".join(lines)
+  print(text)
+  if args.write:
+    path = pathlib.Path(args.write)
+    doc = path.read_text()
+    head, rest = doc.split(START, 1)
+    path.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+
+
+if __name__ == "__main__":
+  main()
