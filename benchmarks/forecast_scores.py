@@ -20,7 +20,7 @@ import pathlib
 
 import numpy as np
 
-from si_jax.analysis import forecast, phases
+from si_jax.analysis import forecast
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
 DESIGN = ("quickstart", "convnet_cifar10_cpu")
@@ -57,7 +57,8 @@ def row(name: str, scores: list[forecast.Score], scored: int | None = None) -> s
   return f"| {name} | {scored} | " + " | ".join(cells) + " |"
 
 
-HEAD = ["| run | scored | at 25% of phase B | at 50% | at 75% |", "| --- | ---: | --- | --- | --- |"]
+HEAD = ["| run | scored | at 25% of phase B | at 50% | at 75% |",
+        "| --- | ---: | --- | --- | --- |"]
 
 
 def table(title: str, runs: list[tuple[str, list[forecast.Score]]]) -> list[str]:

@@ -112,7 +112,7 @@ def family_lines(family: str, runs) -> list[str]:
   for k, (name, _, _) in enumerate(runs):
     a = default[k]
     mean = np.mean(a.period_lengths()) if a.period_lengths() else math.nan
-    counts = " | ".join(str(len(by_variant[v][k].onsets)) for v, _ in variants()[1:])
+    counts = " | ".join(str(len(by_variant[name][k].onsets)) for name, _ in variants()[1:])
     onsets = ", ".join(f"{x:g}" for x in a.destabilizations) or phases.outcome(a.reason)
     lines.append(f"| {os.path.basename(name)} | {onsets} | {len(a.onsets)} | {mean:.1f} | {counts} |")
   lines.append("")
