@@ -109,12 +109,13 @@ def family_lines(family: str, runs) -> list[str]:
   lines = [f"### {family} ({SWEEPS[family]})", "",
            "| member | onsets (epochs) | count | mean period | " + head + " |",
            "| --- | --- | ---: | ---: |" + " ---: |" * 14]
-  for k, (name, _, _) in enumerate(runs):
+  for k, (run_dir, _, _) in enumerate(runs):
     a = default[k]
     mean = np.mean(a.period_lengths()) if a.period_lengths() else math.nan
     counts = " | ".join(str(len(by_variant[name][k].onsets)) for name, _ in variants()[1:])
     onsets = ", ".join(f"{x:g}" for x in a.destabilizations) or phases.outcome(a.reason)
-    lines.append(f"| {os.path.basename(name)} | {onsets} | {len(a.onsets)} | {mean:.1f} | {counts} |")
+    lines.append(f"| {os.path.basename(run_dir)} | {onsets} | {len(a.onsets)} | {mean:.1f} | "
+                 f"{counts} |")
   lines.append("")
   for claim in CLAIMS[family]:
     doc = claim.__doc__.split("\n\n")
