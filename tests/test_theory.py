@@ -369,3 +369,51 @@ def test_theory_figure_script_writes_pngs(tmp_path):
   for name in ("fig8_phi.png", "fig9_beta_sequence.png", "fig14_toy.png"):
     with open(tmp_path / name, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# --- appendix A.7 and Eqs. (15)-(16) --------------------------------------------------
+
+
+def test_eq15_is_eq3_unrolled_and_eq16_needs_the_average_s_weights():
+  """Eq. (15) equals Eq. (3) iterated (g~ = rho g) to 1e-12; Eq. (16) with an average
+  g-bar equals it with the coefficient eta^2 (1 - q^t) / (1 - q) -> eta / (2 lam), not the
+  printed (1 - q) / (1 - q^t) -> 2 eta^3 lam (off by a factor 1 / (1 - q)^2 ~ 100 here)."""
+  rng = np.random.default_rng(0)
+  lr, wd, rho0_sq = 0.1, 0.05, 4.0
+  g_sq = rng.uniform(0.5, 2.0, 3000)
+  rho_sq, iterated = rho0_sq, []
+  for g in g_sq:
+    rho_sq = theory.next_norm_sq(np.sqrt(rho_sq), np.sqrt(rho_sq * g), lr, wd)
+    iterated.append(rho_sq)
+  unrolled = theory.norm_sq_unrolled(rho0_sq, g_sq, lr, wd)
+  np.testing.assert_allclose(unrolled, iterated, rtol=1e-12)
+  ema = theory.gradient_ema_sq(g_sq, lr, wd)
+  t = np.arange(1, len(g_sq) + 1)
+  np.testing.assert_allclose(theory.norm_sq_from_ema(rho0_sq, ema, t, lr, wd), unrolled,
+                             rtol=1e-12)
+  assert ema.min() >= 0.5 and ema.max() <= 2.0  # an average of the g^2
+  q = (1 - lr * wd) ** 2
+  printed = q ** t * rho0_sq + lr**2 * (1 - q) / (1 - q ** t) * ema
+  assert unrolled[-1] / printed[-1] == pytest.approx(1 / (1 - q) ** 2, rel=1e-3)
+  assert lr**2 / (1 - q) == pytest.approx(lr / (2 * wd), rel=lr * wd)
+
+
+def test_a7_bounds_hold_where_proposition_3_does_not():
+  """eta lam = 0.05, L = 1, l = 0.05 < 2 eta lam L = 0.1: a norm falling to kappa l hops
+  over Proposition 3's kappa L, but stays within A.7's [kappa l, (1 - eta lam)^2 kappa l +
+  eta^2 L^2 / (kappa l)] after the transient."""
+  lr, wd, l, L = 0.5, 0.1, 0.05, 1.0
+  assert not theory.equilibrium_norm_sq(l, L, lr, wd).valid
+  bounds = theory.a7_norm_sq_bounds(l, L, lr, wd)
+  rng = np.random.default_rng(1)
+  g = np.where(rng.random(20000) < 0.9, l, L) * rng.uniform(1.0, 1.0001, 20000)
+  rho_sq, trace = 10.0, []
+  for gi in g:
+    rho_sq = theory.next_norm_sq(np.sqrt(rho_sq), gi, lr, wd)
+    trace.append(rho_sq)
+  late = np.array(trace[500:])
+  assert late.min() >= bounds.low * (1 - 1e-9) and late.max() <= bounds.high * (1 + 1e-9)
+  assert late.max() > theory.kappa(lr, wd) * L  # the hop over Proposition 3's bound
+  assert bounds.high == pytest.approx(0.95**2 * np.sqrt(2.5) * l + 0.25 / (np.sqrt(2.5) * l))
+  with pytest.raises(ValueError, match="l > 0"):
+    theory.a7_norm_sq_bounds(0.0, L, lr, wd)

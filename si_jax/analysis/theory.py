@@ -356,3 +356,65 @@ def half_trend(t, values, t_split: float) -> Trend:
   slope = np.polyfit(t[second], np.log(v[second]), 1)[0]
   span = t[second].max() - t[second].min()
   return Trend(float(np.median(v[second]) / np.median(v[first])), float(np.exp(slope * span)))
+
+
+# --- Appendix A.7: when 2 eta lam L <= l fails, and Eqs. (15)-(16) ------------------
+
+
+def a7_norm_sq_bounds(l, L, lr, wd) -> Interval:
+  """A.7: rho_t^2 in [kappa l, (1 - eta lam)^2 kappa l + eta^2 L^2 / (kappa l)] for t >> 1.
+
+  The case 0 < l < 2 eta lam L, where Proposition 3 does not apply: the lower bound kappa l
+  still holds, and a norm that falls below kappa L can hop over it but not above the upper
+  value (property (13e) of beta-determined sequences). Where 2 eta lam L <= l the upper
+  value is at least kappa L, Proposition 3's.
+
+  Raises:
+    ValueError: lr <= 0 or wd <= 0, or l <= 0.
+  """
+  _check_lr_wd(lr, wd)
+  if not (np.all(np.asarray(wd) > 0) and np.all(np.asarray(l) > 0)):
+    raise ValueError(f"need wd > 0 and l > 0, got wd {wd!r}, l {l!r}")
+  kl = kappa(lr, wd) * l
+  return Interval(kl, (1 - lr * wd) ** 2 * kl + lr**2 * np.asarray(L) ** 2 / kl, True)
+
+
+def norm_sq_unrolled(rho0_sq, grad_sq, lr, wd) -> np.ndarray:
+  """Eq. (15): rho_t^2 = (1 - eta lam)^(2t) rho_0^2 + eta^2 sum_t' (1 - eta lam)^(2(t-t'-1)) g_t'^2.
+
+  ``grad_sq``: the squared (not effective) gradient norms g_0^2 .. g_{T-1}^2; returns
+  rho_1^2 .. rho_T^2 (the exact unrolling of Eq. (3) with g~_t = rho_t g_t)."""
+  _check_lr_wd(lr, wd)
+  q = (1 - lr * wd) ** 2
+  g = np.asarray(grad_sq, np.float64)
+  t = np.arange(1, len(g) + 1)
+  acc, out = 0.0, np.empty(len(g))
+  for i, gi in enumerate(g):
+    acc = q * acc + gi
+    out[i] = acc
+  return q**t * rho0_sq + lr**2 * out
+
+
+def gradient_ema_sq(grad_sq, lr, wd) -> np.ndarray:
+  """The exponential moving average of g_t^2 that Eq. (16) reads, at t = 1 .. T.
+
+  g-bar_t^2 = sum_t' w_t' g_t'^2 / sum_t' w_t', w_t' = (1 - eta lam)^(2(t-t'-1))."""
+  _check_lr_wd(lr, wd)
+  q = (1 - lr * wd) ** 2
+  t = np.arange(1, len(grad_sq) + 1)
+  weights = (1 - q**t) / (1 - q)
+  return norm_sq_unrolled(0.0, grad_sq, lr, wd) / lr**2 / weights
+
+
+def norm_sq_from_ema(rho0_sq, ema_sq, t, lr, wd):
+  """Eq. (16): rho_t^2 = (1 - eta lam)^(2t) rho_0^2 + eta^2 (1 - q^t) / (1 - q) g-bar_t^2.
+
+  q = (1 - eta lam)^2; for t >> 1 the coefficient tends to C = eta^2 / (1 - q) = eta /
+  (2 lam) + O(eta^2). The appendix prints the fraction upside down ((1 - q) / (1 - q^t),
+  C = 2 eta^3 lam); with g-bar an average, as it says, that cannot equal Eq. (15): at the
+  equilibrium rho^4 = eta g~^2 / (2 lam) (Proposition 3) the coefficient must be
+  eta / (2 lam). Tested against Eq. (15) in tests/test_theory.py."""
+  _check_lr_wd(lr, wd)
+  q = (1 - lr * wd) ** 2
+  t = np.asarray(t, np.float64)
+  return q**t * rho0_sq + lr**2 * (1 - q**t) / (1 - q) * np.asarray(ema_sq)
