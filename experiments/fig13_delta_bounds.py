@@ -40,7 +40,8 @@ from si_jax.programs import cli  # noqa: E402
 def phase_b_steps(workdir: str, period: int) -> tuple[int, int, int]:
   """(t0, first step of phase B, last step of phase B), from the per-epoch logs.
 
-  t0 is the step count at the end of the destabilization's first epoch.
+  t0 is the first iteration of the period (appendix D): the first step of the epoch in
+  which the destabilization starts.
   """
   epochs = phases.load_series(workdir)
   analysis = phases.analyze_run(workdir, series=epochs)
@@ -49,18 +50,18 @@ def phase_b_steps(workdir: str, period: int) -> tuple[int, int, int]:
                      f"period {period} needs two of them. Train longer or pick another --period.")
   p = analysis.periods[period]
   done = epochs["step"].astype(int)  # steps completed at the end of each epoch
-  return int(done[p.start]), int(done[p.b[0] - 1]), int(done[p.end - 1] - 1)
+  return int(done[p.start - 1]), int(done[p.b[0] - 1]), int(done[p.end - 1] - 1)
 
 
 def report_equilibrium(steps, t0, b_start, b_end, lr, wd, momentum=0.0) -> None:
   """Measured angular update per step against the equilibrium sqrt(2 eta lam / (1 + mu)):
-  phase C is the destabilization epoch that ends at t0, A runs from t0 to phase B."""
+  phase C is the destabilization epoch that starts at t0, A runs from its end to phase B."""
   predicted = theory.equilibrium_angular_update(lr, wd, momentum)
   angle = theory.angular_update(steps["cosine_distance"])
   step, epoch = steps["step"], steps["epoch"]
-  spike_epoch = epoch[step == t0 - 1][0]
-  c_start = int(step[epoch == spike_epoch].min())
-  for name, lo, hi in (("C", c_start, t0 - 1), ("A", t0, b_start - 1), ("B", b_start, b_end)):
+  spike_epoch = epoch[step == t0][0]
+  c_end = int(step[epoch == spike_epoch].max())
+  for name, lo, hi in (("C", t0, c_end), ("A", c_end + 1, b_start - 1), ("B", b_start, b_end)):
     sel = (step >= lo) & (step <= hi)
     if sel.any():
       ratio = angle[sel] / predicted
