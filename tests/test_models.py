@@ -246,3 +246,31 @@ def test_bad_last_layer_norm():
   model = models.create_model("convnet_si", num_classes=10, width=4)
   with pytest.raises(ValueError, match="last_layer_norm"):
     models.init_variables(model, jax.random.key(0), (8, 8, 1), last_layer_norm=-1.0)
+
+
+def test_weight_normalized_convnet_is_scale_invariant_per_filter():
+  """model.norm='weight' (weight normalization, Salimans & Kingma; the appendix's Li et al.
+  setting): each filter's kernel is divided by its norm, so scaling one filter of a conv,
+  or a whole kernel, leaves the logits unchanged (float32 round-off), and the groups found
+  automatically are the four conv kernels."""
+  from si_jax import si_groups
+  model = models.create_model("convnet_si", width=4, num_classes=10, norm="weight")
+  x = jax.random.normal(jax.random.PRNGKey(0), (16, 8, 8, 1))
+  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+  params = variables["params"]
+  logits = model.apply(variables, x, train=False)
+  for name, scale in (("conv_1", 3.7), ("conv_3", 0.21)):
+    kernel = params[name]["kernel"]
+    one_filter = kernel.at[..., 2].multiply(scale)
+    for changed in (one_filter, kernel * scale):
+      moved = {**params, name: {"kernel": changed}}
+      out = model.apply({**variables, "params": moved}, x, train=False)
+      assert float(jnp.max(jnp.abs(out - logits)) / jnp.max(jnp.abs(logits))) < 2e-6
+  found = si_groups.find_si_groups(lambda p: model.apply({"params": p}, x, train=False), params)
+  assert sorted(found) == [f"conv_{i}" for i in range(4)], sorted(found)
+  moved = {**params, "classifier": {**params["classifier"],
+                                    "kernel": params["classifier"]["kernel"] * 2}}
+  assert float(jnp.max(jnp.abs(model.apply({"params": moved}, x, train=False) - logits))) > 1e-2
+  with pytest.raises(ValueError, match="ConvNet only"):
+    resnet = models.create_model("resnet18_si", width=4, num_classes=10, norm="weight")
+    resnet.init(jax.random.PRNGKey(1), jnp.zeros((2, 8, 8, 3)), train=False)

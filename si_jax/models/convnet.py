@@ -15,7 +15,9 @@ class ConvNetSI(nn.Module):
   Conv3x3(3 -> k) -> Norm -> ReLU, then three blocks
   Conv3x3(c -> 2c) -> Norm -> ReLU -> MaxPool 2x2, a global max-pool and a
   Linear(8k -> classes) with bias. Every conv is bias-free and followed by a
-  normalization, so each conv kernel is its own scale-invariant group.
+  normalization, so each conv kernel is its own scale-invariant group. ``norm='weight'``:
+  weight normalization instead (each filter's kernel divided by its norm, no feature
+  normalization; gains per filter where ``train_non_si``).
   """
 
   width: int = 32
@@ -28,16 +30,11 @@ class ConvNetSI(nn.Module):
   @nn.compact
   def __call__(self, x_NHWC: jax.Array, train: bool) -> jax.Array:
     """Logits for ``x_NHWC``; ``train``: batch statistics (mutable ``batch_stats``)."""
-    norm = lambda name: layers.Norm(self.norm, affine=self.train_non_si,
-                                    epsilon=self.norm_epsilon, name=name)
     c = self.width
-    x = layers.conv(c, 3, name="conv_0", impl=self.conv_impl)(x_NHWC)
-    x = nn.relu(norm("norm_0")(x, train))
+    x = nn.relu(self._block(x_NHWC, c, 0, train))
     for i in range(1, 4):
       c *= 2
-      x = layers.conv(c, 3, name=f"conv_{i}", impl=self.conv_impl)(x)
-      x = nn.relu(norm(f"norm_{i}")(x, train))
-      x = layers.max_pool_2x2(x)
+      x = layers.max_pool_2x2(nn.relu(self._block(x, c, i, train)))
     x = jnp.max(x, axis=(1, 2))  # MaxPool over the remaining spatial map (4x4 on CIFAR)
     return nn.Dense(
         self.num_classes,
@@ -45,6 +42,17 @@ class ConvNetSI(nn.Module):
         bias_init=layers.torch_bias_init(c),
         name="classifier",
     )(x)
+
+  def _block(self, x: jax.Array, features: int, i: int, train: bool) -> jax.Array:
+    """conv_i then its normalization: a feature norm, or the conv weight-normalized."""
+    conv = layers.conv(features, 3, name=f"conv_{i}", impl=self.conv_impl)
+    if self.norm == "weight":
+      gain = (self.param(f"gain_{i}", nn.initializers.ones, (features,))
+              if self.train_non_si else None)
+      return layers.weight_normalized(conv, x, gain)
+    norm = layers.Norm(self.norm, affine=self.train_non_si, epsilon=self.norm_epsilon,
+                       name=f"norm_{i}")
+    return norm(conv(x), train)
 
   def si_groups(self) -> dict[str, tuple[layers.ParamPath, ...]]:
     """Each conv kernel is scale-invariant on its own."""

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-NORMS = ("batch", "layer", "instance")
+NORMS = ("batch", "layer", "instance", "weight")  # 'weight': the ConvNet's weight normalization
 
 # nn.Conv2d / nn.Linear reset_parameters(): kaiming_uniform(a=sqrt(5)) gives
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); a uniform variance-scaling init with scale 1/3
@@ -107,6 +107,9 @@ class Norm(nn.Module):
     """Normalizes ``x``; batch statistics over the ``axis_name`` (pmap) axis too."""
     if self.kind not in NORMS:
       raise ValueError(f"model.norm must be one of {NORMS}, got {self.kind!r}")
+    if self.kind == "weight":
+      raise ValueError("model.norm='weight' (weight normalization) is an option of the "
+                       "ConvNet only (model.name='convnet_si')")
     channels = x.shape[-1]
     if self.kind == "batch":
       running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,))
@@ -133,6 +136,18 @@ class Norm(nn.Module):
       y = y * self.param("scale", nn.initializers.ones, (channels,))
       y = y + self.param("bias", nn.initializers.zeros, (channels,))
     return y
+
+
+def weight_normalized(conv: nn.Module, x: jax.Array, gain: jax.Array | None = None) -> jax.Array:
+  """``conv(x)`` with each output filter's kernel divided by its norm (weight normalization).
+
+  y_f = conv(x, v)_f / ||v_f|| (times ``gain`` per filter when given): each filter's kernel,
+  and so the whole kernel, is scale-invariant without a feature normalization."""
+  y = conv(x)
+  v = conv.variables["params"]["kernel"]
+  norms = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(v.ndim - 1))))
+  y = y / norms.astype(y.dtype)
+  return y if gain is None else y * gain
 
 
 @contextlib.contextmanager
