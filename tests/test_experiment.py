@@ -282,3 +282,26 @@ def test_vmapped_family_matches_sequential_members(tmp_path, monkeypatch):
     assert len(want) == 2
     independent.assert_same_records(got, want)
   assert len(sequential["members"]) == 2
+
+
+def test_seeds_are_an_axis_of_every_member(tmp_path):
+  """experiment.seeds = 2: each member runs with seed and seed + 1 (its own init and data
+  order), named NAME_s0, NAME_s1; the summary's spread is over those runs' own numbers."""
+  config, workdir = family(tmp_path, [("a", "lr 0.1", {}), ("b", "lr 0.05", {"optim.lr": 0.05})])
+  config.experiment.seeds = 2
+  listed = experiment.member_overrides(config)
+  assert [n for n, _, _ in listed] == ["a_s0", "a_s1", "b_s0", "b_s1"]
+  assert [o["seed"] for _, _, o in listed] == [config.seed, config.seed + 1] * 2
+  assert listed[3][2] == {"optim.lr": 0.05, "seed": config.seed + 1}
+  assert experiment.seed_groups(config) == {"a": ["a_s0", "a_s1"], "b": ["b_s0", "b_s1"]}
+  summary = experiment.run_family(config, workdir, vmap="no", progress=False)
+  runs = {n: logs.read_run(os.path.join(workdir, n)) for n, _, _ in listed}
+  assert runs["a_s0"][0]["loss"] != runs["a_s1"][0]["loss"]  # another init and data order
+  a = summary["seeds"]["a"]
+  counts = [m["n_destabilizations"] for m in summary["members"][:2]]
+  assert a["n_destabilizations"] == counts and a["count_mean"] == np.mean(counts)
+  assert a["count_range"] == [min(counts), max(counts)] and a["runs"] == ["a_s0", "a_s1"]
+  assert "| a | " in experiment.table(summary) and "seeds periodic" in experiment.table(summary)
+  config.experiment.seeds = 0
+  with pytest.raises(ValueError, match="experiment.seeds must be an integer"):
+    experiment.member_overrides(config)

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from si_jax import config as config_lib
 from si_jax import logs, validate
@@ -58,7 +59,8 @@ def experiment_config(base: ml_collections.ConfigDict, name: str,
   if figure not in FIGURES:
     raise ValueError(f"experiment.figure must be one of {FIGURES}, got {figure!r}")
   base.experiment = ml_collections.ConfigDict(
-      {"name": name, "figure": figure, "members": ml_collections.ConfigDict(), "order": ()})
+      {"name": name, "figure": figure, "members": ml_collections.ConfigDict(), "order": (),
+       "seeds": 1})
   return base
 
 
@@ -72,15 +74,38 @@ def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def member_overrides(config: ml_collections.ConfigDict) -> list[tuple[str, str, dict[str, Any]]]:
-  """[(name, label, {dotted field: value})] in the config's order."""
+  """[(name, label, {dotted field: value})] in the config's order.
+
+  With ``experiment.seeds`` = k > 1 each member becomes k runs NAME_s0 .. NAME_s{k-1} with
+  ``seed`` = config.seed + 0 .. k - 1 (vmappable like the members).
+
+  Raises:
+    ValueError: no members, or ``experiment.seeds`` not an integer in [1, 100].
+  """
   if "experiment" not in config or not len(config.experiment.members):
     raise ValueError("an experiment config needs experiment.members "
                      "(see si_jax/engine/experiment.py)")
   members = config.experiment.members
   order = [n for n in config.experiment.get("order", ()) if n in members]
   names = order + sorted(set(members.keys()) - set(order))
-  return [(n, members[n].label, config_lib.flatten(members[n].overrides.to_dict()))
-          for n in names]
+  listed = [(n, members[n].label, config_lib.flatten(members[n].overrides.to_dict()))
+            for n in names]
+  seeds = config.experiment.get("seeds", 1)
+  if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= 100:
+    raise ValueError(f"experiment.seeds must be an integer in [1, 100], got {seeds!r}")
+  if seeds == 1:
+    return listed
+  return [(f"{n}_s{k}", f"{label}, seed {config.seed + k}", {**o, "seed": config.seed + k})
+          for n, label, o in listed for k in range(seeds)]
+
+
+def seed_groups(config: ml_collections.ConfigDict) -> dict[str, list[str]]:
+  """{member: its runs' names}: one run each, or ``experiment.seeds`` runs named NAME_sK."""
+  seeds = config.experiment.get("seeds", 1)
+  names = [n for n, _, _ in member_overrides(config)]
+  if seeds == 1:
+    return {n: [n] for n in names}
+  return {n[:n.rindex("_s")]: names[i:i + seeds] for i, n in enumerate(names) if i % seeds == 0}
 
 
 def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
@@ -328,6 +353,33 @@ def summarize(config: ml_collections.ConfigDict, workdir: str,
     out["members"].append({**head, "epochs": epochs, "finished": finished, "final": final,
                            **analysis.summary(), **regimes.summary_fields(series, member_cfg),
                            "forecast": forecast.summary(forecast.score_workdir(run_dir))})
+  if config.experiment.get("seeds", 1) > 1:
+    out["seeds"] = seed_spread(config, out["members"])
+  return out
+
+
+def seed_spread(config: ml_collections.ConfigDict,
+                members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Per member over its seeds: onset counts and mean periods, each with its range.
+
+  {member: {'runs', 'n_destabilizations' (per seed), 'count_mean', 'count_range',
+  'mean_period' (per seed, NaN where < 2 onsets), 'period_mean', 'period_range'
+  (over the seeds that have one), 'periodic' (seeds with periodic behavior)}}."""
+  by_name = {m["name"]: m for m in members}
+  out = {}
+  for member, runs in seed_groups(config).items():
+    rows = [by_name[r] for r in runs if r in by_name]
+    counts = [r["n_destabilizations"] for r in rows]
+    periods = [r["mean_period"] for r in rows]
+    finite = [p for p in periods if p == p]
+    out[member] = {
+        "runs": runs, "n_destabilizations": counts,
+        "count_mean": float(np.mean(counts)) if counts else float("nan"),
+        "count_range": [min(counts), max(counts)] if counts else [],
+        "mean_period": periods,
+        "period_mean": float(np.mean(finite)) if finite else float("nan"),
+        "period_range": [min(finite), max(finite)] if finite else [],
+        "periodic": sum(bool(r["periodic"]) for r in rows)}
   return out
 
 
@@ -362,6 +414,14 @@ def table(summary: dict[str, Any]) -> str:
       spikes += f" (unfinished: {m['epochs']} of {m['planned_epochs']} epochs)"
     rows.append(f"| {m['label']} | {spikes} | {m['mean_period']:.3g} | {min_loss:.3g} "
                 f"| {min_err:.3g} |")
+  if "seeds" in summary:
+    rows += ["", "| member | seeds periodic | destabilizations (mean, range) | mean period "
+             "(mean, range) |", "| --- | --- | --- | --- |"]
+    for name, g in summary["seeds"].items():
+      span = lambda r: f"{r[0]:.3g}-{r[1]:.3g}" if r else "-"
+      rows.append(f"| {name} | {g['periodic']} of {len(g['runs'])} | {g['count_mean']:.3g} "
+                  f"({span(g['count_range'])}) | {g['period_mean']:.3g} "
+                  f"({span(g['period_range'])}) |")
   return "\n".join(rows)
 
 
