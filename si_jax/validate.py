@@ -65,6 +65,20 @@ def _check_train(t: ml_collections.ConfigDict) -> None:
                      f"integer, got {every!r}")
 
 
+def _check_sequence_task(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
+  """A transformer reads token sequences, and only a model by import path can as well."""
+  tokens = d.name in data_lib.SEQUENCE_NAMES
+  if m.name in models.transformer.PRESETS and not tokens:
+    raise ValueError(f"model.name={m.name!r} reads token sequences: data.name must be one "
+                     f"of {data_lib.SEQUENCE_NAMES}, got {d.name!r}")
+  if tokens and not (m.name in models.transformer.PRESETS or models.imported.is_imported(m.name)):
+    raise ValueError(f"data.name={d.name!r} is token sequences: model.name must be one of "
+                     f"{tuple(models.transformer.PRESETS)} or your own, got {m.name!r}")
+  if tokens and d.augment:
+    raise ValueError(f"data.augment crops and flips images; data.name={d.name!r} is token "
+                     "sequences: set it to False")
+
+
 MAX_SEED = 2**32 - 1  # numpy's and JAX's seeds are unsigned 32-bit words
 
 
@@ -103,6 +117,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("train_size", "test_size"):
     if d[field] is not None:
       _positive_int(d[field], f"data.{field}")
+  _check_sequence_task(m, d)
   optim.check_options(**o.to_dict(), train_non_si=m.train_non_si)
   if o.fix_si_norm and o.fixed_effective_lr:
     raise ValueError("optim.fix_si_norm and optim.fixed_effective_lr are exclusive "

@@ -1,7 +1,9 @@
 """Datasets as normalized float32 NHWC arrays, small enough to live on the device.
 
 Sources (``data.source``): ``embedded``, scikit-learn's 8x8 handwritten digits (1,797
-images shipped with the package, no download; the quickstart and the tests);
+images shipped with the package, no download; the quickstart and the tests) and the
+token-sequence tasks generated in the package (``si_jax.data.sequence``: int32 tokens
+in place of the images, no normalization, no augmentation);
 ``archive``, the official CIFAR python archives (``si_jax.data.archive``); ``tfds``, a
 prepared tensorflow-datasets directory (``si_jax.data.tfds_source``). CIFAR is
 normalized with the paper's constants.
@@ -13,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from si_jax.data import sequence
 from si_jax.data.archive import DatasetError, load_archive
 from si_jax.data.augment import augment_batch
 from si_jax.data.tfds_source import load_tfds
@@ -21,18 +24,20 @@ __all__ = ["Dataset", "DatasetError", "load_dataset", "augment_batch", "NAMES", 
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-NAMES = ("digits", "cifar10", "cifar100")
+SEQUENCE_NAMES = tuple(sequence.MODULI)  # token sequences, for the transformers
+NAMES = ("digits", "cifar10", "cifar100", *SEQUENCE_NAMES)
+EMBEDDED_NAMES = ("digits", *SEQUENCE_NAMES)
 SOURCES = ("embedded", "archive", "tfds")
 SUBSETS = ("first", "random")
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, **sequence.MODULI}
 DIGITS_TEST_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Normalized images (float32 NHWC) and int32 labels.
+  """Normalized images (float32 NHWC), or int32 tokens (N, L), and int32 labels.
 
-  ``pad_value`` is the normalized black pixel: zero padding in pixel space.
+  ``pad_value`` is the normalized black pixel: zero padding in pixel space (0 for tokens).
   """
 
   name: str
@@ -44,8 +49,8 @@ class Dataset:
   pad_value: np.ndarray
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
-    """(H, W, C)."""
+  def image_shape(self) -> tuple[int, ...]:
+    """(H, W, C); (L,) for token sequences."""
     return self.train_images.shape[1:]
 
 
@@ -95,18 +100,11 @@ def load_dataset(
     raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
   if subset not in SUBSETS:
     raise ValueError(f"data.subset must be one of {SUBSETS}, got {subset!r}")
-  if (name == "digits") != (source == "embedded"):
+  if (name in EMBEDDED_NAMES) != (source == "embedded"):
     raise ValueError(
         f"data.source={source!r} does not serve data.name={name!r}: the embedded source is "
-        "the digits dataset; cifar10/cifar100 come from 'archive' or 'tfds'")
-  if source == "embedded":
-    raw = _digits()
-    mean = raw["train_images"].mean(axis=(0, 1, 2))
-    std = raw["train_images"].std(axis=(0, 1, 2))
-  else:
-    raw = load_archive(name, data_dir) if source == "archive" else load_tfds(name, data_dir)
-    raw = {k: (v.astype(np.float32) / 255.0 if k.endswith("images") else v) for k, v in raw.items()}
-    mean, std = np.asarray(CIFAR_MEAN, np.float32), np.asarray(CIFAR_STD, np.float32)
+        f"{EMBEDDED_NAMES}; cifar10/cifar100 come from 'archive' or 'tfds'")
+  raw, normalize, pad_value = _raw(name, source, data_dir)
   num_classes = NUM_CLASSES[name]
   for split in ("train", "test"):
     if len(raw[f"{split}_labels"]) == 0:
@@ -116,7 +114,6 @@ def load_dataset(
       raw["train_images"], raw["train_labels"], train_size, subset, rng, "train_size")
   test_images, test_labels = _subset(
       raw["test_images"], raw["test_labels"], test_size, subset, rng, "test_size")
-  normalize = lambda x: ((x - mean) / std).astype(np.float32)
   return Dataset(
       name=name,
       train_images=normalize(train_images),
@@ -124,5 +121,24 @@ def load_dataset(
       test_images=normalize(test_images),
       test_labels=test_labels,
       num_classes=num_classes,
-      pad_value=normalize(np.zeros((1, 1, 1, len(mean)), np.float32))[0, 0, 0],
+      pad_value=pad_value,
   )
+
+
+def _raw(name: str, source: str, data_dir: str | None):
+  """(the splits as loaded, the normalization of the inputs, the normalized black pixel).
+
+  Token sequences are not normalized; their pad value is 0.
+  """
+  if name in SEQUENCE_NAMES:
+    return sequence.modular_addition(sequence.MODULI[name]), lambda x: x, np.zeros((), np.float32)
+  if source == "embedded":
+    raw = _digits()
+    mean = raw["train_images"].mean(axis=(0, 1, 2))
+    std = raw["train_images"].std(axis=(0, 1, 2))
+  else:
+    raw = load_archive(name, data_dir) if source == "archive" else load_tfds(name, data_dir)
+    raw = {k: (v.astype(np.float32) / 255.0 if k.endswith("images") else v) for k, v in raw.items()}
+    mean, std = np.asarray(CIFAR_MEAN, np.float32), np.asarray(CIFAR_STD, np.float32)
+  normalize = lambda x: ((x - mean) / std).astype(np.float32)
+  return raw, normalize, normalize(np.zeros((1, 1, 1, len(mean)), np.float32))[0, 0, 0]

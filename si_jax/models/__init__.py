@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from si_jax.models import imported, layers
+from si_jax.models import imported, layers, transformer
 from si_jax.models.convnet import ConvNetSI
 from si_jax.models.layers import NORMS, ParamPath
 from si_jax.models.resnet import ResNet18SI
@@ -27,8 +27,11 @@ from si_jax.models.resnet import ResNet18SI
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "convnet_si": ConvNetSI,
     "resnet18_si": ResNet18SI,
+    **{name: functools.partial(transformer.Transformer, **options)
+       for name, options in transformer.PRESETS.items()},
 }
-DEFAULT_WIDTH = {"convnet_si": 32, "resnet18_si": 64}
+DEFAULT_WIDTH = {"convnet_si": 32, "resnet18_si": 64,
+                 **dict.fromkeys(transformer.PRESETS, transformer.DEFAULT_WIDTH)}
 
 
 def check_options(*, name: str, norm: str, width: int | None, norm_epsilon: float,
@@ -52,6 +55,8 @@ def check_options(*, name: str, norm: str, width: int | None, norm_epsilon: floa
     raise ValueError(f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {conv_impl!r}")
   if last_layer_norm is not None and not last_layer_norm > 0:
     raise ValueError(f"model.last_layer_norm must be positive or None, got {last_layer_norm!r}")
+  if name in transformer.PRESETS:
+    transformer.check_options(norm=norm, width=width)
 
 
 def create_model(
@@ -67,7 +72,8 @@ def create_model(
   """The named model of ``MODELS``, or the one imported from 'package.module:attr'.
 
   Args:
-    name: 'convnet_si', 'resnet18_si', or 'package.module:attr': a linen Module class
+    name: 'convnet_si', 'resnet18_si', a transformer (``transformer.PRESETS``: token
+      sequences, norm 'layer'), or 'package.module:attr': a linen Module class
       or factory called with ``num_classes`` and ``width`` (unless None), wrapped as an
       ``imported.ImportedModel`` (``norm``, ``norm_epsilon``, ``conv_impl`` unused).
     num_classes: the classifier's outputs (>= 2).

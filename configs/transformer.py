@@ -1,0 +1,49 @@
+"""A pre-LN transformer trained with SGD and weight decay: periodic behaviour or not?
+
+  python -m si_jax.main --config=configs/transformer.py:cpu --workdir=/tmp/si_transformer
+  python experiments/run_family.py --config=configs/transformer.py:wd_cpu --workdir=runs/tr_wd
+
+The pre-LN transformer (``si_jax.models.transformer``: width 32, 2 blocks, 4 heads,
+LayerNorm without affine, head on the last token) on a + b mod 31
+(``si_jax.data.sequence``: the 961 sequences [a, b, =], half of them for training),
+plain SGD, batch 128, wd 0.003, lr 1 on the SI groups (the residual stream: embeddings
+and output projections) and 0.1 on the rest (queries, keys, values, the MLP's first
+layer, the head: ``model.train_non_si``), 300 epochs. Expected: the train loss
+converges, the residual stream's norm shrinks until the loss spikes, again and again
+(destabilizations every few tens of epochs). ``model.name='transformer_qknorm'`` adds
+each block's query and key projections as SI groups. Variants: ``cpu`` (one run);
+``wd_cpu`` (a family over weight decay at the same learning rates).
+"""
+
+from si_jax.config import base_config
+from si_jax.engine.experiment import add_member, experiment_config
+
+VARIANTS = ("cpu", "wd_cpu")
+WDS = (0.01, 0.003, 0.001)  # wd_cpu's members
+
+
+def cpu_config():
+  """One transformer run on modular addition, minutes on 2 CPU cores."""
+  config = base_config()
+  config.model.name = "transformer"
+  config.model.width = 32
+  config.model.norm = "layer"
+  config.model.train_non_si = True
+  config.data.name, config.data.source = "modadd31", "embedded"
+  config.optim.lr = 1.0
+  config.optim.non_si_lr = config.optim.lr / 10
+  config.optim.wd = 0.003
+  config.train.epochs = 300
+  config.checkpoint.every_epochs = 50
+  return config
+
+
+def get_config(arg: str | None = None):
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}: configs/transformer.py has {VARIANTS}")
+  config = cpu_config()
+  if arg == "wd_cpu":
+    config = experiment_config(config, "transformer_wd")
+    for wd in WDS:
+      add_member(config, "wd_" + f"{wd:g}".replace(".", "p"), f"wd {wd:g}", {"optim.wd": wd})
+  return config
