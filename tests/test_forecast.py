@@ -12,31 +12,42 @@ from si_jax.analysis import forecast
 LR, WD, STEPS = 0.1, 0.03, 12  # the quickstart's: 12 steps an epoch
 
 
-def periodic_records(level=0.04, jump=4.0, periods=6, g=0.0, noise=0.0, seed=0):
+def periodic_records(level=0.04, jump=4.0, periods=6, g=0.0, noise=0.0, seed=0,
+                     per_step=False):
   """Per-epoch records of an SI run whose destabilizations start exactly when the effective
   LR reaches ``level``: rho^2 follows Eq. (3) step by step with effective gradient norm
   ``g``; at a destabilization the loss spikes 1000x for 2 epochs and rho^2 grows ``jump``x
-  (the effective LR falls by that factor). Returns the records and the onset epochs."""
+  (the effective LR falls by that factor). ``per_step``: one record per step instead (the
+  epoch's loss, that step's norm). Returns the records and the onset epochs."""
   rng = np.random.default_rng(seed)
   rho2, records, onsets, spike = LR / 0.005, [], [], 0
   epoch = 0
+
+  def steps(sq, grow=1.0):
+    out = []
+    for _ in range(STEPS):
+      sq = grow * ((1 - LR * WD) ** 2 * sq + LR**2 * g**2 / sq)
+      out.append(sq)
+    return out
+
   while (len(onsets) < periods or epoch < onsets[-1] + 10) and epoch < 2000:
     epoch += 1
-    for _ in range(STEPS):
-      rho2 = (1 - LR * WD) ** 2 * rho2 + LR**2 * g**2 / rho2
-    elr = LR / rho2
     loss = 1e-3 * math.exp(noise * rng.standard_normal())
+    norms = steps(rho2)
     if spike:
       loss, spike = 1.0, spike - 1
-    elif elr >= level * math.exp(noise * rng.standard_normal()) and len(onsets) < periods:
-      onsets.append(epoch)
+    elif LR / norms[-1] >= level * math.exp(noise * rng.standard_normal()) and (
+        len(onsets) < periods):
+      onsets.append(epoch)  # the epoch in which the effective LR reaches the level
       loss, spike = 1.0, 1
-      rho2 *= jump  # the norm answers after the spike's first epoch is logged
-    records.append({"epoch": epoch, "step": epoch * STEPS, "train_loss": max(loss, 1e-4),
-                    "weight_norm": math.sqrt(rho2), "effective_lr": elr,
-                    "effective_grad_norm": g})
-    if epoch < 5:
-      records[-1]["train_loss"] = 2.0 * 0.3 ** epoch
+      norms = steps(rho2, jump ** (1 / STEPS))  # the norm answers within the epoch
+    rho2 = norms[-1]
+    loss = max(loss, 1e-4) if epoch >= 5 else 2.0 * 0.3 ** epoch
+    for k, sq in enumerate(norms if per_step else norms[-1:]):
+      step = (epoch - 1) * STEPS + k + 1 if per_step else epoch * STEPS
+      records.append({"epoch": epoch, "step": step, "train_loss": loss,
+                      "weight_norm": math.sqrt(sq), "effective_lr": LR / sq,
+                      "effective_grad_norm": g})
   return records, onsets
 
 
@@ -72,7 +83,7 @@ def test_a_fixed_critical_level_is_forecast_to_the_epoch():
   assert [run.x[i] for i in run.onsets] == onsets
   scores = forecast.score(run)
   assert len(scores) == 3 * 4 and all(math.isfinite(s.predicted) for s in scores)
-  # the level is read a sample before the crossing: within an epoch and a half
+  # a level is read a sample before the crossing (a sample's worth below the true one)
   assert all(abs(s.error) <= 1.5 and s.covered for s in scores)
   first = next(i for i, f in enumerate(run.forecasts) if f is not None)
   assert run.x[first] > onsets[0] and run.phases[first] == "B"
@@ -145,3 +156,18 @@ def test_the_program_scores_runs_and_says_when_there_are_too_few_periods(tmp_pat
   summary = forecast.summary(forecast.score_workdir(str(tmp_path / "long")))
   assert summary["50%"]["forecasts"] == 4 and summary["50%"]["coverage"] == 1.0
   assert [r["actual"] for r in summary["at_50%"]] == onsets[2:]
+
+
+def test_per_step_logs_forecast_in_steps():
+  """The same run logged per step (x = step, one record per optimizer step, the norm of each
+  step): the onsets are found in steps, and the forecasts too, within an epoch's steps of
+  the onsets from the third on."""
+  records, onsets = periodic_records(per_step=True)
+  options = {"reference": math.log(10), "x_key": "step"}
+  run = forecast.replay(records, wd=WD, detector_options=options)
+  found = [run.x[i] for i in run.onsets]
+  assert len(found) == len(onsets)
+  assert all(abs(f - (o - 1) * STEPS) <= STEPS for f, o in zip(found, onsets))
+  scores = forecast.score(run)
+  assert scores and all(math.isfinite(s.predicted) for s in scores)
+  assert all(abs(s.error) <= 2 * STEPS for s in scores)

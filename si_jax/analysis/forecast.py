@@ -65,6 +65,7 @@ class OnlineForecaster:
     prior_spread: the spread of ln(critical level) assumed before the run shows its own;
       it counts as one level.
     horizon: samples beyond which a forecast is not made (the level is out of reach).
+    x_key: the records' x, 'epoch' or 'step' (per-step logs); None: 'epoch' if present.
 
   Raises:
     ValueError: a ``coverage`` outside (0, 1), a non-positive ``prior_spread``, ``wd``
@@ -72,7 +73,8 @@ class OnlineForecaster:
   """
 
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
-               coverage: float = 0.8, prior_spread: float = 0.5, horizon: int = 10_000):
+               coverage: float = 0.8, prior_spread: float = 0.5, horizon: int = 10_000,
+               x_key: str | None = None):
     if not 0 < coverage < 1:
       raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     for name, value in (("prior_spread", prior_spread), ("wd", wd),
@@ -81,12 +83,15 @@ class OnlineForecaster:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     self.wd, self.steps_per_sample = wd, steps_per_sample
     self.coverage, self.prior_spread, self.horizon = coverage, prior_spread, horizon
+    self.x_key = x_key
     self.levels: list[float] = []        # ln of the critical levels
     self._recent: collections.deque = collections.deque(maxlen=64)  # (index, x, record)
     self._index = 0
     self._phase_b: list[dict] = []       # the current phase B's records
     self._last_step: float | None = None
     self._per_sample = 1.0               # steps between records, learned from 'step'
+    self._last_x: float | None = None
+    self._x_per_sample = 1.0             # x between records (1 for epochs, 1 per-step)
 
   def update(self, record: Mapping[str, Any], events: list[detector_lib.Event],
              phase: str | None) -> Forecast | None:
@@ -106,6 +111,12 @@ class OnlineForecaster:
     return self._forecast(record)
 
   def _learn_steps(self, record) -> None:
+    """Steps and x between records, from consecutive records."""
+    x = _number(record.get(self.x_key or ("epoch" if "epoch" in record else "step")))
+    if math.isfinite(x):
+      if self._last_x is not None and x > self._last_x:
+        self._x_per_sample = x - self._last_x
+      self._last_x = x
     step = _number(record.get("step"))
     if self.steps_per_sample is None and math.isfinite(step):
       if self._last_step is not None and step > self._last_step:
@@ -127,7 +138,8 @@ class OnlineForecaster:
     return mean, math.sqrt((self.prior_spread ** 2 + squares) / k)
 
   def _forecast(self, record) -> Forecast | None:
-    x = _number(record.get("epoch", record.get("step", self._index)))
+    key = self.x_key or ("epoch" if "epoch" in record else "step")
+    x = _number(record.get(key, self._index))
     now = _number(record.get("effective_lr"))
     rho = _number(record.get("weight_norm"))
     if not (math.isfinite(now) and now > 0 and math.isfinite(rho) and rho > 0):
@@ -141,7 +153,8 @@ class OnlineForecaster:
     times = self._samples_to_reach(targets, now, rho)
     if times[0] is None:
       return None
-    onset, low, high = (x + max(1.0, t if t is not None else math.inf) for t in times)
+    onset, low, high = (x + max(1.0, t if t is not None else math.inf) * self._x_per_sample
+                        for t in times)
     return Forecast(made_at=x, onset=onset, low=low, high=high, levels=len(self.levels))
 
   def _samples_to_reach(self, levels: list[float], now: float,
@@ -215,7 +228,7 @@ def replay(records: list[Mapping[str, Any]], *, wd: float | None = None,
   ``detector_options``: ``OnlineDetector`` arguments (``phases.detector_options(config)``);
   ``kwargs``: ``OnlineForecaster``'s."""
   detector = detector_lib.OnlineDetector(**(detector_options or {}))
-  forecaster = OnlineForecaster(wd=wd, **kwargs)
+  forecaster = OnlineForecaster(wd=wd, x_key=(detector_options or {}).get("x_key"), **kwargs)
   x, phases, forecasts, onsets = [], [], [], []
   for i, record in enumerate(records):
     events = detector.update(record)
@@ -223,7 +236,8 @@ def replay(records: list[Mapping[str, Any]], *, wd: float | None = None,
     phase = detector.state()["phase"]
     forecasts.append(forecaster.update(record, events, phase))
     phases.append(phase)
-    x.append(_number(record.get("epoch", record.get("step", i + 1))))
+    key = forecaster.x_key or ("epoch" if "epoch" in record else "step")
+    x.append(_number(record.get(key, i + 1)))
   return Replay(x=x, phases=phases, forecasts=forecasts, onsets=onsets)
 
 
@@ -297,7 +311,8 @@ class Live:
   def __init__(self, detector_options: Mapping[str, Any], wd: float | None,
                forecast: bool = True):
     self.detector = detector_lib.OnlineDetector(**detector_options)
-    self.forecaster = OnlineForecaster(wd=wd) if forecast else None
+    self.forecaster = (OnlineForecaster(wd=wd, x_key=detector_options.get("x_key"))
+                       if forecast else None)
 
   def update(self, record: Mapping[str, Any]) -> dict[str, Any]:
     """Takes the next record; returns the fields to add to it."""
