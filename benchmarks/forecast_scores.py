@@ -59,7 +59,6 @@ def row(name: str, scores: list[forecast.Score], scored: int | None = None) -> s
 
 HEAD = ["| run | scored | at 25% of phase B | at 50% | at 75% |",
         "| --- | ---: | --- | --- | --- |"]
-        "| --- | ---: | --- | --- | --- |"]
 
 
 def table(title: str, runs: list[tuple[str, list[forecast.Score]]]) -> list[str]:
