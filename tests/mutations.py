@@ -417,6 +417,38 @@ MUTATIONS = [
         "    if False:",
         "tests/test_detector.py",
         "the spike's peak is never updated after the onset (phase A starts too early)"),
+    # the forecast, seeds, theory and weight normalization (round 3, second session)
+    Mutation(
+        "forecast_ignores_survival", "si_jax/analysis/forecast.py",
+        "    survived = dist.cdf(math.log(now))",
+        "    survived = 0.0",
+        "tests/test_forecast.py -k survival",
+        "the forecast's level distribution is not conditioned on the run not having "
+        "destabilized yet"),
+    Mutation(
+        "forecast_eq3_without_gradient", "si_jax/analysis/forecast.py",
+        "      new = decay * sq + eta ** 2 * g ** 2 / sq  # Eq. (3), one step",
+        "      new = decay * sq  # Eq. (3), one step",
+        "tests/test_forecast.py -k eq3_projection",
+        "the projection drops Eq. (3)'s effective-gradient term"),
+    Mutation(
+        "seeds_all_the_same", "si_jax/engine/experiment.py",
+        '{**o, "seed": config.seed + k})',
+        '{**o, "seed": config.seed})',
+        "tests/test_experiment.py -k seeds_are_an_axis",
+        "a family's seeds all train with the base seed"),
+    Mutation(
+        "eq16_printed_coefficient", "si_jax/analysis/theory.py",
+        "  return q**t * rho0_sq + lr**2 * (1 - q**t) / (1 - q) * np.asarray(ema_sq)",
+        "  return q**t * rho0_sq + lr**2 * (1 - q) / (1 - q**t) * np.asarray(ema_sq)",
+        "tests/test_theory.py -k eq15",
+        "Eq. (16) with the appendix's printed (inverted) coefficient"),
+    Mutation(
+        "weight_norm_whole_kernel", "si_jax/models/layers.py",
+        "  norms = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(v.ndim - 1))))",
+        "  norms = jnp.sqrt(jnp.sum(jnp.square(v)))",
+        "tests/test_models.py -k weight_normalized",
+        "weight normalization divides by the whole kernel's norm, not each filter's"),
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).
