@@ -294,3 +294,16 @@ def test_an_old_runs_steps_jsonl_is_read_and_continued(tmp_path):
   assert not os.path.exists(os.path.join(workdir, logs.STEPS_FILE))
   assert logs.steps_path(workdir) == os.path.join(workdir, logs.STEPS_JSONL_FILE)
   assert logs.read_run(workdir, steps=True) == old + more
+
+
+def test_writers_create_their_directories_for_your_own_loop(tmp_path):
+  """A loop of one's own writes epoch and step records and TensorBoard events into a folder
+  that does not exist yet; read_run reads them back."""
+  workdir = str(tmp_path / "new" / "run")
+  writer = logs.MetricWriter(workdir, per_step=True, tensorboard={"optim.lr": 0.1})
+  writer.write_steps([{"step": 1, "epoch": 0, "loss": 2.0}])
+  writer.write_epoch({"epoch": 1, "step": 1, "loss": 2.0})
+  writer.close()
+  assert logs.read_run(workdir) == [{"epoch": 1, "step": 1, "loss": 2.0}]
+  assert logs.read_run(workdir, steps=True)[0]["loss"] == 2.0
+  assert any(name.startswith("events") for name in os.listdir(workdir))

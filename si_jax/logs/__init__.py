@@ -295,7 +295,7 @@ class MetricWriter:
   """Appends a run's records: epoch JSON lines, step records, TensorBoard events.
 
   Args:
-    workdir: the run's directory.
+    workdir: the run's directory (created if missing).
     per_step: whether step records are written (steps.bin, or an older steps.jsonl).
     offsets: (metrics bytes, steps bytes) to keep on resume.
     tensorboard: the run's flattened config for TensorBoard's HParams; None: no events.
@@ -304,6 +304,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, per_step: bool, offsets: tuple[int, int] = (0, 0),
                tensorboard: dict | None = None, tensorboard_steps: bool = False):
+    os.makedirs(workdir, exist_ok=True)  # your own loop's writer needs no set-up
     metrics_path = os.path.join(workdir, METRICS_FILE)
     self._epochs = _open_at(metrics_path, offsets[0])
     self._steps = None

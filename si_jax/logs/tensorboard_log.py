@@ -74,12 +74,13 @@ class EventLog:
   """One session's event file in ``log_dir``.
 
   Args:
-    log_dir: the run's directory.
+    log_dir: the run's directory (created if missing).
     hparams: the flattened config, for the HParams plugin.
     resumed_record: the last epoch record a resume kept (written again), or None.
   """
 
   def __init__(self, log_dir: str, hparams: dict, resumed_record: dict | None):
+    os.makedirs(log_dir, exist_ok=True)
     session = sum(name.startswith(EVENT_FILE_PREFIX) for name in os.listdir(log_dir))
     # the names hold the time in seconds: two sessions in one second sort by this suffix
     self._writer = EventsWriter(os.path.join(log_dir, "events"), f".{session:06d}")
