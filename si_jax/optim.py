@@ -148,7 +148,7 @@ def onto_filter_sphere(params, si_mask):
 
 
 class FilterNormState(NamedTuple):
-  """The per-output-channel norms ``project_si_filters`` keeps (empty for non-SI leaves)."""
+  """The per-output-channel norms ``project_si_filters`` keeps (0 for non-SI leaves)."""
 
   target_norms: Any
 
@@ -161,7 +161,7 @@ def project_si_filters(si_mask) -> optax.GradientTransformation:
 
   def init_fn(params):
     return FilterNormState(jax.tree.map(
-        lambda m, x: jnp.sqrt(filter_sq_norms(x)) if m else jnp.zeros((0,), jnp.float32),
+        lambda m, x: jnp.sqrt(filter_sq_norms(x)) if m else jnp.zeros((), jnp.float32),
         si_mask, params))
 
   def update_fn(updates, state, params):
@@ -176,7 +176,7 @@ def project_si_filters(si_mask) -> optax.GradientTransformation:
 
 
 class InitialParamsState(NamedTuple):
-  """A copy of the SI parameters x_0 at ``init`` (empty elsewhere), for the distance to init."""
+  """A copy of the SI parameters x_0 at ``init`` (0 elsewhere: no empty arrays to save)."""
 
   params: Any
 
@@ -190,7 +190,7 @@ def keep_initial_params(si_mask) -> optax.GradientTransformation:
 
   def init_fn(params):  # a copy: the state must not share (donated) buffers with params
     return InitialParamsState(jax.tree.map(
-        lambda m, x: jnp.array(x, copy=True) if m else jnp.zeros((0,), x.dtype),
+        lambda m, x: jnp.array(x, copy=True) if m else jnp.zeros((), x.dtype),
         si_mask, params))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,12 +1,14 @@
 """Regimes on the sphere: synthetic series with known answers, and a real short run."""
 
+import importlib.util
 import math
+import os
 
 import numpy as np
 import pytest
 
 from si_jax.analysis import phases, regimes
-from si_jax.engine import train
+from si_jax.engine import experiment, sweep, train
 
 from helpers import tiny_config
 
@@ -82,3 +84,18 @@ def test_real_short_runs_on_the_sphere(tmp_path, elr, want):
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   regime = regimes.classify(phases.load_series(str(tmp_path)), regimes.chance_loss("digits"))
   assert regime.name == want, regime.reason
+
+
+def test_the_cpu_family_sweeps_three_decades_of_elr_with_two_seeds_vmapped():
+  spec = importlib.util.spec_from_file_location(
+      "three_regimes", os.path.join(os.path.dirname(__file__), "..", "configs", "three_regimes.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("cpu")
+  members = [o for _, _, o in experiment.member_overrides(config)]
+  elrs = sorted({o["optim.lr"] for o in members})
+  assert len(elrs) >= 10 and math.log10(elrs[-1] / elrs[0]) == pytest.approx(3, abs=0.01)
+  assert np.allclose(np.diff(np.log10(elrs)), 0.25, atol=0.01)
+  assert {o["seed"] for o in members} == {0, 1}
+  assert all(set(o) <= set(sweep.SWEEPABLE) for o in members)  # one vmapped program
+  assert config.optim.sphere == "total" and config.optim.wd == 0.0

@@ -202,23 +202,30 @@ def test_hessian_quadratic_forms_are_v_h_v_and_hutchinson_finds_the_trace():
   np.testing.assert_allclose(np.asarray(exact), 15.0, rtol=1e-6)  # a diagonal H: exactly tr
 
 
-def test_a_per_filter_run_logs_fixed_norms_and_the_landscape_metrics(tmp_path):
+def sphere_run(workdir, epochs):
   config = tiny_config(**{"optim.sphere": "per_filter", "optim.wd": 0.0, "optim.lr": 0.01,
                           "train.distance_to_init": True, "train.hessian_probes": 2,
-                          "train.grad_pass_every": 1, "train.epochs": 3})
-  config.checkpoint.every_epochs = 0
-  out = train.train_and_evaluate(config, str(tmp_path), progress=False)
-  with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
+                          "train.grad_pass_every": 1, "train.epochs": epochs})
+  config.checkpoint.every_epochs = 1
+  out = train.train_and_evaluate(config, str(workdir), progress=False)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
-  assert len(records) == 3
+  return out, [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
+
+
+def test_a_per_filter_run_logs_fixed_norms_and_the_landscape_metrics_and_resumes(tmp_path):
+  out, records = sphere_run(tmp_path / "straight", 2)
+  assert len(records) == 2
   norms = [r["train_weight_norm"] for r in records]
   np.testing.assert_allclose(norms, norms[0], rtol=1e-5)
   np.testing.assert_allclose([r["effective_lr"] for r in records], 0.01, rtol=1e-5)
   angles = [r["angle_to_init"] for r in records]
   assert 0 < angles[0] < angles[-1] < np.pi / 2
   assert all(np.isfinite(r["train_hessian_trace"]) for r in records)
-  params = out["state"].params
-  for path, x in models.flatten_with_paths(params):
+  for path, x in models.flatten_with_paths(out["state"].params):
     if path[-1] == "kernel" and path[0].startswith("conv"):
       col = np.linalg.norm(np_filters(x), axis=0)
       np.testing.assert_allclose(col, col[0], rtol=1e-5)
+  # the optimizer state (x_0, the filter norms) is checkpointed: a resumed run is the same
+  sphere_run(tmp_path / "resumed", 1)
+  assert sphere_run(tmp_path / "resumed", 2)[1] == records
