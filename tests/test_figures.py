@@ -308,3 +308,19 @@ def test_fig13_shades_phase_b_and_keys_the_fitting_part():
     (fitted,) = [p for p in ax.patches if p.get_hatch()]
     assert patch_x(fitted) == (600.0, 650.0)
   plt.close(fig)
+
+
+def test_fig16_ranges_use_the_released_code_s_batch_means_by_default():
+  """The product figure's ranges: the epoch means of the mini-batch values (the released
+  code's "mean effective gradient norm"), the whole-set pass only on request."""
+  s = run_series(n=40)
+  s["train_effective_lr"] = s["effective_lr"] * 1.5
+  s["train_effective_grad_norm"] = s["effective_grad_norm"] * 0.5
+  for measure, scale in (("batch_mean", 1.0), ("full_pass", 0.5)):
+    fig = plotting.figure_effective_ranges([s], ["a"], measure=measure)
+    (line,) = fig.axes[1].lines
+    np.testing.assert_allclose(line.get_ydata(), scale * s["effective_grad_norm"])
+    assert ("mini-batches" in fig.axes[1].get_title()) == (measure == "batch_mean")
+    plt.close(fig)
+  with pytest.raises(ValueError, match="measure must be one of"):
+    plotting.effective_series(s, "median")

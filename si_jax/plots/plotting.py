@@ -140,9 +140,21 @@ def _series(workdir: str) -> dict[str, np.ndarray]:
   return s
 
 
-def effective_series(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(epochs, effective LR, effective gradient norm): appendix B's full pass, else means."""
-  if "train_effective_lr" in s and np.isfinite(s["train_effective_lr"]).sum() >= 2:
+MEASURES = ("batch_mean", "full_pass")
+
+
+def effective_series(s: dict[str, np.ndarray], measure: str = "full_pass",
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(epochs, effective LR, effective gradient norm) of one of two measurements.
+
+  'batch_mean': the epoch's mean over its mini-batches of the per-batch values, as the
+  released code logs them (the paper's Fig. 16 "mean effective gradient norm");
+  'full_pass': appendix B's gradient of the whole train set at the epoch's weights where
+  logged, else the batch means. Raises ValueError for another ``measure``."""
+  if measure not in MEASURES:
+    raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+  if measure == "full_pass" and "train_effective_lr" in s and np.isfinite(
+      s["train_effective_lr"]).sum() >= 2:
     ok = np.isfinite(s["train_effective_lr"])
     return s["epoch"][ok], s["train_effective_lr"][ok], s["train_effective_grad_norm"][ok]
   return s["epoch"], s["effective_lr"], s["effective_grad_norm"]
@@ -278,7 +290,8 @@ def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[st
   # mini-batch gradients are larger than the full-batch one: the line sits above the dots
   diagram.legend([Line2D([], [], color="0.4", lw=0.7),
                   Line2D([], [], ls="", marker="o", mfc=plt.get_cmap(TIME_CMAP)(0.6), mec="0.4")],
-                 ["epoch mean of the steps' values", "full pass (appendix B)"], fontsize=7)
+                 ["mean over the epoch's mini-batches (as the released code logs)",
+                  "whole train set at the epoch's weights (appendix B)"], fontsize=7)
   figure_key(fig, "ABC" if shade else "", onsets, bands)
   for ax in axes:
     readable_log_ticks(ax)
@@ -412,17 +425,23 @@ def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> s
 
 
 def figure_effective_ranges(series_list: list[dict[str, np.ndarray]],
-                            labels: list[str]) -> Figure:
-  """The figure of ``plot_effective_ranges``, from series."""
+                            labels: list[str], measure: str = "batch_mean") -> Figure:
+  """The figure of ``plot_effective_ranges``, from series.
+
+  Fig. 16: by default the mean over each epoch's mini-batches, as the released code
+  measures (``effective_series``)."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
   for k, (s, label) in enumerate(zip(series_list, labels)):
     color, _ = run_style(k)
     ls = "--" if "init" in label else "-"
-    epoch, elr, egn = effective_series(s)
+    epoch, elr, egn = effective_series(s, measure)
     axes[0].semilogy(epoch, elr, ls, color=color, lw=0.8, label=label)
     axes[1].semilogy(epoch, egn, ls, color=color, lw=0.8)
   axes[0].set(xlabel="epoch", title=r"effective LR $\eta/\rho^2$")
-  axes[1].set(xlabel="epoch", title=r"effective gradient norm $\rho\|\nabla f\|$")
+  what = ("mean over the epoch's mini-batches" if measure == "batch_mean"
+          else "whole train set (appendix B)")
+  axes[1].set(xlabel="epoch",
+              title=r"effective gradient norm $\rho\|\nabla f\|$" + f", {what}")
   axes[0].legend(fontsize=7)
   for ax in axes:
     readable_log_ticks(ax)
