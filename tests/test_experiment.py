@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from si_jax import data as data_lib
 from si_jax import logs, validate
 from si_jax.engine import checkpoint, experiment, sweep, train
 from si_jax.plots import plotting
@@ -104,15 +105,17 @@ def test_paper_variants_follow_the_appendix(path):
 def test_cpu_variants_run_without_a_download(path):
   # Validation is the whole claim here: the cpu scale is what a reader runs first, so
   # every run of it must start (validate_config is what train_and_evaluate checks first)
-  # on the embedded digits (the CIFAR-10 config's cpu scale reads CIFAR-10 by design).
+  # on embedded data (the CIFAR-10 config's cpu scale reads CIFAR-10 by design).
   name = os.path.basename(path)
   cpu = load(path, "cpu")
   runs = runs_of(cpu)
   assert len(runs) >= (2 if "experiment" in cpu else 1)
   for _, run in runs:
     assert "experiment" not in run
-    assert run.data.name == ("cifar10" if name == "convnet_cifar10.py" else "digits")
-    if run.data.name == "digits":
+    if name == "convnet_cifar10.py":
+      assert run.data.name == "cifar10"
+    else:  # the embedded digits, or a task generated in the package (the transformer's)
+      assert run.data.source == "embedded" and run.data.name in data_lib.EMBEDDED_NAMES, run.data
       validate.validate_config(run)
   with pytest.raises(ValueError, match="variant"):
     load(path, "nonsense")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from si_jax import data as data_lib
 from si_jax import logs
 from si_jax.analysis import detector
 
@@ -296,7 +297,7 @@ def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start
   return stats
 
 
-CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
+CLASSES = data_lib.NUM_CLASSES  # classes per dataset name: ln(classes) is the chance loss
 
 
 def _read_config(workdir: str) -> dict | None:
