@@ -117,7 +117,7 @@ def project_si_to_norm(si_mask, target_norm: float | None) -> optax.GradientTran
   def init_fn(params):
     if target_norm is None:
       return FixedNormState(jnp.sqrt(sq_norm(select(si_mask, params))))
-    return FixedNormState(jnp.asarray(target_norm, jnp.float32))
+    return FixedNormState(jnp.array(target_norm, jnp.float32))  # a copy: the state is donated
 
   def update_fn(updates, state, params):
     new = jax.tree.map(lambda x, u: x + u, params, updates)
