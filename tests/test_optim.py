@@ -216,9 +216,10 @@ def test_bad_optimizer_config(kwargs, field):
 def test_a_fixed_norm_at_a_given_value_trains(tmp_path):
   """optim.si_norm set: the optimizer state holds its own copy of the target (the state is
   donated to the step; a shared buffer was donated twice), and the norm is held at it."""
-  from helpers import tiny_config
   from si_jax import logs
   from si_jax.engine import train
+
+  from helpers import tiny_config
   config = tiny_config(**{"optim.fix_si_norm": True, "optim.si_norm": 15.0, "train.epochs": 2})
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   norms = [r["weight_norm"] for r in logs.read_run(str(tmp_path))]
