@@ -24,8 +24,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from si_jax.models import ParamPath, get_path
+from si_jax.models.layers import path_str
 from si_jax.optim import sq_norm
 from si_jax.si_groups import check_groups, check_in_params
 
@@ -205,19 +207,64 @@ def _channel_stats(xs, new_xs, lr) -> dict[str, jax.Array]:
           for stat, fn in (("mean", jnp.mean), ("min", jnp.min), ("max", jnp.max))}
 
 
+def _variables(tree) -> dict[ParamPath, nnx.Variable]:
+  """path -> nnx Variable of each Variable leaf of ``tree`` (empty for plain pytrees)."""
+  keyed = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+  return {path_str(kp): x for kp, x in keyed if isinstance(x, nnx.Variable)}
+
+
+def _check_snapshot(params, new_params, paths: tuple[ParamPath, ...]) -> None:
+  """Refuses x_t given as nnx Variables that x_{t+1} shares (ValueError).
+
+  ``nnx.state(model)`` holds live references: after the update its Variables hold
+  x_{t+1}, so x_t read from them would be the new weights.
+  """
+  old = _variables(params)
+  if not old:
+    return
+  new_leaves = _arrays_by_path(new_params)  # a shared Variable: the same value array
+  for p in (tuple(str(k) for k in q) for q in paths):
+    if p in old and new_leaves.get(p) is old[p].get_value():
+      raise ValueError(
+          f"si_metrics: params (x_t) holds nnx Variables that new_params shares at "
+          f"{'/'.join(p)} (live references, updated in place: x_t would read as x_{{t+1}}); "
+          "pass a snapshot taken before the update, "
+          "nnx.to_pure_dict(nnx.state(model, nnx.Param))")
+
+
+def _arrays_by_path(tree) -> dict[ParamPath, Any]:
+  """path -> array of every leaf of linen params, a pure dict or an nnx State."""
+  return {path_str(kp): x for kp, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _step_hyperparams(opt_state, lr, wd, momentum):
+  """(lr, wd, momentum): those given, else read from ``opt_state`` as ``si_metrics`` says."""
+  if opt_state is None:
+    hp = {}
+  else:  # nnx.Optimizer's opt_state holds its arrays in Variables
+    hp = injected_hyperparams(nnx.as_pure(opt_state) if _variables(opt_state) else opt_state)
+  if lr is None and "learning_rate" in hp:
+    lr = hp["learning_rate"] * hp.get("lr_multiplier", 1.0)
+  wd = hp.get("weight_decay") if wd is None else wd
+  momentum = hp.get("momentum", 0.0) if momentum is None else momentum
+  return lr, wd, momentum
+
+
 def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPath, ...]],
                lr=None, opt_state=None, *, wd=None, momentum=None,
                per_channel: bool = False) -> dict[str, jax.Array]:
   """Dynamics metrics of one step x_t -> x_{t+1} of any optimizer; jittable.
 
   Args:
-    params: x_t.
-    grads: the loss gradient at x_t.
-    new_params: x_{t+1}.
+    params: x_t: linen params, a pure dict or an nnx ``State``; not the model's live
+      Variables (read after the update, they hold x_{t+1}): pass a snapshot.
+    grads: the loss gradient at x_t (a pytree or an nnx State, e.g. from ``nnx.grad``).
+    new_params: x_{t+1} (a pytree or an nnx State).
     si_groups: group name -> paths (e.g. from ``find_si_groups``).
     lr: eta; None: read from ``opt_state`` (``learning_rate`` times ``lr_multiplier``).
     opt_state: the state ``tx.update`` returned for this step, holding an
-      ``optax.inject_hyperparams`` state.
+      ``optax.inject_hyperparams`` state (or ``nnx.Optimizer``'s ``opt_state``).
     wd: lambda; None: ``weight_decay`` of ``opt_state``.
     momentum: mu; None: ``momentum`` of ``opt_state``, else 0.
     per_channel: also ``channel_{weight_norm,effective_lr,angular_update}_{mean,min,max}``
@@ -231,15 +278,14 @@ def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPat
 
   Raises:
     TypeError: a path given as a string.
-    ValueError: no group, an empty one, or a path not in ``params``.
+    ValueError: no group, an empty one, or a path not in ``params``; ``params`` holding
+      nnx Variables whose values ``new_params`` shares (live references).
   """
   check_in_params(check_groups(si_groups), params)
-  hp = injected_hyperparams(opt_state) if opt_state is not None else {}
-  if lr is None and "learning_rate" in hp:
-    lr = hp["learning_rate"] * hp.get("lr_multiplier", 1.0)
-  wd = hp.get("weight_decay") if wd is None else wd
-  momentum = hp.get("momentum", 0.0) if momentum is None else momentum
-  take = lambda tree, paths: [get_path(tree, p) for p in paths]
+  _check_snapshot(params, new_params, tuple(p for paths in si_groups.values() for p in paths))
+  lr, wd, momentum = _step_hyperparams(opt_state, lr, wd, momentum)
+  params, grads, new_params = (_arrays_by_path(t) for t in (params, grads, new_params))
+  take = lambda flat, paths: [flat[tuple(str(k) for k in p)] for p in paths]
 
   def group(paths):
     xs, new_xs = take(params, paths), take(new_params, paths)

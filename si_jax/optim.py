@@ -27,7 +27,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
+from si_jax.models.layers import path_str
 from si_jax.si_groups import check_groups, check_in_params
 
 OPTIMIZERS = ("sgd", "adam")
@@ -359,7 +361,8 @@ def make_optimizer(
   constant needs ``total_steps`` and injects ``lr_multiplier`` beside ``learning_rate``.
   With ``sphere`` on, ``lr`` is the effective LR eta~ and ``params`` should already be
   on the sphere (``onto_filter_sphere`` for ``per_filter``); ``keep_initial`` keeps x_0
-  in the state for ``initial_si_params``.
+  in the state for ``initial_si_params``. ``params`` may be an nnx ``State``, and ``tx``
+  serves ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` (``on_plain_trees``).
 
   Raises:
     ValueError: naming the config field of a bad value, or a group path not in ``params``.
@@ -372,6 +375,7 @@ def make_optimizer(
   rescales = fix_si_norm or fixed_effective_lr or sphere != "off"
   _check_joint_rescaling(groups, rescales)
   check_groups_match(params, groups, rescales)
+  params = as_plain(params)
   si_mask = groups.si_mask(params)
   # non_si_lr 0 freezes the non-SI parameters (no update, no decay)
   trainable_mask = si_mask if non_si_lr == 0 else groups.trainable_mask(params)
@@ -386,9 +390,44 @@ def make_optimizer(
   scheduled = {} if multiplier is None else {"lr_multiplier": multiplier}
   # without a schedule the multiplier stays a static 1.0, not a hyperparameter
   static = ("non_si_lr",) + (() if scheduled else ("lr_multiplier",))
-  return optax.inject_hyperparams(factory, static_args=static)(
-      learning_rate=lr, weight_decay=wd, momentum=momentum, **scheduled
-  )
+  return on_plain_trees(optax.inject_hyperparams(factory, static_args=static)(
+      learning_rate=lr, weight_decay=wd, momentum=momentum, **scheduled))
+
+
+def _is_nnx(tree) -> bool:
+  return isinstance(tree, nnx.State) or any(
+      isinstance(x, nnx.Variable)
+      for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def as_plain(tree):
+  """An nnx ``State`` (of Variables or arrays) as its pure nested dict; others as given."""
+  return nnx.to_pure_dict(tree) if _is_nnx(tree) else tree
+
+
+def _like(tree, plain):
+  """``plain``'s leaves, matched by path, in the structure of the nnx ``tree``."""
+  by_path = {path_str(kp): x for kp, x in jax.tree_util.tree_flatten_with_path(plain)[0]}
+  keyed, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  return treedef.unflatten([by_path[path_str(kp)] for kp, _ in keyed])
+
+
+def on_plain_trees(tx) -> optax.GradientTransformationExtraArgs:
+  """``tx`` run on ``as_plain`` trees, its updates returned in the structure given.
+
+  Linen params and pure dicts pass through unchanged; nnx States (``nnx.Optimizer``
+  initializes on a State of Variables and updates on one of arrays) are converted, so the
+  masks built from the paths of ``make_optimizer``'s ``params`` fit either.
+  """
+
+  def update_fn(updates, state, params=None, **extra_args):
+    plain = as_plain(updates)
+    new, state = tx.update(plain, state, None if params is None else as_plain(params),
+                           **extra_args)
+    return (_like(updates, new) if plain is not updates else new), state
+
+  return optax.GradientTransformationExtraArgs(lambda params: tx.init(as_plain(params)),
+                                               update_fn)
 
 
 def with_hyperparams(opt_state, **values):
