@@ -44,7 +44,7 @@ def expected_points(records, prefix):
   points = {}
   for r in records:
     for key, value in r.items():
-      if key != "step":
+      if key != "step" and isinstance(value, (int, float)):  # text (the live phase) is not
         points.setdefault(prefix + key, []).append((r["step"], value))
   return points
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from si_jax import logs, validate
+from si_jax.analysis import forecast
 from si_jax.engine import checkpoint, records, train
 from si_jax.programs import plot
 
@@ -32,8 +33,10 @@ def norm(arrays) -> float:
 
 
 def in_step_keys(record):
-  """The epoch record's means of in-step metrics (not the evaluation or gradient pass)."""
-  return [k for k in record if k not in ("epoch", "step", "wall_time")
+  """The epoch record's means of in-step metrics (not the evaluation, the gradient pass, or
+  the live detector's and forecast's fields)."""
+  live = ("phase", "destabilizations", "onset_confirmed", *forecast.FIELDS)
+  return [k for k in record if k not in ("epoch", "step", "wall_time", *live)
           and not k.split("/")[-1].startswith(("test_", "train_"))
           and not k.startswith("invariance/")]
 
