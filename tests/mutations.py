@@ -272,8 +272,8 @@ MUTATIONS = [
         "grad_pass_ignores_fixed_effective_lr", "si_jax/engine/step.py",
         "  if ctx.fixed_effective_lr:  # the SI step uses eta_t = eta~ rho_t^2\n"
         "    lr = lr * optim.sq_norm(optim.select(ctx.groups.si_mask(state.params), state.params))\n"  # noqa: E501
-        "  return metrics.full_pass_metrics(",
-        "  return metrics.full_pass_metrics(",
+        "  out = metrics.full_pass_metrics(",
+        "  out = metrics.full_pass_metrics(",
         "tests/test_round2.py -k grad_pass_effective_lr_under_fixed",
         "the gradient pass reads lr as eta under optim.fixed_effective_lr (logs eta~ / rho^2 "
         "instead of eta~)"),
