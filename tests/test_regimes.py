@@ -99,3 +99,31 @@ def test_the_cpu_family_sweeps_three_decades_of_elr_with_two_seeds_vmapped():
   assert {o["seed"] for o in members} == {0, 1}
   assert all(set(o) <= set(sweep.SWEEPABLE) for o in members)  # one vmapped program
   assert config.optim.sphere == "total" and config.optim.wd == 0.0
+
+
+def test_the_regimes_figure_shades_each_elr_by_its_regime():
+  """Three ELRs, two seeds: one line per seed through the members' values, and the ELR
+  axis shaded in the regime colours, grey where the seeds disagree."""
+  import matplotlib.pyplot as plt
+  from matplotlib import colors
+
+  from si_jax.plots import regimes as regime_plots
+  rows = [{"elr": e, "seed": s, "regime": r, "train_loss": 1e-3 * (s + 1) * e * 1e3,
+           "test_error": 0.1, "effective_grad_norm": 1.0, "angle_to_init": e}
+          for e, r0, r1 in ((1e-3, "convergence", "convergence"),
+                            (1e-2, "chaotic equilibrium", "divergence"),
+                            (1e-1, "divergence", "divergence"))
+          for s, r in ((0, r0), (1, r1))]
+  fig = regime_plots.figure_regimes(rows)
+  loss = fig.axes[0]
+  assert [list(line.get_xdata()) for line in loss.lines] == [[1e-3, 1e-2, 1e-1]] * 2
+  np.testing.assert_allclose(loss.lines[1].get_ydata(), [2e-3, 2e-2, 2e-1])
+  spans = [p for p in loss.patches]
+  assert [colors.to_hex(p.get_facecolor(), keep_alpha=False) for p in spans] == [
+      colors.to_hex("tab:green"), colors.to_hex("0.8"), colors.to_hex("tab:red")]
+  # each span reaches half-way (in log) to its neighbours
+  assert spans[1].get_x() == pytest.approx(10 ** -2.5)
+  assert spans[2].get_x() == pytest.approx(10 ** -1.5)
+  plt.close(fig)
+  with pytest.raises(ValueError, match="no members"):
+    regime_plots.figure_regimes([])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -10,7 +11,7 @@ import ml_collections
 
 from si_jax.analysis import forecast, phases
 from si_jax.engine import experiment
-from si_jax.plots import plotting
+from si_jax.plots import plotting, regimes
 
 
 def _drawable(workdir: str, members) -> list[tuple[str, str, dict[str, Any]]]:
@@ -24,11 +25,25 @@ def _drawable(workdir: str, members) -> list[tuple[str, str, dict[str, Any]]]:
   return out
 
 
+def _sphere_rows(workdir: str) -> list[dict[str, Any]]:
+  """The members' end points (``regimes.member_points``) of a sphere family with a summary."""
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    summary = json.load(f)
+  if not any("regime" in m for m in summary.get("members", [])):
+    return []
+  drawn = {"members": [m for m in summary["members"] if "regime" in m]}
+  return regimes.member_points(drawn, workdir)
+
+
 def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Draws a family's figures (PNG + PDF) into ``workdir``; returns their paths.
 
-  <name>.png (Figs. 1-3's panels), <name>_phases.png and, for products, <name>_ranges.png
-  (Fig. 16). Raises ValueError when no member has logged an epoch.
+  <name>.png (Figs. 1-3's panels), <name>_phases.png, for products <name>_ranges.png
+  (Fig. 16), with forecasts <name>_forecast.png, on the sphere <name>_regimes.png.
+  Raises ValueError when no member has logged an epoch.
   """
   # no empty panel for a member
   drawable = _drawable(workdir, experiment.member_overrides(config))
@@ -41,6 +56,9 @@ def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
              f"{name}_phases.png": plotting.figure_phases(series, labels, analyses)}
   if config.experiment.figure == "product":
     figures[f"{name}_ranges.png"] = plotting.figure_effective_ranges(series, labels)
+  sphere = _sphere_rows(workdir)
+  if sphere:
+    figures[f"{name}_regimes.png"] = regimes.figure_regimes(sphere, title=name)
   scored = [(label, forecast.summary(forecast.score_workdir(d))["at_50%"])
             for d, label in zip(dirs, labels)]
   if any(rows for _, rows in scored):

@@ -1,0 +1,82 @@
+"""The sphere family's figure: its members' end points against the ELR, regimes shaded.
+
+The shapes of the follow-up paper's main figure (Kodryan et al. 2022): final train loss,
+test error, mean effective gradient norm and distance travelled (angle to init) against
+the effective learning rate, one marker per seed, the ELR axis shaded by the regime each
+ELR was found in (``si_jax.analysis.regimes``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from si_jax.analysis import phases
+
+REGIME_COLORS = {"convergence": "tab:green", "chaotic equilibrium": "tab:orange",
+                 "divergence": "tab:red"}
+PANELS = (("train_loss", "final train loss", True), ("test_error", "final test error", False),
+          ("effective_grad_norm", "mean effective gradient norm", True),
+          ("angle_to_init", "angle to init (rad)", False))
+
+
+def member_points(summary: dict[str, Any], workdir: str) -> list[dict[str, Any]]:
+  """Per member: its ELR, seed, regime and end point.
+
+  The ELR is ``optim.lr``; the end point the medians of ``PANELS``' keys over the last
+  quarter of its epochs (NaN where not logged)."""
+  rows = []
+  for m in summary["members"]:
+    series = phases.load_series(os.path.join(workdir, m["name"]))
+    row = {"elr": float(m["overrides"]["optim.lr"]), "seed": m["overrides"].get("seed", 0),
+           "regime": m.get("regime", "?")}
+    for key, _, _ in PANELS:
+      values = np.asarray(series.get(key, []), np.float64)
+      tail = values[len(values) * 3 // 4:]
+      tail = tail[np.isfinite(tail)]
+      row[key] = float(np.median(tail)) if len(tail) else float("nan")
+    rows.append(row)
+  return rows
+
+
+def _shade(ax, rows: list[dict[str, Any]]) -> None:
+  """Each ELR's span (half-way to its neighbours in log) in its regime's colour."""
+  by_elr = {}
+  for r in rows:
+    by_elr.setdefault(r["elr"], set()).add(r["regime"])
+  elrs = sorted(by_elr)
+  logs = np.log10(elrs)
+  edges = np.concatenate([[logs[0] - 0.125], (logs[1:] + logs[:-1]) / 2, [logs[-1] + 0.125]])
+  for k, elr in enumerate(elrs):
+    found = by_elr[elr]
+    color = REGIME_COLORS.get(found.pop(), "0.8") if len(found) == 1 else "0.8"
+    ax.axvspan(10 ** edges[k], 10 ** edges[k + 1], color=color, alpha=0.15, lw=0)
+
+
+def figure_regimes(rows: list[dict[str, Any]], title: str = "") -> Figure:
+  """The four panels of ``PANELS`` against the ELR (log), seeds as markers, regimes shaded.
+
+  Raises ValueError without rows."""
+  if not rows:
+    raise ValueError("no members to draw")
+  fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6),
+                           constrained_layout=True)
+  seeds = sorted({r["seed"] for r in rows})
+  for ax, (key, label, log) in zip(axes, PANELS):
+    _shade(ax, rows)
+    for k, seed in enumerate(seeds):
+      mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["elr"])
+      ax.plot([r["elr"] for r in mine], [r[key] for r in mine], "os^vD"[k % 5] + "-",
+              color="k", lw=0.6, ms=4, mfc="white" if k else "k", label=f"seed {seed}")
+    ax.set(xscale="log", yscale="log" if log else "linear", xlabel="effective LR (ELR)",
+           title=label)
+  handles = [Patch(color=c, alpha=0.3, label=name) for name, c in REGIME_COLORS.items()]
+  axes[0].legend(handles=handles + axes[0].get_legend_handles_labels()[0], fontsize=7)
+  if title:
+    fig.suptitle(title)
+  return fig
