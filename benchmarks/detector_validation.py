@@ -20,13 +20,12 @@ import time
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import detector, synthetic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 TOLERANCE = 2  # samples between a found and a planted onset that still match
-START, END = "<!-- validation:start -->", "<!-- validation:end -->"
-
 
 def match(found: list[int], planted: list[int], tol: int = TOLERANCE) -> list[int]:
   """Offsets (found - planted) of a one-to-one matching within ``tol``, nearest first."""
@@ -173,10 +172,7 @@ def main():
   text = "\n".join(lines)
   print(text)
   if args.write:
-    path = pathlib.Path(args.write)
-    doc = path.read_text()
-    head, rest = doc.split(START, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    logs.replace_doc_block(args.write, "validation", text)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ import pathlib
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import forecast
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
 DESIGN = ("quickstart", "convnet_cifar10_cpu")
 HELD_OUT = ("convnet_cifar10_cpu_seed1", "digits_lr0p3", "digits_gd_lr1", "digits_gd_lr2",
             "convnet_cifar10_cpu_wd1e-3", "cifar_gd_lr2")
-START, END = "<!-- scores:start -->", "<!-- scores:end -->"
-
 
 def recorded_scores(name: str) -> list[forecast.Score]:
   """A tests/data run replayed: its lr and wd from the record, lr / rho^2 where the effective
@@ -81,10 +80,7 @@ def main():
   text = "\n".join(lines)
   print(text)
   if args.write:
-    path = pathlib.Path(args.write)
-    doc = path.read_text()
-    head, rest = doc.split(START, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    logs.replace_doc_block(args.write, "scores", text)
 
 
 if __name__ == "__main__":

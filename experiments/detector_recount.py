@@ -17,13 +17,12 @@ import argparse
 import json
 import math
 import os
-import pathlib
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import detector, phases
 
-START, END = "<!-- recount:start -->", "<!-- recount:end -->"
 SWEEPS = {"lr_sweep": "optim.lr", "wd_sweep": "optim.wd"}
 
 
@@ -138,10 +137,7 @@ def main():
   text = "\n".join(lines)
   print(text)
   if args.write:
-    path = pathlib.Path(args.write)
-    doc = path.read_text()
-    head, rest = doc.split(START, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    logs.replace_doc_block(args.write, "recount", text)
 
 
 if __name__ == "__main__":

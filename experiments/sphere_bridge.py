@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import phases
-
-START, END = "<!-- bridge:start -->", "<!-- bridge:end -->"
 
 
 def boundaries(family: str) -> dict[str, list[float]]:
@@ -79,10 +77,7 @@ def main():
   text = "\n".join(lines(args.family, args.runs))
   print(text)
   if args.write:
-    path = pathlib.Path(args.write)
-    doc = path.read_text()
-    head, rest = doc.split(START, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    logs.replace_doc_block(args.write, "bridge", text)
 
 
 if __name__ == "__main__":

@@ -307,3 +307,12 @@ def test_writers_create_their_directories_for_your_own_loop(tmp_path):
   assert logs.read_run(workdir) == [{"epoch": 1, "step": 1, "loss": 2.0}]
   assert logs.read_run(workdir, steps=True)[0]["loss"] == 2.0
   assert any(name.startswith("events") for name in os.listdir(workdir))
+
+
+def test_doc_blocks_are_replaced_between_their_markers_only(tmp_path):
+  path = tmp_path / "doc.md"
+  path.write_text("a\n<!-- x:start -->\nold\n<!-- x:end -->\nb\n<!-- x:end -->\n")
+  logs.replace_doc_block(str(path), "x", "new\nlines")
+  assert path.read_text() == "a\n<!-- x:start -->\nnew\nlines\n<!-- x:end -->\nb\n<!-- x:end -->\n"
+  with pytest.raises(ValueError, match="no <!-- y:start --> ... <!-- y:end --> block"):
+    logs.replace_doc_block(str(path), "y", "z")

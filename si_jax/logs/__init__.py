@@ -349,6 +349,24 @@ class MetricWriter:
       self._events.close()
 
 
+def replace_doc_block(path: str, tag: str, text: str) -> None:
+  """Replaces what stands between ``<!-- TAG:start -->`` and ``<!-- TAG:end -->`` in ``path``.
+
+  How the scripts that write docs/ tables put their output in place.
+
+  Raises:
+    ValueError: ``path`` lacks either marker.
+  """
+  start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+  with open(path) as f:
+    doc = f.read()
+  if start not in doc or end not in doc.split(start, 1)[1]:
+    raise ValueError(f"{path} has no {start} ... {end} block to replace")
+  head, rest = doc.split(start, 1)
+  with open(path, "w") as f:
+    f.write(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def read_jsonl(path: str) -> list[dict]:
   """The records of a JSON-lines file; ValueError naming the line that is not JSON."""
   records = []
