@@ -9,6 +9,7 @@ with exit status 1 and one ``error: ...`` line on stderr, never a traceback;
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging as std_logging
 import os
@@ -114,6 +115,19 @@ def verbose_requested(argv: list[str] | None = None) -> bool:
     elif name == "noverbose" and not value:
       verbose = False
   return verbose
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse for the argparse programs: one-line usage errors (``fail``) and ``--verbose``."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.add_argument("--verbose", action="store_true",
+                      help=f"on an error, print the traceback too (or set {VERBOSE_ENV}=1)")
+
+  def error(self, message: str):
+    """Ends the program with one ``error: ...`` line (argparse's usage errors)."""
+    fail(message, "(--help describes the arguments)", verbose_requested(sys.argv))
 
 
 def one_line(error: BaseException | str) -> str:

@@ -9,19 +9,12 @@ naive forecast (the previous period's length), then a summary over all runs.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 
 import numpy as np
 
 from si_jax.analysis import forecast
 from si_jax.programs import cli
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str):
-    cli.fail(message, "(--help describes the arguments)", cli.verbose_requested(sys.argv))
 
 
 def summary_lines(scores: list[forecast.Score]) -> list[str]:
@@ -57,12 +50,10 @@ def report(workdir: str, scores: list[forecast.Score]) -> str:
 
 def main(argv=None) -> None:
   """The ``si-jax-forecast`` program (``argv``: the arguments, default sys.argv)."""
-  parser = _Parser(description="Scores the destabilization forecast on finished runs.")
+  parser = cli.ArgumentParser(description="Scores the destabilization forecast on finished runs.")
   parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
   parser.add_argument("--steps", action="store_true",
                       help="replay the per-step log (steps.bin) instead of the epochs")
-  parser.add_argument("--verbose", action="store_true",
-                      help=f"on an error, print the traceback too (or set {cli.VERBOSE_ENV}=1)")
   args = parser.parse_args(argv)
   verbose = args.verbose or cli.verbose_requested()
   everything = []

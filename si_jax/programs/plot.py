@@ -6,19 +6,10 @@ exit status 1 (``--verbose`` or ``SI_JAX_VERBOSE=1``: with the traceback).
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 from si_jax.plots import plotting
 from si_jax.programs import cli
-
-
-class _Parser(argparse.ArgumentParser):
-  """argparse whose usage errors are one line, as in the other programs (``cli.fail``)."""
-
-  def error(self, message: str):
-    cli.fail(message, "(--help describes the arguments)", cli.verbose_requested(sys.argv))
 
 
 def _check_out(out: str) -> None:
@@ -32,14 +23,12 @@ def _check_out(out: str) -> None:
 
 def main(argv=None) -> None:
   """The ``si-jax-plot`` console script (``argv``: the arguments, default sys.argv)."""
-  parser = _Parser(description="Four-panel figure of si_jax runs.")
+  parser = cli.ArgumentParser(description="Four-panel figure of si_jax runs.")
   parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
   parser.add_argument("--out", required=True, help="output image (png, pdf, svg)")
   parser.add_argument("--labels", nargs="*", help="legend labels, one per run")
   parser.add_argument("--theory", action="store_true",
                       help="overlay Proposition 3's norm band and Remark 3's effective-LR band")
-  parser.add_argument("--verbose", action="store_true",
-                      help=f"on an error, print the traceback too (or set {cli.VERBOSE_ENV}=1)")
   args = parser.parse_args(argv)
   verbose = args.verbose or cli.verbose_requested()
   if not verbose:
