@@ -1,6 +1,8 @@
 """Helpers shared by several test modules (no test module imports another)."""
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from si_jax import config as config_lib
 
@@ -36,3 +38,16 @@ class LayerNormMLP(nn.Module):
     x = nn.Dense(16, bias_init=BIAS_INIT, name="dense_1")(x)
     x = nn.relu(nn.LayerNorm(use_scale=False, use_bias=False, name="ln_1")(x))
     return nn.Dense(10, bias_init=BIAS_INIT, name="head")(x)
+
+
+def run_optimizer(tx, params, grads_seq):
+  """Applies ``tx`` (jitted) to ``params`` with each gradient of ``grads_seq`` in turn;
+  returns the params after each step."""
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  out = []
+  for grads in grads_seq:
+    updates, state = update(grads, state, params)
+    params = jax.tree.map(jnp.add, params, updates)
+    out.append(params)
+  return out

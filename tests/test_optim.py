@@ -8,6 +8,7 @@ import pytest
 from si_jax import models, optim
 
 from conftest import make
+from helpers import run_optimizer as run
 
 
 def setup(train_non_si=False, seed=0):
@@ -16,17 +17,6 @@ def setup(train_non_si=False, seed=0):
   keys = jax.random.split(jax.random.key(seed), 8)
   grads_seq = [jax.tree.map(lambda x, k=k: jax.random.normal(k, x.shape), params) for k in keys[:4]]
   return params, g, grads_seq
-
-
-def run(tx, params, grads_seq):
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  out = []
-  for grads in grads_seq:
-    updates, state = update(grads, state, params)
-    params = jax.tree.map(jnp.add, params, updates)
-    out.append(params)
-  return out
 
 
 def flat(tree):

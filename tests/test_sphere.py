@@ -17,6 +17,7 @@ import pytest
 from si_jax import metrics, models, optim
 from si_jax.engine import train
 
+from helpers import run_optimizer as run
 from helpers import tiny_config
 
 ELR = 0.05
@@ -37,17 +38,6 @@ def grads_seq(n, seed=1, scale=1.0):
   keys = jax.random.split(jax.random.key(seed), n)
   return [{name: {"kernel": scale * jax.random.normal(k, shape)} for name, shape in SHAPES.items()}
           for k in keys]
-
-
-def run(tx, params, grads):
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  out = []
-  for g in grads:
-    updates, state = update(g, state, params)
-    params = jax.tree.map(jnp.add, params, updates)
-    out.append(params)
-  return out
 
 
 def np_filters(x):
