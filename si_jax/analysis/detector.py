@@ -433,31 +433,57 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
                 constants=detector.constants)
 
 
-def _columns(series) -> tuple[dict[str, np.ndarray], str, str]:
-  """The columns ``detect`` reads, as 1-D float arrays; the loss key; the x key."""
+COLUMNS = ("loss", "train_loss", "weight_norm", "epoch", "step")  # what ``detect`` reads
+
+
+def loss_key(series: Mapping[str, Any]) -> str:
+  """'train_loss' where it is finite for more than half the samples (or alone), else 'loss'.
+
+  Raises:
+    ValueError: ``series`` has neither.
+  """
+  if "loss" not in series and "train_loss" not in series:
+    raise ValueError(f"series has no 'loss' nor 'train_loss' (keys: {sorted(series)})")
+  train = series.get("train_loss")
+  if train is not None and ("loss" not in series or
+                            np.isfinite(np.asarray(train, np.float64)).sum() > len(train) // 2):
+    return "train_loss"
+  return "loss"
+
+
+def columns(series: Mapping[str, Any], keys=COLUMNS) -> tuple[dict[str, np.ndarray], str]:
+  """``keys`` of ``series`` (those present) as 1-D float arrays of the loss's length; the loss key.
+
+  Raises:
+    TypeError: ``series`` is not a mapping.
+    ValueError: no loss; a column of non-numbers, not 1-D, or of another length (named).
+  """
   if not isinstance(series, Mapping):
     raise TypeError(f"series must be a mapping {{name: values}}, got {type(series).__name__}")
-  columns = {}
-  for key in ("loss", "train_loss", "weight_norm", "epoch", "step"):
+  out = {}
+  for key in keys:
     if key in series:
       try:
-        columns[key] = np.asarray(series[key], np.float64)
+        out[key] = np.asarray(series[key], np.float64)
       except (TypeError, ValueError):
         raise ValueError(f"series[{key!r}] is not a sequence of numbers") from None
-      if columns[key].ndim != 1:
-        raise ValueError(f"series[{key!r}] must be 1-D, has shape {columns[key].shape}")
-  if "loss" not in columns and "train_loss" not in columns:
-    raise ValueError(f"series has no 'loss' nor 'train_loss' (keys: {sorted(series)})")
-  train = columns.get("train_loss")
-  loss_key = "train_loss" if train is not None and (
-      "loss" not in columns or np.isfinite(train).sum() > len(train) // 2) else "loss"
-  n = len(columns[loss_key])
-  for key, values in columns.items():
+      if out[key].ndim != 1:
+        raise ValueError(f"series[{key!r}] must be 1-D (one value per sample), has shape "
+                         f"{out[key].shape}")
+  chosen = loss_key(out)
+  n = len(out[chosen])
+  for key, values in out.items():
     if len(values) != n:
-      raise ValueError(f"series[{key!r}] has {len(values)} values but series[{loss_key!r}] "
+      raise ValueError(f"series[{key!r}] has {len(values)} values but series[{chosen!r}] "
                        f"has {n}: one value per sample each")
-  per_step = "step" in columns and "epoch" in columns and len(np.unique(columns["epoch"])) < n
-  return columns, loss_key, "step" if per_step or "epoch" not in columns else "epoch"
+  return out, chosen
+
+
+def _columns(series) -> tuple[dict[str, np.ndarray], str, str]:
+  """The columns ``detect`` reads; the loss key; the x key (steps where epochs repeat)."""
+  out, chosen = columns(series)
+  per_step = "step" in out and "epoch" in out and len(np.unique(out["epoch"])) < len(out[chosen])
+  return out, chosen, "step" if per_step or "epoch" not in out else "epoch"
 
 
 def _phases(events: Iterable[Event], n: int) -> list[str | None]:

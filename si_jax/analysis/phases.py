@@ -47,18 +47,11 @@ def load_series(workdir: str, steps: bool = False) -> dict[str, np.ndarray]:
 
 
 def loss_series(series: dict[str, np.ndarray]) -> np.ndarray:
-  """The loss to analyze: the full-pass train loss if mostly logged, else the in-step batch loss.
+  """The loss to analyze (``detector.loss_key``).
 
-  The full-pass train loss where logged (appendix B) for more than half the samples, else the
-  in-step batch loss (else the train loss however sparse). Raises ValueError when ``series`` has
-  neither."""
-  if "train_loss" in series and ("loss" not in series or np.isfinite(
-      series["train_loss"]).sum() > len(series["train_loss"]) // 2):
-    return series["train_loss"]
-  if "loss" not in series:
-    raise ValueError(f"series has no 'loss' nor 'train_loss' key: nothing to analyze "
-                     f"(keys: {sorted(series)})")
-  return series["loss"]
+  The full-pass train loss if mostly logged (appendix B), else the in-step batch loss.
+  Raises ValueError when ``series`` has neither."""
+  return series[detector.loss_key(series)]
 
 
 SERIES_KEYS = ("loss", "train_loss", "weight_norm", "epoch", "step", "test_error",
@@ -71,29 +64,10 @@ def check_series(series) -> dict[str, np.ndarray]:
   Lists and tuples are converted; other keys are passed through unchanged.
 
   Raises:
-    TypeError: ``series`` is not a mapping.
-    ValueError: no 'loss' nor 'train_loss'; a series that is not a 1-D sequence of
-      numbers (named); series of unequal lengths (named, with both lengths).
+    As ``detector.columns``: a non-mapping, no loss, a malformed or mis-sized column.
   """
-  if not isinstance(series, Mapping):
-    raise TypeError(f"series must be a mapping {{name: values}}, got {type(series).__name__}")
-  out = dict(series)
-  for key in SERIES_KEYS:
-    if key in out:
-      try:
-        out[key] = np.asarray(out[key], np.float64)
-      except (TypeError, ValueError):
-        raise ValueError(f"series[{key!r}] is not a sequence of numbers") from None
-      if out[key].ndim != 1:
-        raise ValueError(f"series[{key!r}] must be 1-D (one value per sample), has shape "
-                         f"{out[key].shape}")
-  loss_key = "train_loss" if loss_series(out) is out.get("train_loss") else "loss"
-  n = len(out[loss_key])
-  for key in SERIES_KEYS:
-    if key in out and len(out[key]) != n:
-      raise ValueError(f"series[{key!r}] has {len(out[key])} values but series[{loss_key!r}] "
-                       f"has {n}: every series needs one value per sample")
-  return out
+  checked, _ = detector.columns(series, SERIES_KEYS)
+  return {**series, **checked}
 
 
 @dataclasses.dataclass(frozen=True)
