@@ -25,17 +25,19 @@ def _drawable(workdir: str, members) -> list[tuple[str, str, dict[str, Any]]]:
   return out
 
 
-def _sphere_rows(workdir: str) -> list[dict[str, Any]]:
-  """The members' end points (``regimes.member_points``) of a sphere family with a summary."""
+def _summary_members(workdir: str) -> dict[str, dict[str, Any]]:
+  """The members of the family's summary.json by run directory ({} before it is written)."""
   path = os.path.join(workdir, "summary.json")
   if not os.path.exists(path):
-    return []
+    return {}
   with open(path) as f:
-    summary = json.load(f)
-  if not any("regime" in m for m in summary.get("members", [])):
-    return []
-  drawn = {"members": [m for m in summary["members"] if "regime" in m]}
-  return regimes.member_points(drawn, workdir)
+    return {os.path.join(workdir, m["name"]): m for m in json.load(f).get("members", [])}
+
+
+def _forecast_rows(dirs: list[str], summarized: dict[str, dict[str, Any]]) -> list:
+  """Each member's forecasts at mid phase B: from its summary, else scored from its log."""
+  return [summarized[d]["forecast"]["at_50%"] if "forecast" in summarized.get(d, {})
+          else forecast.summary(forecast.score_workdir(d))["at_50%"] for d in dirs]
 
 
 def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
@@ -56,11 +58,12 @@ def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
              f"{name}_phases.png": plotting.figure_phases(series, labels, analyses)}
   if config.experiment.figure == "product":
     figures[f"{name}_ranges.png"] = plotting.figure_effective_ranges(series, labels)
-  sphere = _sphere_rows(workdir)
-  if sphere:
-    figures[f"{name}_regimes.png"] = regimes.figure_regimes(sphere, title=name)
-  scored = [(label, forecast.summary(forecast.score_workdir(d))["at_50%"])
-            for d, label in zip(dirs, labels)]
+  summarized = _summary_members(workdir)
+  on_sphere = [m for m in summarized.values() if "regime" in m]
+  if on_sphere:
+    figures[f"{name}_regimes.png"] = regimes.figure_regimes(
+        regimes.member_points({"members": on_sphere}, workdir), title=name)
+  scored = list(zip(labels, _forecast_rows(dirs, summarized)))
   if any(rows for _, rows in scored):
     figures[f"{name}_forecast.png"] = figure_forecast(scored)
   out = []
