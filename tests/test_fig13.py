@@ -167,7 +167,7 @@ def test_live_phases_equal_the_offline_detector(run):
   from si_jax import logs
   from si_jax.analysis import forecast
   records = logs.read_run(run)
-  config = phases._read_config(run)
+  config = phases.read_config(run)
   options = dict(phases.detector_options(config), x_key="epoch")
   replay = forecast.live_for_config(config, options)
   confirmed, forecasts = [], 0

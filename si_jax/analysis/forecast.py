@@ -352,7 +352,7 @@ def score_workdir(workdir: str, steps: bool = False) -> list[Score]:
   Raises:
     FileNotFoundError / ValueError: no run there, or a damaged log.
   """
-  config = phases._read_config(workdir) or {}
+  config = phases.read_config(workdir) or {}
   options = dict(phases.detector_options(config), x_key="step" if steps else "epoch")
   if steps:
     options.pop("loss_key")

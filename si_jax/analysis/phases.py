@@ -274,7 +274,8 @@ def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start
 CLASSES = data_lib.NUM_CLASSES  # classes per dataset name: ln(classes) is the chance loss
 
 
-def _read_config(workdir: str) -> dict | None:
+def read_config(workdir: str) -> dict | None:
+  """A run's config.json as a dict (None where there is none)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return None
@@ -284,7 +285,7 @@ def _read_config(workdir: str) -> dict | None:
 
 def chance_loss(workdir: str) -> float | None:
   """ln(number of classes) of a run's dataset, from its config.json (None if unknown)."""
-  return detector_options(_read_config(workdir) or {})["reference"]
+  return detector_options(read_config(workdir) or {})["reference"]
 
 
 def detector_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -312,7 +313,7 @@ def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray]
   ``series``: already loaded with ``load_series``; ``kwargs`` go to ``analyze`` and override
   ``detector_options`` (per-step logs: the loss key is the series' own choice)."""
   series = load_series(workdir, steps=steps) if series is None else series
-  options = detector_options(_read_config(workdir) or {})
+  options = detector_options(read_config(workdir) or {})
   if steps or options["loss_key"] not in series:
     del options["loss_key"]
   options["reference_loss"] = options.pop("reference")
