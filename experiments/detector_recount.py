@@ -42,22 +42,10 @@ def member_runs(family_dir: str) -> list[tuple[str, float, dict]]:
 
 
 def variants() -> list[tuple[str, dict]]:
-  """('default', {}) and each constant halved and doubled, as ``detector.sensitivity``."""
-  c = detector.Constants()
+  """('default', {}) and each constant halved and doubled (``detector.halved_and_doubled``)."""
   out = [("default", {})]
-  for name, how in detector.SCALINGS.items():
-    value = getattr(c, name)
-    if how == "ln":
-      pair = (value ** 0.5, value ** 2)
-    elif how == "linear":
-      pair = (value / 2, min(value * 2, 1.0) if name == "settle" else value * 2)
-    else:
-      pair = (max(2 if name == "window" else 1, round(value / 2)), value * 2)
-    for word, v in zip(("halved", "doubled"), pair):
-      extra = {"hold": min(c.hold, v - 1)} if name == "window" else {}
-      if name == "hold":
-        v = min(v, c.window - 1)
-      out.append((f"{name} {word}", {**extra, name: v}))
+  for name, half, double in detector.halved_and_doubled(detector.Constants()):
+    out += [(f"{name} halved", half), (f"{name} doubled", double)]
   return out
 
 

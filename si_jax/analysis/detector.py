@@ -542,19 +542,14 @@ class Sensitivity:
   doubled: int
 
 
-def sensitivity(series: Mapping[str, Any], **kwargs) -> list[Sensitivity]:
-  """``detect(series, **kwargs)``'s onset count with each constant halved and doubled in turn.
+def halved_and_doubled(c: Constants) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+  """Per constant of ``c``: (name, its overrides halved, doubled), as ``sensitivity`` uses them.
 
   ``rise`` and ``converge`` in ln (R -> sqrt(R) and R^2: they act on ln loss), ``noise`` and
   ``settle`` plainly (settle at most 1), ``window``, ``smooth`` and ``hold`` rounded (window >= 2,
-  others >= 1; a window raised to hold + 1 if needed, a hold doubled only as far as window - 1).
-
-  Raises:
-    As ``detect``.
-  """
-  base = detect(series, **kwargs)
-  c = base.constants
-  rows = []
+  others >= 1; a window comes with hold lowered to window - 1 if needed, a hold is doubled only
+  as far as window - 1)."""
+  out = []
   for name, how in SCALINGS.items():
     value = getattr(c, name)
     if how == "ln":
@@ -565,9 +560,24 @@ def sensitivity(series: Mapping[str, Any], **kwargs) -> list[Sensitivity]:
       half, double = max(2 if name == "window" else 1, round(value / 2)), value * 2
     if name == "hold":
       double = min(double, c.window - 1)
-    counts = []
-    for v in (half, double):
-      extra = {"hold": min(c.hold, v - 1)} if name == "window" else {}
-      counts.append(detect(series, **{**kwargs, **extra, name: v}).count)
-    rows.append(Sensitivity(name, value, half, double, base.count, *counts))
+    pair = [{**({"hold": min(c.hold, v - 1)} if name == "window" else {}), name: v}
+            for v in (half, double)]
+    out.append((name, *pair))
+  return out
+
+
+def sensitivity(series: Mapping[str, Any], **kwargs) -> list[Sensitivity]:
+  """``detect(series, **kwargs)``'s onset count with each constant halved and doubled in turn.
+
+  The halved and doubled values are ``halved_and_doubled``'s.
+
+  Raises:
+    As ``detect``.
+  """
+  base = detect(series, **kwargs)
+  rows = []
+  for name, half, double in halved_and_doubled(base.constants):
+    counts = [detect(series, **{**kwargs, **v}).count for v in (half, double)]
+    rows.append(Sensitivity(name, getattr(base.constants, name), half[name], double[name],
+                            base.count, *counts))
   return rows
