@@ -7,9 +7,8 @@ The fully scale-invariant ConvNet (non-SI parameters frozen, last layer of norm 
 trained by plain SGD directly on the sphere (``optim.sphere='total'``, the released
 ``fix_elr``: wd 0, no momentum, no augmentation, ``optim.lr`` is the ELR) for ELRs
 log-spaced over three decades and two seeds, one vmapped family. Expected: convergence
-for the smallest ELRs, chaotic equilibrium in the middle, divergence for the largest
-(``:cpu``: convergence up to 0.0178, chaotic at 0.0316, divergence from 0.0562); every
-member's ``regime`` is in WORKDIR/summary.json (docs/three_regimes.md).
+for the smallest ELRs, chaotic equilibrium in the middle, divergence for the largest;
+every member's ``regime`` is in WORKDIR/summary.json (measured: docs/three_regimes.md).
 
 Variants: ``cpu`` (width 8 on the embedded digits); ``cifar_cpu`` (width 8 on 2,048
 CIFAR-10 images, pass ``--config.data.data_dir=DIR``); '' (the paper's scale: width 32

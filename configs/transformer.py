@@ -8,12 +8,9 @@ LayerNorm without affine, head on the last token) on a + b mod 31
 (``si_jax.data.sequence``: the 961 sequences [a, b, =], half of them for training),
 plain SGD, batch 128, wd 0.003, lr 1 on the SI groups (the residual stream: embeddings
 and output projections) and 0.1 on the rest (queries, keys, values, the MLP's first
-layer, the head: ``model.train_non_si``), 300 epochs. Expected: the train loss
-converges, the residual stream's norm shrinks until the loss spikes, again and again:
-2-4 destabilizations, periods of 50-70 epochs (seeds 0-2). ``wd_cpu``, a family over
-weight decay at the same learning rates: wd 0.01 never converges (chaotic equilibrium),
-0.003 is periodic, 0.001 destabilizes once. ``model.name='transformer_qknorm'`` adds
-each block's query and key projections as SI groups.
+layer, the head: ``model.train_non_si``), 300 epochs. ``wd_cpu``: a family over weight
+decay at the same learning rates. ``model.name='transformer_qknorm'`` adds each block's
+query and key projections as SI groups. What the runs show: docs/reproduction.md.
 """
 
 from si_jax.config import base_config
