@@ -1,19 +1,11 @@
 """Destabilizations (phase C, Sec. 4) decided online, one record at a time.
 
-A destabilization is a sharp rise of the train loss from a converged level, answered
-by the SI norm where it is free (docs/detector.md). With l = ln(loss), its level L =
-median of the last ``smooth`` l, T = ln(reference loss), sample t is an onset when:
-  1. phase B held: the W = ``window`` samples before t come after the last spike's
-     peak, every l and L there is <= T - ln(``converge``), every L is ``settle`` of the
-     way (in ln) from T to the lowest level held for W samples so far, rho fell at each;
-  2. sharp rise: with J = ``noise`` x the median deviation of their changes of L from
-     the median change (jitter about the trend), l_t exceeds their highest L by J, and
-     ``hold`` samples from t (or from t + 1) exceed it by J and by ln(``rise``);
-  3. the norm answers (Eq. (3)): rho rises above its value before t within W samples.
-Where rho is fixed or not logged, 3 becomes one more held sample ('loss only'). Onset
-t is final by sample t + W and the state is running only: appending records never
-changes an older onset. Phases: B from W converged samples, C from an onset, A after
-its peak (the highest loss within W samples).
+A destabilization is a sharp rise of the train loss from a converged level (phase B),
+answered by a rise of the SI norm where it is free (Eq. (3)); where the norm is fixed or
+not logged the loss alone decides ('loss only'). An onset is final W samples after it:
+appending records never changes an older onset. Entry points: ``OnlineDetector`` (live),
+``detect`` (a whole run), ``sensitivity``. Definition, constants, validation:
+docs/detector.md.
 """
 
 from __future__ import annotations
@@ -37,22 +29,7 @@ NEVER_DESTABILIZED = "the loss converged and never destabilized"
 
 @dataclasses.dataclass(frozen=True)
 class Constants:
-  """The definition's constants (module docstring; docs/detector.md has their origin).
-
-  Attributes:
-    rise: R, the least factor by which a spike's loss exceeds phase B's highest level.
-    converge: C, how many times below the reference loss a converged loss lies.
-    window: W, samples of phase B before an onset and of confirmation after it.
-    noise: k, a spike also exceeds phase B's highest level by k x phase B's jitter (the
-      median deviation of its per-sample changes of level from their median: noise
-      about the trend, not the trend).
-    settle: how far phase B lies, as a fraction of the way in ln from the reference
-      loss down to the lowest level the run has held for W samples (0.5: closer to the
-      run's best level than to the untrained loss).
-    smooth: samples in the running median that makes the level (3: a one-sample
-      excursion is noise, not a change of level).
-    hold: samples a spike stays above phase B by the rise (one more without the norm).
-  """
+  """The definition's constants: meanings in docs/detector.md#the-constants."""
   rise: float = 1.25
   converge: float = 5.0
   window: int = 6
@@ -77,11 +54,7 @@ class Constants:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-  """A decision: a kind ('converged', 'onset', 'peak' or 'rejected') at a sample index.
-
-  ``kind`` 'converged' (phase B starts at ``index``), 'onset', 'peak' (the spike's highest loss) or
-  'rejected' (a sharp rise the norm did not answer); ``decided``: the sample index at which it
-  became final (at most ``index`` + W)."""
+  """A decision ('converged', 'onset', 'peak', 'rejected') at ``index``, final at ``decided``."""
   kind: str
   index: int
   x: float
@@ -100,18 +73,15 @@ class OnlineDetector:
   """Takes a run's records one at a time; ``update`` returns what each settles.
 
   Args:
-    norm: 'auto' (the norm must answer once the records' 'weight_norm' has moved by
-      more than ``FIXED_NORM``; until then, or without one, the loss alone decides),
-      'free' (it must answer: no onset without a logged norm) or 'fixed' (loss only).
+    norm: 'auto' (the norm must answer once 'weight_norm' has moved by ``FIXED_NORM``),
+      'free' (it must answer) or 'fixed' (loss only).
     reference: the untrained loss, e.g. ln(classes); None: the first finite loss.
     loss_key: 'loss' or 'train_loss'; None: 'train_loss' if the first record has it.
-    x_key: the records' x, 'epoch' or 'step'; None: 'epoch' if present, else 'step',
-      else the record's 1-based position.
+    x_key: 'epoch' or 'step'; None: 'epoch' if present, else 'step', else the position.
     **constants: fields of ``Constants``.
 
   Raises:
-    ValueError: an unknown ``norm``, ``loss_key`` or ``x_key``, a ``reference`` that is
-      not a positive number, constants out of range (``Constants``).
+    ValueError: an unknown option, a non-positive ``reference``, a constant out of range.
   """
 
   def __init__(self, norm: str = "auto", reference: float | None = None,
@@ -153,23 +123,12 @@ class OnlineDetector:
     return math.nan if self._top is None else self._top
 
   def state(self) -> dict[str, Any]:
-    """The detector's state: the latest phase, onsets so far, mode and pending rise.
-
-    {'phase': None, 'A', 'B' or 'C' for the latest record (final W samples later),
-    'destabilizations': onsets so far, 'mode': ``mode``, 'pending': the index of a sharp rise
-    awaiting the norm's answer, else None}."""
+    """{'phase' (final W samples later), 'destabilizations', 'mode', 'pending' (a rise's index)}."""
     return {"phase": self._phase, "destabilizations": self.count, "mode": self.mode,
             "pending": self._pending["index"] if self._pending else None}
 
   def update(self, record: Mapping[str, Any]) -> list[Event]:
-    """Takes the next record; returns the events it settles, in the order decided.
-
-    ``record``: a mapping with 'loss' or 'train_loss' (non-finite or negative: a missing sample),
-    optional 'weight_norm', 'epoch' or 'step'.
-
-    Raises:
-      TypeError: ``record`` is not a mapping.
-    """
+    """Takes the next record (a mapping); returns the events it settles, in order."""
     if not isinstance(record, Mapping):
       raise TypeError(f"a record is a mapping, got {type(record).__name__}")
     index, self._records = self._records, self._records + 1
@@ -191,9 +150,7 @@ class OnlineDetector:
     return events
 
   def _loss(self, record) -> float | None:
-    """The record's loss; None when missing, non-finite or negative.
-
-    0 becomes the smallest positive loss so far or float32's epsilon (a floor below every value)."""
+    """The record's loss; None when missing, non-finite or negative; 0 -> a floor below all."""
     if self.loss_key is None:
       self.loss_key = "train_loss" if "train_loss" in record else "loss"
     value = _number(record.get(self.loss_key))
@@ -205,9 +162,7 @@ class OnlineDetector:
     return value
 
   def _log_norm(self, record) -> float:
-    """ln rho (NaN if absent, not positive, or norm='fixed').
-
-    norm='auto' turns to the norm's answer once rho has moved by more than ``FIXED_NORM``."""
+    """ln rho (NaN if absent or norm='fixed'); 'auto' frees the norm once rho moves."""
     rho = _number(record.get("weight_norm"))
     if self.norm == "fixed" or not (math.isfinite(rho) and rho > 0):
       return math.nan
@@ -232,20 +187,14 @@ class OnlineDetector:
                              max(recent[-i].level for i in range(1, c.window + 1)))
 
   def _converged(self, sample: _Sample) -> bool:
-    """Whether ``sample`` counts as converged (its loss and level low enough).
-
-    Its loss ``converge`` below the reference, and its level that far too and ``settle`` of the way
-    down to the lowest level held so far (a one-sample outlier is not a return towards the untrained
-    loss, a level is)."""
+    """Condition 1 for one sample: loss and level ``converge`` below T, level ``settle`` down."""
     c = self.constants
     deepest = min(self.lowest_held, sample.level)
     return (max(sample.loss, sample.level) <= self._top - math.log(c.converge) and
             sample.level <= self._top - c.settle * (self._top - deepest))
 
   def _track_convergence(self, events: list[Event]) -> None:
-    """Phase B starts at the first of W consecutive converged samples after the last peak.
-
-    The first time: anywhere."""
+    """Phase B starts at the first of W consecutive converged samples after the last peak."""
     latest = self._recent[-1]
     if not self._converged(latest):
       self._run_start = None
@@ -260,11 +209,7 @@ class OnlineDetector:
         events.append(Event("converged", run[0].index, run[0].x, latest.index))
 
   def _try_onset(self, back: int, hold: int, events: list[Event]) -> bool:
-    """Checks conditions 1-2 for onset t = ``back`` samples before the latest.
-
-    ``hold`` samples from t (back = hold - 1) or from t + 1 (back = hold: l_t above the top but
-    below the rise, else it was decided a sample ago) exceed phase B's top by the rise. Condition 3
-    starts here and ends in ``_resolve``. Returns whether t was decided."""
+    """Conditions 1-2 for onset t = ``back`` samples ago (3 ends in ``_resolve``); decided?"""
     w = self.constants.window
     samples = list(self._recent)
     t = len(samples) - 1 - back
@@ -297,10 +242,7 @@ class OnlineDetector:
     return True
 
   def _resolve(self, events: list[Event]) -> None:
-    """Settles the pending rise: confirmed or rejected by the norm.
-
-    Confirmed once rho rises above its value before the onset, rejected when the W samples from the
-    onset pass without that."""
+    """Condition 3: the pending rise is confirmed once rho rises, rejected after W samples."""
     p = self._pending
     if p is None:
       return
@@ -364,11 +306,7 @@ def _number(value) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """``detect``'s answer.
-
-  ``phases``: one of None, 'A', 'B', 'C' per sample (the last W are provisional);
-  ``reason``: why there is no onset ('' if there is one); ``pending``: the index of a sharp
-  rise still awaiting the norm's answer at the end, else None."""
+  """``detect``'s answer (``phases`` of the last W samples are provisional)."""
   onsets: list[int]
   peaks: list[int]
   phases: list[str | None]
@@ -394,24 +332,9 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
            loss_key: str | None = None, **constants) -> Result:
   """Feeds a whole run through one ``OnlineDetector``: offline = online by construction.
 
-  Args:
-    series: {name: one value per sample}, e.g. ``si_jax.analysis.phases.load_series(workdir)``:
-      'train_loss' (used where finite for more than half the samples) and/or 'loss',
-      optional 'weight_norm', and 'epoch' or 'step' for x (steps for per-step logs,
-      whose epochs repeat).
-    norm: as ``OnlineDetector``.
-    reference: as ``OnlineDetector``.
-    loss_key: 'train_loss' or 'loss'; None: 'train_loss' where finite for more than half
-      the samples (``si_jax.analysis.phases.detector_options`` sets it from a config).
-    **constants: as ``OnlineDetector`` (``Constants`` fields).
-
-  Returns:
-    A ``Result``; its onsets older than W samples are those of any longer run.
-
-  Raises:
-    TypeError: ``series`` is not a mapping.
-    ValueError: no loss; a column of non-numbers, not 1-D, or of another length
-      (named); a bad ``norm``, ``reference`` or constant (``OnlineDetector``).
+  ``series``: {name: one value per sample} (``phases.load_series``); x is 'step' where
+  epochs repeat; ``loss_key`` None: ``loss_key(series)``; the rest as ``OnlineDetector``.
+  The result's onsets older than W samples are those of any longer run.
   """
   columns, chosen, x_key = _columns(series)
   if loss_key is None:
@@ -437,10 +360,9 @@ COLUMNS = ("loss", "train_loss", "weight_norm", "epoch", "step")  # what ``detec
 
 
 def loss_key(series: Mapping[str, Any]) -> str:
-  """'train_loss' where it is finite for more than half the samples (or alone), else 'loss'.
+  """'train_loss' where finite for over half the samples (or alone), else 'loss'.
 
-  Raises:
-    ValueError: ``series`` has neither.
+  Raises ValueError where ``series`` has neither.
   """
   if "loss" not in series and "train_loss" not in series:
     raise ValueError(f"series has no 'loss' nor 'train_loss' (keys: {sorted(series)})")
@@ -454,9 +376,7 @@ def loss_key(series: Mapping[str, Any]) -> str:
 def columns(series: Mapping[str, Any], keys=COLUMNS) -> tuple[dict[str, np.ndarray], str]:
   """``keys`` of ``series`` (those present) as 1-D float arrays of the loss's length; the loss key.
 
-  Raises:
-    TypeError: ``series`` is not a mapping.
-    ValueError: no loss; a column of non-numbers, not 1-D, or of another length (named).
+  Raises TypeError for a non-mapping, ValueError (naming the column) for a bad column.
   """
   if not isinstance(series, Mapping):
     raise TypeError(f"series must be a mapping {{name: values}}, got {type(series).__name__}")
@@ -487,9 +407,7 @@ def _columns(series) -> tuple[dict[str, np.ndarray], str, str]:
 
 
 def _phases(events: Iterable[Event], n: int) -> list[str | None]:
-  """Per-sample phases from the events; a phase holds until the next starts.
-
-  B from each 'converged', C from each 'onset', A from the sample after each 'peak'."""
+  """Per-sample phases: B from 'converged', C from 'onset', A after 'peak', until the next."""
   starts = {}
   for e in events:
     if e.kind in ("converged", "onset", "peak"):
@@ -502,9 +420,7 @@ def _phases(events: Iterable[Event], n: int) -> list[str | None]:
 
 
 def _reason(detector: OnlineDetector, found: bool, n: int) -> str:
-  """Why there are no onsets ('' if there are).
-
-  It starts with the words of ``TOO_FEW_FINITE``, ``NEVER_CONVERGED`` or ``NEVER_DESTABILIZED``."""
+  """Why there are no onsets ('' if there are), starting with one of the reasons above."""
   c = detector.constants
   if detector.finite < c.window + c.hold + 3:
     return (f"{TOO_FEW_FINITE} ({detector.finite} of {n}; {c.window + c.hold + 3} needed for "
@@ -530,9 +446,7 @@ SCALINGS = {"rise": "ln", "converge": "ln", "window": "int", "noise": "linear",
 
 @dataclasses.dataclass(frozen=True)
 class Sensitivity:
-  """A run's onset count with one constant at its value (``base``), halved and doubled.
-
-  The values are those used (``SCALINGS``)."""
+  """A run's onset count with one constant at its value (``base``), halved and doubled."""
   name: str
   value: float
   halved_value: float
@@ -543,12 +457,9 @@ class Sensitivity:
 
 
 def halved_and_doubled(c: Constants) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-  """Per constant of ``c``: (name, its overrides halved, doubled), as ``sensitivity`` uses them.
+  """Per constant of ``c``: (name, its overrides halved, doubled), scaled as ``SCALINGS`` says.
 
-  ``rise`` and ``converge`` in ln (R -> sqrt(R) and R^2: they act on ln loss), ``noise`` and
-  ``settle`` plainly (settle at most 1), ``window``, ``smooth`` and ``hold`` rounded (window >= 2,
-  others >= 1; a window comes with hold lowered to window - 1 if needed, a hold is doubled only
-  as far as window - 1)."""
+  Integers are rounded and kept valid (window >= 2, hold <= window - 1, settle <= 1)."""
   out = []
   for name, how in SCALINGS.items():
     value = getattr(c, name)
@@ -567,13 +478,7 @@ def halved_and_doubled(c: Constants) -> list[tuple[str, dict[str, Any], dict[str
 
 
 def sensitivity(series: Mapping[str, Any], **kwargs) -> list[Sensitivity]:
-  """``detect(series, **kwargs)``'s onset count with each constant halved and doubled in turn.
-
-  The halved and doubled values are ``halved_and_doubled``'s.
-
-  Raises:
-    As ``detect``.
-  """
+  """``detect(series, **kwargs)``'s onset count with each constant halved and doubled in turn."""
   base = detect(series, **kwargs)
   rows = []
   for name, half, double in halved_and_doubled(base.constants):

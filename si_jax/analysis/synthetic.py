@@ -1,16 +1,10 @@
-"""Synthetic runs with planted destabilizations, shaped by the SI dynamics.
+"""Synthetic runs with planted destabilizations, shaped by the SI dynamics (detector validation).
 
-Per optimizer step the SI norm follows Eq. (3) written relative to rho_t^2:
-rho_{t+1}^2 = rho_t^2 [(1 - eta lambda)^2 + q_t], q_t = eta^2 g~_t^2 / rho_t^4 (the
-effective LR squared times the effective gradient norm squared). In phase B the
-effective gradient grows with the effective LR eta / rho^2, so the norm decays and the
-effective LR grows until it crosses a stability threshold: the loss then spikes (phase
-C: its log-excess rises over a few steps to ln(height)), the spike's large effective
-gradients make the norm jump (q_t follows the loss excess), the effective LR falls, and
-the loss relaxes to its floor (phase A). The onset is the sample holding the first step
-of the spike. Samples are per step (full-batch GD) or per epoch (the mean loss of its
-steps), with multiplicative noise measured on tests/data (``NOISE``);
-``no_destabilization_run`` makes runs without one. Nothing here reads the detector.
+Per step the SI norm follows Eq. (3) written relative to rho_t^2: rho_{t+1}^2 =
+rho_t^2 [(1 - eta lambda)^2 + q_t], q_t = eta^2 g~_t^2 / rho_t^4. Entry points:
+``periodic_run``, ``no_destabilization_run``, ``grid`` (the validation set). Nothing here
+reads the detector. The model, noises and grid:
+docs/detector.md#synthetic-runs-with-planted-onsets-si_jaxanalysissynthetic.
 """
 
 from __future__ import annotations
@@ -27,9 +21,7 @@ MIN_B = 10  # samples: the shortest planted phase B (the loss within 1% of its f
 
 @dataclasses.dataclass(frozen=True)
 class Noise:
-  """Per-sample noise of ln(loss): Gaussian ``sigma``, plus rare one-sample upward outliers.
-
-  An outlier (a factor log-uniform in [2, 10]) occurs with probability ``outliers``."""
+  """Per-sample noise of ln(loss): Gaussian ``sigma``, plus 2-10x outliers at rate ``outliers``."""
   sigma: float
   outliers: float = 0.0
 
@@ -44,10 +36,7 @@ SOURCE_SAMPLING = {"digits GD": "step", "CIFAR GD": "step", "CIFAR SGD": "epoch"
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-  """A synthetic run: its log columns, the planted onsets and the condition it was drawn under.
-
-  ``series`` as a run's log columns, the planted ``onsets`` (sample indices), and the ``condition``
-  it was drawn under."""
+  """A synthetic run: its log columns, the planted onsets and the condition it was drawn under."""
   series: dict[str, np.ndarray]
   onsets: list[int]
   condition: dict[str, Any]
@@ -55,17 +44,11 @@ class Trace:
 
 @dataclasses.dataclass(frozen=True)
 class Dynamics:
-  """One run's parameters (per step unless named per sample).
+  """One run's parameters, in steps unless named per sample.
 
-  Attributes:
-    floor: the loss phase B converges to; height: peak / floor of each spike.
-    rise_steps: steps over which a spike's log-excess climbs to ln(height).
-    relax: steps of phase A's e-fold relaxation of the log-excess.
-    steps_per_sample: 1 (per-step logs) or an epoch's steps (per-epoch logs).
-    decay: eta lambda; wd_share: the share of weight decay the phase-B effective
-      gradient offsets at the stability threshold (0: none, 1: all).
-    periods: the planted lengths of the periods in samples (their count is the
-      number of destabilizations); threshold: False for a run that never reaches it.
+  ``height``: a spike's peak / ``floor``; ``decay``: eta lambda; ``wd_share``: the share of
+  weight decay the phase-B effective gradient offsets at the stability threshold;
+  ``periods``: planted period lengths (samples); ``threshold``: False never reaches it.
   """
   floor: float
   height: float
@@ -79,11 +62,7 @@ class Dynamics:
 
 
 def _spike_profile(dyn: Dynamics, start_excess: float = 0.0) -> np.ndarray:
-  """The log-excess of the loss from a spike's first step until it has relaxed.
-
-  Relaxed: within 1% of its floor. A linear climb over ``rise_steps``, then an exponential
-  relaxation, peaking where the highest sample (the mean of ``steps_per_sample`` steps from the
-  first) is ``height`` x the floor; ``start_excess``: the run's start (no climb)."""
+  """A spike's log-excess per step: a linear climb, then relaxation to within 1% of the floor."""
   def profile(peak, climb_steps):
     climb = peak * np.arange(1, climb_steps + 1) / climb_steps
     n_relax = int(np.ceil(dyn.relax * np.log(max(peak, 0.02) / 0.01))) + 1
@@ -102,10 +81,7 @@ def _spike_profile(dyn: Dynamics, start_excess: float = 0.0) -> np.ndarray:
 
 
 def _jump_scale(dyn: Dynamics, excess: np.ndarray, target: float) -> float:
-  """Q such that the spike raises ln rho by ``target`` on top of the decay, by bisection.
-
-  The spike's q_t = Q (e^excess - 1) / (e^max - 1) raises ln rho by ``target`` over the spike on top
-  of the decay (Eq. (3))."""
+  """Q such that q_t = Q (e^excess - 1) / (e^max - 1) raises ln rho by ``target`` (Eq. (3))."""
   shape = np.expm1(excess) / max(np.expm1(excess.max()), 1e-12)
   base = (1 - dyn.decay) ** 2
 
@@ -121,13 +97,10 @@ def _jump_scale(dyn: Dynamics, excess: np.ndarray, target: float) -> float:
 
 
 def simulate(dyn: Dynamics, n: int, rng: np.random.Generator) -> tuple[dict, list[int]]:
-  """Steps the dynamics (module docstring) for ``n`` samples.
+  """Noise-free per-step 'log_loss', 'log_rho', 'q' for ``n`` samples, and the planted onsets.
 
-  Returns the noise-free per-step ln loss, ln rho and q ('log_loss', 'log_rho', 'q') and the planted
-  onsets (sample indices).
-
-  The effective LR is in units of its stability threshold (the norm's scale is free: Proposition 4);
-  the run starts at the untrained loss ``CHANCE`` x U(0.8, 1.5)."""
+  The effective LR is in units of its stability threshold (the norm's scale is free:
+  Proposition 4)."""
   k, steps = dyn.steps_per_sample, n * dyn.steps_per_sample
   log_floor = np.log(dyn.floor)
   excess = np.zeros(steps)
@@ -164,10 +137,7 @@ def simulate(dyn: Dynamics, n: int, rng: np.random.Generator) -> tuple[dict, lis
 
 def _observe(steps: dict, dyn: Dynamics, noise: Noise, rng: np.random.Generator,
              norm: str, scale: float) -> dict[str, np.ndarray]:
-  """Per-sample columns: the noisy mean loss of each sample's steps, and the norm.
-
-  The loss is the mean of each sample's steps times log-normal noise and outliers; the norm is at
-  its last step (x ``scale``; constant for norm='fixed', absent for 'absent')."""
+  """Per-sample columns: each sample's mean loss times the noise; the norm at its last step."""
   k = dyn.steps_per_sample
   loss = np.exp(steps["log_loss"]).reshape(-1, k).mean(axis=1)
   n = len(loss)
@@ -195,15 +165,10 @@ SAMPLING = {  # samples per run, steps per sample, eta lambda, relax (samples), 
 
 def periodic_run(seed: int, *, floor: float, height: float, noise: str = "CIFAR SGD",
                  sampling: str | None = None, norm: str = "free") -> Trace:
-  """A run with destabilizations (module docstring).
+  """A run with destabilizations: ``height`` = spike peak / ``floor``, ``noise`` of ``NOISE``.
 
-  Given the phase-B floor, the spike's peak / floor (of the sampled loss), the noise (``NOISE``),
-  'epoch' or 'step' samples (None: as the noise's recorded runs, ``SOURCE_SAMPLING``), and the norm
-  'free', 'fixed' (the SI norm is held and logged constant: the spikes then come from a sharpness
-  that grows in phase B, with the same timing) or 'absent' (not logged).
-
-  Raises:
-    KeyError: an unknown ``noise`` or ``sampling``.
+  ``sampling`` None: as the noise's recorded runs; ``norm``: 'free', 'fixed' (logged
+  constant, same spikes) or 'absent'. Raises KeyError for an unknown noise or sampling.
   """
   rng = np.random.default_rng(seed)
   sampling = sampling or SOURCE_SAMPLING[noise]
@@ -226,27 +191,11 @@ def periodic_run(seed: int, *, floor: float, height: float, noise: str = "CIFAR 
 
 def no_destabilization_run(seed: int, *, kind: str, noise: str = "CIFAR SGD",
                            sampling: str | None = None, norm: str = "free") -> Trace:
-  """A run without destabilizations, of one of these kinds.
+  """A run without destabilizations: ``kind`` 'converging', 'never', 'oscillating', 'bouncing'.
 
-  ``kind``:
-
-  * 'converging': the warm-up, then phase B for good (no stability threshold: the
-    norm settles where the effective gradient offsets weight decay, Proposition 2);
-  * 'never': the loss never converges: noisy around CHANCE / U(1.5, 3) with noise of
-    0.1-0.33 decades (as a too large learning rate), the norm growing 4% with each
-    doubling of the loss and shrinking 1% otherwise;
-  * 'oscillating': per-step GD at a large learning rate, the loss oscillating smoothly
-    (in ln) between U(0.15, 0.3) and U(4, 8) every U(12, 18) steps, the norm growing
-    while the loss rises;
-  * 'bouncing': full-batch GD before it converges, the loss jumping at random between
-    0.05 and 5 (log-uniform, as tests/test_phases.py), the norm as for 'never'.
-
-  ``noise`` (``NOISE``) applies to 'converging' and 'oscillating'; 'never' and
-  'bouncing' carry their own. ``sampling`` (None: 'step' for 'oscillating' and
-  'bouncing', else the noise's) and ``norm``: as ``periodic_run``.
-
-  Raises:
-    ValueError: an unknown ``kind``.
+  The kinds are described in docs/detector.md; 'converging' settles where the effective
+  gradient offsets weight decay (Proposition 2). Other arguments as ``periodic_run``.
+  Raises ValueError for an unknown ``kind``.
   """
   rng = np.random.default_rng(seed)
   sampling = sampling or ("step" if kind in ("oscillating", "bouncing") else
@@ -301,13 +250,7 @@ NORMS = ("free", "fixed", "absent")
 
 
 def grid(seeds: int = 4) -> Iterator[Trace]:
-  """The validation set, ``seeds`` seeds per cell (fixed: the same set on every call).
-
-  ``periodic_run`` over FLOORS x HEIGHTS (peaks up to MAX_PEAK) x NOISE (each sampled as its
-  recorded runs; digits SGD up to MAX_OUTLIER_FLOOR: its one-sample 2-10x outliers would cross the
-  convergence level above) x NORMS; then ``no_destabilization_run``: 'converging' over NOISE x NORMS
-  (``2 * seeds`` each), and 'never', 'oscillating' and 'bouncing' with a free and a fixed norm
-  (``5 * seeds``)."""
+  """The validation set (docs/detector.md), ``seeds`` seeds per cell: the same on every call."""
   seed = 0
   for floor in FLOORS:
     for height in HEIGHTS:
