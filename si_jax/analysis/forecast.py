@@ -1,27 +1,11 @@
 """The next destabilization, forecast online from the SI norm's dynamics (Eq. (3)).
 
-In phase B the loss is low and weight decay shrinks the SI norm: with the effective
-gradient norm g~ = rho ||grad||, Eq. (3) gives rho_{t+1}^2 = (1 - eta lambda)^2 rho_t^2 +
-eta^2 g~_t^2 / rho_t^2, so the effective LR eta / rho^2 grows step by step (Remark 3
-bounds where it settles when nothing breaks). Each destabilization of the run began at
-some effective LR, the *critical level*; the next one comes when the effective LR
-reaches the next critical level. The forecast:
-
-1. the critical levels seen so far: the effective LR of the sample before each onset the
-   detector (``si_jax.analysis.detector``) confirmed;
-2. their distribution: log-normal, with the mean of their ln and a spread shrunk towards
-   ``prior_spread`` (ln units) when there are few of them; conditioned on the run not
-   having destabilized yet (the levels below the current effective LR are past);
-3. the time to reach a level: Eq. (3) iterated step by step from the current rho, with
-   eta from the record (eta = effective LR x rho^2, so schedules count), lambda from the
-   config and g~ the median of phase B's records so far; without lambda, the growth rate
-   of ln(effective LR) measured over phase B.
-
-The point forecast is the time to reach the conditional median level; the interval the
-times to reach its ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles. A forecast
-is made in phase B after a first destabilization, in the run's x units (epochs, or
-steps for per-step logs). A run without destabilization (too small or too large a
-learning rate, a fixed norm) gets none.
+In phase B the effective LR grows; each onset so far began at a *critical level* of it.
+The forecast is the time for Eq. (3), iterated from the current rho, to carry the
+effective LR to the next level, drawn from the levels seen so far (log-normal,
+conditioned on the run not having destabilized yet). Entry points: ``OnlineForecaster``,
+``Live`` (the loop's detector and forecaster), ``replay``, ``score``, ``score_workdir``.
+Method and measured scores: docs/forecast.md.
 """
 
 from __future__ import annotations
@@ -59,17 +43,14 @@ class OnlineForecaster:
 
   Args:
     wd: lambda (``optim.wd``); None: the growth rate of the effective LR is measured.
-    steps_per_sample: optimizer steps between two records (None: from the records'
-      'step', else 1).
-    coverage: the interval's probability (0.8: an 80% interval).
-    prior_spread: the spread of ln(critical level) assumed before the run shows its own;
-      it counts as one level.
-    horizon: samples beyond which a forecast is not made (the level is out of reach).
-    x_key: the records' x, 'epoch' or 'step' (per-step logs); None: 'epoch' if present.
+    steps_per_sample: optimizer steps between records (None: from 'step', else 1).
+    coverage: the interval's probability.
+    prior_spread: the spread of ln(critical level) before the run shows its own (one level).
+    horizon: samples beyond which a level is out of reach.
+    x_key: 'epoch' or 'step'; None: 'epoch' if present.
 
   Raises:
-    ValueError: a ``coverage`` outside (0, 1), a non-positive ``prior_spread``, ``wd``
-      or ``steps_per_sample``.
+    ValueError: ``coverage`` outside (0, 1), or a non-positive number.
   """
 
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
@@ -223,10 +204,7 @@ class Replay:
 
 def replay(records: list[Mapping[str, Any]], *, wd: float | None = None,
            detector_options: Mapping[str, Any] | None = None, **kwargs) -> Replay:
-  """Feeds ``records`` through a detector and an ``OnlineForecaster``, as the loop does.
-
-  ``detector_options``: ``OnlineDetector`` arguments (``phases.detector_options(config)``);
-  ``kwargs``: ``OnlineForecaster``'s."""
+  """Feeds ``records`` through a detector and an ``OnlineForecaster``, as the loop does."""
   detector = detector_lib.OnlineDetector(**(detector_options or {}))
   forecaster = OnlineForecaster(wd=wd, x_key=(detector_options or {}).get("x_key"), **kwargs)
   x, phases, forecasts, onsets = [], [], [], []
@@ -273,10 +251,7 @@ class Score:
 
 
 def score(run: Replay) -> list[Score]:
-  """Scores the forecasts of each destabilization after the first two.
-
-  Those made at ``POINTS`` of the live phase B before it (its first sample to the onset),
-  beside the naive previous-period forecast."""
+  """Forecasts made at ``POINTS`` of each phase B against the onset ending it (from the third)."""
   out = []
   for k in range(2, len(run.onsets)):
     onset, previous = run.onsets[k], run.onsets[k - 1]
@@ -296,16 +271,10 @@ def score(run: Replay) -> list[Score]:
 
 
 class Live:
-  """A run's live analysis: the detector, and the forecaster where the norm is free.
+  """A run's live analysis: the detector, and the forecaster where ``forecast``.
 
-  ``update(record)`` returns the fields the epoch record gains: 'phase', 'destabilizations',
-  'onset_confirmed' (the x of an onset this record confirms) and ``FIELDS`` (while there
-  is a forecast; 'forecast_high' None where the interval is unbounded).
-
-  Args:
-    detector_options: ``OnlineDetector``'s arguments (``phases.detector_options``).
-    wd: lambda for Eq. (3); None: the growth rate of the effective LR is measured.
-    forecast: whether to forecast (False for a fixed norm or optimizers without Eq. (3)).
+  ``wd``: lambda for Eq. (3), None to measure the growth rate; the record fields it adds:
+  docs/forecast.md#live-and-offline.
   """
 
   def __init__(self, detector_options: Mapping[str, Any], wd: float | None,
@@ -331,10 +300,7 @@ class Live:
 
 
 def live_for_config(config: Mapping[str, Any], detector_options: Mapping[str, Any]) -> Live:
-  """The ``Live`` analysis of a run of ``config`` (a ConfigDict or its JSON dict).
-
-  Forecasts need a free norm; Eq. (3) needs plain SGD (momentum 0, coupled weight decay),
-  else the growth rate of the effective LR is measured."""
+  """The ``Live`` analysis of a run of ``config``; Eq. (3) only for plain SGD with coupled wd."""
   optim = config.get("optim") or {}
   free = detector_options.get("norm") != "fixed"
   wd = _number(optim.get("wd"))
@@ -344,14 +310,7 @@ def live_for_config(config: Mapping[str, Any], detector_options: Mapping[str, An
 
 
 def score_workdir(workdir: str, steps: bool = False) -> list[Score]:
-  """The scores of a finished run directory, replayed causally.
-
-  Its config.json sets the detector and lambda; ``steps``: the per-step log. [] for a
-  fixed norm.
-
-  Raises:
-    FileNotFoundError / ValueError: no run there, or a damaged log.
-  """
+  """The scores of a finished run directory replayed causally with its config ([]: fixed norm)."""
   config = phases.read_config(workdir) or {}
   options = dict(phases.detector_options(config), x_key="step" if steps else "epoch")
   if steps:
@@ -364,10 +323,7 @@ def score_workdir(workdir: str, steps: bool = False) -> list[Score]:
 
 
 def summary(scores: list[Score]) -> dict[str, Any]:
-  """The scores in numbers, per point of phase B ('25%', ...) and per onset at 50%.
-
-  Per point: forecasts made, the median |error| as a fraction of the period (ours and
-  naive), the interval's coverage."""
+  """Per point ('25%', ...): forecasts, median |error| / period (ours, naive), coverage."""
   out: dict[str, Any] = {}
   for point in POINTS:
     rows = [s for s in scores if s.point == point and math.isfinite(s.predicted)]

@@ -1,21 +1,10 @@
-"""Periods and phases of a run, read from its logs (Sec. 3-4 of the paper, Figs. 1-4).
+"""Periods and phases of a run, read from its logs (Sec. 3-4, Figs. 1-4, 11 and 14).
 
-The paper splits every period of training with BN and weight decay into three phases
-(Sec. 4 and Fig. 4; appendix Fig. 11 for full-batch GD, Fig. 14 for the toy function):
-
-* phase A: the train loss falls back to its low level;
-* phase B: the loss stays low while weight decay shrinks the SI weight norm rho, so the
-  effective learning rate eta / rho^2 grows;
-* phase C, the *destabilization*: the train loss spikes and the large effective
-  gradients make the norm jump up (Eq. (3)), which starts the next period.
-
-The destabilizations and phases are those of ``si_jax.analysis.detector`` (causal and
-online; the training loop runs the same detector, so a run's live phase and count equal
-this analysis of its log). Each period runs from one onset to the next (period 0 from
-the start of training: the warm-up, which has no phase C): phase C from the onset to
-the spike's peak, phase A from there to the first of ``window`` converged samples,
-phase B from there to the next onset. ``analyze`` adds per-period statistics and says
-"no periodic behavior" (with the reason) for fewer than two destabilizations.
+Phases A (the loss falls back), B (the loss stays low while the effective LR grows) and
+C (the destabilization) are those of ``si_jax.analysis.detector``, which the training loop
+runs too, so live and offline answers agree. A period runs from one onset to the next
+(period 0, the warm-up, from the start). Entry points: ``analyze``, ``analyze_run``,
+``detector_options``, ``outcome``. Details: docs/detector.md.
 """
 
 
@@ -35,9 +24,7 @@ from si_jax.analysis import detector
 
 
 def load_series(workdir: str, steps: bool = False) -> dict[str, np.ndarray]:
-  """Every numeric metric of a run as a float array over epochs (NaN where absent or null).
-
-  Fields holding text (the live ``phase``) are left out."""
+  """Every numeric metric of a run as a float array over epochs (NaN where absent or null)."""
   records = logs.read_run(workdir, steps=steps)
   number = lambda v: isinstance(v, (int, float)) or v is None
   keys = sorted({k for r in records for k, v in r.items() if number(v)} -
@@ -47,10 +34,7 @@ def load_series(workdir: str, steps: bool = False) -> dict[str, np.ndarray]:
 
 
 def loss_series(series: dict[str, np.ndarray]) -> np.ndarray:
-  """The loss to analyze (``detector.loss_key``).
-
-  The full-pass train loss if mostly logged (appendix B), else the in-step batch loss.
-  Raises ValueError when ``series`` has neither."""
+  """The loss to analyze: the full-pass train loss if mostly logged (appendix B), else 'loss'."""
   return series[detector.loss_key(series)]
 
 
@@ -59,23 +43,14 @@ SERIES_KEYS = ("loss", "train_loss", "weight_norm", "epoch", "step", "test_error
 
 
 def check_series(series) -> dict[str, np.ndarray]:
-  """Returns ``series`` with the keys ``analyze`` reads (``SERIES_KEYS``) as 1-D float arrays.
-
-  Lists and tuples are converted; other keys are passed through unchanged.
-
-  Raises:
-    As ``detector.columns``: a non-mapping, no loss, a malformed or mis-sized column.
-  """
+  """``series`` with ``SERIES_KEYS`` as 1-D float arrays (``detector.columns``'s checks)."""
   checked, _ = detector.columns(series, SERIES_KEYS)
   return {**series, **checked}
 
 
 @dataclasses.dataclass(frozen=True)
 class Period:
-  """One period: sample indices [start, end) and its phases.
-
-  The phases are index ranges, end exclusive; they tile the period, except in a run whose loss never
-  converged: all empty there."""
+  """One period: samples [start, end); its phases tile it (all empty if never converged)."""
   index: int
   start: int
   end: int
@@ -159,11 +134,7 @@ TOO_FEW_ONSETS = "only "  # "only 1 destabilization (at ...)"
 
 
 def outcome(reason: str) -> str:
-  """A run's verdict from its ``Analysis.reason`` (``summary()['reason']``), for tables.
-
-  One of 'periodic' (no reason), 'too few destabilizations', 'never destabilized' (the loss
-  converged), 'never converged', 'too few finite loss values'; any other reason (one a caller wrote,
-  e.g. for a run without an epoch record) is returned unchanged."""
+  """A run's verdict from its ``Analysis.reason``, for tables; an unknown reason is kept."""
   if not reason:
     return "periodic"
   for prefix, verdict in ((TOO_FEW_ONSETS, "too few destabilizations"),
@@ -186,22 +157,9 @@ def analyze(series: Mapping[str, Any], *, reference_loss: float | None = None,
             **constants) -> Analysis:
   """Destabilizations, periods, phases and per-period statistics of a logged run.
 
-  Args:
-    series: ``load_series(workdir)`` (per epoch) or ``load_series(workdir, steps=True)``
-      (per step); lists are accepted.
-    reference_loss: the untrained loss (``chance_loss``); None: the first finite loss.
-    norm: as ``detector.OnlineDetector`` ('auto', 'free' or 'fixed').
-    loss_key: as ``detector.detect`` (None: its choice).
-    min_destabilizations: fewer onsets than this is no periodic behavior.
-    **constants: ``detector.Constants`` fields.
-
-  Returns:
-    An ``Analysis``; ``outcome(reason)`` names a run without periodic behavior. Phases
-    are empty where the loss never converged.
-
-  Raises:
-    TypeError / ValueError: a malformed ``series`` (``check_series``) or detector
-      argument (``detector.OnlineDetector``).
+  ``series``: ``load_series(workdir[, steps=True])``; ``reference_loss``: the untrained loss
+  (None: the first finite loss); fewer than ``min_destabilizations`` onsets is no periodic
+  behavior; the rest as ``detector.detect``.
   """
   series = check_series(series)
   found = detector.detect(series, norm=norm, reference=reference_loss, loss_key=loss_key,
@@ -223,11 +181,7 @@ def analyze(series: Mapping[str, Any], *, reference_loss: float | None = None,
 
 def _period_phases(found: detector.Result, loss: np.ndarray, start: int, end: int,
                    spike: bool) -> tuple[tuple[int, int], ...]:
-  """Phases C, A, B of samples [start, end) as index ranges, from the detector's events.
-
-  C: the onset (``start`` if ``spike``) to its peak; A: to the first sample of the
-  period's first converged stretch; B: from there to ``end``. All empty if the run never
-  converged; a spike whose peak is not final yet ends at the highest loss so far."""
+  """Phases C (onset to peak), A, B (first converged stretch to ``end``) of [start, end)."""
   converged = [e.index for e in found.events if e.kind == "converged" and start <= e.index < end]
   if not any(e.kind == "converged" for e in found.events):
     return (start, start), (start, start), (start, start)
@@ -245,10 +199,7 @@ def _period_phases(found: detector.Result, loss: np.ndarray, start: int, end: in
 
 def _stats(series: dict[str, np.ndarray], loss: np.ndarray, x: np.ndarray, start: int,
            end: int) -> dict[str, float]:
-  """Per-period statistics of samples [start, end).
-
-  Its x range and length, minimum loss and test error, effective-LR, effective-gradient-norm and
-  weight-norm ranges."""
+  """Per-period statistics of samples [start, end): x range, minima, and metric ranges."""
   n = len(loss)
   stats: dict[str, float] = {
       "x_start": float(x[start]), "x_end": float(x[end - 1]),
@@ -291,12 +242,8 @@ def chance_loss(workdir: str) -> float | None:
 def detector_options(config: Mapping[str, Any]) -> dict[str, Any]:
   """The detector's arguments for a run of ``config`` (a ConfigDict or its JSON dict).
 
-  The training loop and ``analyze_run`` both use them, so the live and offline answers are the
-  same: reference ln(classes) (None for an unknown dataset), norm 'fixed' where the SI norm
-  is held (``optim.fix_si_norm``, ``optim.fixed_effective_lr``, ``optim.sphere``) else
-  'auto', and the loss
-  logged every epoch: the full-pass train loss with ``train.eval_every`` 1, else the
-  in-step loss."""
+  Used by the loop and ``analyze_run`` alike: reference ln(classes), norm 'fixed' where the
+  optimizer holds the SI norm, 'train_loss' where ``train.eval_every`` is 1."""
   data, optim, train = (config.get(k) or {} for k in ("data", "optim", "train"))
   classes = CLASSES.get(data.get("name"))
   fixed = bool(optim.get("fix_si_norm") or optim.get("fixed_effective_lr")
@@ -308,10 +255,7 @@ def detector_options(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray] | None = None,
                 **kwargs) -> Analysis:
-  """``analyze`` of a run directory's logs with the detector options of its config.json.
-
-  ``series``: already loaded with ``load_series``; ``kwargs`` go to ``analyze`` and override
-  ``detector_options`` (per-step logs: the loss key is the series' own choice)."""
+  """``analyze`` of a run directory's logs with its config's ``detector_options``; kwargs win."""
   series = load_series(workdir, steps=steps) if series is None else series
   options = detector_options(read_config(workdir) or {})
   if steps or options["loss_key"] not in series:

@@ -1,21 +1,8 @@
 """The regime of a run trained on the sphere at a fixed ELR (Kodryan et al. 2022, Sec. 4).
 
-``classify`` reads a run's per-epoch series over its final window (the last
-``window_fraction`` of its epochs, at least 3) and names one of three regimes:
-
-* ``divergence``: the final train loss is non-finite, or the model is no better than
-  chance: the final median train accuracy is at most ``chance_factor`` / C or, where
-  no accuracy is logged, the final median train loss at least ``chance_fraction`` of
-  ``reference_loss`` = ln C (the loss of uniform predictions over C classes; with a
-  fixed last layer the loss of a chance-level model can exceed it);
-* ``convergence``: the final median train loss is at most ``floor_fraction`` of
-  ``reference_loss`` and the final median effective gradient norm at most
-  ``grad_fraction`` of its peak over the run: loss and effective gradient norm both fell
-  to the run's floor;
-* ``chaotic equilibrium``: neither: the loss stays in a band above the floor, the
-  accuracy above chance, and the effective gradient norm does not vanish.
-
-The reason names the numbers behind the verdict.
+``classify`` names one of ``REGIMES`` from the final window of a run's per-epoch series,
+with the numbers behind the verdict; ``summary_fields`` and ``table`` serve sphere
+families. Criteria and measurements: docs/three_regimes.md.
 """
 
 from __future__ import annotations
@@ -78,26 +65,13 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
              window_fraction: float = 0.25, chance_factor: float = 1.5,
              chance_fraction: float = 0.9, floor_fraction: float = 0.02,
              grad_fraction: float = 0.2) -> Regime:
-  """The regime of one run (module docstring) from its per-epoch series.
+  """The regime of one run from its per-epoch series' medians over the last ``window_fraction``.
 
-  Args:
-    series: per-epoch arrays (``phases.load_series``): ``train_loss`` (else ``loss``,
-      the in-step batch loss) and ``effective_grad_norm`` (else
-      ``train_effective_grad_norm``), and ``train_accuracy`` where logged; NaN where
-      not logged.
-    reference_loss: the chance-level loss, ln C (``chance_loss``).
-    window_fraction: the final window's share of the epochs (at least 3 epochs).
-    chance_factor: divergence up to this x the chance accuracy 1/C = exp(-reference_loss).
-    chance_fraction: without accuracies, divergence from this x ``reference_loss`` up.
-    floor_fraction: convergence needs a final loss at most this x ``reference_loss``...
-    grad_fraction: ... and a final effective gradient norm at most this x its peak.
-
-  Returns:
-    A ``Regime``.
-
-  Raises:
-    ValueError: no loss or effective gradient norm series, an empty one, or a
-      non-positive ``reference_loss``.
+  Divergence: a non-finite loss, or accuracy <= ``chance_factor`` / C (without accuracies:
+  loss >= ``chance_fraction`` ln C); convergence: loss <= ``floor_fraction`` ln C and
+  effective gradient norm <= ``grad_fraction`` x its peak; else chaotic equilibrium.
+  ``reference_loss`` is ln C (``chance_loss``). Raises ValueError for a missing or empty
+  series or a non-positive ``reference_loss``.
   """
   if not reference_loss > 0:
     raise ValueError(f"reference_loss must be positive (ln C), got {reference_loss!r}")
@@ -129,10 +103,7 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
 
 
 def summary_fields(series: dict[str, np.ndarray], config) -> dict[str, str]:
-  """{'regime', 'regime_reason'} of a run trained on the sphere (``optim.sphere``), else {}.
-
-  ``config`` is the run's config (its dataset gives the chance level).
-  """
+  """{'regime', 'regime_reason'} of a run of ``config`` on the sphere, else {}."""
   if config.optim.get("sphere", "off") == "off":
     return {}
   regime = classify(series, chance_loss(config.data.name))
@@ -146,12 +117,7 @@ def _last_finite(values) -> float:
 
 
 def table(summary: dict, workdir: str) -> str:
-  """A Markdown table of a sphere family's members (``summary.json`` + their logs).
-
-  Columns: the member's label, regime, and from its log the last logged train loss,
-  test error, epoch-mean effective gradient norm, angle to init (radians) and Hessian
-  trace (NaN where not logged).
-  """
+  """A Markdown table of a sphere family's members: regime and last logged metrics."""
   rows = ["| member | regime | train loss | test error | eff. grad norm | angle to init "
           "| Hessian trace |", "| --- | --- | --- | --- | --- | --- | --- |"]
   for m in summary["members"]:
