@@ -1,17 +1,11 @@
 """Scale-invariant parameter groups, found numerically for any model's parameters.
 
 A group S of tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x) for every c > 0
-(property (1a)); then, for every output direction u (Euler's theorem),
-
-    sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = d/dc [u . f(c x_S)] at c = 1 = 0,   (E)
-
-the identity by which appendix A.2 drops the cross term of Eqs. (3) and (8).
-``find_si_groups`` finds the groups from (E) and confirms each by rescaling, by default
-at a generic point (``generic_point``: tensors that are exactly zero or constant, as
-framework inits leave biases and norm scales, moved to generic values), so that the
-groups found at init are the groups that hold once training has moved those tensors;
-``verify_si_groups`` checks given ones on any later state. Method and tolerances:
-docs/design_notes.md.
+(property (1a)); Euler's theorem then gives, for every output direction u, (E):
+sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = 0, by which appendix A.2 drops the cross term
+of Eqs. (3) and (8). ``find_si_groups`` finds the groups from (E) and confirms each by
+rescaling at a ``generic_point``; ``verify_si_groups`` checks given ones on any state.
+Method and tolerances: docs/design_notes.md; the generic point: docs/analysis_notes.md.
 """
 
 from __future__ import annotations
@@ -49,15 +43,12 @@ class SIGroupsReport:
     euler: name -> Euler residual ||M 1_S|| ~ ||d/dc f(c x_S)|| / ||f||, Eq. (E).
     value: name -> max_c ||f(c x_S) - f(x)|| / ||f(x)||.
     baseline: name -> the same change under a random perturbation of x_S of equal size.
-    zero: paths of the tensors excluded because their norm is 0 (none at a generic point).
-    unused: paths of the tensors f does not depend on (excluded).
+    zero: paths excluded for norm 0; unused: paths f does not depend on.
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
     nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
-    generic: whether the search ran at a generic point (``generic_point``).
-    moved: paths of the degenerate tensors moved there (zero or constant in params).
-    degenerate_only: groups the search at the params as given accepts that are not SI
-      at the generic point, each as '+'.join of its paths -> the moved tensors it needs
-      at their given (zero or constant) values.
+    generic: whether the search ran at a ``generic_point``; moved: the tensors it moved.
+    degenerate_only: groups SI only at the given (zero or constant) values of moved
+      tensors: '+'.join of their paths -> those tensors.
   """
 
   groups: dict[str, tuple[ParamPath, ...]]
@@ -133,10 +124,7 @@ class _Model:
 
 @functools.lru_cache(maxsize=16)
 def _compiled(fn: Callable, treedef) -> tuple[Callable, Callable, Callable]:
-  """Compiled f(leaves, args) as one vector, its JVP and its VJP (one cotangent a call).
-
-  Not vmapped over cotangents: XLA:CPU miscompiled that (docs/design_notes.md).
-  """
+  """Compiled f(leaves, args) as one vector, its JVP and its VJP (one cotangent: design_notes)."""
   apply = jax.jit(lambda leaves, args: _as_vector(fn(treedef.unflatten(leaves), *args)))
   jvp = jax.jit(lambda leaves, tangents, args: jax.jvp(
       lambda ls: apply(ls, args), (leaves,), (tangents,))[1])
@@ -154,10 +142,7 @@ def _as_vector(out) -> jax.Array:
 
 def _probe_matrix(model: _Model, columns: Sequence[int], num_probes: int | None,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """M[k, i] = <grad_{x_i}(u_k . f), x_i> / ||f|| and max_k ||grad_{x_i}|| ||x_i|| / ||f||.
-
-  Rows are stacked over argument sets; inner products in float64 numpy.
-  """
+  """M[k, i] = <grad_{x_i}(u_k . f), x_i> / ||f|| (stacked over argument sets), and the sizes."""
   rows, sizes = [], np.zeros(len(columns))
   leaves = [model.leaves[i].astype(np.float64) for i in columns]
   for args, y, norm in zip(model.arg_sets, model.base, model.base_norms):
@@ -269,11 +254,7 @@ def _degenerate(x: np.ndarray) -> bool:
 
 def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarray],
                    degenerate: Sequence[bool]) -> float:
-  """Tensor i's natural scale (``generic_point``).
-
-  The RMS of the non-degenerate tensors beside it (same parent path), else the value of
-  a constant one there, else 1.
-  """
+  """Tensor i's natural scale (``generic_point``), from the tensors beside it."""
   beside = [j for j, p in enumerate(paths)
             if j != i and p[:-1] == paths[i][:-1] and np.issubdtype(leaves[j].dtype, np.inexact)
             and np.any(leaves[j])]
@@ -285,21 +266,9 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
 
 
 def generic_point(params, seed: int = 0):
-  """``params`` with each degenerate floating tensor moved to a generic value.
+  """(``params`` with each zero or constant floating tensor moved to a generic value, their paths).
 
-  Degenerate: exactly zero, or constant over two or more entries (flax initializes
-  biases to 0 and norm scales to 1). A constant v becomes v (1 + GENERIC_SIZE u_j),
-  u_j ~ U(-1, 1); a zero tensor becomes GENERIC_SIZE s z_j, z_j ~ N(0, 1), with s its
-  natural scale: the RMS of the non-degenerate tensors under the same parent path (a
-  Dense bias: its kernel's), else the value of a constant one there (a norm's bias: its
-  scale's), else 1. Other tensors are returned as they are.
-
-  Args:
-    params: a pytree of arrays (linen params, an nnx ``State`` or its pure dict).
-    seed: seeds the perturbation (the same seed, the same point).
-
-  Returns:
-    (the params at the generic point, same structure; the paths of the moved tensors).
+  Why and how: docs/analysis_notes.md#the-generic-point; ``seed`` fixes the point.
   """
   keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
   paths = [_path_str(kp) for kp, _ in keyed]
@@ -327,11 +296,7 @@ def _check_scales(scales) -> None:
 def check_paths(paths, where: str) -> tuple[ParamPath, ...]:
   """``paths`` (e.g. (('conv_0', 'kernel'),)) as tuples of str; a string is never split.
 
-  ``where`` names what holds ``paths`` in the messages (e.g. "si_groups['conv_0']").
-
-  Raises:
-    TypeError: ``paths``, or one of its paths, is a string or not a sequence.
-    ValueError: ``paths`` or one of its paths is empty.
+  Raises TypeError for a string or non-sequence, ValueError for an empty one, naming ``where``.
   """
   example = "e.g. (('dense_0', 'kernel'),), not 'dense_0/kernel'"
   if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
@@ -352,14 +317,7 @@ def check_paths(paths, where: str) -> tuple[ParamPath, ...]:
 
 def check_groups(si_groups, where: str = "si_groups", allow_none: bool = False,
                  ) -> dict[str, tuple[ParamPath, ...]]:
-  """{name: ``check_paths(paths)``} for a {name: paths} mapping named ``where``.
-
-  ``allow_none``: whether an empty mapping (no group at all) is accepted.
-
-  Raises:
-    TypeError: ``si_groups`` is not a mapping, or a group or path is malformed.
-    ValueError: no group (unless ``allow_none``), or an empty group or path.
-  """
+  """{name: ``check_paths(paths)``} for a {name: paths} mapping; ``allow_none``: {} is valid."""
   if not isinstance(si_groups, Mapping):
     raise TypeError(f"{where} must be a mapping {{group name: paths}}, got "
                     f"{type(si_groups).__name__}")
@@ -370,16 +328,7 @@ def check_groups(si_groups, where: str = "si_groups", allow_none: bool = False,
 
 def check_in_params(si_groups: Mapping[str, Sequence[ParamPath]], params,
                     where: str = "si_groups") -> None:
-  """Checks that every path of ``si_groups`` is in ``params``.
-
-  Args:
-    si_groups: group name -> paths (checked with ``check_groups`` first).
-    params: the parameter pytree (linen params, nnx State or a pure dict).
-    where: the argument's name, for the message.
-
-  Raises:
-    ValueError: naming the first missing path and the closest existing ones.
-  """
+  """Raises ValueError naming the first path of ``si_groups`` not in ``params``, and the closest."""
   known = [_path_str(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   known_set = set(known)
   for name, paths in si_groups.items():
@@ -398,12 +347,7 @@ def check_in_params(si_groups: Mapping[str, Sequence[ParamPath]], params,
 
 
 def group_name(group: Sequence[ParamPath], all_paths: Sequence[ParamPath]) -> str:
-  """A readable name for a group, as si_jax's models name theirs.
-
-  A member is the shortest path prefix whose two or more leaves are all in the group
-  ('dense_0'), else '/'.join(path) less a trailing 'kernel' ('layer1_0/conv1'); members
-  are joined by '+': 'stem+layer1_0/conv2+layer1_1/conv2'.
-  """
+  """A readable name for a group, e.g. 'stem+layer1_0/conv2' (shortest covering prefixes)."""
   members, names = set(group), []
   for path in group:
     name = None
@@ -435,37 +379,27 @@ def find_si_groups(
 ):
   """Every minimal group of tensors on which ``fn(params, *args)`` is scale-invariant.
 
-  By default the search runs at ``generic_point(params, seed)``, where tensors that are
-  zero or constant (flax's init of biases and norm scales) have generic values: groups
-  that hold at ``params`` only because such a tensor is zero or constant there are left
-  out, with a warning naming the group and the tensor.
+  Groups that hold at ``params`` only because a tensor is zero or constant there are left
+  out (with a warning) unless ``generic`` is False; a near-SI tensor in no group warns too.
 
   Args:
-    fn: jittable f(params, *args) -> floating arrays (e.g. logits; a train-mode batch
-      norm with mutable statistics, returning only the output).
-    params: a pytree of floating arrays (linen params, an nnx ``State`` or its pure
-      dict). Paths are tuples of str (int keys converted, nnx's '.value' dropped).
+    fn: jittable f(params, *args) -> floating arrays (e.g. logits; train-mode BN: output only).
+    params: a pytree of floating arrays (linen params, an nnx ``State`` or its pure dict).
     *args: the arguments after params, e.g. a batch of inputs.
     more_args: further argument tuples: more rows of M; confirmation takes the worst.
     rtol: tolerance of the relative residuals (Euler and value).
-    margin: a group's change under rescaling must be <= margin times the change under a
-      random perturbation of the same size (the non-SI baseline).
+    margin: the rescaling change must be <= margin x that of a random perturbation.
     scales: rescaling factors c of the confirmation.
-    num_probes: output directions per argument set; default min(output size,
-      number of tensors + 16).
+    num_probes: output directions per argument set; default min(outputs, tensors + 16).
     seed: for the generic point, the random probes and perturbations.
     max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
-    generic: search at the generic point, or (False) at ``params``, leaving zeros out.
+    generic: search at ``generic_point(params, seed)``, else at ``params``.
     return_report: also return a ``SIGroupsReport``.
 
   Returns:
-    {name: (path, ...)}, or ({name: (path, ...)}, ``SIGroupsReport``) with
-    ``return_report``. Warns when a tensor in no group is within 3x of ``rtol``, and
-    for each group of ``SIGroupsReport.degenerate_only``.
+    {name: (path, ...)}, and the ``SIGroupsReport`` with ``return_report``.
 
-  Raises:
-    ValueError: ``fn`` is not finite at ``params`` (or at the generic point) for some
-      argument set, bad ``scales``, or params with non-floating leaves.
+  Raises ValueError for a non-finite ``fn``, bad ``scales`` or non-floating leaves.
   """
   _check_scales(scales)
   search = functools.partial(_search, rtol=rtol, margin=margin, scales=scales,
@@ -498,11 +432,7 @@ def _warn(report: SIGroupsReport, rtol: float) -> None:
 
 def _degenerate_only(given: _Model, at_generic: _Model, report: SIGroupsReport,
                      search: Callable) -> dict[str, tuple[ParamPath, ...]]:
-  """The groups found at the params as given that the generic point breaks.
-
-  Returns '+'.join of their paths -> the moved tensors whose generic value alone breaks
-  them (all moved tensors when none does alone).
-  """
+  """'+'.join(paths) of each group the generic point breaks -> the moved tensors that break it."""
   try:
     found = search(given)
   except ValueError as e:  # e.g. too many near-SI directions where tensors are zero
@@ -578,25 +508,10 @@ def verify_si_groups(
 ) -> dict[str, Any]:
   """Property (1a) checked directly for given groups, e.g. on a state after training.
 
-  Args:
-    fn: as for ``find_si_groups``.
-    params: the parameters to check at (any state, not only the one searched at).
-    groups: name -> paths, e.g. ``find_si_groups``' output.
-    *args: the arguments after params, as for ``find_si_groups``.
-    scales: rescaling factors c.
-    with_euler: also return the Euler residual.
-    more_args: further argument tuples; the worst case over all is returned.
-    rtol: when set, warn (one line per group) where the value exceeds it.
-
-  Returns:
-    {name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} over c in ``scales`` and argument sets
-    (round-off plus the norm's epsilon for an SI group); with ``with_euler``,
-    {name: {'value': ..., 'euler': ||d/dc f(c x_S)|| / ||f||}}, Eq. (E).
-
-  Raises:
-    TypeError: ``groups`` is not a mapping, or a group or a path is a string.
-    ValueError: no group, an empty group, a path not in ``params``, ``fn`` non-finite
-      at ``params``, or bad ``scales``.
+  ``fn``, ``*args``, ``scales``, ``more_args`` as for ``find_si_groups``; ``rtol``: warn per
+  group above it. Returns {name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} (worst over argument
+  sets), or with ``with_euler`` {name: {'value', 'euler'}} (Eq. (E)). Raises TypeError or
+  ValueError for malformed groups, a path not in ``params``, a non-finite ``fn``.
   """
   _check_scales(scales)
   groups = check_groups(groups, "groups")
