@@ -1,9 +1,8 @@
 """Numerical checks of scale invariance and of Proposition 4 (appendix A.1).
 
-For an SI group x_g of a loss f: f(c x_g) = f(x_g) (property (1a)), <grad_g f(x), x_g> = 0
-(its consequence) and grad_g f(c x_g) = grad_g f(x) / c (property (1b)); Proposition 4:
-(c x_0, c^2 eta, lambda / c^2) gives x'_t = c x_t. Residuals are relative: ~1e-7..1e-5
-from float32, more where the norm's epsilon matters (docs/design_notes.md).
+For an SI group x_g: f(c x_g) = f(x_g) (property (1a)), <grad_g f(x), x_g> = 0 and
+grad_g f(c x_g) = grad_g f(x) / c (property (1b)); Proposition 4: (c x_0, c^2 eta,
+lambda / c^2) gives x'_t = c x_t. Expected residual sizes: docs/design_notes.md.
 """
 
 from __future__ import annotations
@@ -27,10 +26,7 @@ def check_scale(c: float) -> None:
 
 
 def scale_paths(params, paths: tuple[ParamPath, ...], c) -> dict:
-  """``params`` with the leaves at ``paths`` multiplied by c.
-
-  Raises TypeError for a path given as a string, ValueError for no path.
-  """
+  """``params`` with the leaves at ``paths`` multiplied by c (paths checked by ``check_paths``)."""
   check_paths(paths, "paths")
   for p in paths:
     params = set_path(params, p, get_path(params, p) * c)
@@ -57,10 +53,6 @@ def group_residuals(
     {'value': |f(c x) - f(x)| / |f(x)|,
      'orthogonality': |<grad f(x), x>| / (||grad f(x)|| ||x||),
      'grad_scaling': ||grad f(c x) - grad f(x) / c|| / ||grad f(x) / c||}.
-
-  Raises:
-    TypeError: a path given as a string.
-    ValueError: no path.
   """
   check_paths(paths, "paths")
   value, grads = jax.value_and_grad(loss_fn)(params) if base is None else base
@@ -84,10 +76,7 @@ def invariance_residuals(
     c=2.0,
     per_group: bool = False,
 ) -> dict[str, jax.Array]:
-  """``group_residuals`` of the union as ``invariance/{key}``; per group with ``per_group``.
-
-  Raises TypeError for a path given as a string, ValueError for no or an empty group.
-  """
+  """``group_residuals`` of the union as ``invariance/{key}``; per group with ``per_group``."""
   check_groups(si_groups)
   if not isinstance(c, jax.core.Tracer):
     check_scale(c)

@@ -1,9 +1,9 @@
-"""The appendix's theory: Eqs. (3), (8)-(13) and (17), Propositions 1-3 and 5, Lemmas 1-2.
+"""The appendix's theory: Eqs. (3), (8)-(17), Propositions 1-3 and 5, Lemmas 1-2.
 
-Also Corollary 2, Remark 3 and equilibrium predictions. Notation (the paper's): eta
-learning rate, lam weight decay (Eq. (2)), rho_t = ||x_t|| the SI weight norm,
-g~_t = rho_t ||grad f(x_t)|| the effective gradient norm, l <= g~_t <= L its bounds,
-kappa = sqrt(eta / (2 lam)). All functions are numpy (float64) and broadcast.
+Also Corollary 2, Remark 3 and appendices A.7 and D. Notation (the paper's): eta learning
+rate, lam weight decay (Eq. (2)), rho_t = ||x_t||, g~_t = rho_t ||grad f(x_t)|| with
+l <= g~_t <= L, kappa = sqrt(eta / (2 lam)). Numpy float64, broadcasting. Notes:
+docs/analysis_notes.md.
 """
 
 from __future__ import annotations
@@ -50,10 +50,9 @@ def cosine_distance(rho, g_eff, lr, wd):
 
 
 def delta_jump_threshold(g_eff, lr, wd, delta, exact: bool = False):
-  """The rho_t^2 below which a step is a delta-jump (Eq. (9)).
+  """Eq. (9): rho_t^2 below eta g~ / ((1 - eta lam) sqrt(2 delta)) makes a delta-jump.
 
-  Small-delta form (the paper's):  eta g~ / ((1 - eta lam) sqrt(2 delta)).
-  Exact form:                      eta g~ / ((1 - eta lam) sqrt((1 - delta)^-2 - 1)).
+  ``exact``: sqrt((1 - delta)^-2 - 1) in place of sqrt(2 delta).
   """
   if not 0 < delta < 1:
     raise ValueError(f"delta must be in (0, 1), got {delta!r}")
@@ -103,9 +102,7 @@ def jump_conditions(l, L, lr, delta) -> JumpConditions:
 def t_min(rho0_sq, l, L, lr, wd, delta) -> float:
   """Proposition 2, Eq. (5): the fewest steps before a delta-jump can happen.
 
-  rho_t^2 >= kappa l + (1 - 4 eta lam)^t (rho_0^2 - kappa l)  (Corollary 2), and a
-  jump needs rho_t^2 < eta L / sqrt(2 delta). ``inf`` when delta >= eta lam L^2 / l^2
-  (the lower bound never crosses the threshold), 0 when rho_0^2 is already below it.
+  From Corollary 2's lower bound; ``inf`` when delta >= eta lam L^2 / l^2, 0 below (4a).
   """
   kl = kappa(lr, wd) * l
   threshold = jump_conditions(l, L, lr, delta).necessary
@@ -119,10 +116,7 @@ def t_min(rho0_sq, l, L, lr, wd, delta) -> float:
 def t_max(rho0_sq, l, L, lr, wd, delta) -> float:
   """Proposition 2, Eq. (6): the most steps before a delta-jump must happen.
 
-  rho_t^2 <= kappa L + (1 - 2 eta lam)^t (rho_0^2 - kappa L) while rho_t^2 >= kappa L,
-  and rho_t^2 < eta l / sqrt(2 delta) forces a jump. Needs rho_0^2 > kappa L and
-  delta < eta lam l^2 / L^2; ``nan`` when either fails (no guarantee), 0 when
-  rho_0^2 is already below the threshold.
+  ``nan`` unless rho_0^2 > kappa L and delta < eta lam l^2 / L^2; 0 below (4b) already.
   """
   kL = kappa(lr, wd) * L
   threshold = jump_conditions(l, L, lr, delta).sufficient
@@ -184,20 +178,14 @@ def phi(gamma, alpha):
 
 
 def phi_landmarks(alpha) -> dict[str, float]:
-  """Facts (13c), (13e-g): alpha / (1 - alpha), argmin sqrt(alpha / (1 - alpha)), the min.
-
-  The minimum of phi is 2 sqrt(alpha (1 - alpha)).
-  """
+  """Facts (13c), (13e-g): phi's pre-stationary point alpha / (1 - alpha), argmin and minimum."""
   _check_alpha(alpha)
   return {"pre_stationary": alpha / (1 - alpha), "argmin": math.sqrt(alpha / (1 - alpha)),
           "min": 2 * math.sqrt(alpha * (1 - alpha))}
 
 
 def lemma1_bounds(x0, alpha, beta, t):
-  """Lemma 1 (x0 > x* = sqrt(beta / alpha)): the bounds on x_t - x* of Eq. (11).
-
-  Returns (lower, upper) = x* + (1 - 2 alpha)^t (x0 - x*), x* + (1 - alpha)^t (x0 - x*).
-  """
+  """Lemma 1, Eq. (11): x* + (1 - 2 alpha)^t (x0 - x*), x* + (1 - alpha)^t (x0 - x*) for x0 > x*."""
   _check_alpha(alpha)
   star = math.sqrt(beta / alpha)
   t = np.asarray(t, np.float64)
@@ -211,12 +199,7 @@ def lemma2_bounding_sequences(x0, alpha, a, b, steps):
 
 
 def corollary2_bounds(x0, alpha, a, b, t):
-  """Corollary 2: (lower, upper) bounds of the beta-undetermined x_t, Eq. (10).
-
-  lower = sqrt(a/alpha) + (1 - 2 alpha)^t (x0 - sqrt(a/alpha)) if x0 > sqrt(a/alpha);
-  upper = sqrt(b/alpha) + (1 - alpha)^t (x0 - sqrt(b/alpha)) if x0 > sqrt(b/alpha);
-  NaN otherwise.
-  """
+  """Corollary 2: Lemma 1's lower bound with beta = a, upper with beta = b (NaN where x0 < x*)."""
   _check_alpha(alpha)
   t = np.asarray(t, np.float64)
   sa, sb = math.sqrt(a / alpha), math.sqrt(b / alpha)
@@ -266,10 +249,9 @@ class EnvelopeFit(NamedTuple):
 
 def fit_gradient_envelopes(t, g_eff, t0: float, t_valid: float | None = None,
                            lower_power: float = 1.0) -> EnvelopeFit:
-  """The tightest c, C such that l(t) <= g~_t <= L(t) (Eq. (17)) for all t >= t_valid.
+  """The tightest c, C with l(t) <= g~_t <= L(t) (Eq. (17)) for t >= t_valid (default t0 + 1).
 
-  ``lower_power`` is 1 for SGD and 2 for full-batch GD (appendix D); t0 is the first
-  step of the period; ``t_valid`` defaults to t0 + 1.
+  ``lower_power``: 1 for SGD, 2 for full-batch GD (appendix D); t0: the period's first step.
   """
   t = np.asarray(t, np.float64)
   g_eff = np.asarray(g_eff, np.float64)
@@ -302,14 +284,9 @@ class HeldOutBounds(NamedTuple):
 def held_out_bounds(t, g_eff, rho, cos_distance, lr, wd, t0: float, t_split: float,
                     t_valid: float | None = None, lower_power: float = 1.0,
                     rtol: float = 1e-3) -> HeldOutBounds:
-  """Fits l(t), L(t) on t_valid <= t < t_split; checks them on t >= t_split only.
+  """Fits l(t), L(t) on t_valid <= t < t_split; checks Eqs. (17) and (8) on t >= t_split.
 
-  On the held-out steps: the fraction with l(t) <= g~_t <= L(t) (Eq. (17)), and with the
-  logged 1 - cos between Eq. (8) at g~ = l(t) and at g~ = L(t), within a relative slack
-  ``rtol`` (1 - cos is logged in float32). ``t_valid`` defaults to the first step.
-
-  Raises:
-    ValueError: ``t_split`` leaves no step to fit or none to check.
+  ``rtol``: slack on the float32-logged 1 - cos. ValueError: no step to fit or to check.
   """
   t = np.asarray(t, np.float64)
   g_eff, rho, cd = (np.asarray(a, np.float64) for a in (g_eff, rho, cos_distance))
@@ -344,10 +321,7 @@ class Trend(NamedTuple):
 
 
 def half_trend(t, values, t_split: float) -> Trend:
-  """Appendix D's "growing in the second half of the phase", as a ``Trend``.
-
-  Non-positive or non-finite values are left out; ValueError when too few remain.
-  """
+  """Appendix D's "growing in the second half of the phase" (positive finite values only)."""
   t, v = np.asarray(t, np.float64), np.asarray(values, np.float64)
   ok = np.isfinite(v) & (v > 0)
   first, second = ok & (t < t_split), ok & (t >= t_split)
@@ -364,13 +338,7 @@ def half_trend(t, values, t_split: float) -> Trend:
 def a7_norm_sq_bounds(l, L, lr, wd) -> Interval:
   """A.7: rho_t^2 in [kappa l, (1 - eta lam)^2 kappa l + eta^2 L^2 / (kappa l)] for t >> 1.
 
-  The case 0 < l < 2 eta lam L, where Proposition 3 does not apply: the lower bound kappa l
-  still holds, and a norm that falls below kappa L can hop over it but not above the upper
-  value (property (13e) of beta-determined sequences). Where 2 eta lam L <= l the upper
-  value is at least kappa L, Proposition 3's.
-
-  Raises:
-    ValueError: lr <= 0 or wd <= 0, or l <= 0.
+  For 0 < l < 2 eta lam L, where Proposition 3 does not apply (docs/analysis_notes.md).
   """
   _check_lr_wd(lr, wd)
   if not (np.all(np.asarray(wd) > 0) and np.all(np.asarray(l) > 0)):
@@ -382,8 +350,7 @@ def a7_norm_sq_bounds(l, L, lr, wd) -> Interval:
 def norm_sq_unrolled(rho0_sq, grad_sq, lr, wd) -> np.ndarray:
   """Eq. (15): rho_t^2 = (1 - eta lam)^(2t) rho_0^2 + eta^2 sum_t' (1 - eta lam)^(2(t-t'-1)) g_t'^2.
 
-  ``grad_sq``: the squared (not effective) gradient norms g_0^2 .. g_{T-1}^2; returns
-  rho_1^2 .. rho_T^2 (the exact unrolling of Eq. (3) with g~_t = rho_t g_t)."""
+  ``grad_sq``: plain (not effective) g_0^2 .. g_{T-1}^2; returns rho_1^2 .. rho_T^2."""
   _check_lr_wd(lr, wd)
   q = (1 - lr * wd) ** 2
   g = np.asarray(grad_sq, np.float64)
@@ -396,9 +363,7 @@ def norm_sq_unrolled(rho0_sq, grad_sq, lr, wd) -> np.ndarray:
 
 
 def gradient_ema_sq(grad_sq, lr, wd) -> np.ndarray:
-  """The exponential moving average of g_t^2 that Eq. (16) reads, at t = 1 .. T.
-
-  g-bar_t^2 = sum_t' w_t' g_t'^2 / sum_t' w_t', w_t' = (1 - eta lam)^(2(t-t'-1))."""
+  """Eq. (16)'s g-bar_t^2 = sum_t' w_t' g_t'^2 / sum_t' w_t', w_t' = (1 - eta lam)^(2(t-t'-1))."""
   _check_lr_wd(lr, wd)
   q = (1 - lr * wd) ** 2
   t = np.arange(1, len(grad_sq) + 1)
@@ -409,11 +374,7 @@ def gradient_ema_sq(grad_sq, lr, wd) -> np.ndarray:
 def norm_sq_from_ema(rho0_sq, ema_sq, t, lr, wd):
   """Eq. (16): rho_t^2 = (1 - eta lam)^(2t) rho_0^2 + eta^2 (1 - q^t) / (1 - q) g-bar_t^2.
 
-  q = (1 - eta lam)^2; for t >> 1 the coefficient tends to C = eta^2 / (1 - q) = eta /
-  (2 lam) + O(eta^2). The appendix prints the fraction upside down ((1 - q) / (1 - q^t),
-  C = 2 eta^3 lam); with g-bar an average, as it says, that cannot equal Eq. (15): at the
-  equilibrium rho^4 = eta g~^2 / (2 lam) (Proposition 3) the coefficient must be
-  eta / (2 lam). Tested against Eq. (15) in tests/test_theory.py."""
+  q = (1 - eta lam)^2. Why not the appendix's printed fraction: docs/analysis_notes.md."""
   _check_lr_wd(lr, wd)
   q = (1 - lr * wd) ** 2
   t = np.asarray(t, np.float64)

@@ -1,8 +1,7 @@
 """The toy scale-invariant function of appendix E: f(x, y) = x^2 / (x^2 + y^2).
 
-Its minimum 0 is reached on the line x = 0. Gradient descent without weight decay
-converges (the effective LR eta / rho^2 only decays); with weight decay it is periodic
-and shows the three phases (Fig. 14). Runs in milliseconds: the instant demo.
+GD without weight decay converges; with weight decay it is periodic and shows the three
+phases (Fig. 14). Runs in milliseconds: the instant demo.
 """
 
 from __future__ import annotations
@@ -26,11 +25,7 @@ def grad(w) -> np.ndarray:
 
 def gradient_descent(w0=(0.01, 1.0), lr: float = 1.0, wd: float = 0.0,
                      steps: int = 2000) -> dict[str, np.ndarray]:
-  """GD with weight decay, Eq. (2), logging the paper's metrics at every step.
-
-  Keys (per step t = 0..steps-1, before the update): w, loss, weight_norm, grad_norm,
-  effective_grad_norm, effective_lr, cosine_distance (between w_t and w_{t+1}).
-  """
+  """GD with weight decay, Eq. (2); the paper's metrics per step t, before its update."""
   if not lr > 0 or not wd >= 0:
     raise ValueError(f"need lr > 0 and wd >= 0, got lr={lr!r}, wd={wd!r}")
   w = np.empty((steps + 1, 2))
