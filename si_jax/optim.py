@@ -38,32 +38,26 @@ SCHEDULES = ("constant", "cosine", "linear", "linear_half", "step")
 SPHERES = ("off", "total", "per_filter")
 
 
-def lr_schedule(kind: str, factor: float, total_steps: int):
+def lr_schedule(kind: str, factor: float, total_steps: int) -> optax.Schedule:
   """The learning-rate multiplier s(t), eta_t = eta s(t), at update t of T (appendix J).
 
-  ``cosine``: (1 + cos(pi t / T)) / 2; ``linear``: 1 for the first quarter, then linear
-  to 1/p at T (p = ``factor``); ``linear_half``: 1 for the first half, then linear to
-  0.01 at 0.9 T; ``step``: divided by p at each quarter. The last two are the released
-  code's. Returns None for ``constant``.
+  ``constant``: 1; ``cosine``: (1 + cos(pi t / T)) / 2; ``linear``: 1 for the first
+  quarter, then linear to 1/p at T (p = ``factor``); ``linear_half``: 1 for the first
+  half, then linear to 0.01 at 0.9 T; ``step``: divided by p at each quarter. The last two
+  are the released code's.
   """
-  if kind == "constant":
-    return None
   T = float(total_steps)
-
-  def multiplier(count):
-    t = jnp.asarray(count, jnp.float32)
-    if kind == "cosine":
-      return 0.5 * (1.0 + jnp.cos(jnp.pi * t / T))
-    if kind == "linear":
-      frac = jnp.clip((t - T / 4) / (0.75 * T), 0.0, 1.0)
-      return 1.0 - (1.0 - 1.0 / factor) * frac
-    if kind == "linear_half":
-      frac = jnp.clip((t - 0.5 * T) / (0.4 * T), 0.0, 1.0)
-      return 1.0 - 0.99 * frac
-    quarters = jnp.minimum(jnp.floor(4.0 * t / T), 3.0)  # step
-    return jnp.asarray(factor, jnp.float32) ** (-quarters)
-
-  return multiplier
+  if kind == "constant":
+    return optax.constant_schedule(1.0)
+  if kind == "cosine":
+    return optax.cosine_decay_schedule(1.0, T)
+  if kind == "linear":
+    return optax.linear_schedule(1.0, 1.0 / factor, 0.75 * T, transition_begin=0.25 * T)
+  if kind == "linear_half":
+    return optax.linear_schedule(1.0, 0.01, 0.4 * T, transition_begin=0.5 * T)
+  if kind == "step":  # boundaries i T / 4, not rounded: distinct even for T < 4
+    return optax.piecewise_constant_schedule(1.0, {i * T / 4: 1.0 / factor for i in (1, 2, 3)})
+  raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}")
 
 
 def sq_norm(tree) -> jax.Array:
@@ -75,26 +69,6 @@ def sq_norm(tree) -> jax.Array:
 def select(mask, tree):
   """Leaves of ``tree`` where ``mask`` is True, zeros elsewhere."""
   return jax.tree.map(lambda m, x: x if m else jnp.zeros_like(x), mask, tree)
-
-
-def zero_frozen(trainable_mask) -> optax.GradientTransformation:
-  """Zero update for every parameter that is not trainable."""
-
-  def update_fn(updates, state, params=None):
-    del params
-    return select(trainable_mask, updates), state
-
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
-
-
-def scale_masked(mask, factor) -> optax.GradientTransformation:
-  """Multiplies the updates where ``mask`` is True by ``factor``."""
-
-  def update_fn(updates, state, params=None):
-    del params
-    return jax.tree.map(lambda m, u: u * factor if m else u, mask, updates), state
-
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
 def scale_si_by_norm_squared(si_mask) -> optax.GradientTransformation:
@@ -243,10 +217,12 @@ def _chain(
     parts = [precondition, decay]
   if fixed_effective_lr or sphere != "off":  # on the sphere rho_t^2 = rho_0^2
     parts.append(scale_si_by_norm_squared(si_mask))
-  parts += [optax.scale(-learning_rate * lr_multiplier), zero_frozen(trainable_mask)]
+  frozen_mask = jax.tree.map(lambda trainable: not trainable, trainable_mask)
+  parts += [optax.scale(-learning_rate * lr_multiplier),
+            optax.masked(optax.set_to_zero(), frozen_mask)]
   if non_si_lr > 0:  # the trainable non-SI parameters step with their own lr
-    ratio = non_si_lr / learning_rate
-    parts.append(scale_masked(jax.tree.map(lambda si: not si, si_mask), ratio))
+    non_si_mask = jax.tree.map(lambda si: not si, si_mask)
+    parts.append(optax.masked(optax.scale(non_si_lr / learning_rate), non_si_mask))
   if fix_si_norm or sphere == "total":
     parts.append(project_si_to_norm(si_mask, si_norm))
   if sphere == "per_filter":
@@ -386,8 +362,8 @@ def make_optimizer(
       non_si_lr=non_si_lr, fix_si_norm=fix_si_norm, si_norm=si_norm,
       fixed_effective_lr=fixed_effective_lr, sphere=sphere, keep_initial=keep_initial,
       adam_b1=adam_b1, adam_b2=adam_b2, adam_eps=adam_eps)
-  multiplier = lr_schedule(schedule, schedule_factor, total_steps or 1)
-  scheduled = {} if multiplier is None else {"lr_multiplier": multiplier}
+  scheduled = ({} if schedule == "constant" else
+               {"lr_multiplier": lr_schedule(schedule, schedule_factor, total_steps)})
   # without a schedule the multiplier stays a static 1.0, not a hyperparameter
   static = ("non_si_lr",) + (() if scheduled else ("lr_multiplier",))
   return on_plain_trees(optax.inject_hyperparams(factory, static_args=static)(

@@ -144,8 +144,8 @@ MUTATIONS = [
         "(torch.optim.SGD, the paper's runs)"),
     Mutation(
         "frozen_params_updated", "si_jax/optim.py",
-        "trainable_mask, updates), state",
-        "jax.tree.map(lambda _: True, trainable_mask), updates), state",
+        "jax.tree.map(lambda trainable: not trainable, trainable_mask)",
+        "jax.tree.map(lambda trainable: False, trainable_mask)",
         "tests/test_optim.py -k eq2",
         "the frozen non-SI parameters (last layer, norm affine) get updated"),
     Mutation(
