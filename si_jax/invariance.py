@@ -2,8 +2,7 @@
 
 For an SI group x_g: f(c x_g) = f(x_g) (property (1a)), <grad_g f(x), x_g> = 0 and
 grad_g f(c x_g) = grad_g f(x) / c (property (1b)); Proposition 4: (c x_0, c^2 eta,
-lambda / c^2) gives x'_t = c x_t. Expected residual sizes: docs/design_notes.md.
-"""
+lambda / c^2) gives x'_t = c x_t. Expected residual sizes: docs/design_notes.md."""
 
 from __future__ import annotations
 
@@ -49,11 +48,8 @@ def group_residuals(
 
   ``base`` is (f(x), grad f(x)) when already computed; ``c`` may be traced.
 
-  Returns:
-    {'value': |f(c x) - f(x)| / |f(x)|,
-     'orthogonality': |<grad f(x), x>| / (||grad f(x)|| ||x||),
-     'grad_scaling': ||grad f(c x) - grad f(x) / c|| / ||grad f(x) / c||}.
-  """
+  Returns {'value': |f(c x) - f(x)| / |f(x)|, 'orthogonality': |<grad f(x), x>| /
+  (||grad f(x)|| ||x||), 'grad_scaling': ||grad f(c x) - grad f(x) / c|| / ||grad f(x) / c||}."""
   check_paths(paths, "paths")
   value, grads = jax.value_and_grad(loss_fn)(params) if base is None else base
   scaled_value, scaled_grads = jax.value_and_grad(loss_fn)(scale_paths(params, paths, c))

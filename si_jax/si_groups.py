@@ -5,8 +5,7 @@ A group S of tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x) for ev
 sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = 0, by which appendix A.2 drops the cross term
 of Eqs. (3) and (8). ``find_si_groups`` finds the groups from (E) and confirms each by
 rescaling at a ``generic_point``; ``verify_si_groups`` checks given ones on any state.
-Method and tolerances: docs/design_notes.md; the generic point: docs/analysis_notes.md.
-"""
+Method and tolerances: docs/design_notes.md; the generic point: docs/analysis_notes.md."""
 
 from __future__ import annotations
 
@@ -47,9 +46,7 @@ class SIGroupsReport:
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
     nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
     generic: whether the search ran at a ``generic_point``; moved: the tensors it moved.
-    degenerate_only: groups SI only at the given (zero or constant) values of moved
-      tensors: '+'.join of their paths -> those tensors.
-  """
+    degenerate_only: '+'.join(paths) of groups SI only at the moved tensors' given values."""
 
   groups: dict[str, tuple[ParamPath, ...]]
   euler: dict[str, float]
@@ -268,8 +265,7 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
 def generic_point(params, seed: int = 0):
   """(``params`` with each zero or constant floating tensor moved to a generic value, their paths).
 
-  Why and how: docs/analysis_notes.md#the-generic-point; ``seed`` fixes the point.
-  """
+  Why and how: docs/analysis_notes.md#the-generic-point; ``seed`` fixes the point."""
   keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
   paths = [_path_str(kp) for kp, _ in keyed]
   leaves = [np.asarray(x) for _, x in keyed]
@@ -296,8 +292,7 @@ def _check_scales(scales) -> None:
 def check_paths(paths, where: str) -> tuple[ParamPath, ...]:
   """``paths`` (e.g. (('conv_0', 'kernel'),)) as tuples of str; a string is never split.
 
-  Raises TypeError for a string or non-sequence, ValueError for an empty one, naming ``where``.
-  """
+  Raises TypeError for a string or non-sequence, ValueError for an empty one, naming ``where``."""
   example = "e.g. (('dense_0', 'kernel'),), not 'dense_0/kernel'"
   if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence):
     raise TypeError(f"{where} must be a sequence of paths, each a tuple of path components "
@@ -399,8 +394,8 @@ def find_si_groups(
   Returns:
     {name: (path, ...)}, and the ``SIGroupsReport`` with ``return_report``.
 
-  Raises ValueError for a non-finite ``fn``, bad ``scales`` or non-floating leaves.
-  """
+  Raises:
+    ValueError: a non-finite ``fn``, bad ``scales`` or non-floating leaves."""
   _check_scales(scales)
   search = functools.partial(_search, rtol=rtol, margin=margin, scales=scales,
                              num_probes=num_probes, max_null_dim=max_null_dim, seed=seed)
@@ -511,8 +506,7 @@ def verify_si_groups(
   ``fn``, ``*args``, ``scales``, ``more_args`` as for ``find_si_groups``; ``rtol``: warn per
   group above it. Returns {name: max_c ||f(c x_S) - f(x)|| / ||f(x)||} (worst over argument
   sets), or with ``with_euler`` {name: {'value', 'euler'}} (Eq. (E)). Raises TypeError or
-  ValueError for malformed groups, a path not in ``params``, a non-finite ``fn``.
-  """
+  ValueError for malformed groups, a path not in ``params``, a non-finite ``fn``."""
   _check_scales(scales)
   groups = check_groups(groups, "groups")
   check_in_params(groups, params, "groups")

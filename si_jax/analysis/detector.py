@@ -1,12 +1,9 @@
 """Destabilizations (phase C, Sec. 4) decided online, one record at a time.
 
-A destabilization is a sharp rise of the train loss from a converged level (phase B),
-answered by a rise of the SI norm where it is free (Eq. (3)); where the norm is fixed or
-not logged the loss alone decides ('loss only'). An onset is final W samples after it:
-appending records never changes an older onset. Entry points: ``OnlineDetector`` (live),
-``detect`` (a whole run), ``sensitivity``. Definition, constants, validation:
-docs/detector.md.
-"""
+A sharp rise of the train loss from a converged level (phase B), answered by a rise of
+the SI norm where it is free (Eq. (3)), else by the loss alone. An onset is final W samples
+after it. Entry points: ``OnlineDetector`` (live), ``detect`` (a whole run),
+``sensitivity``. Definition, constants, validation: docs/detector.md."""
 
 from __future__ import annotations
 
@@ -81,8 +78,7 @@ class OnlineDetector:
     **constants: fields of ``Constants``.
 
   Raises:
-    ValueError: an unknown option, a non-positive ``reference``, a constant out of range.
-  """
+    ValueError: an unknown option, a non-positive ``reference``, a constant out of range."""
 
   def __init__(self, norm: str = "auto", reference: float | None = None,
                loss_key: str | None = None, x_key: str | None = None, **constants):
@@ -334,8 +330,7 @@ def detect(series: Mapping[str, Any], *, norm: str = "auto", reference: float | 
 
   ``series``: {name: one value per sample} (``phases.load_series``); x is 'step' where
   epochs repeat; ``loss_key`` None: ``loss_key(series)``; the rest as ``OnlineDetector``.
-  The result's onsets older than W samples are those of any longer run.
-  """
+  The result's onsets older than W samples are those of any longer run."""
   columns, chosen, x_key = _columns(series)
   if loss_key is None:
     loss_key = chosen
@@ -360,10 +355,7 @@ COLUMNS = ("loss", "train_loss", "weight_norm", "epoch", "step")  # what ``detec
 
 
 def loss_key(series: Mapping[str, Any]) -> str:
-  """'train_loss' where finite for over half the samples (or alone), else 'loss'.
-
-  Raises ValueError where ``series`` has neither.
-  """
+  """'train_loss' where finite for over half the samples (or alone), else 'loss' (or ValueError)."""
   if "loss" not in series and "train_loss" not in series:
     raise ValueError(f"series has no 'loss' nor 'train_loss' (keys: {sorted(series)})")
   train = series.get("train_loss")
@@ -376,8 +368,7 @@ def loss_key(series: Mapping[str, Any]) -> str:
 def columns(series: Mapping[str, Any], keys=COLUMNS) -> tuple[dict[str, np.ndarray], str]:
   """``keys`` of ``series`` (those present) as 1-D float arrays of the loss's length; the loss key.
 
-  Raises TypeError for a non-mapping, ValueError (naming the column) for a bad column.
-  """
+  Raises TypeError for a non-mapping, ValueError (naming the column) for a bad column."""
   if not isinstance(series, Mapping):
     raise TypeError(f"series must be a mapping {{name: values}}, got {type(series).__name__}")
   out = {}
@@ -457,9 +448,7 @@ class Sensitivity:
 
 
 def halved_and_doubled(c: Constants) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-  """Per constant of ``c``: (name, its overrides halved, doubled), scaled as ``SCALINGS`` says.
-
-  Integers are rounded and kept valid (window >= 2, hold <= window - 1, settle <= 1)."""
+  """Per constant of ``c``: (name, overrides halved, doubled) as ``SCALINGS`` says, kept valid."""
   out = []
   for name, how in SCALINGS.items():
     value = getattr(c, name)

@@ -1,12 +1,9 @@
 """The next destabilization, forecast online from the SI norm's dynamics (Eq. (3)).
 
-In phase B the effective LR grows; each onset so far began at a *critical level* of it.
-The forecast is the time for Eq. (3), iterated from the current rho, to carry the
-effective LR to the next level, drawn from the levels seen so far (log-normal,
-conditioned on the run not having destabilized yet). Entry points: ``OnlineForecaster``,
-``Live`` (the loop's detector and forecaster), ``replay``, ``score``, ``score_workdir``.
-Method and measured scores: docs/forecast.md.
-"""
+The time for Eq. (3), iterated from the current rho, to carry the effective LR to the
+next *critical level* (log-normal over the levels at the onsets so far), unless it
+settles first (Remark 3). Entry points: ``OnlineForecaster``, ``Live`` (the loop's),
+``replay``, ``score``, ``score_workdir``. Method and measured scores: docs/forecast.md."""
 
 from __future__ import annotations
 
@@ -50,8 +47,7 @@ class OnlineForecaster:
     x_key: 'epoch' or 'step'; None: 'epoch' if present.
 
   Raises:
-    ValueError: ``coverage`` outside (0, 1), or a non-positive number.
-  """
+    ValueError: ``coverage`` outside (0, 1), or a non-positive number."""
 
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
                coverage: float = 0.8, prior_spread: float = 0.5, horizon: int = 10_000,
@@ -274,8 +270,7 @@ class Live:
   """A run's live analysis: the detector, and the forecaster where ``forecast``.
 
   ``wd``: lambda for Eq. (3), None to measure the growth rate; the record fields it adds:
-  docs/forecast.md#live-and-offline.
-  """
+  docs/forecast.md#live-and-offline."""
 
   def __init__(self, detector_options: Mapping[str, Any], wd: float | None,
                forecast: bool = True):

@@ -1,11 +1,10 @@
 """Periods and phases of a run, read from its logs (Sec. 3-4, Figs. 1-4, 11 and 14).
 
-Phases A (the loss falls back), B (the loss stays low while the effective LR grows) and
-C (the destabilization) are those of ``si_jax.analysis.detector``, which the training loop
-runs too, so live and offline answers agree. A period runs from one onset to the next
-(period 0, the warm-up, from the start). Entry points: ``analyze``, ``analyze_run``,
-``detector_options``, ``outcome``. Details: docs/detector.md.
-"""
+Phases A, B and C (the spike and norm jump, Eq. (3)) are those of
+``si_jax.analysis.detector``, which the loop runs too, so live and offline answers agree;
+a period runs from one onset to the next (period 0, the warm-up, from the start). Entry
+points: ``analyze``, ``analyze_run``, ``detector_options``, ``outcome``. Details:
+docs/detector.md."""
 
 
 from __future__ import annotations
@@ -159,8 +158,7 @@ def analyze(series: Mapping[str, Any], *, reference_loss: float | None = None,
 
   ``series``: ``load_series(workdir[, steps=True])``; ``reference_loss``: the untrained loss
   (None: the first finite loss); fewer than ``min_destabilizations`` onsets is no periodic
-  behavior; the rest as ``detector.detect``.
-  """
+  behavior; the rest as ``detector.detect``."""
   series = check_series(series)
   found = detector.detect(series, norm=norm, reference=reference_loss, loss_key=loss_key,
                           **constants)

@@ -2,8 +2,7 @@
 
 ``classify`` names one of ``REGIMES`` from the final window of a run's per-epoch series,
 with the numbers behind the verdict; ``summary_fields`` and ``table`` serve sphere
-families. Criteria and measurements: docs/three_regimes.md.
-"""
+families. Criteria and measurements: docs/three_regimes.md."""
 
 from __future__ import annotations
 
@@ -70,9 +69,7 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
   Divergence: a non-finite loss, or accuracy <= ``chance_factor`` / C (without accuracies:
   loss >= ``chance_fraction`` ln C); convergence: loss <= ``floor_fraction`` ln C and
   effective gradient norm <= ``grad_fraction`` x its peak; else chaotic equilibrium.
-  ``reference_loss`` is ln C (``chance_loss``). Raises ValueError for a missing or empty
-  series or a non-positive ``reference_loss``.
-  """
+  ``reference_loss`` is ln C (``chance_loss``); ValueError for a missing or empty series."""
   if not reference_loss > 0:
     raise ValueError(f"reference_loss must be positive (ln C), got {reference_loss!r}")
   loss = _series(series, "train_loss", "loss")

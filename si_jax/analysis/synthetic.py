@@ -4,8 +4,7 @@ Per step the SI norm follows Eq. (3) written relative to rho_t^2: rho_{t+1}^2 =
 rho_t^2 [(1 - eta lambda)^2 + q_t], q_t = eta^2 g~_t^2 / rho_t^4. Entry points:
 ``periodic_run``, ``no_destabilization_run``, ``grid`` (the validation set). Nothing here
 reads the detector. The model, noises and grid:
-docs/detector.md#synthetic-runs-with-planted-onsets-si_jaxanalysissynthetic.
-"""
+docs/detector.md#synthetic-runs-with-planted-onsets-si_jaxanalysissynthetic."""
 
 from __future__ import annotations
 
@@ -46,10 +45,10 @@ class Trace:
 class Dynamics:
   """One run's parameters, in steps unless named per sample.
 
-  ``height``: a spike's peak / ``floor``; ``decay``: eta lambda; ``wd_share``: the share of
+  ``height``: a spike's peak / ``floor``; ``relax``: phase A's e-fold time; ``decay``: eta
+  lambda; ``steps_per_sample``: 1 or an epoch's steps; ``wd_share``: the share of
   weight decay the phase-B effective gradient offsets at the stability threshold;
-  ``periods``: planted period lengths (samples); ``threshold``: False never reaches it.
-  """
+  ``periods``: planted period lengths (samples); ``threshold``: False never reaches it."""
   floor: float
   height: float
   rise_steps: int
@@ -168,8 +167,7 @@ def periodic_run(seed: int, *, floor: float, height: float, noise: str = "CIFAR 
   """A run with destabilizations: ``height`` = spike peak / ``floor``, ``noise`` of ``NOISE``.
 
   ``sampling`` None: as the noise's recorded runs; ``norm``: 'free', 'fixed' (logged
-  constant, same spikes) or 'absent'. Raises KeyError for an unknown noise or sampling.
-  """
+  constant, same spikes) or 'absent'. Raises KeyError for an unknown noise or sampling."""
   rng = np.random.default_rng(seed)
   sampling = sampling or SOURCE_SAMPLING[noise]
   spec = SAMPLING[sampling]
@@ -195,8 +193,7 @@ def no_destabilization_run(seed: int, *, kind: str, noise: str = "CIFAR SGD",
 
   The kinds are described in docs/detector.md; 'converging' settles where the effective
   gradient offsets weight decay (Proposition 2). Other arguments as ``periodic_run``.
-  Raises ValueError for an unknown ``kind``.
-  """
+  Raises ValueError for an unknown ``kind``."""
   rng = np.random.default_rng(seed)
   sampling = sampling or ("step" if kind in ("oscillating", "bouncing") else
                           SOURCE_SAMPLING[noise])

@@ -1,10 +1,8 @@
 """The appendix's theory: Eqs. (3), (8)-(17), Propositions 1-3 and 5, Lemmas 1-2.
 
-Also Corollary 2, Remark 3 and appendices A.7 and D. Notation (the paper's): eta learning
-rate, lam weight decay (Eq. (2)), rho_t = ||x_t||, g~_t = rho_t ||grad f(x_t)|| with
-l <= g~_t <= L, kappa = sqrt(eta / (2 lam)). Numpy float64, broadcasting. Notes:
-docs/analysis_notes.md.
-"""
+Also Corollary 2, Remark 3, appendices A.7 and D. Notation: eta, lam (Eq. (2)), rho_t =
+||x_t||, g~_t = rho_t ||grad f(x_t)|| with l <= g~_t <= L, kappa = sqrt(eta / (2 lam)).
+Numpy float64, broadcasting. Notes: docs/analysis_notes.md."""
 
 from __future__ import annotations
 
@@ -50,10 +48,7 @@ def cosine_distance(rho, g_eff, lr, wd):
 
 
 def delta_jump_threshold(g_eff, lr, wd, delta, exact: bool = False):
-  """Eq. (9): rho_t^2 below eta g~ / ((1 - eta lam) sqrt(2 delta)) makes a delta-jump.
-
-  ``exact``: sqrt((1 - delta)^-2 - 1) in place of sqrt(2 delta).
-  """
+  """Eq. (9): the rho_t^2 below which a step is a delta-jump (``exact``: no small-delta form)."""
   if not 0 < delta < 1:
     raise ValueError(f"delta must be in (0, 1), got {delta!r}")
   denom = math.sqrt((1 - delta) ** -2 - 1) if exact else math.sqrt(2 * delta)
@@ -102,8 +97,7 @@ def jump_conditions(l, L, lr, delta) -> JumpConditions:
 def t_min(rho0_sq, l, L, lr, wd, delta) -> float:
   """Proposition 2, Eq. (5): the fewest steps before a delta-jump can happen.
 
-  From Corollary 2's lower bound; ``inf`` when delta >= eta lam L^2 / l^2, 0 below (4a).
-  """
+  From Corollary 2's lower bound; ``inf`` when delta >= eta lam L^2 / l^2, 0 below (4a)."""
   kl = kappa(lr, wd) * l
   threshold = jump_conditions(l, L, lr, delta).necessary
   if rho0_sq <= threshold:
@@ -116,8 +110,7 @@ def t_min(rho0_sq, l, L, lr, wd, delta) -> float:
 def t_max(rho0_sq, l, L, lr, wd, delta) -> float:
   """Proposition 2, Eq. (6): the most steps before a delta-jump must happen.
 
-  ``nan`` unless rho_0^2 > kappa L and delta < eta lam l^2 / L^2; 0 below (4b) already.
-  """
+  ``nan`` unless rho_0^2 > kappa L and delta < eta lam l^2 / L^2; 0 below (4b) already."""
   kL = kappa(lr, wd) * L
   threshold = jump_conditions(l, L, lr, delta).sufficient
   if rho0_sq <= threshold:
@@ -251,8 +244,7 @@ def fit_gradient_envelopes(t, g_eff, t0: float, t_valid: float | None = None,
                            lower_power: float = 1.0) -> EnvelopeFit:
   """The tightest c, C with l(t) <= g~_t <= L(t) (Eq. (17)) for t >= t_valid (default t0 + 1).
 
-  ``lower_power``: 1 for SGD, 2 for full-batch GD (appendix D); t0: the period's first step.
-  """
+  ``lower_power``: 1 for SGD, 2 for full-batch GD (appendix D); t0: the period's first step."""
   t = np.asarray(t, np.float64)
   g_eff = np.asarray(g_eff, np.float64)
   t_valid = t0 + 1 if t_valid is None else t_valid
@@ -286,8 +278,7 @@ def held_out_bounds(t, g_eff, rho, cos_distance, lr, wd, t0: float, t_split: flo
                     rtol: float = 1e-3) -> HeldOutBounds:
   """Fits l(t), L(t) on t_valid <= t < t_split; checks Eqs. (17) and (8) on t >= t_split.
 
-  ``rtol``: slack on the float32-logged 1 - cos. ValueError: no step to fit or to check.
-  """
+  ``rtol``: slack on the float32-logged 1 - cos. ValueError: no step to fit or to check."""
   t = np.asarray(t, np.float64)
   g_eff, rho, cd = (np.asarray(a, np.float64) for a in (g_eff, rho, cos_distance))
   t_valid = float(t.min()) if t_valid is None else t_valid
@@ -338,8 +329,7 @@ def half_trend(t, values, t_split: float) -> Trend:
 def a7_norm_sq_bounds(l, L, lr, wd) -> Interval:
   """A.7: rho_t^2 in [kappa l, (1 - eta lam)^2 kappa l + eta^2 L^2 / (kappa l)] for t >> 1.
 
-  For 0 < l < 2 eta lam L, where Proposition 3 does not apply (docs/analysis_notes.md).
-  """
+  For 0 < l < 2 eta lam L, where Proposition 3 does not apply; by (13e) (docs/analysis_notes.md)."""
   _check_lr_wd(lr, wd)
   if not (np.all(np.asarray(wd) > 0) and np.all(np.asarray(l) > 0)):
     raise ValueError(f"need wd > 0 and l > 0, got wd {wd!r}, l {l!r}")

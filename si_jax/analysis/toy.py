@@ -1,8 +1,7 @@
 """The toy scale-invariant function of appendix E: f(x, y) = x^2 / (x^2 + y^2).
 
 GD without weight decay converges; with weight decay it is periodic and shows the three
-phases (Fig. 14). Runs in milliseconds: the instant demo.
-"""
+phases (Fig. 14). Runs in milliseconds: the instant demo."""
 
 from __future__ import annotations
 

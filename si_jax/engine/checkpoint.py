@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 import jax
+log = logging.getLogger(__name__)
+
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
@@ -111,7 +113,7 @@ class Checkpointer:
         meta = self.read_meta(epoch)
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
-        logging.warning("%s; trying an older one", errors[-1])
+        log.warning("%s; trying an older one", errors[-1])
         continue
       if check_meta:
         check_meta(meta)
@@ -122,7 +124,7 @@ class Checkpointer:
         state = _from_saveable(template_state, restored["state"])
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
-        logging.warning("%s; trying an older one", errors[-1])
+        log.warning("%s; trying an older one", errors[-1])
         state = None
       if state is None:
         # outside the handler, which holds the traceback and what it reaches: orbax's
@@ -140,7 +142,7 @@ class Checkpointer:
     return None
 
   def _set_aside(self, epochs: list[int], good: int) -> None:
-    logging.warning("resuming from the checkpoint of epoch %d instead", good)
+    log.warning("resuming from the checkpoint of epoch %d instead", good)
     for bad in (e for e in epochs if e > good):
       path = os.path.join(self.directory, str(bad))
       os.replace(path, f"{path}.unreadable-{int(time.time())}")

@@ -6,6 +6,7 @@ ends the process with one ``error:`` line after the start-up timeout). ``agree``
 Where the settings come from, and why: docs/design_notes.md.
 """
 
+import logging
 from __future__ import annotations
 
 import errno
@@ -15,6 +16,8 @@ import re
 import socket
 import sys
 import threading
+
+log = logging.getLogger(__name__)
 
 import jax
 import numpy as np
@@ -219,7 +222,7 @@ def _join(settings: dict, timeout: int) -> None:
       except Exception:  # pylint: disable=broad-except  # the line must come out
         message = f"--distributed: not every process joined within {timeout} s"
       sys.stdout.flush()
-      print(f"error: {message}", file=sys.stderr, flush=True)
+      log.error("%s", message)
       os._exit(1)  # pylint: disable=protected-access
 
   watchdog = threading.Timer(timeout, expire)

@@ -6,6 +6,7 @@ and ``order``. ``run_family`` trains every member into ``WORKDIR/<member>/`` (as
 single run: checkpoints, resume, logs), vmapped where the members differ only in
 sweepable fields and that pays, analyses each (``si_jax.analysis.phases``) and writes
 ``WORKDIR/summary.json``. More in docs/design_notes.md.
+import logging
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import ml_collections
 import numpy as np
 
 from si_jax import config as config_lib
+log = logging.getLogger(__name__)
+
 from si_jax import logs, validate
 from si_jax.analysis import forecast, phases, regimes
 from si_jax.engine import lifecycle, sweep, train
@@ -270,8 +273,7 @@ def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress
       except TrainingDiverged as e:  # the member is marked; the family goes on
         lifecycle.write_atomically(os.path.join(dirs[i], lifecycle.DIVERGED_FILE),
                                    json.dumps({"message": str(e)}))
-        print(f"member {name!r} diverged ({e}); the others go on", file=sys.stderr,
-              flush=True)
+        log.warning("member %r diverged (%s); the others go on", name, e)
   unfinished = [name for (name, _, _), d, c in zip(members, dirs, configs)
                 if not _finished(d, c) and not lifecycle.diverged_message(d)]
   if stop.requested and unfinished:

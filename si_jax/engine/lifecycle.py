@@ -6,6 +6,7 @@ is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.bin``), TensorBoard 
 and ``checkpoints/``. The training loop (``si_jax.engine.loop``) drives R >= 1 of them
 at once; each member of a vmapped family is an ordinary run with all of this.
 """
+import logging
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
+log = logging.getLogger(__name__)
+
 from si_jax.analysis import forecast, phases
 from si_jax.engine import distributed
 from si_jax.engine.checkpoint import CHECKPOINT_DIR, Checkpointer
@@ -187,7 +190,7 @@ class Run:
     self.diverged = message
     with open(os.path.join(self.workdir, DIVERGED_FILE), "w") as f:
       json.dump({"message": message}, f)
-    print(f"{self.workdir}: diverged, frozen ({message})", file=sys.stderr, flush=True)
+    log.warning("%s: diverged, frozen (%s)", self.workdir, message)
 
   def previously_diverged(self) -> bool:
     """Whether an earlier attempt marked this run diverged (a family skips it)."""
@@ -373,9 +376,9 @@ def _restore_checked(run: Run, template, max_epoch: int | None):
     cut = cut or meta["epoch"]
     max_epoch = meta["epoch"] - 1
   if cut and restored:
-    print(f"warning: {run.workdir}'s logs are shorter than its checkpoint of epoch {cut} "
-          f"recorded; resuming from the checkpoint of epoch {restored[1]['epoch']}, whose "
-          "logs are intact", file=sys.stderr)
+    log.warning("%s's logs are shorter than its checkpoint of epoch %d recorded; resuming "
+                "from the checkpoint of epoch %d, whose logs are intact", run.workdir, cut,
+                restored[1]["epoch"])
   elif cut:
     raise LogMismatch(
         f"{_short_log(run, meta, sizes)} is shorter than every checkpoint of "
@@ -404,10 +407,9 @@ def _fresh_start(run: Run) -> None:
   if records and records[-1].get("epoch", 0) >= run.config.train.epochs:
     run.complete, run.start_epoch = True, records[-1]["epoch"]
     return
-  print(f"warning: {run.workdir} has no checkpoint to resume from "
-        f"(checkpoint.every_epochs={run.config.checkpoint.every_epochs}): restarting at "
-        f"epoch 0; the {len(records)} epochs logged are recomputed and rewritten",
-        file=sys.stderr)
+  log.warning("%s has no checkpoint to resume from (checkpoint.every_epochs=%s): restarting "
+              "at epoch 0; the %d epochs logged are recomputed and rewritten", run.workdir,
+              run.config.checkpoint.every_epochs, len(records))
 
 
 def restore(run: Run, template, max_epoch: int | None = None):

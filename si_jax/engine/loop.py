@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
+log = logging.getLogger(__name__)
+
+import logging
 import time
 from typing import Any, Callable
 
@@ -235,13 +237,13 @@ def _save(runs: list[Run], state, done: int, stacked: bool, preempted: bool) -> 
 def _report_preemption(runs: list[Run], state, done: int, path: str | None, stacked: bool):
   step_count = int(np.max(jax.device_get(state.step)))
   if path is None:
-    print(f"preempted after epoch {done} (step {step_count}) without a checkpoint "
-          "(checkpoint.every_epochs=0): this run cannot resume; rerunning the same command "
-          "restarts it at epoch 0.", file=sys.stderr, flush=True)
+    log.info("preempted after epoch %d (step %d) without a checkpoint "
+             "(checkpoint.every_epochs=0): this run cannot resume; rerunning the same command "
+             "restarts it at epoch 0.", done, step_count)
     return
   again = "the same command" if stacked else f"the same command (same --workdir={runs[0].workdir})"
-  print(f"preempted after epoch {done} (step {step_count}): checkpoint saved to {path}. "
-        f"Resume with {again}.", file=sys.stderr, flush=True)
+  log.info("preempted after epoch %d (step %d): checkpoint saved to %s. Resume with %s.",
+           done, step_count, path, again)
 
 
 def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,

@@ -2,12 +2,14 @@
 
 One host transfer per epoch, per-step records, epoch summaries and the finite checks."""
 
+import logging
 from __future__ import annotations
 
 import math
-import sys
 
 import jax
+log = logging.getLogger(__name__)
+
 import numpy as np
 
 WATCHED = ("loss", "grad_norm", "weight_norm")
@@ -68,8 +70,7 @@ def check_finite(records: list[dict], first_step: int, policy: str = "stop") -> 
           "undefined); raise model.init_scale or lower optim.wd.")
     bad = [k for k in WATCHED if not math.isfinite(rec[k])]
     if bad and policy == "record" and math.isfinite(rec["weight_norm"]):
-      print(f"warning: non-finite {bad} at step {first_step + i} (recorded, training goes on)",
-            file=sys.stderr)
+      log.warning("non-finite %s at step %d (recorded, training goes on)", bad, first_step + i)
       continue
     if bad:
       values = ", ".join(f"{k}={rec[k]:.6g}" for k in WATCHED)

@@ -5,12 +5,12 @@ last-layer norm (``SWEEPABLE``): the hyperparameters live in the optimizer state
 the states are stacked along a leading runs axis and the step functions
 ``jax.vmap``-ed. Each member is an ordinary run in ``WORKDIR/<name>/``, with resume and
 preemption; all see the same data order. More in docs/design_notes.md.
+import logging
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import jax
@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from si_jax import config as config_lib
+log = logging.getLogger(__name__)
+
 from si_jax import validate
 from si_jax.engine import batching, lifecycle, loop, sharding
 from si_jax.engine import state as state_lib
@@ -79,8 +81,8 @@ def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]]
                                         [states[i] for i in todo])
     start = runs[todo[0]].start_epoch
     if start:
-      print(f"resuming {len(todo)} members of {workdir} from the checkpoints of epoch {start}",
-            file=sys.stderr)
+      log.info("resuming %d members of %s from the checkpoints of epoch %d", len(todo), workdir,
+               start)
     mesh = sharding.mesh_for(len(todo))
     loop.run_loop(ctx, sharding.place_runs(stack_states(states), mesh), [runs[i] for i in todo],
                   dataset, config, stacked=True, mesh=mesh, progress=progress)

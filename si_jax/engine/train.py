@@ -2,17 +2,19 @@
 
 The engine's other modules, by job: docs/design_notes.md.
 """
+import logging
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
 import ml_collections
 
 from si_jax import logs, validate
+log = logging.getLogger(__name__)
+
 from si_jax.engine import lifecycle, loop, sharding
 from si_jax.engine import state as state_lib
 
@@ -43,13 +45,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if run.complete:
       final = logs.read_run(workdir)[-1] if os.path.exists(
           os.path.join(workdir, logs.METRICS_FILE)) else {}
-      print(f"{workdir} is already complete ({run.start_epoch} epochs); raise "
-            "train.epochs to continue it", file=sys.stderr)
+      log.info("%s is already complete (%d epochs); raise train.epochs to continue it", workdir,
+               run.start_epoch)
       return {"final": final, "wall_time": run.wall_before, "workdir": workdir,
               "state": state, "task": ctx, "preempted": False}
     if run.start_epoch:
-      print(f"resuming {workdir} from the checkpoint of epoch {run.start_epoch} "
-            f"(step {int(state.step)})", file=sys.stderr)
+      log.info("resuming %s from the checkpoint of epoch %d (step %d)", workdir,
+               run.start_epoch, int(state.step))
     mesh = sharding.mesh_for(None)
     state, preempted = loop.run_loop(ctx, sharding.place_replicated(state, mesh), [run],
                                      dataset, config, stacked=False, mesh=mesh,
