@@ -1,9 +1,7 @@
 """The base run config: the paper's scale-invariant ConvNet on CIFAR-10 (appendix B).
 
-Every experiment config (configs/*.py) imports ``base_config`` and overrides only what
-changes; each field's meaning is the comment beside it. ``flatten`` and ``set_fields``
-address fields by dotted name ('optim.lr').
-"""
+configs/*.py import ``base_config`` and override what changes; each field's comment is its
+meaning. ``flatten`` and ``set_fields`` address fields by dotted name ('optim.lr')."""
 
 from typing import Any
 

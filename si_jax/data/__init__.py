@@ -1,13 +1,9 @@
 """Datasets as normalized float32 NHWC arrays, small enough to live on the device.
 
-Sources (``data.source``): ``embedded``, scikit-learn's 8x8 handwritten digits (1,797
-images shipped with the package, no download; the quickstart and the tests) and the
-token-sequence tasks generated in the package (``si_jax.data.sequence``: int32 tokens
-in place of the images, no normalization, no augmentation);
-``archive``, the official CIFAR python archives (``si_jax.data.archive``); ``tfds``, a
-prepared tensorflow-datasets directory (``si_jax.data.tfds_source``). CIFAR is
-normalized with the paper's constants.
-"""
+Sources (``data.source``): ``embedded`` (the 8x8 digits shipped with the package, and the
+token tasks of ``si_jax.data.sequence``), ``archive`` (the CIFAR python archives) and
+``tfds`` (a prepared tensorflow-datasets directory). Entry point: ``load_dataset``.
+Layouts and constants: docs/design_notes.md."""
 
 from __future__ import annotations
 
@@ -35,10 +31,7 @@ DIGITS_TEST_FRACTION = 0.2
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """Normalized images (float32 NHWC), or int32 tokens (N, L), and int32 labels.
-
-  ``pad_value`` is the normalized black pixel: zero padding in pixel space (0 for tokens).
-  """
+  """Normalized images (float32 NHWC), or int32 tokens (N, L), int32 labels and the pad value."""
 
   name: str
   train_images: np.ndarray
@@ -89,11 +82,7 @@ def load_dataset(
   """Loads, checks, subsets and normalizes a dataset (arguments: the config's ``data.*``).
 
   Subsets are the first N examples (as the original code's) or random (``subset_seed``).
-
-  Raises:
-    ValueError: naming the config field of a bad value.
-    DatasetError: the data are missing, truncated or malformed.
-  """
+  Raises ValueError naming a bad config field, DatasetError for missing or malformed data."""
   if name not in NAMES:
     raise ValueError(f"data.name must be one of {NAMES}, got {name!r}")
   if source not in SOURCES:
@@ -126,10 +115,7 @@ def load_dataset(
 
 
 def _raw(name: str, source: str, data_dir: str | None):
-  """(the splits as loaded, the normalization of the inputs, the normalized black pixel).
-
-  Token sequences are not normalized; their pad value is 0.
-  """
+  """(the splits as loaded, the inputs' normalization, the normalized black pixel; 0 for tokens)."""
   if name in SEQUENCE_NAMES:
     return sequence.modular_addition(sequence.MODULI[name]), lambda x: x, np.zeros((), np.float32)
   if source == "embedded":

@@ -1,8 +1,6 @@
 """CIFAR-10/100 from the official python-pickle archives in ``data.data_dir``.
 
-The extracted folder (``cifar-10-batches-py/``, ``cifar-100-python/``), the
-``.tar.gz`` (read in memory), or ``data_dir`` being the folder (docs/design_notes.md).
-"""
+Extracted, as ``.tar.gz`` or as ``data_dir`` itself: docs/design_notes.md."""
 
 from __future__ import annotations
 
@@ -93,8 +91,7 @@ def _read_tarball(path: str, folder: str, names) -> dict[str, bytes]:
 def load_archive(name: str, data_dir: str) -> dict[str, np.ndarray]:
   """{'train_images', ..., 'test_labels'}: uint8 NHWC images, int32 labels.
 
-  Raises ValueError for a name without an archive, DatasetError for missing or bad files.
-  """
+  Raises ValueError for a name without an archive, DatasetError for missing or bad files."""
   if name not in SPECS:
     raise ValueError(f"data.name must be one of {sorted(SPECS)} for data.source='archive'")
   spec = SPECS[name]

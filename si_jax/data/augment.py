@@ -12,11 +12,7 @@ def crop_padding(size: int) -> int:
 
 
 def augment_batch(key: jax.Array, x_NHWC: jax.Array, pad_value: jax.Array) -> jax.Array:
-  """Random crop (padding ``crop_padding(H)``) and horizontal flip, per example.
-
-  As torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip on CIFAR;
-  ``pad_value`` is the normalized black pixel.
-  """
+  """Random crop (padding ``crop_padding(H)``) and flip per example, as torchvision's on CIFAR."""
   n, h, w, c = x_NHWC.shape
   PAD = crop_padding(h)
   crop_key, flip_key = jax.random.split(key)

@@ -1,9 +1,7 @@
 """Sequence tasks generated in the package (no download): modular addition.
 
-``modaddP`` holds every sequence [a, b, =] with a, b in 0..P-1 (token P is '='),
-labelled (a + b) mod P: P^2 examples, split once into train and test by a fixed seed
-(the split belongs to the task, not to a run).
-"""
+``modaddP``: the P^2 sequences [a, b, =], labelled (a + b) mod P, split by a fixed seed
+(the split belongs to the task, not to a run)."""
 
 from __future__ import annotations
 
@@ -18,19 +16,8 @@ def modular_addition(p: int, test_fraction: float = TEST_FRACTION,
                      seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
   """All p^2 sequences [a, b, p] with labels (a + b) mod p, split at random.
 
-  Args:
-    p: the modulus (>= 2); the tokens are 0..p-1 and the separator p.
-    test_fraction: the share of the p^2 examples held out, rounded to a count.
-    seed: seeds the split.
-
-  Returns:
-    {'train_images', 'test_images'}: int32 tokens of shape (N, 3);
-    {'train_labels', 'test_labels'}: int32 of shape (N,). Each example sits in
-    exactly one split; within a split, examples are in order of a * p + b.
-
-  Raises:
-    ValueError: p < 2, or a test fraction leaving a split empty.
-  """
+  Returns {'train_images', 'test_images'}: int32 (N, 3), and int32 labels; within a split
+  examples are in order of a * p + b. Raises ValueError for p < 2 or an empty split."""
   if not isinstance(p, int) or p < 2:
     raise ValueError(f"the modulus must be an integer >= 2, got {p!r}")
   n = p * p

@@ -1,8 +1,7 @@
 """CIFAR-10/100 from a prepared tensorflow-datasets directory (ArrayRecord), no TensorFlow.
 
 Preparing one needs the ``prepare`` extra:
-``tfds build cifar10 --data_dir=DIR --file_format=array_record``.
-"""
+``tfds build cifar10 --data_dir=DIR --file_format=array_record``."""
 
 from __future__ import annotations
 
