@@ -15,7 +15,6 @@ import logging as std_logging
 import os
 import re
 import sys
-import threading
 import traceback
 from typing import Any, Callable, NoReturn
 
@@ -74,6 +73,43 @@ def verbose_flag() -> flags.FlagHolder:
   return flags.DEFINE_bool(
       "verbose", False, f"on an error, print the traceback too, and let the libraries' "
       f"warnings through (or set {VERBOSE_ENV}=1)")
+
+
+def distributed_flags() -> None:
+  """Defines --distributed and its cluster flags (applied by ``join_cluster``)."""
+  from si_jax.engine import distributed  # only for the programs that train
+  flags.DEFINE_bool(
+      "distributed", False, "multi-process: join the other processes first (run the same "
+      "command on every process, --process_id aside); the batch is then sharded over every "
+      "process's devices")
+  flags.DEFINE_string(
+      "coordinator_address", None, "with --distributed: HOST:PORT of process 0, the same on "
+      "every process (default: $JAX_COORDINATOR_ADDRESS, else the cluster's)")
+  flags.DEFINE_integer("num_processes", None, "with --distributed: how many processes "
+                       "(default: $JAX_NUM_PROCESSES, else the cluster's)")
+  flags.DEFINE_integer("process_id", None, "with --distributed: this process's id, "
+                       "0 .. num_processes-1 (default: $JAX_PROCESS_ID, else the cluster's)")
+  flags.DEFINE_integer("distributed_timeout", None, "with --distributed: seconds for every "
+                       f"process to join (default: ${distributed.TIMEOUT_ENV}, else "
+                       f"{distributed.DEFAULT_TIMEOUT})")
+
+
+def join_cluster() -> None:
+  """Joins the other processes where --distributed asks (after ``configure_jax``).
+
+  Raises:
+    app.UsageError: a cluster flag without --distributed.
+    ValueError: a missing or unusable setting (``distributed.initialize``).
+  """
+  values = flags.FLAGS
+  cluster = (values.coordinator_address, values.num_processes, values.process_id)
+  if not values.distributed:
+    if (*cluster, values.distributed_timeout) != (None,) * 4:
+      raise app.UsageError("--coordinator_address, --num_processes, --process_id and "
+                           "--distributed_timeout need --distributed")
+    return
+  from si_jax.engine import distributed  # only for the programs that train
+  distributed.initialize(*cluster, timeout=values.distributed_timeout)
 
 
 def configure_jax() -> None:
@@ -166,41 +202,27 @@ class _QuietLibraryLog(std_logging.Filter):
 _background_failures: list[str] = []
 
 
-def _background_failed(kind: type[BaseException], value: Any, where: str) -> None:
-  """Records an error raised outside the main thread's flow, for ``guarded`` to report."""
-  if not issubclass(kind, SystemExit):
-    _background_failures.append(f"{where}: {kind.__name__}: {one_line(value)}")
-
-
-def _main_thread_only(hook: Callable) -> Callable:
-  """``hook`` for the main thread; other threads' errors become background failures."""
-  def excepthook(kind, value, tb):
-    if threading.current_thread() is threading.main_thread():
-      hook(kind, value, tb)
-    else:
-      _background_failed(kind, value, f"thread {threading.current_thread().name}")
-  excepthook.quiet = True
-  return excepthook
-
-
 def quiet_libraries() -> None:
-  """Keeps library logs and background tracebacks off stderr; si_jax's warnings show."""
+  """Keeps absl's and asyncio's log records off stderr (their errors reported at the end).
+
+  asyncio logs a failed orbax read it abandoned ("exception was never retrieved") with a
+  traceback; the filter keeps its one line for ``guarded``'s closing warning.
+  """
   for name in ("absl", "asyncio"):
     logger = std_logging.getLogger(name)
     if not any(isinstance(f, _QuietLibraryLog) for f in logger.filters):
       logger.addFilter(_QuietLibraryLog())
-  threading.excepthook = lambda a: _background_failed(
-      a.exc_type, a.exc_value, f"thread {a.thread.name if a.thread else '?'}")
-  sys.unraisablehook = lambda u: _background_failed(u.exc_type, u.exc_value,
-                                                    u.err_msg or "a finalizer")
-  if not getattr(sys.excepthook, "quiet", False):
-    sys.excepthook = _main_thread_only(sys.excepthook)
 
 
-def _report_background_failures() -> None:
-  if _background_failures:
-    print(f"warning: {len(_background_failures)} error(s) in background threads, the "
-          f"first: {_background_failures[0]} ({VERBOSE_ENV}=1 shows them)", file=sys.stderr)
+def _report_background_failures(verbose: bool) -> None:
+  """One warning line for the errors libraries logged or raised in their own threads."""
+  engine = sys.modules.get("si_jax.engine.background")  # orbax's threads (checkpoints)
+  failures = _background_failures + (engine.FAILURES if engine else [])
+  if verbose and engine:
+    print("".join(engine.TRACEBACKS), end="", file=sys.stderr)
+  if failures:
+    print(f"warning: {len(failures)} error(s) in background threads, the first: "
+          f"{failures[0]} ({VERBOSE_ENV}=1 shows them)", file=sys.stderr)
 
 
 def _flag_argument(argv: list[str], name: str) -> str | None:
@@ -318,7 +340,7 @@ def guarded(main: Callable[[list[str]], Any], argv: list[str]) -> None:
   verbose = verbose_requested() or ("verbose" in flags.FLAGS and flags.FLAGS.verbose)
   try:
     main(argv)
-    _report_background_failures()
+    _report_background_failures(verbose)
   except app.UsageError as e:
     fail(e, "(--help describes the program and its flags)", verbose)
   except KeyboardInterrupt:  # a second SIGINT/SIGTERM: stopped at once

@@ -1,0 +1,52 @@
+"""Errors orbax's own threads and finalizers raise while a checkpoint is saved or read.
+
+A failed orbax read (a damaged checkpoint) or write (a full disk) abandons concurrent
+reads and writes: tensorstore's threads then call into a closed event loop and the
+abandoned coroutines fail when collected, each printing a traceback of orbax's
+internals. ``collected()`` records them instead, only around the orbax calls (the
+previous hooks come back after it), and ``FAILURES`` holds them for the programs'
+closing warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import traceback
+from typing import Iterator
+
+FAILURES: list[str] = []  # one line each
+TRACEBACKS: list[str] = []  # the same, in full
+
+
+def _record(kind: type[BaseException], value: object, where: str, tb=None) -> None:
+  if not issubclass(kind, SystemExit):
+    FAILURES.append(f"{where}: {kind.__name__}: {' '.join(str(value).split())[:300]}")
+    TRACEBACKS.append(f"in {where}:\n" + "".join(traceback.format_exception(kind, value, tb)))
+
+
+@contextlib.contextmanager
+def collected() -> Iterator[None]:
+  """Records the errors of other threads and of finalizers while the body runs.
+
+  The main thread's own errors propagate as usual. Not reentrant across threads: the
+  engine calls orbax from the main thread only.
+  """
+  saved = sys.excepthook, threading.excepthook, sys.unraisablehook
+  main = threading.main_thread()
+
+  def excepthook(kind, value, tb):  # tensorstore's threads report through PyErr_Print
+    if threading.current_thread() is main:
+      saved[0](kind, value, tb)
+    else:
+      _record(kind, value, f"thread {threading.current_thread().name}", tb)
+
+  sys.excepthook = excepthook
+  threading.excepthook = lambda a: _record(a.exc_type, a.exc_value, "a thread", a.exc_traceback)
+  sys.unraisablehook = lambda u: _record(u.exc_type, u.exc_value, u.err_msg or "a finalizer",
+                                         u.exc_traceback)
+  try:
+    yield
+  finally:
+    sys.excepthook, threading.excepthook, sys.unraisablehook = saved
