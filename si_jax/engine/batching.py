@@ -1,7 +1,4 @@
-"""Data order and mini-batches: epoch e's order is a function of (seed, e) alone.
-
-A run is therefore reproducible, and resumable, from its epoch count.
-"""
+"""Data order and mini-batches: epoch e's order is a function of (seed, e) alone (resumable)."""
 
 from __future__ import annotations
 

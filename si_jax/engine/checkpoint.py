@@ -1,9 +1,6 @@
 """Checkpoints of the whole training state with orbax, and resuming from them.
 
-A checkpoint, taken at an epoch's end, holds the train state and what the host needs to
-continue bit for bit (epoch, the logs' byte lengths, wall time, shapes); saves are
-atomic; retention keeps the ``keep`` latest and ``snapshot_epochs`` (docs/design_notes.md).
-"""
+What a checkpoint holds, atomic saves and retention: docs/design_notes.md."""
 
 from __future__ import annotations
 
@@ -14,10 +11,10 @@ import time
 from typing import Any
 
 import jax
-log = logging.getLogger(__name__)
-
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -69,10 +66,7 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, epoch: int, state, meta: dict[str, Any]) -> str:
-    """Saves ``state`` and ``meta`` as epoch ``epoch``; returns the checkpoint's path.
-
-    Raises CheckpointError (saying what to do) when the save fails.
-    """
+    """Saves ``state`` and ``meta`` as epoch ``epoch``; its path. CheckpointError if it fails."""
     previous = self.epochs()
     try:
       self._manager.save(epoch, args=ocp.args.Composite(
@@ -98,12 +92,10 @@ class Checkpointer:
                      check_meta=None) -> tuple[Any, dict[str, Any]] | None:
     """The newest readable checkpoint of at most ``max_epoch`` epochs, (state, meta), or None.
 
-    ``check_meta(meta)`` may refuse a checkpoint by raising, before its state is read.
-    An unreadable checkpoint is skipped with a warning and moved aside.
+    ``check_meta(meta)`` may refuse one by raising; an unreadable one is moved aside (a warning).
 
     Raises:
-      CheckpointError: other shapes than ``template_state``'s, or none readable.
-    """
+      CheckpointError: other shapes than ``template_state``'s, or none readable."""
     epochs = [e for e in self.epochs() if max_epoch is None or e <= max_epoch]
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(template_state))
     errors = []
@@ -196,9 +188,7 @@ def saved_epochs(workdir: str) -> list[int]:
 def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, int]:
   """(params, batch_stats, epoch) of a run's checkpoint (None: the newest) as numpy trees.
 
-  For warm starts (``model.init_checkpoint``) and the minima of appendix H. Raises
-  CheckpointError when the run has no (such) checkpoint.
-  """
+  For warm starts and appendix H's minima; CheckpointError when there is no such checkpoint."""
   with _existing_manager(workdir) as manager:
     directory = manager.directory
     epochs = sorted(manager.all_steps())

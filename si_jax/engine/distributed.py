@@ -1,27 +1,23 @@
 """Multi-process training: joining the processes, and agreeing on one decision.
 
-Every process runs the same command (``--distributed``); ``initialize`` joins them (or
-ends the process with one ``error:`` line after the start-up timeout). ``agree`` and
-``process_0_value`` make them take the same decisions and write the same log bytes.
-Where the settings come from, and why: docs/design_notes.md.
-"""
+Settings, the start-up watchdog and why: docs/design_notes.md."""
 
-import logging
 from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import re
 import socket
 import sys
 import threading
 
-log = logging.getLogger(__name__)
-
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "SI_JAX_DISTRIBUTED_TIMEOUT"
 DEFAULT_TIMEOUT = 60  # seconds for every process to join
@@ -82,11 +78,7 @@ def _check_address(address: str, source: str) -> str:
 
 def resolve(coordinator_address: str | None = None, num_processes: int | str | None = None,
             process_id: int | str | None = None, environ=None) -> dict:
-  """{setting: value} from the arguments, else ``environ``; None where neither gives one.
-
-  Raises:
-    ValueError: naming the flag or variable of a value that cannot work.
-  """
+  """{setting: value} from the arguments, else ``environ`` (None: neither); ValueError if bad."""
   environ = os.environ if environ is None else environ
   given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
            "process_id": process_id}
@@ -111,11 +103,7 @@ def resolve(coordinator_address: str | None = None, num_processes: int | str | N
 
 
 def resolve_timeout(timeout: int | str | None = None, environ=None) -> int:
-  """``timeout``, else ``$SI_JAX_DISTRIBUTED_TIMEOUT``, else 60 (seconds).
-
-  Raises:
-    ValueError: naming the flag or variable, unless a whole number >= 1.
-  """
+  """``timeout``, else ``$SI_JAX_DISTRIBUTED_TIMEOUT``, else 60 s; ValueError unless an int >= 1."""
   environ = os.environ if environ is None else environ
   value, source = timeout, "--distributed_timeout"
   if value is None and environ.get(TIMEOUT_ENV, "") != "":
@@ -177,9 +165,7 @@ def not_joined_message(address: str, count: int, index: int, timeout: int,
                        listening: bool) -> str:
   """The error line when process ``index`` of ``count`` waited ``timeout`` s in vain.
 
-  ``listening``: whether the coordinator's port answers. Names the processes that did
-  not join where this process can tell which.
-  """
+  ``listening``: whether the coordinator's port answers."""
   advice = ("start every process with the same command and its --process_id, or allow "
             "more time with --distributed_timeout")
   if index != 0 and not listening:
@@ -247,14 +233,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                process_id: int | None = None, timeout: int | None = None) -> None:
   """Joins this process to the others and makes one collective with them.
 
-  Call it on every process after the JAX config and before any computation. If not all
-  have joined within ``timeout`` seconds (``resolve_timeout``), it prints one ``error:``
-  line naming the processes that did not and ends the process with status 1.
+  Call it on every process before any computation. Not all joined within ``timeout`` s: one
+  ``error:`` line naming the missing ones, exit status 1.
 
   Raises:
     ValueError: a setting that cannot work, or none given and no cluster detected.
-    OSError: on process 0, another program holds the coordinator's port.
-  """
+    OSError: on process 0, another program holds the coordinator's port."""
   settings = resolve(coordinator_address, num_processes, process_id)
   seconds = resolve_timeout(timeout)
   if (settings["process_id"] == 0 and settings["coordinator_address"]

@@ -1,18 +1,12 @@
 """Experiment families: one base run config plus named members, trained and analysed together.
 
-An experiment config (``configs/*.py``) is a run config with an ``experiment`` section:
-``name``, ``figure`` (which panels are drawn), ``members`` (name -> {label, overrides})
-and ``order``. ``run_family`` trains every member into ``WORKDIR/<member>/`` (as a
-single run: checkpoints, resume, logs), vmapped where the members differ only in
-sweepable fields and that pays, analyses each (``si_jax.analysis.phases``) and writes
-``WORKDIR/summary.json``. More in docs/design_notes.md.
-import logging
-"""
+The ``experiment`` config section and the workdir layout: docs/design_notes.md."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import sys
@@ -23,23 +17,20 @@ import ml_collections
 import numpy as np
 
 from si_jax import config as config_lib
-log = logging.getLogger(__name__)
-
 from si_jax import logs, validate
 from si_jax.analysis import forecast, phases, regimes
 from si_jax.engine import lifecycle, sweep, train
 from si_jax.engine.records import TrainingDiverged
 from si_jax.engine.workdir_lock import WorkdirLock
 
+log = logging.getLogger(__name__)
+
 FIGURES = ("sweep", "product", "gd", "similarity")
 
 
 def add_member(config: ml_collections.ConfigDict, name: str, label: str,
                overrides: dict[str, Any] | None = None) -> None:
-  """Appends a member; ``overrides`` maps dotted fields ('optim.lr') to values.
-
-  Raises ValueError for a name that is not an identifier.
-  """
+  """Appends a member (``overrides``: dotted field -> value); ValueError for a bad ``name``."""
   if not name.isidentifier():
     raise ValueError(f"member names must be identifiers (command-line overrides), got {name!r}")
   nested = ml_collections.ConfigDict()
@@ -79,12 +70,11 @@ def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def member_overrides(config: ml_collections.ConfigDict) -> list[tuple[str, str, dict[str, Any]]]:
   """[(name, label, {dotted field: value})] in the config's order.
 
-  With ``experiment.seeds`` = k > 1 each member becomes k runs NAME_s0 .. NAME_s{k-1} with
-  ``seed`` = config.seed + 0 .. k - 1 (vmappable like the members).
+  With ``experiment.seeds`` = k > 1, member NAME becomes runs NAME_s0 .. NAME_s{k-1}, seeds
+  config.seed + 0 .. k - 1.
 
   Raises:
-    ValueError: no members, or ``experiment.seeds`` not an integer in [1, 100].
-  """
+    ValueError: no members, or ``experiment.seeds`` not an integer in [1, 100]."""
   if "experiment" not in config or not len(config.experiment.members):
     raise ValueError("an experiment config needs experiment.members "
                      "(see si_jax/engine/experiment.py)")
@@ -119,10 +109,7 @@ def member_config(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
 
 
 def _vmap_pays(config) -> bool:
-  """Whether one vmapped program beats sequential runs: on accelerators, or CPU patches.
-
-  The measurements behind it: docs/design_notes.md and benchmarks/RESULTS.md.
-  """
+  """Whether one vmapped program beats sequential runs (docs/design_notes.md)."""
   if jax.default_backend() != "cpu":
     return True
   return config.model.get("conv_impl") == "patches"
@@ -161,11 +148,7 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
 
 def check_family_workdir(config: ml_collections.ConfigDict, workdir: str,
                          configs: list, dirs: list[str]) -> None:
-  """Refuses a workdir that holds a single run, another family, or members' other runs.
-
-  Raises:
-    ValueError: naming the folder, file or differing fields.
-  """
+  """ValueError if ``workdir`` holds a single run, another family, or members' other runs."""
   for name in (lifecycle.CONFIG_FILE, logs.METRICS_FILE, "checkpoints"):
     if os.path.lexists(os.path.join(workdir, name)):
       raise ValueError(f"{workdir} holds a single run ({name}), not a family: use another "
@@ -220,10 +203,7 @@ def _vmapped_configs(config: ml_collections.ConfigDict) -> list:
 
 
 def check_family(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """``check_family_workdir`` for a family config as it stands; reads only.
-
-  What ``--figures_only`` checks before it summarizes a folder as this family's.
-  """
+  """``check_family_workdir`` for the config as it stands (``--figures_only``); reads only."""
   configs = _member_configs(config)
   dirs = member_dirs(config, workdir)
   try:
@@ -285,14 +265,12 @@ def run_family(config: ml_collections.ConfigDict, workdir: str, vmap: str = "aut
                progress: bool = True, analysis_kwargs: dict | None = None) -> dict[str, Any]:
   """Trains (or resumes, or skips finished) members, analyses them, writes summary.json.
 
-  Holds the family's lock (``WORKDIR/.lock``) and records its identity in
-  ``WORKDIR/family.json``. ``vmap``: 'yes', 'no' or 'auto' (one vmapped program where
-  that pays); ``analysis_kwargs`` go to ``phases.analyze_run``. Returns ``summarize``'s.
+  Holds the family's lock. ``vmap``: 'yes', 'no' or 'auto'; ``analysis_kwargs`` go to
+  ``phases.analyze_run``. Returns ``summarize``'s.
 
   Raises:
     ValueError: a bad member, another family or run in ``workdir``, a busy workdir.
-    FamilyStopped: SIGTERM/SIGINT stopped it before every member finished.
-  """
+    FamilyStopped: SIGTERM/SIGINT stopped it before every member finished."""
   if vmap not in ("auto", "yes", "no"):
     raise ValueError(f"vmap must be auto, yes or no, got {vmap!r}")
   configs = _member_configs(config)
@@ -362,11 +340,10 @@ def summarize(config: ml_collections.ConfigDict, workdir: str,
 
 def seed_spread(config: ml_collections.ConfigDict,
                 members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-  """Per member over its seeds: onset counts and mean periods, each with its range.
+  """Per member over its seeds: onset counts and mean periods, each with its mean and range.
 
-  {member: {'runs', 'n_destabilizations' (per seed), 'count_mean', 'count_range',
-  'mean_period' (per seed, NaN where < 2 onsets), 'period_mean', 'period_range'
-  (over the seeds that have one), 'periodic' (seeds with periodic behavior)}}."""
+  Keys: 'runs', 'n_destabilizations', 'count_mean', 'count_range', 'mean_period' (NaN: < 2
+  onsets), 'period_mean', 'period_range', 'periodic' (how many seeds)."""
   by_name = {m["name"]: m for m in members}
   out = {}
   for member, runs in seed_groups(config).items():
@@ -432,17 +409,9 @@ SCALES = ("cpu", "cifar_cpu", "paper", "cifar100", "resnet", "resnet_cifar100")
 
 def scaled_base(arg: str | None, allowed: tuple[str, ...] = SCALES,
                 ) -> tuple[ml_collections.ConfigDict, str]:
-  """(base run config, scale) for a config-file argument ('' means 'paper').
+  """(base run config, scale) for a config-file argument ('' means 'paper', appendix B).
 
-  ``cpu``: ConvNet width 8 on the 8x8 digits, lr 0.1, wd 0.03, 300 epochs;
-  ``cifar_cpu``: width 8 on 2,048 CIFAR-10 images, lr 0.1, wd 0.01, 120 epochs (pass
-  ``--config.data.data_dir``); ``paper``: appendix B (ConvNet width 32 on CIFAR-10);
-  ``cifar100``: width 64, last-layer norm 20 on CIFAR-100; ``resnet``,
-  ``resnet_cifar100``: ResNet-18. Details: docs/design_notes.md.
-
-  Raises:
-    ValueError: a scale not in ``allowed``.
-  """
+  The scales (``SCALES``): docs/design_notes.md. Raises ValueError for one not in ``allowed``."""
   from si_jax.config import base_config
   scale = arg or "paper"
   if scale not in allowed:

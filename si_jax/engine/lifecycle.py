@@ -1,17 +1,12 @@
-"""A run's life outside the step.
+"""A run's life outside the step: workdir guard, lock, resume, checkpoint policy, preemption.
 
-Its workdir and config guard, its lock, resume from the newest checkpoint, the
-checkpoint policy, preemption by SIGTERM/SIGINT, and the progress line. A run (``Run``)
-is one workdir: ``config.json``, ``metrics.jsonl`` (``steps.bin``), TensorBoard events
-and ``checkpoints/``. The training loop (``si_jax.engine.loop``) drives R >= 1 of them
-at once; each member of a vmapped family is an ordinary run with all of this.
-"""
-import logging
+A ``Run`` is one workdir (docs/design_notes.md); ``si_jax.engine.loop`` drives R >= 1 of them."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import sys
@@ -24,12 +19,12 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import logs, optim
-log = logging.getLogger(__name__)
-
 from si_jax.analysis import forecast, phases
 from si_jax.engine import distributed
 from si_jax.engine.checkpoint import CHECKPOINT_DIR, Checkpointer
 from si_jax.engine.workdir_lock import WorkdirLock
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 DIVERGED_FILE = "diverged.json"
@@ -44,9 +39,7 @@ RESUMABLE_CHANGES = ("train.epochs", "checkpoint.")
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-  """'field: saved -> current' for every field that differs (resumable ones excepted).
-
-  A field the saved config lacks (written before the field existed) counts as its default."""
+  """'field: saved -> current' per differing field (resumable ones excepted; absent = default)."""
   defaults = config_lib.flatten(json.loads(config_lib.base_config().to_json_best_effort()))
   a, b = {**defaults, **config_lib.flatten(saved)}, config_lib.flatten(current)
   unset = [flat.get("data.order_seed") is None for flat in (a, b)]
@@ -81,9 +74,7 @@ def check_workdir_config(config, workdir: str, allow_config_change: bool) -> Non
 
 
 def diverged_message(workdir: str) -> str | None:
-  """Why an earlier attempt marked the run at ``workdir`` diverged, or None.
-
-  The reason is read from ``diverged.json``."""
+  """Why an earlier attempt marked ``workdir`` diverged (its ``diverged.json``), or None."""
   path = os.path.join(workdir, DIVERGED_FILE)
   try:
     with open(path) as f:
@@ -123,19 +114,13 @@ class Run:
 
   @property
   def log_dir(self) -> str:
-    """The folder this host writes its logs to.
-
-    Every host computes the same metrics; host 0 writes the run's logs, the others their own
-    (``process_N/``)."""
+    """The folder this host writes its logs to: the workdir (host 0), else ``process_N/``."""
     if jax.process_index() == 0:
       return self.workdir
     return os.path.join(self.workdir, f"process_{jax.process_index()}")
 
   def open_logs(self) -> None:
-    """Start-up succeeded: writes config.json, opens the logs, starts the wall clock.
-
-    config.json is written atomically; the logs are opened cut back to the checkpointed lengths
-    (process 0 also TensorBoard's, with the flattened config as hyperparameters)."""
+    """Writes config.json (atomically), opens the logs cut to the checkpoint, starts the clock."""
     log_dir = self.log_dir
     os.makedirs(log_dir, exist_ok=True)
     hparams = config_lib.flatten(json.loads(self.config.to_json_best_effort()))
@@ -154,9 +139,7 @@ class Run:
     self.live = self._live_analysis()
 
   def _live_analysis(self) -> forecast.Live | None:
-    """The run's live detector and forecast, fed the epochs already logged.
-
-    A resumed run goes on from them."""
+    """The live detector and forecast, fed the epochs already logged, or None."""
     if not self.config.train.get("live_phases", False):
       return None
     options = dict(phases.detector_options(self.config), x_key="epoch")
@@ -183,10 +166,7 @@ class Run:
         or done == self.config.train.epochs or preempted)
 
   def mark_diverged(self, message: str) -> None:
-    """Stops the logs of a family member whose loss or weights became non-finite.
-
-    Its logs stop here (the steps up to it are kept) and ``diverged.json`` says why; the others go
-    on."""
+    """Freezes a family member whose loss or weights became non-finite (why: ``diverged.json``)."""
     self.diverged = message
     with open(os.path.join(self.workdir, DIVERGED_FILE), "w") as f:
       json.dump({"message": message}, f)
@@ -221,9 +201,7 @@ class Run:
 
 
 def write_atomically(path: str, text: str) -> None:
-  """Writes ``path`` through a temporary file and a rename.
-
-  Never half a file (and not at all when it already holds ``text``)."""
+  """Writes ``path`` through a temporary file and a rename (not at all if it holds ``text``)."""
   try:
     with open(path) as f:
       if f.read() == text:
@@ -269,13 +247,10 @@ def _check_dir(path: str, what: str) -> None:
 
 
 def check_run_paths(workdir: str, log_dir: str) -> None:
-  """Checks that every file and folder a run writes is what it should be.
-
-  Absent, or a writable file or folder: checked before anything is read, cut, discarded or written.
+  """Checks that every file and folder a run writes is absent, or writable and of its kind.
 
   Raises:
-    ValueError: naming the path that is wrong, or the family this folder holds.
-  """
+    ValueError: naming the wrong path, or the family this folder holds."""
   for marker in (FAMILY_FILE, "summary.json"):
     if os.path.exists(os.path.join(workdir, marker)):
       raise ValueError(f"{workdir} holds a family ({marker}), not a run: train a single "
@@ -291,9 +266,7 @@ def check_run_paths(workdir: str, log_dir: str) -> None:
 
 
 def make_workdir(workdir: str) -> None:
-  """Creates ``workdir`` (and its parents) if needed.
-
-  Raises ValueError if it cannot be a writable directory."""
+  """Creates ``workdir`` (and parents); ValueError if it cannot be a writable directory."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir={workdir} is a file, not a directory")
   try:
@@ -305,17 +278,13 @@ def make_workdir(workdir: str) -> None:
 
 
 def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
-  """Re-opens (or creates) ``workdir`` for ``config``.
+  """Re-opens (or creates) ``workdir`` for ``config``: lock, path and config checks, no writes.
 
-  Takes its lock (one writer per workdir), checks its files are what a run writes, refuses a saved
-  config.json of another run and opens the checkpoint manager. Nothing is written yet: config.json
-  only once start-up succeeded (``Run.open_logs``). The caller releases the lock with ``Run.close``
-  (also on failure).
+  The caller releases the lock with ``Run.close`` (also on failure).
 
   Raises:
     WorkdirBusy: another process writes to ``workdir``.
-    ValueError: a wrong path, a family's folder, or another run's config.
-  """
+    ValueError: a wrong path, a family's folder, or another run's config."""
   cc = config.checkpoint
   lock, error = None, None
   try:  # each process checks its side; all of them then fail together, or go on
@@ -362,9 +331,7 @@ def _check_meta(run: Run, meta: dict[str, Any]) -> None:
 
 
 def _restore_checked(run: Run, template, max_epoch: int | None):
-  """The newest checkpoint whose log lengths the logs on disk still hold.
-
-  An older one (its epochs are redone, nothing is lost) when the logs were cut after the newest."""
+  """The newest checkpoint whose log lengths the logs on disk still hold (later epochs redone)."""
   sizes, cut = _log_sizes(run), None
   while True:
     restored = run.ckpt.restore_latest(template, max_epoch, lambda m: _check_meta(run, m))
@@ -413,10 +380,9 @@ def _fresh_start(run: Run) -> None:
 
 
 def restore(run: Run, template, max_epoch: int | None = None):
-  """The state to start ``run`` from: its newest usable checkpoint, or ``template`` afresh.
+  """The state to start ``run`` from: its newest checkpoint <= ``max_epoch``, or ``template``.
 
-  The checkpoint is at most ``max_epoch``, with the config's hyperparameters. Sets the run's start
-  epoch, log offsets and wall time; marks a finished run complete."""
+  Sets the run's start epoch, log offsets and wall time; the config's hyperparameters win."""
   restored = _restore_checked(run, template, max_epoch) if run.ckpt else None
   if run.ckpt:  # checkpoints past the one chosen are redone (their logs were cut): they
     # are discarded once the run's logs are open (``open_logs``), not before it can go on
@@ -437,10 +403,7 @@ def restore(run: Run, template, max_epoch: int | None = None):
 
 
 def restore_together(runs: list[Run], templates: list, states: list) -> list:
-  """Brings runs already ``restore``d (to ``states``) to one epoch: the newest all of them have.
-
-  A family killed while saving its members' checkpoints resumes from the last epoch every member
-  saved; ``restore`` discards the newer checkpoints, as the runs will redo those epochs."""
+  """Brings ``restore``d runs back to the newest epoch all of them checkpointed."""
   states = list(states)
   while len({r.start_epoch for r in runs}) > 1:
     target = min(r.start_epoch for r in runs)
@@ -451,10 +414,7 @@ def restore_together(runs: list[Run], templates: list, states: list) -> list:
 
 
 class Preemption:
-  """Turns SIGTERM/SIGINT into a request to checkpoint and stop at the end of the epoch.
-
-  A second signal interrupts at once. Only installed from the main thread.
-  """
+  """SIGTERM/SIGINT: checkpoint and stop after this epoch; a second signal stops at once."""
 
   def __init__(self):
     self.requested = False
@@ -472,6 +432,7 @@ class Preemption:
     outer = self._outer()
     while outer is not None:  # the family stops too: no further member
       outer.requested, outer = True, outer._outer()
+    # a print: it must end the progress line a terminal shows, from a signal handler
     print(f"\nsignal {signal.Signals(signum).name}: finishing this epoch, then saving a "
           "checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
 

@@ -1,28 +1,12 @@
 """The one host loop: R >= 1 runs trained together, each with its whole lifecycle.
 
-One run (``stacked=False``) uses the plain jitted step. A family of R runs that differ
-only in values held by the state (lr, wd, seed, init scale, last-layer norm) stacks
-their states along a leading runs axis and ``jax.vmap``s the same step functions over
-it. Either way every run gets SGD or full-batch GD, per-epoch and per-step logs, the
-in-step invariance checks, evaluation as in appendix B ("Logging"), checkpoints with
-exact resume, preemption and the progress line.
-
-The host dispatches jitted steps asynchronously and pulls metrics to the host once per
-epoch (a Python loop over jitted steps, not a rolled ``lax.scan``: on XLA:CPU a conv
-weight-gradient inside a rolled loop ran ~100x slower).
-
-Divergence: a single run stops with ``TrainingDiverged`` (the last good checkpoint
-stays). In a family the diverged member is frozen and marked (``diverged.json``, its
-steps up to the failure kept in its logs, no further records or checkpoints) and the
-others go on; vmapped runs do not mix, so its non-finite values reach no other member.
-"""
+One run uses the jitted step; R runs stack their states and ``jax.vmap`` it. Why a Python loop
+over steps, and how a family treats a diverged member: docs/design_notes.md."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-log = logging.getLogger(__name__)
-
 import logging
 import time
 from typing import Any, Callable
@@ -36,6 +20,8 @@ from si_jax.engine import batching, distributed, records, sharding, step
 from si_jax.engine.lifecycle import Preemption, Progress, Run
 from si_jax.engine.records import TrainingDiverged
 from si_jax.engine.state import StepContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +87,7 @@ def gd_epoch(programs: Programs, state, data, config, epoch: int):
 
 
 def evaluate_in_batches(eval_fn, params, batch_stats, x, y, batch_size: int, train_mode: bool):
-  """Mean loss and accuracy over (x, y), evaluated batch by batch.
-
-  ``eval_fn`` = a jitted ``eval_sums`` (or its vmap over runs) applied batch by batch; one transfer
-  to the host at the end."""
+  """Mean loss and accuracy over (x, y) by ``eval_fn`` (jitted ``eval_sums``), batch by batch."""
   loss, correct = 0.0, 0.0
   for idx in batching.batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
     l, c = eval_fn(params, batch_stats, x, y, idx, train_mode)
@@ -144,11 +127,9 @@ def _train_pass_with_grads(programs: Programs, state, x, y, batch_size: int):
 
 
 def evaluate(programs: Programs, state, data, tc, with_grads: bool = False) -> dict[str, Any]:
-  """Appendix B's evaluation at the epoch's weights: test set, train set, optionally gradients.
+  """Appendix B's evaluation: test set (eval mode), train set (train-mode BN), optional gradients.
 
-  The test set with the running BN statistics (eval mode), the train set in train mode (batch
-  statistics of ``train.batch_size`` examples; running statistics untouched) and, ``with_grads``,
-  the gradient of the mean train loss over the whole set (``train_*`` norms)."""
+  ``with_grads``: the gradient of the mean train loss over the whole set (``train_*`` norms)."""
   train_x, train_y, test_x, test_y = data
   test_loss, test_acc = evaluate_in_batches(programs.eval_sums, state.params, state.batch_stats,
                                             test_x, test_y, tc.eval_batch_size, False)
@@ -248,10 +229,7 @@ def _report_preemption(runs: list[Run], state, done: int, path: str | None, stac
 
 def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_collections.ConfigDict,
              *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
-  """Trains ``runs`` (all at ``runs[0].start_epoch``) to ``train.epochs`` from ``state``.
-
-  ``state`` is already placed on ``mesh`` (``sharding.place_replicated`` / ``place_runs``); returns
-  the final state and whether a signal stopped it early (after a checkpoint)."""
+  """Trains ``runs`` from ``state`` (placed on ``mesh``) to ``train.epochs``; (state, preempted)."""
   tc = config.train
   data = sharding.place_arrays((dataset.train_images, dataset.train_labels,
                                 dataset.test_images, dataset.test_labels), mesh, stacked)

@@ -1,9 +1,4 @@
-"""Proposition 4 over a whole trajectory, two runs trained side by side.
-
-(x_0, eta, lambda) and (c x_0, c^2 eta, lambda / c^2) on the same batches give the same
-functions at every step, up to float round-off and the normalization's epsilon. The
-per-step identities live in ``si_jax.invariance``.
-"""
+"""Proposition 4 over a whole trajectory (the per-step identities: ``si_jax.invariance``)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,14 @@
-"""From the metrics a jitted step returns to the records the logs hold.
+"""From a jitted step's metrics to log records: host transfer, summaries, finite checks."""
 
-One host transfer per epoch, per-step records, epoch summaries and the finite checks."""
-
-import logging
 from __future__ import annotations
 
+import logging
 import math
 
 import jax
-log = logging.getLogger(__name__)
-
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 WATCHED = ("loss", "grad_norm", "weight_norm")
 
@@ -20,10 +18,9 @@ class TrainingDiverged(FloatingPointError):
 
 
 def stack_metrics(pending: list[dict], axis: int = 0) -> dict[str, np.ndarray]:
-  """The per-step metric dicts of an epoch as host arrays (one batched transfer).
+  """The epoch's per-step metric dicts as host arrays (one batched transfer).
 
-  Stacked on the host: an eager device-side stack of arrays sharded over several CPU devices can
-  deadlock XLA:CPU's collectives while steps are still queued."""
+  Stacked on the host: a device-side stack can deadlock XLA:CPU's collectives."""
   host = jax.device_get(pending)
   return {k: np.stack([m[k] for m in host], axis=axis) for k in host[0]}
 
@@ -57,11 +54,8 @@ def tiny_norm_hint(rho: float, epsilon: float = 1e-5) -> str:
 def check_finite(records: list[dict], first_step: int, policy: str = "stop") -> None:
   """Raises TrainingDiverged at the first non-finite loss, gradient or weight norm, or zero norm.
 
-  A weight norm of exactly 0 counts too (its effective learning rate is infinite).
-
-  With ``policy='record'`` a non-finite loss or gradient is only reported (on stderr) and training
-  goes on while the weights stay finite.
-  """
+  ``policy='record'``: a non-finite loss or gradient is logged, and training goes on while the
+  weights stay finite."""
   for i, rec in enumerate(records):
     if rec["weight_norm"] == 0.0:  # every SI weight underflowed: eff. LR lr / 0 = inf
       raise TrainingDiverged(

@@ -1,10 +1,7 @@
 """Device meshes and data placement for R >= 1 runs.
 
-One run: a 1-D ``data`` mesh over every device of every host, each batch split along it.
-R > 1 runs: a ``('runs', 'data')`` mesh over the local devices (gcd(devices, R) run
-groups). BN statistics are over the global batch, so results do not depend on the
-device count; the datasets are replicated on every device.
-"""
+One run: a 1-D ``data`` mesh over all devices; R > 1: a ``('runs', 'data')`` mesh over the local
+ones. BN statistics are the global batch's: results do not depend on the device count."""
 
 from __future__ import annotations
 
@@ -40,10 +37,7 @@ def mesh_for(num_runs: int | None) -> jax.sharding.Mesh | None:
 
 
 def shard_batch(x, mesh: jax.sharding.Mesh | None):
-  """Constrains a batch to be split along 'data' inside jit; uneven batches stay replicated.
-
-  Every mean over the batch (the loss, BN's statistics) is then the global batch's.
-  """
+  """Splits a batch along 'data' inside jit (an uneven one stays replicated)."""
   if mesh is None or mesh.shape["data"] == 1 or x.shape[0] % mesh.shape["data"]:
     return x
   spec = P("data", *([None] * (x.ndim - 1)))
@@ -61,11 +55,7 @@ def place_arrays(arrays, mesh: jax.sharding.Mesh | None, stacked: bool):
 
 
 def place_replicated(state, mesh: jax.sharding.Mesh | None):
-  """One run's state replicated on every device of ``mesh``, of every process.
-
-  A state restored from a checkpoint sits on the first local device, which a step over
-  the mesh refuses; every process contributes its (identical) local copy.
-  """
+  """One run's state replicated on every device of ``mesh``, of every process."""
   if mesh is None:
     return state
   where = jax.sharding.NamedSharding(mesh, P())

@@ -1,10 +1,4 @@
-"""The training state (one pytree), the static step context, and their creation.
-
-``create_state`` builds model, optimizer and initial state from a config, with the
-warm start (``model.init_checkpoint``), Proposition 4's initial rescaling
-(``model.init_scale``) and, for ``optim.sphere='per_filter'``, the projection of every
-filter onto the common norm it keeps.
-"""
+"""The training state (one pytree), the static step context, and ``create_state``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """The pure, jittable step functions: (context, state, data) -> (state, metrics).
 
-``train_step`` (SGD, with the dynamics metrics and the invariance residuals),
-``micro_batch_grads`` + ``gd_apply`` (full-batch GD), ``eval_sums`` and
-``train_pass_sums`` + ``full_pass_metrics`` (appendix B's pass, with the Hessian trace
-and the distance to init on request). Each runs as is for one run, ``jax.vmap``-ed over runs for a
-family, and ``train_step(..., axis_name=...)`` under ``jax.pmap`` (docs/design_notes.md).
-"""
+Each runs as is for one run, ``jax.vmap``-ed over a family, and ``train_step`` under
+``jax.pmap`` (docs/design_notes.md)."""
 
 from __future__ import annotations
 
@@ -24,10 +20,7 @@ HESSIAN_PROBE_SEED = 0  # the Hutchinson probes' key: fixed, the same every epoc
 
 def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,
                  axis_name: str | None = None):
-  """(mean cross-entropy, (logits, new running BN statistics)); train mode: batch stats.
-
-  With ``axis_name`` the batch statistics are over that pmap axis; the loss is the shard's.
-  """
+  """(mean cross-entropy, (logits, new BN statistics)); ``axis_name``: BN over that pmap axis."""
   variables = {"params": params, "batch_stats": batch_stats}
   if train:
     with layers.batch_axis(axis_name):
@@ -61,10 +54,8 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
                mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None):
   """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
 
-  With a ``mesh`` the batch is split across its devices. Under ``jax.pmap`` with
-  ``axis_name``, ``images[idx]`` is this device's shard and every replica takes the
-  global-batch step. Raises ValueError for ``invariance_every`` with ``axis_name``.
-  """
+  Under ``jax.pmap`` ``images[idx]`` is this device's shard and every replica takes the global
+  batch's step. Raises ValueError for ``invariance_every`` with ``axis_name``."""
   if axis_name is not None and invariance_every:
     raise ValueError("train.invariance_every needs the global loss's gradient; it is not "
                      "supported under pmap (axis_name): set it to 0 or use the jit step")
@@ -122,12 +113,8 @@ def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train:
 def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
   """Appendix B's train pass on one batch, train mode: (sum of losses, number correct, sums).
 
-  ``sums`` is the gradient of the summed loss or, with ``ctx.hessian_probes``,
-  {'grads': it, 'hessian_forms': v_i^T H_b v_i per probe}, H_b the Hessian of the summed
-  loss w.r.t. all parameters and v_i Rademacher probes on the SI ones, drawn from a
-  fixed key (the same probes every pass). Both add up over batches; ``full_pass_metrics``
-  reads their totals.
-  """
+  ``sums``: the summed loss's gradient; with ``ctx.hessian_probes`` also v^T H_b v per fixed
+  Rademacher probe v on the SI parameters. They add up over batches."""
   x, y = images[idx], labels[idx]
 
   def loss_sum(p):
@@ -147,10 +134,8 @@ def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
 def full_pass_metrics(ctx: StepContext, state: TrainState, sums, n):
   """``metrics.full_pass_metrics`` from ``n`` examples' ``train_pass_sums``, at the last lr.
 
-  Adds ``train_hessian_trace`` (Hutchinson's tr H of the mean train loss over the SI
-  parameters) with ``ctx.hessian_probes``, and ``angle_to_init``, ``distance_to_init``
-  (``metrics.distance_to_init``) when the optimizer keeps x_0 (``train.distance_to_init``).
-  """
+  Adds Hutchinson's ``train_hessian_trace`` over the SI parameters (``ctx.hessian_probes``) and
+  the distance to init when the optimizer keeps x_0."""
   grad_sum = sums["grads"] if ctx.hessian_probes else sums
   mean_grads = jax.tree.map(lambda g: g / n, grad_sum)
   lr = optim.step_lr(state.opt_state)

@@ -1,15 +1,11 @@
-"""Vmapped families: R runs trained inside one compiled program by the single-run loop.
+"""Vmapped families: R runs trained in one compiled program by the single-run loop.
 
-Members may differ in learning rate, weight decay, seed, initialization scale or
-last-layer norm (``SWEEPABLE``): the hyperparameters live in the optimizer state, so
-the states are stacked along a leading runs axis and the step functions
-``jax.vmap``-ed. Each member is an ordinary run in ``WORKDIR/<name>/``, with resume and
-preemption; all see the same data order. More in docs/design_notes.md.
-import logging
-"""
+Members differ only in ``SWEEPABLE`` fields (held by the optimizer state); each is an
+ordinary run in ``WORKDIR/<name>/`` (docs/design_notes.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -18,11 +14,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from si_jax import config as config_lib
-log = logging.getLogger(__name__)
-
 from si_jax import validate
 from si_jax.engine import batching, lifecycle, loop, sharding
 from si_jax.engine import state as state_lib
+
+log = logging.getLogger(__name__)
 
 SWEEPABLE = ("optim.lr", "optim.wd", "seed", "model.init_scale", "model.last_layer_norm")
 _ALIASES = {"init_scale": "model.init_scale"}
@@ -61,11 +57,9 @@ def stack_states(states: list):
 
 def train_sweep(config: ml_collections.ConfigDict, members: list[dict[str, Any]], workdir: str,
                 progress: bool = True, names: list[str] | None = None) -> list[dict[str, Any]]:
-  """Trains (or resumes) every member at once, member i in ``WORKDIR/names[i]``.
+  """Trains (or resumes) all members at once, member i in ``WORKDIR/names[i]``.
 
-  Returns:
-    Each member's final epoch record (``{"diverged": message}`` for one that diverged).
-  """
+  Returns each member's last epoch record ({'diverged': message} for a diverged one)."""
   names = names or [f"member_{i}" for i in range(len(members))]
   if len(names) != len(members):
     raise ValueError(f"{len(names)} names for {len(members)} members")

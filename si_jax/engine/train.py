@@ -1,11 +1,8 @@
-"""``train_and_evaluate``: one run from a config, through the one training loop.
-
-The engine's other modules, by job: docs/design_notes.md.
-"""
-import logging
+"""``train_and_evaluate``: one run from a config, through the one training loop."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -13,29 +10,24 @@ from typing import Any
 import ml_collections
 
 from si_jax import logs, validate
-log = logging.getLogger(__name__)
-
 from si_jax.engine import lifecycle, loop, sharding
 from si_jax.engine import state as state_lib
+
+log = logging.getLogger(__name__)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
-  """Trains as the config says; writes config.json, metrics.jsonl (and steps.bin).
-
-  If ``workdir`` holds a checkpoint of the same config, the run resumes from it and
-  continues bit for bit.
+  """Trains as the config says, resuming a checkpoint of the same config bit for bit.
 
   Returns:
     {'final': the last epoch record, 'wall_time', 'workdir', 'state', 'task' (the step
     context), 'preempted'}.
 
   Raises:
-    ValueError: a bad config or dataset; ``workdir`` holds another run's config (unless
-      ``allow_config_change``) or is in use.
+    ValueError: a bad config or dataset; ``workdir`` in use or holding another run's config.
     TrainingDiverged: a non-finite loss or weights (``train.on_nonfinite``).
-    CheckpointError: a checkpoint cannot be written or read.
-  """
+    CheckpointError: a checkpoint cannot be written or read."""
   validate.validate_config(config)
   dataset = state_lib.load_dataset(config)
   run = lifecycle.open_run(config, workdir, allow_config_change)

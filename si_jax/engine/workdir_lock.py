@@ -1,10 +1,6 @@
-"""One writer per workdir: an exclusive OS file lock held for a run's (or family's) life.
+"""One writer per workdir: an exclusive, non-blocking ``fcntl.flock`` on ``WORKDIR/.lock``.
 
-``WorkdirLock`` takes ``fcntl.flock`` on ``WORKDIR/.lock`` without waiting; a second
-writer fails at once with ``WorkdirBusy`` naming the holder. The kernel drops the lock
-when its holder exits in any way, so a stale file never blocks. Readers take no lock.
-Caveats: docs/design_notes.md.
-"""
+The kernel drops it when its holder exits; readers take no lock (docs/design_notes.md)."""
 
 from __future__ import annotations
 
@@ -47,10 +43,7 @@ class WorkdirLock:
     process_index: which process of a multi-process run takes it.
     reentrant: whether a second holder in this process shares the lock (a family).
 
-  Raises (from ``acquire``):
-    WorkdirBusy: another process holds the lock (the message names its pid and host).
-    ValueError: the lock file cannot be created.
-  """
+  ``acquire`` raises WorkdirBusy (naming the holder) or ValueError (no lock file)."""
 
   def __init__(self, workdir: str, what: str = "run", process_index: int = 0,
                reentrant: bool = False):

@@ -1,19 +1,15 @@
 """A run's logs in its workdir: writing them, and reading them back.
 
-* ``metrics.jsonl``: one JSON line per epoch: the epoch means of the in-step metrics
-  (``si_jax.metrics``) and, after each evaluation, ``train_loss``/``train_accuracy``
-  (train-mode BN, appendix B "Logging") and ``test_loss``/``test_error`` (eval mode).
-* ``steps.bin`` (``train.log_every='step'``): one record per step, the in-step metrics
-  on its batch (Figs. 4, 11, 13), append-only with a CRC-32 per record; runs begun
-  before it have ``steps.jsonl``. The byte format: docs/design_notes.md.
-* TensorBoard event files of both (``si_jax.logs.tensorboard_log``).
-"""
+``metrics.jsonl`` (a JSON line per epoch), ``steps.bin`` (a record per step with
+``train.log_every='step'``) and TensorBoard events; what they hold: docs/design_notes.md."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
+import sys
 import zlib
 from typing import NamedTuple
 
@@ -32,6 +28,43 @@ _NUMPY_TYPES = {"i8": "<i8", "f4": "<f4", "f8": "<f8", "b1": "?"}
 _STRUCT_CODES = {"i8": "q", "f4": "f", "f8": "d", "b1": "?"}
 _ZEROS = {"i8": 0, "f4": 0.0, "f8": 0.0, "b1": False}
 _FLOAT32 = struct.Struct("<f")
+
+
+class _Stderr(logging.StreamHandler):
+  """A handler writing to the ``sys.stderr`` of the moment (a redirection, pytest's capture)."""
+
+  def __init__(self):
+    logging.Handler.__init__(self)  # pylint: disable=non-parent-init-called
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+
+class _Format(logging.Formatter):
+  """'warning: ...' ('error: ...') for warnings and errors; status lines as they are."""
+
+  def format(self, record: logging.LogRecord) -> str:
+    message = super().format(record)
+    if record.levelno < logging.WARNING:
+      return message
+    return f"{record.levelname.lower()}: {message}"
+
+
+def warnings_to_stderr(name: str = "si_jax") -> None:
+  """Shows the ``name`` logger's records on stderr, one line each; ``import si_jax`` calls it.
+
+  A logger with a handler is left as it is; else it gets level INFO and stops propagating
+  (absl's root handler would repeat each line)."""
+  logger = logging.getLogger(name)
+  if logger.handlers:
+    return
+  handler = _Stderr()
+  handler.setFormatter(_Format())
+  logger.addHandler(handler)
+  if logger.level == logging.NOTSET:
+    logger.setLevel(logging.INFO)
+  logger.propagate = False
 
 
 def steps_path(log_dir: str) -> str:
@@ -86,12 +119,7 @@ def _merged(old: list[str], new: list[str]) -> list[str]:
 
 
 class StepLogWriter:
-  """Appends step records to a ``steps.bin`` file, first cut to ``offset`` bytes.
-
-  Args:
-    path: the file (created if absent).
-    offset: the byte length to keep (a resume: a length ``tell`` returned).
-  """
+  """Appends step records to the ``steps.bin`` file ``path``, first cut to ``offset`` bytes."""
 
   def __init__(self, path: str, offset: int = 0):
     self._file = _open_at(path, offset, "ab")
@@ -108,10 +136,7 @@ class StepLogWriter:
   def write(self, records: list[dict]) -> None:
     """Appends ``records`` in one write (buffered until ``flush``).
 
-    Raises:
-      TypeError: a value is not a bool, an int or a float.
-      ValueError: an int does not fit in int64.
-    """
+    Raises TypeError for a value not a bool, int or float, ValueError for an int beyond int64."""
     chunks = []
     for r in records:
       if not self._fits(r):
@@ -200,10 +225,7 @@ def _is_header(header: dict) -> bool:
 
 
 def _read_header(path: str, data: bytes, position: int) -> tuple[_Segment, int]:
-  """(The segment whose header line is at ``position``, its first record's offset).
-
-  Raises ValueError naming ``path`` and the offset for a line that is no such header.
-  """
+  """(The segment whose header line is at ``position``, its first record's offset)."""
   end = data.find(b"\n", position)
   try:
     header = json.loads(data[position:end]) if end >= 0 else None
@@ -240,10 +262,7 @@ def _check(path: str, data: bytes, position: int, block: np.ndarray, crc: int) -
 
 
 def _segment_records(path: str, data: bytes, position: int, segment: _Segment) -> np.ndarray:
-  """The records of ``segment`` from ``position`` up to the next header or the end.
-
-  Raises ValueError at a record cut short or one whose CRC does not match.
-  """
+  """The records of ``segment`` from ``position`` to the next header or the end (CRC-checked)."""
   size = segment.dtype.itemsize
   count = (len(data) - position) // size
   if count == 0:
@@ -271,10 +290,8 @@ def _unpack(block: np.ndarray, columns: list[str]) -> list[dict]:
 def read_step_log(path: str) -> list[dict]:
   """The records of a ``steps.bin`` file, as they were written.
 
-  Raises:
-    ValueError: naming ``path`` and the offset of the first bytes no writer wrote (a
-      record cut short, a changed byte, bytes appended) or of a newer version's segment.
-  """
+  Raises ValueError naming ``path`` and the offset of the first bytes no writer wrote (cut
+  short, changed, appended) or of a newer version's segment."""
   with open(path, "rb") as f:
     data = f.read()
   records, position, segment = [], 0, None
@@ -350,13 +367,9 @@ class MetricWriter:
 
 
 def replace_doc_block(path: str, tag: str, text: str) -> None:
-  """Replaces what stands between ``<!-- TAG:start -->`` and ``<!-- TAG:end -->`` in ``path``.
+  """Replaces the text between ``<!-- TAG:start -->`` and ``<!-- TAG:end -->`` in ``path``.
 
-  How the scripts that write docs/ tables put their output in place.
-
-  Raises:
-    ValueError: ``path`` lacks either marker.
-  """
+  Raises ValueError when ``path`` lacks either marker."""
   start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
   with open(path) as f:
     doc = f.read()

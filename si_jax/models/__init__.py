@@ -1,12 +1,7 @@
 """Scale-invariant models chosen by name, and their parameter groups.
 
-Each built-in model declares its scale-invariant (SI) groups explicitly
-(``si_groups()``): tuples of parameter paths whose joint rescaling leaves the function
-unchanged. A model named by import path ('package.module:attr', ``imported``) has its
-groups found at a generic point instead. All other parameters (norm scale/shift, the
-last layer) are non-SI; they are frozen unless ``train_non_si`` is on (the paper's
-"practical" setting, Fig. 21).
-"""
+Built-in models declare their SI groups (``si_groups()``); an imported one ('package.module:attr')
+has them found. Non-SI parameters are frozen unless ``train_non_si`` (docs/design_notes.md)."""
 
 from __future__ import annotations
 
@@ -36,10 +31,7 @@ DEFAULT_WIDTH = {"convnet_si": 32, "resnet18_si": 64,
 
 def check_options(*, name: str, norm: str, width: int | None, norm_epsilon: float,
                   conv_impl: str = "xla", last_layer_norm: float | None = None) -> None:
-  """Raises ValueError naming the config field (``model.*``) of the first bad value.
-
-  An imported ``name`` ('package.module:attr') is imported here (``imported.resolve``).
-  """
+  """Raises ValueError naming the ``model.*`` field of the first bad value (imports ``name``)."""
   if imported.is_imported(name):
     imported.resolve(name)
   elif name not in MODELS:
@@ -72,10 +64,8 @@ def create_model(
   """The named model of ``MODELS``, or the one imported from 'package.module:attr'.
 
   Args:
-    name: 'convnet_si', 'resnet18_si', a transformer (``transformer.PRESETS``: token
-      sequences, norm 'layer'), or 'package.module:attr': a linen Module class
-      or factory called with ``num_classes`` and ``width`` (unless None), wrapped as an
-      ``imported.ImportedModel`` (``norm``, ``norm_epsilon``, ``conv_impl`` unused).
+    name: 'convnet_si', 'resnet18_si', a transformer (``transformer.PRESETS``), or
+      'package.module:attr': a linen Module class or factory (``imported.ImportedModel``).
     num_classes: the classifier's outputs (>= 2).
     width: k; None: ``DEFAULT_WIDTH`` (an imported model: its own default).
     norm: 'batch', 'layer' or 'instance'.
@@ -84,8 +74,7 @@ def create_model(
     conv_impl: 'xla', or 'patches' (the same convolution as im2col + matmul).
 
   Raises:
-    ValueError: naming the config field of a bad value.
-  """
+    ValueError: naming the config field of a bad value."""
   width = DEFAULT_WIDTH.get(name) if width is None else width
   check_options(name=name, norm=norm, width=width, norm_epsilon=norm_epsilon, conv_impl=conv_impl)
   if not isinstance(num_classes, int) or num_classes <= 1:
@@ -100,15 +89,11 @@ def create_model(
 class ParamGroups:
   """Which parameters are scale-invariant, and how they are grouped.
 
-  The optimizer reads ``si_mask`` (the union of the groups: always trained, with weight
-  decay) and ``trainable_mask``; the metrics read ``si_groups``.
-
   Attributes:
     si_groups: group name -> paths of the parameters that are jointly SI.
     last_layer: path of the last layer's weight matrix (rescaled at init), or None.
     train_non_si: whether the non-SI parameters are trained (else frozen).
-    allow_overlap: whether a tensor may sit in several groups (``from_si_groups``).
-  """
+    allow_overlap: whether a tensor may sit in several groups (``from_si_groups``)."""
 
   si_groups: Mapping[str, tuple[ParamPath, ...]]
   last_layer: ParamPath | None = None
@@ -120,9 +105,7 @@ class ParamGroups:
                      train_non_si: bool = True) -> ParamGroups:
     """Groups found by ``si_jax.find_si_groups``, no last layer; they may overlap.
 
-    The union of overlapping groups is not itself SI, so ``fix_si_norm`` and
-    ``fixed_effective_lr`` need ``disjoint`` groups. Raises as ``check_groups``.
-    """
+    Their union is then not SI (docs/design_notes.md). Raises as ``check_groups``."""
     from si_jax.si_groups import check_groups  # si_groups imports the models' layers
     groups = check_groups(si_groups, "si_groups")
     return cls(groups, last_layer=None, train_non_si=train_non_si, allow_overlap=True)
@@ -159,11 +142,9 @@ class ParamGroups:
 
 
 def param_groups(model: nn.Module | imported.ImportedModel) -> ParamGroups:
-  """The ``ParamGroups`` a si_jax model declares, or an imported model's found groups.
+  """The ``ParamGroups`` a si_jax model declares, or an imported model's (after ``init_variables``).
 
-  An imported model's groups (found at a generic point once ``init_variables`` has run)
-  may overlap; it has no last layer. Raises ValueError as ``ImportedModel.si_groups``.
-  """
+  Raises ValueError as ``ImportedModel.si_groups``."""
   if isinstance(model, imported.ImportedModel):
     return ParamGroups(model.si_groups(), None, model.train_non_si, allow_overlap=True)
   return ParamGroups(model.si_groups(), model.last_layer, model.train_non_si)
@@ -201,11 +182,8 @@ def init_variables(
 ) -> dict[str, Any]:
   """Initializes {'params', 'batch_stats'} as PyTorch would, then rescales the last layer.
 
-  The last layer's weight matrix gets Frobenius norm ``last_layer_norm`` (appendices B,
-  G; the bias is not rescaled); ``None`` keeps the random init. ValueError unless > 0.
-  A model without a last layer (an imported one) keeps its init; for an imported model
-  this also finds its SI groups (``param_groups``), raising ValueError when it has none.
-  """
+  Its weight matrix gets Frobenius norm ``last_layer_norm`` > 0 (appendices B, G; None: kept).
+  An imported model's SI groups are found here (ValueError if it has none)."""
   if last_layer_norm is not None and not last_layer_norm > 0:
     raise ValueError(f"model.last_layer_norm must be positive or None, got {last_layer_norm!r}")
   variables = jax.jit(functools.partial(model.init, train=False))(

@@ -12,13 +12,9 @@ from si_jax.models import layers
 class ConvNetSI(nn.Module):
   """ConvNet of width k as in the original code (``ConvNetDepth``, depth 3).
 
-  Conv3x3(3 -> k) -> Norm -> ReLU, then three blocks
-  Conv3x3(c -> 2c) -> Norm -> ReLU -> MaxPool 2x2, a global max-pool and a
-  Linear(8k -> classes) with bias. Every conv is bias-free and followed by a
-  normalization, so each conv kernel is its own scale-invariant group. ``norm='weight'``:
-  weight normalization instead (each filter's kernel divided by its norm, no feature
-  normalization; gains per filter where ``train_non_si``).
-  """
+  Conv3x3(3 -> k) -> Norm -> ReLU, three blocks Conv3x3(c -> 2c) -> Norm -> ReLU -> MaxPool 2x2,
+  a global max-pool and Linear(8k -> classes). Each bias-free conv kernel is an SI group;
+  ``norm='weight'``: weight normalization per filter instead of a feature normalization."""
 
   width: int = 32
   num_classes: int = 10

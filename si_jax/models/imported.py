@@ -1,14 +1,8 @@
 """Your own model by name: ``model.name = "package.module:attr"``.
 
-``attr`` is a flax.linen Module class or a factory returning a Module, called with
-``num_classes`` (and ``width`` when the config sets it). Its ``__call__`` takes a batch
-of images (NHWC floats) and returns logits, with a ``train`` argument if it has
-BatchNorm. ``ImportedModel`` gives it what the trainer uses of a built-in model:
-``init`` and ``apply`` with ``train`` and a ``batch_stats`` collection, and
-``si_groups()`` found by ``si_jax.find_si_groups`` at a generic point (zero biases and
-constant norm scales moved first), so the groups found at init hold during training.
-It has no fixed last layer: ``model.last_layer_norm`` does not apply.
-"""
+``attr``: a linen Module class or factory called with ``num_classes`` (and ``width``), mapping
+NHWC images to logits. ``ImportedModel`` wraps it; its SI groups are found at a generic point
+(docs/design_notes.md). ``model.last_layer_norm`` does not apply."""
 
 from __future__ import annotations
 
@@ -41,10 +35,7 @@ def _line(e: BaseException) -> str:
 def resolve(name: str) -> Callable[..., Any]:
   """The class or factory that ``name`` = 'package.module:attr' names.
 
-  Raises:
-    ValueError: one line naming ``name``: not of that form, the module cannot be
-      imported, it has no such attribute, or the attribute is not callable.
-  """
+  Raises ValueError naming ``name``: another form, no such module or attribute, not callable."""
   module_name, _, attr = name.partition(":")
   if not module_name or not attr:
     raise ValueError(f"model.name={name!r}: an imported model is named 'package.module:attr'")
@@ -67,10 +58,7 @@ def build(name: str, *, num_classes: int, width: int | None = None,
           train_non_si: bool = False) -> ImportedModel:
   """The model ``name`` names, built with ``num_classes`` (and ``width`` unless None).
 
-  Raises:
-    ValueError: one line naming ``name``, as ``resolve``, or when the call fails or
-      returns something other than a linen Module.
-  """
+  Raises ValueError naming ``name``, as ``resolve``, or when the call fails or is no Module."""
   target = resolve(name)
   kwargs = {"num_classes": num_classes, **({} if width is None else {"width": width})}
   try:
@@ -91,14 +79,7 @@ def _takes_train(module_type: type) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ImportedModel:
-  """A linen Module named by import path, with a built-in model's interface.
-
-  Attributes:
-    name: its ``model.name``.
-    module: the linen Module built.
-    num_classes: the logits it must return per example.
-    train_non_si: whether its non-SI parameters are trained (else frozen).
-  """
+  """A linen Module named by import path, with a built-in model's interface."""
 
   name: str
   module: nn.Module
@@ -129,11 +110,7 @@ class ImportedModel:
     return logits, {"batch_stats": {}, **updated}
 
   def si_groups(self) -> dict[str, tuple[ParamPath, ...]]:
-    """Its SI groups at a generic point (``find_groups``) for the shape init saw.
-
-    Raises:
-      ValueError: not initialized yet, or as ``find_groups``.
-    """
+    """Its SI groups at a generic point (``find_groups``); ValueError before ``init``, or as it."""
     if not self._input_shape:
       raise ValueError(f"model.name={self.name!r}: its SI groups are found on its inputs: "
                        "initialize it first (models.init_variables)")
@@ -143,16 +120,11 @@ class ImportedModel:
 @functools.lru_cache(maxsize=16)
 def find_groups(model: ImportedModel, input_shape: tuple[int, ...]
                 ) -> dict[str, tuple[ParamPath, ...]]:
-  """``find_si_groups`` of the train-mode logits at a generic point, in one place.
-
-  The model is initialized with key 0 (the groups belong to the architecture, not to a
-  seed) and searched on two batches of GROUP_BATCH standard normal inputs, batch
-  statistics in train mode.
+  """``find_si_groups`` of the train-mode logits at a generic point (init key 0, normal inputs).
 
   Raises:
     ValueError: naming the model: it does not build, its output is not (batch, classes)
-      logits, or it has no SI group.
-  """
+      logits, or it has no SI group."""
   from si_jax.si_groups import find_si_groups  # si_groups imports the models' layers
   key = jax.random.key(0)
   x, more = (jax.random.normal(jax.random.fold_in(key, k), (GROUP_BATCH, *input_shape))

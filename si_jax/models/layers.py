@@ -1,8 +1,4 @@
-"""Building blocks shared by the scale-invariant models, initialized as PyTorch does.
-
-The weight norms at initialization set the initial effective learning rate
-eta / rho_0^2, so PyTorch's initializations are reproduced exactly.
-"""
+"""Building blocks of the scale-invariant models, initialized as PyTorch does."""
 
 from __future__ import annotations
 
@@ -36,10 +32,7 @@ CONV_IMPLS = ("xla", "patches")
 
 
 class PatchConv(nn.Module):
-  """``conv``'s convolution as im2col + one matmul: the same function and parameters.
-
-  Faster on XLA:CPU, and under ``vmap`` over runs (docs/design_notes.md).
-  """
+  """``conv``'s convolution as im2col + one matmul: the same function and parameters."""
 
   features: int
   kernel: int
@@ -68,10 +61,7 @@ def max_pool_2x2(x_NHWC: jax.Array) -> jax.Array:
 
 def conv(features: int, kernel: int, stride: int = 1, name: str | None = None,
          impl: str = "xla") -> nn.Module:
-  """Bias-free conv with PyTorch's padding kernel // 2; ``impl='patches'``: ``PatchConv``.
-
-  Raises ValueError for an unknown ``impl``.
-  """
+  """Bias-free conv with PyTorch's padding kernel // 2; ``impl='patches'``: ``PatchConv``."""
   if impl == "patches":
     return PatchConv(features, kernel, stride, name=name)
   if impl != "xla":
@@ -89,13 +79,10 @@ def conv(features: int, kernel: int, stride: int = 1, name: str | None = None,
 
 
 class Norm(nn.Module):
-  """Batch, layer or instance normalization over NHWC features, as PyTorch's.
+  """Batch, layer or instance normalization over NHWC features, as PyTorch's (design notes).
 
   With ``affine=False`` it has no parameters, so the conv weights before it are
-  scale-invariant (properties (1a), (1b)). Batch norm is torch.nn.BatchNorm2d's
-  (running statistics with the unbiased variance, momentum 0.1); layer norm normalizes
-  each sample over (H, W, C), instance norm over (H, W), in train and eval mode alike.
-  """
+  scale-invariant (properties (1a), (1b))."""
 
   kind: str = "batch"
   affine: bool = False
@@ -139,10 +126,9 @@ class Norm(nn.Module):
 
 
 def weight_normalized(conv: nn.Module, x: jax.Array, gain: jax.Array | None = None) -> jax.Array:
-  """``conv(x)`` with each output filter's kernel divided by its norm (weight normalization).
+  """``conv(x)`` with each filter's kernel divided by its norm: y_f = conv(x, v)_f / ||v_f||.
 
-  y_f = conv(x, v)_f / ||v_f|| (times ``gain`` per filter when given): each filter's kernel,
-  and so the whole kernel, is scale-invariant without a feature normalization."""
+  Times ``gain`` per filter when given; each kernel is SI without a feature normalization."""
   y = conv(x)
   v = conv.variables["params"]["kernel"]
   norms = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(v.ndim - 1))))
@@ -152,10 +138,7 @@ def weight_normalized(conv: nn.Module, x: jax.Array, gain: jax.Array | None = No
 
 @contextlib.contextmanager
 def batch_axis(axis_name: str | None) -> Iterator[None]:
-  """Within it, every ``Norm`` averages its batch statistics over the pmap ``axis_name``.
-
-  ``None`` changes nothing.
-  """
+  """Within it, every ``Norm`` averages its batch statistics over ``axis_name`` (None: no-op)."""
   if axis_name is None:
     yield
     return

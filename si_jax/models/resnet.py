@@ -15,10 +15,7 @@ BLOCKS_PER_STAGE = 2
 class PreActBlock(nn.Module):
   """Pre-activation basic block: out = ReLU(Norm1(x)), y = F(out) + shortcut.
 
-  F(out) = Conv3x3(ReLU(Norm2(Conv3x3_stride(out)))). The shortcut is x, or, when
-  downsampling, Conv1x1_stride(Norm_s(out)) (Li & Arora 2020, App. C; why Norm_s stays:
-  docs/design_notes.md).
-  """
+  F(out) = Conv3x3(ReLU(Norm2(Conv3x3_stride(out)))); shortcut x, or Conv1x1_stride(Norm_s(out))."""
 
   features: int
   stride: int
@@ -48,10 +45,7 @@ class PreActBlock(nn.Module):
 class ResNet18SI(nn.Module):
   """Pre-activation ResNet-18 of width k: stages k, 2k, 4k, 8k, two blocks each.
 
-  Stem Conv3x3(3 -> k), blocks, then Norm -> ReLU -> global average pool (the
-  original AvgPool2d(4) on the 4x4 map of a 32x32 input) -> Linear(8k -> classes,
-  no bias).
-  """
+  Stem Conv3x3(3 -> k), blocks, Norm, ReLU, global average pool, Linear(8k -> classes, no bias)."""
 
   width: int = 64
   num_classes: int = 10
@@ -88,11 +82,7 @@ class ResNet18SI(nn.Module):
     )(x)
 
   def si_groups(self) -> dict[str, tuple[layers.ParamPath, ...]]:
-    """Each block's ``conv1`` alone; per stage, the convs writing its stream, jointly.
-
-    A stage's stream is written by the stem or the shortcut conv and both blocks'
-    ``conv2``, and read only through norms (the derivation: docs/design_notes.md).
-    """
+    """Each block's ``conv1`` alone; per stage, the convs writing its stream, jointly."""
     groups = {}
     for stage in range(1, STAGES + 1):
       writers = ["stem"] if stage == 1 else [f"layer{stage}_0/shortcut_conv"]

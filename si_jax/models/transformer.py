@@ -1,19 +1,6 @@
 """A pre-LN transformer classifier of token sequences, with its SI groups by construction.
 
-Token and learned position embeddings, ``depth`` pre-LN blocks
-
-    x <- x + Attention(LN(x)),   x <- x + MLP(LN(x)),
-
-a final LayerNorm and a linear head on one position (the last token by default). Every
-LayerNorm normalizes the residual stream before it is read, so rescaling everything
-that writes to the stream (both embeddings and each branch's output projection, kernel
-and bias) by c > 0 rescales the stream by c and leaves the logits unchanged: the
-``residual`` group. With ``qk_norm`` the queries and keys are layer-normalized per
-head, so each block's query projection (kernel and bias) and its key projection are
-SI groups of their own. The other parameters (values, the MLP's first layer, the
-LayerNorm affines, the head; queries and keys without ``qk_norm``) are not SI: they are
-trained only with ``model.train_non_si``.
-"""
+Why the residual stream and, with ``qk_norm``, queries and keys are SI: docs/design_notes.md."""
 
 from __future__ import annotations
 
@@ -42,10 +29,7 @@ DEFAULT_WIDTH = 32
 
 
 def check_options(*, norm: str, width: int | None, num_heads: int = NUM_HEADS) -> None:
-  """Raises ValueError naming the config field of a bad transformer option.
-
-  Bad: ``model.norm`` other than 'layer', a ``model.width`` not a multiple of ``num_heads``.
-  """
+  """Raises ValueError naming the field: ``model.norm`` not 'layer', or a bad ``model.width``."""
   if norm != "layer":
     raise ValueError(f"model.norm must be 'layer' for a transformer (it uses LayerNorm), "
                      f"got {norm!r}")
@@ -65,11 +49,9 @@ class SelfAttention(nn.Module):
 
   Attributes:
     num_heads: heads; the model dimension must be a multiple of it.
-    qk_norm: LayerNorm over each head's query and key vectors (``query_norm``,
-      ``key_norm``, shared by the heads).
+    qk_norm: LayerNorm over each head's queries and keys (shared by the heads).
     ln_affine: whether those LayerNorms have a scale and a bias.
-    epsilon: the LayerNorms' epsilon.
-  """
+    epsilon: the LayerNorms' epsilon."""
 
   num_heads: int = NUM_HEADS
   qk_norm: bool = False
@@ -94,26 +76,17 @@ class SelfAttention(nn.Module):
 
 
 class Transformer(nn.Module):
-  """Pre-LN transformer of width d over integer tokens (module docstring).
+  """Pre-LN transformer of width d over integer tokens (docs/design_notes.md).
 
-  The constructor takes the registry's common options (``norm`` must be 'layer';
-  ``conv_impl`` is unused).
+  Takes the registry's common options (``norm`` must be 'layer'; ``conv_impl`` is unused).
 
   Attributes:
-    width: d, the model dimension (a multiple of ``num_heads``).
-    num_classes: the head's outputs.
-    norm: 'layer' (the only norm a transformer has).
-    train_non_si: whether the non-SI parameters are trained (else frozen).
-    norm_epsilon: every LayerNorm's epsilon.
-    conv_impl: unused (the registry passes it to every model).
     depth: the number of blocks.
     num_heads: attention heads per block.
     qk_norm: LayerNorm on each head's queries and keys.
     ln_affine: whether the LayerNorms have a scale and a bias (non-SI parameters).
-    vocab_size: the token vocabulary; None: ``num_classes + 1`` (the values 0..C-1
-      and one separator token, as ``si_jax.data.sequence``'s tasks).
-    readout: the position whose final representation the head reads (-1: the last).
-  """
+    vocab_size: the token vocabulary; None: ``num_classes + 1`` (the values and a separator).
+    readout: the position whose final representation the head reads (-1: the last)."""
 
   width: int = DEFAULT_WIDTH
   num_classes: int = 10
@@ -134,11 +107,9 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BL: jax.Array, train: bool = False) -> jax.Array:
-    """Logits (B, num_classes) for token ids ``tokens_BL`` (any dtype, cast to int32).
+    """Logits (B, num_classes) for token ids ``tokens_BL``; ``train`` is unused (no BN statistics).
 
-    ``train`` is accepted for the trainer's interface; the model has no batch statistics.
-    Raises ValueError for a bad ``norm`` or ``width`` (``check_options``).
-    """
+    Raises ValueError as ``check_options``."""
     check_options(norm=self.norm, width=self.width, num_heads=self.num_heads)
     tokens = tokens_BL.astype(jnp.int32)
     d = self.width
@@ -155,12 +126,10 @@ class Transformer(nn.Module):
     return _dense(self.num_classes, d, "head")(x)
 
   def si_groups(self) -> dict[str, tuple[layers.ParamPath, ...]]:
-    """The SI groups by construction (module docstring), disjoint.
+    """The SI groups by construction, disjoint.
 
-    'residual': both embeddings and each block's attention and MLP output projections
-    (kernel and bias); with ``qk_norm`` also 'block_i/query' and 'block_i/key' (kernel
-    and bias of each block's query and key projections).
-    """
+    'residual': both embeddings and every attention and MLP output projection (kernel and bias);
+    with ``qk_norm`` also 'block_i/query' and 'block_i/key' (kernel and bias)."""
     residual = [("embed", "embedding"), ("pos_embed",)]
     for i in range(self.depth):
       for leaf in ("kernel", "bias"):

@@ -43,10 +43,8 @@ def _forecast_rows(dirs: list[str], summarized: dict[str, dict[str, Any]]) -> li
 def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   """Draws a family's figures (PNG + PDF) into ``workdir``; returns their paths.
 
-  <name>.png (Figs. 1-3's panels), <name>_phases.png, for products <name>_ranges.png
-  (Fig. 16), with forecasts <name>_forecast.png, on the sphere <name>_regimes.png.
-  Raises ValueError when no member has logged an epoch.
-  """
+  Figs. 1-3's panels, phases, Fig. 16's ranges for products, forecasts, regimes on the sphere.
+  Raises ValueError when no member has logged an epoch."""
   # no empty panel for a member
   drawable = _drawable(workdir, experiment.member_overrides(config))
   if not drawable:
@@ -76,8 +74,8 @@ def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
 def figure_forecast(scored: list[tuple[str, list[dict[str, Any]]]]):
   """Predicted against actual onsets, the forecast made half-way through phase B.
 
-  ``scored``: (label, ``forecast.summary(...)['at_50%']``) per member. Filled markers with
-  the 80% interval: the forecast; hollow: the naive previous-period forecast."""
+  ``scored``: (label, ``forecast.summary(...)['at_50%']``) per member. Filled markers with the
+  80% interval: the forecast; hollow: the naive previous-period forecast."""
   fig, ax = plt.subplots(figsize=(5.5, 5))
   low, high = [], []
   for k, (label, rows) in enumerate(scored):

@@ -1,10 +1,7 @@
 """The paper's figures from run directories or in-memory series (matplotlib).
 
-The four panels of Figs. 1-3 (train loss, test error, SI weight norm rho against
-epochs, and the effective gradient norm against the effective LR, the "phase diagram",
-coloured by epoch), a panel per run with its phases shaded, and Fig. 16's ranges.
-Every figure of the project draws with the style constants below (docs/design_notes.md).
-"""
+Figs. 1-3's four panels, phase-shaded panels and Fig. 16's ranges, all drawn with the style
+constants below (docs/design_notes.md)."""
 
 from __future__ import annotations
 
@@ -147,10 +144,8 @@ def effective_series(s: dict[str, np.ndarray], measure: str = "full_pass",
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(epochs, effective LR, effective gradient norm) of one of two measurements.
 
-  'batch_mean': the epoch's mean over its mini-batches of the per-batch values, as the
-  released code logs them (the paper's Fig. 16 "mean effective gradient norm");
-  'full_pass': appendix B's gradient of the whole train set at the epoch's weights where
-  logged, else the batch means. Raises ValueError for another ``measure``."""
+  'batch_mean': each epoch's mean of the per-batch values (Fig. 16, as the released code logs);
+  'full_pass': appendix B's full train-set gradient where logged. ValueError for another."""
   if measure not in MEASURES:
     raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
   if measure == "full_pass" and "train_effective_lr" in s and np.isfinite(
@@ -169,10 +164,8 @@ def _finite(*arrays) -> np.ndarray:
 def check_drawable(s: dict[str, np.ndarray], name: str, bands: bool = False) -> None:
   """Raises ValueError naming ``name`` when ``s`` has nothing to draw on a log panel.
 
-  That is: no finite positive train loss, no epoch with both effective LR and gradient
-  norm finite and positive, or (with ``bands``) no finite effective gradient norm over
-  the run's second half.
-  """
+  Nothing: no finite positive train loss or (ELR, gradient norm) pair, or (``bands``) no
+  finite effective gradient norm over the second half."""
   _, elr, egn = effective_series(s)
   grad = s["effective_grad_norm"]
   if not _finite(_train_loss(s)).any():
@@ -189,18 +182,12 @@ def check_drawable(s: dict[str, np.ndarray], name: str, bands: bool = False) -> 
 
 def plot_runs(workdirs: list[str], out: str, labels: list[str] | None = None,
               mark_spikes: bool = True, theory_overlay: bool = False) -> str:
-  """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...).
+  """Draws the four panels for one or several runs into ``out`` (PNG, PDF, ...); returns ``out``.
 
-  ``theory_overlay`` adds Proposition 3's band for rho and Remark 3's effective-LR
-  band, from l, L = the 5%/95% quantiles of each run's late effective gradient norm.
-
-  Returns:
-    ``out``.
+  ``theory_overlay``: Proposition 3's band for rho and Remark 3's effective-LR band.
 
   Raises:
-    ValueError: no run; a run without an epoch record, or with nothing finite to draw
-      (``check_drawable``, naming the run directory).
-  """
+    ValueError: no run, or one with nothing to draw (``check_drawable``, naming it)."""
   if not workdirs:
     raise ValueError("plot_runs needs at least one run directory")
   series = [_series(w) for w in workdirs]
@@ -219,9 +206,7 @@ def plot_series(series_list: list[dict[str, np.ndarray]], out: str,
                 mark_spikes: bool = True) -> str:
   """``plot_runs`` from in-memory per-epoch series keyed as in the logs; returns ``out``.
 
-  ``analyses`` default to ``phases.analyze`` of each series; ``hyperparams``
-  [(lr, wd), ...] add the theory overlay. Raises ValueError as ``check_drawable``.
-  """
+  ``analyses`` default to ``phases.analyze``; ``hyperparams`` [(lr, wd), ...] add theory bands."""
   if not series_list:
     raise ValueError("plot_series needs at least one series")
   labels = labels or [f"run {k}" for k in range(len(series_list))]
@@ -259,9 +244,7 @@ def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[st
                        hyperparams: list[tuple[float, float]] | None = None) -> Figure:
   """The panels of ``plot_runs``: train loss, test error (if logged), rho, phase diagram.
 
-  With ``analyses``, one periodic run has its phases shaded, else onsets are markers on
-  the curves; ``hyperparams`` [(lr, wd), ...] add the theory bands.
-  """
+  ``analyses``: phases shaded for one periodic run, else onset markers; ``hyperparams``: bands."""
   keys = [k for k in EPOCH_PANELS if k != "test_error" or any(_logged(s, k) for s in series_list)]
   fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.6 * (len(keys) + 1), 4.2),
                            constrained_layout=True)
@@ -426,10 +409,7 @@ def plot_effective_ranges(workdirs: list[str], out: str, labels: list[str]) -> s
 
 def figure_effective_ranges(series_list: list[dict[str, np.ndarray]],
                             labels: list[str], measure: str = "batch_mean") -> Figure:
-  """The figure of ``plot_effective_ranges``, from series.
-
-  Fig. 16: by default the mean over each epoch's mini-batches, as the released code
-  measures (``effective_series``)."""
+  """The figure of ``plot_effective_ranges``, from series (Fig. 16, ``effective_series``)."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
   for k, (s, label) in enumerate(zip(series_list, labels)):
     color, _ = run_style(k)

@@ -1,10 +1,7 @@
 """The sphere family's figure: its members' end points against the ELR, regimes shaded.
 
-The shapes of the follow-up paper's main figure (Kodryan et al. 2022): final train loss,
-test error, mean effective gradient norm and distance travelled (angle to init) against
-the effective learning rate, one marker per seed, the ELR axis shaded by the regime each
-ELR was found in (``si_jax.analysis.regimes``).
-"""
+Kodryan et al. 2022's main figure: train loss, test error, effective gradient norm and angle
+to init against the ELR, a marker per seed, regimes from ``si_jax.analysis.regimes``."""
 
 from __future__ import annotations
 
@@ -26,10 +23,7 @@ PANELS = (("train_loss", "final train loss", True), ("test_error", "final test e
 
 
 def member_points(summary: dict[str, Any], workdir: str) -> list[dict[str, Any]]:
-  """Per member: its ELR, seed, regime and end point.
-
-  The ELR is ``optim.lr``; the end point the medians of ``PANELS``' keys over the last
-  quarter of its epochs (NaN where not logged)."""
+  """Per member: its ELR (``optim.lr``), seed, regime and end point (last-quarter medians)."""
   rows = []
   for m in summary["members"]:
     series = phases.load_series(os.path.join(workdir, m["name"]))
@@ -59,9 +53,7 @@ def _shade(ax, rows: list[dict[str, Any]]) -> None:
 
 
 def figure_regimes(rows: list[dict[str, Any]], title: str = "") -> Figure:
-  """The four panels of ``PANELS`` against the ELR (log), seeds as markers, regimes shaded.
-
-  Raises ValueError without rows."""
+  """The four panels of ``PANELS`` against the ELR (log), seeds as markers, regimes shaded."""
   if not rows:
     raise ValueError("no members to draw")
   fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.6),
