@@ -331,8 +331,8 @@ MUTATIONS = [
         "not divide the devices fails)"),
     Mutation(
         "tensorboard_same_second_name", "si_jax/logs/tensorboard_log.py",
-        'EventsWriter(os.path.join(log_dir, "events"), f".{session:06d}")',
-        'EventsWriter(os.path.join(log_dir, "events"))',
+        'flush_secs=FLUSH_SECS, filename_suffix=f".{session:06d}")',
+        'flush_secs=FLUSH_SECS)',
         "tests/test_round2.py -k event_logs",
         "two TensorBoard sessions started in the same second write the same event file name"),
     # one writer per workdir (this round)

@@ -1,7 +1,8 @@
 """TensorBoard event files read back with TensorBoard's own reader (EventAccumulator)
 equal the run's logs: every scalar of every epoch record of metrics.jsonl (read here as
 plain JSON) and of every step record, once each, also after resumes; the config as the
-HParams plugin's hyperparameters."""
+HParams plugin's hyperparameters, in the run's own directory; no files without
+tensorboardX."""
 
 import json
 import os
@@ -12,11 +13,13 @@ import pytest
 
 pytest.importorskip("tensorboardX")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+event_file_loader = pytest.importorskip("tensorboard.backend.event_processing.event_file_loader")
 plugin_data_pb2 = pytest.importorskip("tensorboard.plugins.hparams.plugin_data_pb2")
 
 from si_jax import config as config_lib  # noqa: E402
 from si_jax import logs  # noqa: E402
 from si_jax.engine import train  # noqa: E402
+from si_jax.logs import tensorboard_log  # noqa: E402
 
 from helpers import tiny_config  # noqa: E402
 
@@ -115,3 +118,93 @@ def test_default_writes_epoch_events_only(tmp_path):
   scalars, _ = read_events(str(tmp_path))
   assert scalars and all(tag.startswith("epoch/") for tag in scalars)
   assert [s for s, _ in scalars["epoch/loss"]] == [r["step"] for r in logs.read_run(str(tmp_path))]
+
+
+def event_files(workdir):
+  return sorted(n for n in os.listdir(workdir) if n.startswith(tensorboard_log.EVENT_FILE_PREFIX))
+
+
+def hparams_plugin_data(acc, tag):
+  return plugin_data_pb2.HParamsPluginData.FromString(acc.PluginTagToContent("hparams")[tag])
+
+
+def test_event_log_writes_records_and_hparams_into_the_run_directory(tmp_path):
+  config = {"optim.lr": 0.1, "model.name": "convnet_si", "data.augment": False,
+            "train.epochs": 3, "checkpoint.snapshot_epochs": [1, 2], "data.root": None}
+  log = tensorboard_log.EventLog(str(tmp_path), config, None)
+  log.write_steps([{"step": 0, "loss": 2.5, "weight_norm": 7.0, "phase": "text"},
+                   {"step": 1, "loss": 2.25, "weight_norm": 7.125}])
+  log.write_epoch({"step": 2, "epoch": 1, "test_error": 0.75, "loss": 2.0})
+  log.close()
+  log.close()  # a family's runs are closed twice
+  # one file in the run's own directory (add_hparams would have made a sub-run)
+  assert os.listdir(tmp_path) == event_files(tmp_path)
+  assert len(event_files(tmp_path)) == 1 and event_files(tmp_path)[0].endswith(".000000")
+  scalars, acc = read_events(str(tmp_path))
+  assert scalars == {"step/loss": [(0, 2.5), (1, 2.25)],
+                     "step/weight_norm": [(0, 7.0), (1, 7.125)],
+                     "epoch/epoch": [(2, 1.0)], "epoch/test_error": [(2, 0.75)],
+                     "epoch/loss": [(2, 2.0)]}
+  start = hparams_plugin_data(acc, "_hparams_/session_start_info").session_start_info.hparams
+  assert set(start) == set(config)
+  assert start["optim.lr"].number_value == 0.1 and start["train.epochs"].number_value == 3
+  assert start["model.name"].string_value == "convnet_si"
+  assert start["data.augment"].HasField("bool_value") and not start["data.augment"].bool_value
+  assert start["checkpoint.snapshot_epochs"].string_value == "[1, 2]"
+  assert start["data.root"].string_value == "null"
+  experiment = hparams_plugin_data(acc, "_hparams_/experiment").experiment
+  assert {(i.name, api_type_name(i.type)) for i in experiment.hparam_infos} == {
+      ("optim.lr", "DATA_TYPE_FLOAT64"), ("train.epochs", "DATA_TYPE_FLOAT64"),
+      ("model.name", "DATA_TYPE_STRING"), ("data.augment", "DATA_TYPE_BOOL"),
+      ("checkpoint.snapshot_epochs", "DATA_TYPE_STRING"), ("data.root", "DATA_TYPE_STRING")}
+  assert [m.name.tag for m in experiment.metric_infos] == [
+      "epoch/" + m for m in tensorboard_log.HPARAMS_METRICS]
+
+
+def api_type_name(value):
+  from tensorboard.plugins.hparams import api_pb2
+  return api_pb2.DataType.Name(value)
+
+
+def test_a_resumed_session_purges_from_the_checkpoint_step(tmp_path):
+  """Session 1 logs epochs at steps 3, 6, 9 and steps 0-8; session 2 resumes from the
+  checkpoint at step 6: its file starts with a SessionLog START at step 6, and the reader
+  keeps session 1's points below step 6 and session 2's from step 6 on, also of a tag
+  that session 2 does not write (only the START cuts that one)."""
+  workdir = str(tmp_path)
+  log = tensorboard_log.EventLog(workdir, {"optim.lr": 0.1}, None)
+  for epoch in (1, 2, 3):
+    log.write_steps([{"step": s, "loss": 1.0 + s, "gone": -s}
+                     for s in range(3 * epoch - 3, 3 * epoch)])
+    log.write_epoch({"step": 3 * epoch, "epoch": epoch, "loss": 10.0 * epoch})
+  log.close()
+  log = tensorboard_log.EventLog(workdir, {"optim.lr": 0.1}, {"step": 6, "epoch": 2,
+                                                              "loss": 20.0})
+  log.write_steps([{"step": s, "loss": 100.0 + s} for s in range(6, 9)])
+  log.write_epoch({"step": 9, "epoch": 3, "loss": 35.0})
+  log.close()
+  first, second = event_files(workdir)
+  assert second.endswith(".000001")
+  starts = [e.step for e in event_file_loader.LegacyEventFileLoader(
+      os.path.join(workdir, second)).Load() if e.HasField("session_log")]
+  assert starts == [6]
+  scalars, _ = read_events(workdir)
+  assert scalars["epoch/loss"] == [(3, 10.0), (6, 20.0), (9, 35.0)]
+  assert scalars["epoch/epoch"] == [(3, 1.0), (6, 2.0), (9, 3.0)]
+  assert scalars["step/loss"] == [(s, 1.0 + s) for s in range(6)] + [
+      (s, 100.0 + s) for s in range(6, 9)]
+  assert scalars["step/gone"] == [(s, -s) for s in range(6)]
+
+
+def test_without_tensorboardx_the_logs_are_complete_and_no_event_file(tmp_path, monkeypatch,
+                                                                      capsys):
+  monkeypatch.setattr(tensorboard_log, "SummaryWriter", None)
+  monkeypatch.setattr(tensorboard_log, "_warned", False)
+  for run in ("a", "b"):
+    writer = logs.MetricWriter(str(tmp_path / run), per_step=False,
+                               tensorboard={"optim.lr": 0.1})
+    writer.write_epoch({"step": 3, "epoch": 1, "loss": 0.5})
+    writer.close()
+    assert os.listdir(tmp_path / run) == ["metrics.jsonl"]
+    assert logs.read_run(str(tmp_path / run)) == [{"step": 3, "epoch": 1, "loss": 0.5}]
+  assert capsys.readouterr().err.count("tensorboardX is not installed") == 1  # warned once
