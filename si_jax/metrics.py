@@ -1,20 +1,9 @@
-"""Dynamics metrics of one step x_t -> x_{t+1}, computed inside the jitted step.
+"""Dynamics metrics of one step x_t -> x_{t+1} over the SI parameters, in the jitted step.
 
-Their keys are the logs' interface (plots, phase analysis and theory read them):
-
-* ``weight_norm``          rho_t = ||x_t|| over the SI parameters, before the step;
-* ``grad_norm``            ||grad f(x_t)|| over them (the loss gradient, no decay term);
-* ``effective_grad_norm``  g~_t = rho_t ||grad f(x_t)|| (property (1b));
-* ``effective_lr``         eta~_t = eta / rho_t^2 (Eq. (3));
-* ``adjacent_cosine``      cos(x_t, x_{t+1}) (Eq. (8));
-* ``cosine_distance``      1 - cos(x_t, x_{t+1}), computed without cancellation.
-
-They are for the union of the SI groups and per group (``{group}/{key}``);
-``si_metrics`` serves any optax chain and loop (docs/design_notes.md). For the
-per-epoch record, on request: ``distance_to_init`` (angle and L2 distance from x_0)
-and ``hessian_quadratic_forms`` (Hutchinson's estimate of tr H), the quantities
-Kodryan et al. 2022 read on the sphere.
-"""
+Keys (the logs' interface): ``weight_norm`` rho_t, ``grad_norm`` ||grad f(x_t)||,
+``effective_grad_norm`` rho_t ||grad f(x_t)|| (property (1b)), ``effective_lr`` eta / rho_t^2
+(Eq. (3)), ``adjacent_cosine`` cos(x_t, x_{t+1}) (Eq. (8)) and ``cosine_distance`` 1 - cos,
+for the union of the SI groups and per group as ``{group}/{key}``."""
 
 from __future__ import annotations
 
@@ -62,12 +51,7 @@ def dynamics_metrics(
     lr: jax.Array,
     si_groups: Mapping[str, tuple[ParamPath, ...]],
 ) -> dict[str, jax.Array]:
-  """The module's metrics for the SI union and, with several groups, for each group.
-
-  Raises:
-    TypeError: a group or path given as a string.
-    ValueError: no group, or an empty one (rho 0: eta / rho^2 inf).
-  """
+  """The module's metrics for the SI union and per group (TypeError/ValueError: bad groups)."""
   check_groups(si_groups)
   take = lambda tree, paths: [get_path(tree, p) for p in paths]
   all_paths = tuple(dict.fromkeys(p for paths in si_groups.values() for p in paths))
@@ -82,13 +66,7 @@ def dynamics_metrics(
 
 def full_pass_metrics(params, mean_grads, lr: jax.Array,
                       si_groups: Mapping[str, tuple[ParamPath, ...]]) -> dict[str, jax.Array]:
-  """Appendix B's full-pass metrics, from the mean train loss's gradient grad L.
-
-  Returns:
-    ``train_grad_norm`` ||grad L||, ``train_weight_norm`` rho, ``train_effective_grad_norm``
-    rho ||grad L|| and ``train_effective_lr`` eta / rho^2, for the union and per group.
-    Raises as ``dynamics_metrics``.
-  """
+  """Appendix B: ``train_{weight_norm,grad_norm,effective_grad_norm,effective_lr}`` of grad L."""
   check_groups(si_groups)
   take = lambda tree, paths: [get_path(tree, p) for p in paths]
 
@@ -107,18 +85,7 @@ def full_pass_metrics(params, mean_grads, lr: jax.Array,
 
 
 def distance_to_init(params, init_params, paths: tuple[ParamPath, ...]) -> dict[str, jax.Array]:
-  """How far the SI parameters x are from their initialization x_0.
-
-  Args:
-    params: x.
-    init_params: x_0 (a tree holding at least ``paths``).
-    paths: the SI parameters' paths.
-
-  Returns:
-    ``angle_to_init`` arccos(<x, x_0> / (||x|| ||x_0||)) in radians, computed as
-    2 asin(||x/||x|| - x_0/||x_0|| || / 2) (exact near 0), and ``distance_to_init``
-    ||x - x_0||.
-  """
+  """``angle_to_init`` 2 asin(||x/||x|| - x_0/||x_0|| || / 2), ``distance_to_init`` ||x - x_0||."""
   xs = [_f32(get_path(params, p)) for p in paths]
   x0s = [_f32(get_path(init_params, p)) for p in paths]
   rho, rho0 = jnp.sqrt(sq_norm(xs)), jnp.sqrt(sq_norm(x0s))
@@ -128,11 +95,7 @@ def distance_to_init(params, init_params, paths: tuple[ParamPath, ...]) -> dict[
 
 
 def rademacher_probes(key: jax.Array, params, mask, num: int):
-  """``num`` probe trees v: entries +-1 with probability 1/2 where ``mask``, 0 elsewhere.
-
-  Stacked along a leading axis of size ``num``; E[v v^T] is the identity on the masked
-  coordinates, so E[v^T H v] is the trace of H restricted to them (Hutchinson 1989).
-  """
+  """``num`` stacked probe trees, entries +-1 where ``mask``, 0 elsewhere (Hutchinson 1989)."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
   probes = [jax.random.rademacher(k, (num, *x.shape), jnp.float32) if m
@@ -142,11 +105,7 @@ def rademacher_probes(key: jax.Array, params, mask, num: int):
 
 
 def hessian_quadratic_forms(loss_fn, params, probes) -> jax.Array:
-  """v_i^T H v_i for each stacked probe v_i, H the Hessian of ``loss_fn`` at ``params``.
-
-  Each is a forward-over-reverse Hessian-vector product; their mean over Rademacher
-  probes (``rademacher_probes``) is Hutchinson's unbiased estimate of tr H.
-  """
+  """v_i^T H v_i for each stacked probe v_i; over Rademacher probes their mean estimates tr H."""
   grad_fn = jax.grad(loss_fn)
 
   def one(v):
@@ -171,11 +130,9 @@ def injected_hyperparams(opt_state) -> dict[str, Any]:
 
 
 def equilibrium_angular_update(lr, wd, momentum=0.0):
-  """The equilibrium angular update per step, sqrt(2 eta lam / (1 + mu)).
+  """sqrt(2 eta lam / (1 + mu)), the equilibrium angular update (Wan et al. 2021).
 
-  Wan et al. 2021; Kosson et al. 2024 (mu = 0: plain SGD). Takes floats (ValueError for
-  lr <= 0 or wd < 0) or, inside jit, traced values (returns a jnp scalar then).
-  """
+  A float for floats (ValueError for lr <= 0 or wd < 0); a jnp scalar for traced values."""
   if not any(isinstance(v, jax.core.Tracer) for v in (lr, wd, momentum)):
     lr, wd, momentum = float(lr), float(wd), float(momentum)
     if not lr > 0 or not wd >= 0:
@@ -208,18 +165,13 @@ def _channel_stats(xs, new_xs, lr) -> dict[str, jax.Array]:
 
 
 def _variables(tree) -> dict[ParamPath, nnx.Variable]:
-  """path -> nnx Variable of each Variable leaf of ``tree`` (empty for plain pytrees)."""
   keyed = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
   return {path_str(kp): x for kp, x in keyed if isinstance(x, nnx.Variable)}
 
 
 def _check_snapshot(params, new_params, paths: tuple[ParamPath, ...]) -> None:
-  """Refuses x_t given as nnx Variables that x_{t+1} shares (ValueError).
-
-  ``nnx.state(model)`` holds live references: after the update its Variables hold
-  x_{t+1}, so x_t read from them would be the new weights.
-  """
+  """ValueError if x_t is nnx Variables that x_{t+1} shares (read now, they hold x_{t+1})."""
   old = _variables(params)
   if not old:
     return
@@ -256,31 +208,14 @@ def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPat
                per_channel: bool = False) -> dict[str, jax.Array]:
   """Dynamics metrics of one step x_t -> x_{t+1} of any optimizer; jittable.
 
-  Args:
-    params: x_t: linen params, a pure dict or an nnx ``State``; not the model's live
-      Variables (read after the update, they hold x_{t+1}): pass a snapshot.
-    grads: the loss gradient at x_t (a pytree or an nnx State, e.g. from ``nnx.grad``).
-    new_params: x_{t+1} (a pytree or an nnx State).
-    si_groups: group name -> paths (e.g. from ``find_si_groups``).
-    lr: eta; None: read from ``opt_state`` (``learning_rate`` times ``lr_multiplier``).
-    opt_state: the state ``tx.update`` returned for this step, holding an
-      ``optax.inject_hyperparams`` state (or ``nnx.Optimizer``'s ``opt_state``).
-    wd: lambda; None: ``weight_decay`` of ``opt_state``.
-    momentum: mu; None: ``momentum`` of ``opt_state``, else 0.
-    per_channel: also ``channel_{weight_norm,effective_lr,angular_update}_{mean,min,max}``
-      per group, each output channel (last axis) taken as its own SI group.
-
-  Returns:
-    For the union and, with several groups, per group as ``{group}/{key}``:
-    ``weight_norm``, ``grad_norm``, ``effective_grad_norm`` (property (1b)),
-    ``angular_update`` and, where eta is known, ``effective_lr`` eta / rho_t^2
-    (Eq. (3)) and ``lr``; where lambda is known too, ``equilibrium_angular_update``.
-
-  Raises:
-    TypeError: a path given as a string.
-    ValueError: no group, an empty one, or a path not in ``params``; ``params`` holding
-      nnx Variables whose values ``new_params`` shares (live references).
-  """
+  ``params`` (x_t: a snapshot, not live nnx Variables), ``grads`` and ``new_params`` are
+  pytrees or nnx States. eta, lambda, mu: ``lr``, ``wd``, ``momentum``, else read from the
+  ``optax.inject_hyperparams`` state in ``opt_state``. Returns ``weight_norm``, ``grad_norm``,
+  ``effective_grad_norm``, ``angular_update``; with eta ``effective_lr`` (Eq. (3)) and ``lr``;
+  with lambda too ``equilibrium_angular_update``; per group as ``{group}/{key}``; with
+  ``per_channel``, ``{group}/channel_{weight_norm,effective_lr,angular_update}_{mean,min,max}``.
+  Raises TypeError (a string path) or ValueError (no group, an empty one, a path not in
+  ``params``, or x_t sharing nnx Variables with x_{t+1})."""
   check_in_params(check_groups(si_groups), params)
   _check_snapshot(params, new_params, tuple(p for paths in si_groups.values() for p in paths))
   lr, wd, momentum = _step_hyperparams(opt_state, lr, wd, momentum)
@@ -313,7 +248,7 @@ def si_metrics(params, grads, new_params, si_groups: Mapping[str, tuple[ParamPat
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example softmax cross-entropy with integer labels."""
+  """Per-example softmax cross-entropy in float32 (not optax's: bitwise as the recorded runs)."""
   logp = jax.nn.log_softmax(_f32(logits))
   return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 

@@ -1,23 +1,12 @@
 """Optimizers as optax chains, with weight decay as its own transform.
 
-One step, for SI and trainable non-SI parameters alike:
-
-* SGD, Eq. (2): x_{t+1} = x_t - eta (grad f(x_t) + lambda x_t);
-* momentum, ``coupled``: m_{t+1} = mu m_t + grad f(x_t) + lambda x_t, x_{t+1} = x_t - eta m_{t+1};
-* ``decoupled``: m_{t+1} = mu m_t + grad f(x_t), x_{t+1} = (1 - eta lambda) x_t - eta m_{t+1};
-* Adam: ``coupled`` adds lambda x_t to the gradient (torch.optim.Adam), ``decoupled`` is AdamW.
-
-The transforms' order, which is what "coupled" means, is written once, in ``_chain``.
-Frozen parameters get no update and no decay; the hyperparameters are injected
-(``optax.inject_hyperparams``), so vmapped members differ. Ablations: ``fix_si_norm``
-(Figs. 5, 12) and ``fixed_effective_lr``.
-
-Training on the sphere at a fixed effective LR eta~ (Kodryan et al. 2022, ``sphere``):
-the SI step is taken with eta = eta~ rho_0^2 and then projected back, with
-``total`` onto ||x|| = rho_0 (the released ``fix_elr``) or, with ``per_filter``, each
-output channel (last axis) of each SI tensor onto its own initial norm (the released
-``fix_all_elr``; ``onto_filter_sphere`` gives the initial point it starts from).
-"""
+SGD, Eq. (2): x_{t+1} = x_t - eta (grad f(x_t) + lambda x_t). With momentum, ``coupled``:
+m_{t+1} = mu m_t + grad f(x_t) + lambda x_t, x_{t+1} = x_t - eta m_{t+1} (torch.optim.SGD);
+``decoupled``: m_{t+1} = mu m_t + grad f(x_t), x_{t+1} = (1 - eta lambda) x_t - eta m_{t+1};
+for Adam, torch.optim.Adam and AdamW. Frozen parameters get no update and no decay.
+Ablations: ``fix_si_norm`` (Figs. 5, 12), ``fixed_effective_lr`` and ``sphere`` (Kodryan et
+al. 2022: the SI step at eta~ rho_0^2, projected back onto ||x|| = rho_0 with ``total``, or
+each output channel (last axis) onto its initial norm with ``per_filter``)."""
 
 from __future__ import annotations
 
@@ -39,13 +28,10 @@ SPHERES = ("off", "total", "per_filter")
 
 
 def lr_schedule(kind: str, factor: float, total_steps: int) -> optax.Schedule:
-  """The learning-rate multiplier s(t), eta_t = eta s(t), at update t of T (appendix J).
+  """The multiplier s(t) of eta_t = eta s(t) at update t of T (appendix J); p = ``factor``.
 
-  ``constant``: 1; ``cosine``: (1 + cos(pi t / T)) / 2; ``linear``: 1 for the first
-  quarter, then linear to 1/p at T (p = ``factor``); ``linear_half``: 1 for the first
-  half, then linear to 0.01 at 0.9 T; ``step``: divided by p at each quarter. The last two
-  are the released code's.
-  """
+  ``constant`` 1; ``cosine`` (1 + cos(pi t / T)) / 2; ``linear`` 1, from T / 4 linear to 1 / p
+  at T; ``linear_half`` 1, from T / 2 linear to 0.01 at 0.9 T; ``step`` / p each quarter."""
   T = float(total_steps)
   if kind == "constant":
     return optax.constant_schedule(1.0)
@@ -72,7 +58,7 @@ def select(mask, tree):
 
 
 def scale_si_by_norm_squared(si_mask) -> optax.GradientTransformation:
-  """Multiplies the SI updates by rho_t^2 = ||x_t||^2 (fixed effective LR)."""
+  """Multiplies the SI updates by rho_t^2 = ||x_t||^2 (optax has no group-norm scaling)."""
 
   def update_fn(updates, state, params):
     rho_sq = sq_norm(select(si_mask, params))
@@ -88,7 +74,7 @@ class FixedNormState(NamedTuple):
 
 
 def project_si_to_norm(si_mask, target_norm: float | None) -> optax.GradientTransformation:
-  """Makes x_{t+1} = rho_0 (x_t + u) / ||x_t + u|| on the SI parameters (None: ||x_0||)."""
+  """x_{t+1} = rho_0 (x_t + u) / ||x_t + u|| on SI (None: ||x_0||); optax has no projection."""
 
   def init_fn(params):
     if target_norm is None:
@@ -111,11 +97,7 @@ def filter_sq_norms(x: jax.Array) -> jax.Array:
 
 
 def onto_filter_sphere(params, si_mask):
-  """The SI tensors with every output channel rescaled to one common norm r.
-
-  r^2 = ||x||^2 / F over the F output channels of all SI tensors, so the total norm
-  ||x|| is kept (the released ``fix_all_elr``'s initial projection). Other leaves as given.
-  """
+  """SI tensors with every output channel at norm ||x|| / sqrt(F), F channels in all."""
   si = [x for m, x in zip(jax.tree.leaves(si_mask), jax.tree.leaves(params)) if m]
   r = jnp.sqrt(sq_norm(si) / sum(x.shape[-1] for x in si))
   return jax.tree.map(
@@ -130,10 +112,9 @@ class FilterNormState(NamedTuple):
 
 
 def project_si_filters(si_mask) -> optax.GradientTransformation:
-  """Makes x_{t+1,c} = r_c (x_{t,c} + u_c) / ||x_{t,c} + u_c|| per output channel c.
+  """x_{t+1,c} = r_c (x_{t,c} + u_c) / ||x_{t,c} + u_c||, r_c = ||x_{0,c}||, c the last axis.
 
-  c runs over the last axis of every SI tensor; r_c = ||x_{0,c}||, its norm at ``init``.
-  """
+  optax has no per-channel projection."""
 
   def init_fn(params):
     return FilterNormState(jax.tree.map(
@@ -158,7 +139,7 @@ class InitialParamsState(NamedTuple):
 
 
 def keep_initial_params(si_mask) -> optax.GradientTransformation:
-  """Leaves the updates as they are; its state holds x_0 (``initial_si_params``)."""
+  """Identity on the updates; its state holds x_0 (optax has no params snapshot)."""
 
   def update_fn(updates, state, params=None):
     del params
@@ -292,18 +273,12 @@ def _check_joint_rescaling(groups, rescales_jointly: bool) -> None:
 
 
 def check_groups_match(params, groups, rescales_jointly: bool = False) -> None:
-  """Checks that the SI groups are well formed and every path is in ``params``.
-
-  Args:
-    params: the parameter pytree the optimizer will see.
-    groups: a models.ParamGroups (its ``si_groups`` and ``train_non_si``).
-    rescales_jointly: whether fix_si_norm or fixed_effective_lr is on.
+  """Checks the SI groups of a models.ParamGroups against ``params``.
 
   Raises:
     TypeError: a group or path is a string or not a sequence.
-    ValueError: an empty group; no group although the non-SI parameters are frozen or
-      an SI ablation is on; a path not in ``params``.
-  """
+    ValueError: an empty group; no group where one is needed (frozen non-SI parameters, or
+      ``rescales_jointly``: fix_si_norm / fixed_effective_lr); a path not in ``params``."""
   allow_none = bool(groups.train_non_si) and not rescales_jointly
   check_groups(groups.si_groups, "groups.si_groups", allow_none=allow_none)
   check_in_params(groups.si_groups, params, "groups.si_groups")
@@ -333,16 +308,12 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
   """The optimizer for ``params`` given a models.ParamGroups (module docstring).
 
-  The keyword arguments are the config's ``optim.*`` fields; a ``schedule`` other than
-  constant needs ``total_steps`` and injects ``lr_multiplier`` beside ``learning_rate``.
-  With ``sphere`` on, ``lr`` is the effective LR eta~ and ``params`` should already be
-  on the sphere (``onto_filter_sphere`` for ``per_filter``); ``keep_initial`` keeps x_0
-  in the state for ``initial_si_params``. ``params`` may be an nnx ``State``, and ``tx``
-  serves ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` (``on_plain_trees``).
+  The keyword arguments are the config's ``optim.*`` fields; a non-constant ``schedule``
+  needs ``total_steps`` and injects ``lr_multiplier``. With ``sphere``, ``lr`` is eta~ and
+  ``params`` are on the sphere. ``params`` may be an nnx ``State`` (``on_plain_trees``).
 
   Raises:
-    ValueError: naming the config field of a bad value, or a group path not in ``params``.
-  """
+    ValueError: naming the config field of a bad value, or a group path not in ``params``."""
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
                 schedule_factor=schedule_factor, non_si_lr=non_si_lr,
@@ -389,12 +360,7 @@ def _like(tree, plain):
 
 
 def on_plain_trees(tx) -> optax.GradientTransformationExtraArgs:
-  """``tx`` run on ``as_plain`` trees, its updates returned in the structure given.
-
-  Linen params and pure dicts pass through unchanged; nnx States (``nnx.Optimizer``
-  initializes on a State of Variables and updates on one of arrays) are converted, so the
-  masks built from the paths of ``make_optimizer``'s ``params`` fit either.
-  """
+  """``tx`` on ``as_plain`` trees (nnx States become dicts), updates in the structure given."""
 
   def update_fn(updates, state, params=None, **extra_args):
     plain = as_plain(updates)
