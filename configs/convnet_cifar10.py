@@ -3,11 +3,9 @@
   python -m si_jax.main --config=configs/convnet_cifar10.py --workdir=runs/convnet \
       --config.data.data_dir=DIR          # DIR holds cifar-10-batches-py/ or the .tar.gz
 
-Paper scale (appendix B): width 32, last-layer norm 10, batch 128, lr 0.01, wd 0.001,
-1001 epochs: periods of a few hundred epochs after a warm-up (hours on one GPU).
-``:cpu``: width 8 on 2,048 training images, lr 0.1, wd 0.01, 150 epochs, minutes on 2
-CPU cores; expected on the CIFAR-10 proxy: destabilizations at epochs 50, 59, 75, 93,
-120, 141, each within an epoch of a weight-norm jump (docs/reproduction.md, Part 2).
+Expected: after a warm-up, destabilizations (a loss spike answered by a weight-norm jump)
+a few hundred epochs apart (hours on a GPU); ``:cpu`` (2,048 images) shows several within
+150 epochs on 2 CPU cores. Measured: docs/reproduction.md, Part 2.
 """
 
 from si_jax.config import base_config

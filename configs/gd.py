@@ -2,13 +2,9 @@
 
   python experiments/gd_fixed_norm.py --config=configs/gd.py:cpu --workdir=runs/gd
 
-Members: regular GD at several learning rates and GD with the SI norm fixed at the
-initial norm x 0.5, 1, 2; the script adds two members started from the reference run's
-checkpoint before its first destabilization, one with the norm fixed there and one
-regular. Expected: GD is periodic too (Fig. 10); a fixed norm removes it (Fig. 12).
-Variants ``cpu`` (512 digits), ``cifar_cpu`` (512 proxy images) and '' (paper: a 4.5K
-CIFAR-10 subset, wd 1e-4); results: docs/reproduction.md. cifar_cpu and paper average
-the gradients of batch-128 train-mode passes (ghost BN statistics, as the released code).
+Expected: GD at several learning rates is periodic too (Fig. 10); the SI norm fixed (at the
+init's x 0.5, 1, 2, or where the reference run stands before a destabilization) removes it
+(Fig. 12). Variants: ``cpu``, ``cifar_cpu``, '' (paper). Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base

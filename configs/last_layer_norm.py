@@ -3,10 +3,9 @@
   python experiments/run_family.py --config=configs/last_layer_norm.py:cpu \
       --workdir=runs/last_layer
 
-Expected: a small last-layer norm (near PyTorch's init, ~1.8 for 10 classes) keeps the
-network unconfident, the train loss high and may remove the periods; large norms (10,
-the main text's) give low loss and periods. Variants: ``cpu`` (digits, norms 1, 3, 10,
-30, 300 epochs); '' (paper: ConvNet width 32 on CIFAR-10); ``resnet_cifar100``.
+Expected: a small norm (near PyTorch's init, ~1.8 for 10 classes) keeps the train loss high
+and may remove the periods; large norms (10, the main text's) give a low loss and periods.
+Variants: ``cpu``, '' (paper), ``resnet_cifar100``. Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base

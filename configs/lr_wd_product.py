@@ -2,16 +2,10 @@
 
   python experiments/run_family.py --config=configs/lr_wd_product.py:cpu --workdir=runs/product
 
-Expected (appendix F.1): runs with the same product settle into the same effective-LR
-and effective-gradient-norm ranges (Remark 3) with periods of similar length; a larger
-product gives a larger effective LR and more frequent periods; runs with the init
-rescaled by c = sqrt(lr / lr_ref) repeat their product's reference (Proposition 4).
-Members per product p (tag ``p<p>``): ``<tag>_ratio_<i>`` at lr_i, wd = p / lr_i, and
-``<tag>_rescaled_<i>`` at the same (lr_i, wd) with the init's SI weights x c, lr_ref the
-middle lr; all are vmappable. Variants: ``cpu`` (digits, products 0.001, 0.003 at lr
-0.3 / 0.1 / 0.03, 300 epochs), ``cifar_cpu`` (the proxy, the same, 120 epochs), ''
-(paper: products 1e-4, 3e-5, 1e-5 at wd 1e-4 / 1e-3 / 1e-2), ``cifar100``, ``resnet``.
-Results: docs/reproduction.md; the products' choice: docs/paper_settings.md.
+Expected (appendix F.1): the same product, the same effective-LR range and period length; a
+larger product, a larger effective LR and more frequent periods; the init x sqrt(lr / lr_ref)
+repeats the product's reference (Proposition 4). Variants: ``cpu``, ``cifar_cpu``, ''
+(paper), ``cifar100``, ``resnet``. docs/reproduction.md; the products: docs/paper_settings.md.
 """
 
 import math
@@ -43,10 +37,10 @@ def ratio_settings(scale: str) -> list[tuple[float, list[tuple[float, float]]]]:
 
 def add_product(config, product: float, pairs: list[tuple[float, float]],
                 rescaled_epochs: int | None = None, rescaled: bool = True) -> None:
-  """Adds the ratio members of one product, then (``rescaled``) Proposition 4's members.
+  """Adds ``<tag>_ratio_<i>`` at each (lr, wd), then (``rescaled``) Proposition 4's members.
 
-  A rescaled member repeats a non-reference (lr, wd) with the init's SI weights x
-  sqrt(lr / lr_ref), for ``rescaled_epochs`` (default: as long as the others).
+  ``<tag>_rescaled_<i>`` repeats a non-reference (lr, wd) with the init's SI weights x
+  sqrt(lr / lr_ref), lr_ref the middle pair's, for ``rescaled_epochs`` (default: all).
   """
   tag, lr_ref = product_tag(product), pairs[len(pairs) // 2][0]
   for i, (lr, wd) in enumerate(pairs):

@@ -3,12 +3,9 @@
   python experiments/minima_similarity.py --config=configs/minima_similarity.py:cpu \
       --workdir=runs/minima
 
-Two runs (seeds 0 and 1, the second the "independent" one), checkpointed every epoch
-(``cpu``) or 5 epochs (paper); the script takes the checkpoint at the end of phase A of
-every period. Expected: the minima of different periods are far apart in weight space,
-and a two-member ensemble of them beats the single models. Variants: ``cpu`` (digits,
-lr 0.1, wd 0.03, 300 epochs); '' (paper: width 32 on CIFAR-10, lr 0.03, wd 0.001, 1001
-epochs); ``cifar100``, ``resnet`` (Fig. 20).
+Expected: the minima at the ends of different periods' phase A (two seeds) are far apart in
+weight space, and a two-member ensemble of them beats the single models. Variants: ``cpu``,
+'' (paper), ``cifar100``, ``resnet`` (Fig. 20). Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base

@@ -2,13 +2,9 @@
 
   python experiments/one_period.py --config=configs/one_period.py:cpu --workdir=runs/one_period
 
-Expected: each period has phases A (the loss falls), B (the loss sits near its minimum
-while the weight norm shrinks and the effective LR grows) and C (the loss spikes, the
-norm jumps, the effective LR drops). Variants: ``cpu`` (the quickstart logged per step
-for 100 epochs); ``cifar_cpu`` (the CIFAR-10 proxy, 80 epochs, pass
---config.data.data_dir=DIR); ``gd_cpu`` (full-batch GD on 512 digits, Fig. 11); ''
-(paper: width 32 on CIFAR-10, SGD, 400 epochs); ``gd`` (Fig. 11: GD on a 4.5K CIFAR-10
-subset, wd 0.001); ``gd13`` (Fig. 13's GD panel, wd 1e-4). Results: docs/reproduction.md.
+Expected: phases A (the loss falls), B (the loss near its minimum, the norm shrinking, the
+effective LR growing), C (the loss spikes, the norm jumps). Variants: SGD ``cpu``, ``cifar_cpu``,
+'' (paper); GD ``gd_cpu``, ``gd`` (Fig. 11), ``gd13`` (Fig. 13). Results: docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import scaled_base

@@ -2,14 +2,9 @@
 
   python experiments/run_family.py --config=configs/practical.py:cpu --workdir=runs/practical
 
-Expected: periodic behavior survives trainable non-SI parameters, momentum 0.9, data
-augmentation and all three together; layer and instance normalization; and Adam.
-Variants: ``cpu`` (digits, lr 0.1, wd 0.03, 300 epochs); ``cifar_cpu`` (the proxy, lr
-0.1, wd 0.01, 120 epochs: the baseline, trainable non-SI, momentum, augmentation); ''
-(paper: width 64 on CIFAR-10, lr 0.01, wd 0.001, 1001 epochs); ``cifar100``,
-``resnet``, ``resnet_cifar100`` (Fig. 21). At CPU scale momentum runs at lr 0.01 (the
-effective step lr / (1 - momentum) stays 0.1) and trainable non-SI parameters at wd
-0.01 (docs/reproduction.md says why, with the results).
+Expected: periodic behavior survives trainable non-SI parameters, momentum 0.9, augmentation
+and all three together; layer and instance normalization; Adam. Variants: ``cpu``, ``cifar_cpu``
+(Fig. 7), '' (paper), ``cifar100``, ``resnet``, ``resnet_cifar100``; docs/reproduction.md.
 """
 
 from si_jax.engine.experiment import add_member, experiment_config, scaled_base
@@ -23,14 +18,15 @@ def get_config(arg: str | None = None):
   add_member(config, "si", "scale-invariant (baseline)")
   cpu = scale == "cpu"
   if scale == "cifar_cpu":  # Fig. 7's modifications one by one
+    # at CPU scale momentum runs at lr 0.01: the effective step lr / (1 - momentum) stays 0.1
     momentum = {"optim.momentum": 0.9, "optim.lr": 0.01}
     add_member(config, "non_si", "trainable non-SI params", {"model.train_non_si": True})
     add_member(config, "momentum", "momentum 0.9, lr 0.01", momentum)
     add_member(config, "augment", "augmentation", {"data.augment": True})
     return config
   # the released code trains non-SI parameters from PyTorch's init of the last layer
-  # (not rescaled) with the SI lr; at CPU scale the rescaled layer is kept (the measured
-  # periodic regime of docs/reproduction.md)
+  # (not rescaled) with the SI lr; at CPU scale the rescaled layer is kept, at wd 0.01 (the
+  # measured periodic regime of docs/reproduction.md)
   non_si = {"model.train_non_si": True,
             **({"optim.wd": 0.01} if cpu else {"model.last_layer_norm": None})}
   momentum = {"optim.momentum": 0.9, **({"optim.lr": 0.01} if cpu else {})}

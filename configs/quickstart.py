@@ -2,12 +2,9 @@
 
   python -m si_jax.main --config=configs/quickstart.py --workdir=/tmp/si_quickstart
 
-The scale-invariant ConvNet (width 8, fixed last layer of norm 10) on scikit-learn's
-8x8 digits, plain SGD, batch 128, lr 0.1, wd 0.03, 300 epochs. Expected: the loss
-converges (phase A), the weight norm shrinks while the effective LR grows (phase B)
-until the loss spikes (phase C), again and again: 10-11 destabilizations, the first at
-epoch 45 (the later ones depend on the CPU: XLA:CPU's rounding differs between
-machines); the figure goes to WORKDIR/figure.png (docs/reproduction.md).
+Expected on 8x8 digits: the loss converges (phase A), the weight norm shrinks while the
+effective LR grows (B) until the loss spikes (C), about ten times in 300 epochs; the figure
+goes to WORKDIR/figure.png. Measured: docs/reproduction.md.
 """
 
 from si_jax.config import base_config

@@ -3,17 +3,9 @@
   python experiments/run_family.py --config=configs/three_regimes.py:cpu \
       --workdir=runs/three_regimes_cpu
 
-The fully scale-invariant ConvNet (non-SI parameters frozen, last layer of norm 10)
-trained by plain SGD directly on the sphere (``optim.sphere='total'``, the released
-``fix_elr``: wd 0, no momentum, no augmentation, ``optim.lr`` is the ELR) for ELRs
-log-spaced over three decades and two seeds, one vmapped family. Expected: convergence
-for the smallest ELRs, chaotic equilibrium in the middle, divergence for the largest;
-every member's ``regime`` is in WORKDIR/summary.json (measured: docs/three_regimes.md).
-
-Variants: ``cpu`` (width 8 on the embedded digits); ``cifar_cpu`` (width 8 on 2,048
-CIFAR-10 images, pass ``--config.data.data_dir=DIR``); '' (the paper's scale: width 32
-on CIFAR-10, ELRs 1e-7 .. 1e-1, 1000 epochs; hours per member on a GPU).
-Each variant also logs the distance to init and Hutchinson's Hessian trace.
+Expected (``optim.sphere='total'``: ``optim.lr`` is the ELR): convergence for the smallest
+ELRs, chaotic equilibrium in the middle, divergence for the largest; each member's ``regime``
+in WORKDIR/summary.json. Variants: ``cpu``, ``cifar_cpu``, '' (paper); docs/three_regimes.md.
 """
 
 import numpy as np

@@ -3,14 +3,9 @@
   python -m si_jax.main --config=configs/transformer.py:cpu --workdir=/tmp/si_transformer
   python experiments/run_family.py --config=configs/transformer.py:wd_cpu --workdir=runs/tr_wd
 
-The pre-LN transformer (``si_jax.models.transformer``: width 32, 2 blocks, 4 heads,
-LayerNorm without affine, head on the last token) on a + b mod 31
-(``si_jax.data.sequence``: the 961 sequences [a, b, =], half of them for training),
-plain SGD, batch 128, wd 0.003, lr 1 on the SI groups (the residual stream: embeddings
-and output projections) and 0.1 on the rest (queries, keys, values, the MLP's first
-layer, the head: ``model.train_non_si``), 300 epochs. ``wd_cpu``: a family over weight
-decay at the same learning rates. ``model.name='transformer_qknorm'`` adds each block's
-query and key projections as SI groups. What the runs show: docs/reproduction.md.
+Modular addition (``si_jax.data.sequence``); the SI groups (embeddings, output projections)
+at lr 1, the rest at 0.1; ``wd_cpu`` varies weight decay; ``model.name='transformer_qknorm'``
+adds the query and key projections as SI groups. What the runs show: docs/reproduction.md.
 """
 
 from si_jax.config import base_config

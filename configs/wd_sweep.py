@@ -2,11 +2,8 @@
 
   python experiments/run_family.py --config=configs/wd_sweep.py:cpu --workdir=runs/wd_sweep
 
-Expected: periodic behavior for a middle range of weight decays; a larger weight decay
-makes the periods shorter. Variants: ``cpu`` (digits, lr 0.1, wd 0.3 .. 0.001, 300
-epochs); ``cifar_cpu`` (the CIFAR-10 proxy, lr 0.1, wd 0.1 .. 0.001, 120 epochs, pass
---config.data.data_dir=DIR: wd 0.03 and 0.01 periodic); '' (paper: width 32 on
-CIFAR-10, lr 0.01, wd 0.01 .. 0.00001, 1001 epochs); ``cifar100``, ``resnet``,
+Expected: periodic behavior for a middle range of weight decays; a larger weight decay, shorter
+periods. Variants: ``cpu``, ``cifar_cpu``, '' (paper), ``cifar100``, ``resnet``,
 ``resnet_cifar100``. Results: docs/reproduction.md.
 """
 
