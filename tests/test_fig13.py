@@ -5,7 +5,7 @@ One run of configs/one_period.py:cpu (the quickstart logged per step), cut to 85
 epochs: its period 1 is complete by then (epochs 45-67 on one machine, 45-77 on another:
 XLA:CPU's float results depend on the CPU, and the run is chaotic enough to show it). Every
 number the library reports is recomputed here by hand from the logged steps. Whether
-1 - cos actually grows in the second half (the paper's statement) is what the script
+1 - cos actually grows in the second half (the paper's statement) is what the library
 reports; it is not asserted.
 """
 
@@ -15,8 +15,9 @@ import os
 import numpy as np
 import pytest
 
-from si_jax.analysis import phases, theory
+from si_jax.analysis import period_steps, phases, theory
 from si_jax.engine import train
+from si_jax.plots import period_steps as period_plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,9 +27,6 @@ def _load(path, name):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-fig13 = _load("experiments/fig13_delta_bounds.py", "fig13_delta_bounds")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def analysis(run):
-  return fig13.phase_b_analysis(run, period=1)
+  return period_steps.phase_b_analysis(run, period=1)
 
 
 def _cosine_distance(rho, g, lr, wd):
@@ -143,9 +141,9 @@ def test_growth_of_the_second_half_by_hand(analysis):
   assert theory.half_trend(t, np.exp(-0.01 * t), 50.0).verdict == "falls"
 
 
-def test_script_draws_and_reports_the_held_out_check(run, analysis, tmp_path, capsys):
+def test_figure_draws_and_reports_the_held_out_check(run, analysis, tmp_path, capsys):
   out = str(tmp_path / "fig13.png")
-  a = fig13.delta_bounds_figure(run, out, period=1)
+  a = period_plots.plot_delta_bounds(run, out, period=1)
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   printed = capsys.readouterr().out
@@ -155,7 +153,7 @@ def test_script_draws_and_reports_the_held_out_check(run, analysis, tmp_path, ca
   for name, trend in a["trends"].items():
     assert f"{name}: median after" in printed and trend.verdict in printed
   with pytest.raises(ValueError, match="fit_fraction"):
-    fig13.phase_b_analysis(run, fit_fraction=1.0)
+    period_steps.phase_b_analysis(run, fit_fraction=1.0)
   with pytest.raises(ValueError, match="no steps to fit"):
     theory.held_out_bounds(a["t"], a["g"], a["rho"], a["cd"], a["lr"], a["wd"], t0=a["t0"],
                            t_split=a["t"][0])

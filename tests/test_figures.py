@@ -6,7 +6,6 @@ Drawn from synthetic per-epoch series whose destabilizations are placed by hand,
 inspected as matplotlib objects (patches, lines, legends, tick labels), not as pixels.
 """
 
-import importlib.util
 import os
 import types
 
@@ -15,12 +14,11 @@ import numpy as np
 import pytest
 
 from si_jax.analysis import phases
-from si_jax.plots import plotting
+from si_jax.plots import period_steps, plotting
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONSETS = (40, 70, 100, 130)  # 0-based epoch indices; logged epochs are 1-based
 EPOCH_TITLES = ("Train loss", "Test error", "Weight norm")
 
@@ -290,16 +288,12 @@ def test_plot_series_writes_png_and_pdf(tmp_path):
 
 
 def test_fig13_shades_phase_b_and_keys_the_fitting_part():
-  spec = importlib.util.spec_from_file_location(
-      "fig13_delta_bounds", os.path.join(ROOT, "experiments/fig13_delta_bounds.py"))
-  fig13 = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(fig13)
   t = np.arange(600.0, 700.0)
   curve = 1 / (t - 500)
   fit = types.SimpleNamespace(c=1.0, C=2.0, lower_power=1.0)
   a = {"held": types.SimpleNamespace(fit=fit, t_split=650.0), "t": t, "lr": 0.1, "wd": 0.01,
        **{k: curve for k in ("g", "low", "high", "cd", "predicted", "cd_low", "cd_high")}}
-  fig = fig13.figure(a)
+  fig = period_steps.figure_delta_bounds(a)
   labels = legend_labels(fig)
   assert "phase B" in labels and "envelopes fitted here" in labels
   assert not {"phase A", "phase C"} & set(labels)
