@@ -4,7 +4,6 @@ Measured worst cases are in the assertions' comments.
 """
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -357,17 +356,15 @@ def test_envelope_fit_rejects_bad_windows():
     theory.fit_gradient_envelopes(t, np.full(10, np.nan), t0=0.0)
 
 
-def test_theory_figure_script_writes_pngs(tmp_path):
-  # A smoke test of the script (it runs, its figures are PNGs): the numbers it plots
-  # come from theory.py and toy.py, checked on their values above.
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, "experiments/theory_figures.py", "--out", str(tmp_path)],
-                       cwd=root, capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0, out.stderr
-  for name in ("fig8_phi.png", "fig9_beta_sequence.png", "fig14_toy.png"):
-    with open(tmp_path / name, "rb") as f:
+def test_theory_figures_are_pngs(tmp_path):
+  # A smoke test of the figures (they draw, they are PNGs): the numbers they plot come
+  # from theory.py and toy.py, checked on their values above.
+  from si_jax.plots import theory_figures
+  names = ("fig8_phi.png", "fig9_beta_sequence.png", "fig14_toy.png")
+  assert theory_figures.write_all(str(tmp_path / "figures")) == [
+      str(tmp_path / "figures" / name) for name in names]
+  for name in names:
+    with open(tmp_path / "figures" / name, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
