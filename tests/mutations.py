@@ -149,6 +149,13 @@ MUTATIONS = [
         "tests/test_optim.py -k eq2",
         "the frozen non-SI parameters (last layer, norm affine) get updated"),
     Mutation(
+        "linear_schedule_decays_from_start", "si_jax/optim.py",
+        "transition_begin=0.25 * T)",
+        "transition_begin=0.0)",
+        "tests/test_schedules.py -k multipliers",
+        "the linear schedule (appendix J) decays from the first step instead of holding 1 "
+        "for the first quarter"),
+    Mutation(
         "effective_lr_over_rho", "si_jax/metrics.py",
         '"effective_lr": lr / jnp.square(rho),',
         '"effective_lr": lr / rho,',
