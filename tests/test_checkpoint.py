@@ -18,9 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import kill_resume  # the repository root is on sys.path (pyproject)
 from si_jax import logs
-from si_jax.engine import checkpoint, train
+from si_jax.engine import checkpoint, kill_resume, train
 
 from helpers import tiny_config
 
