@@ -1,35 +1,30 @@
-"""experiments/own_model.py with tiny settings: the groups it finds are the hand-derived
-ones, its optimizer steps by Eq. (2) on them and freezes the rest, and the metrics of
-its last step are recomputed here in float64 from that step's weights."""
+"""si_jax.engine.own_model_demo (experiments/own_model.py) with tiny settings: the groups
+it finds are the hand-derived ones, its optimizer steps by Eq. (2) on them and freezes the
+rest, and the metrics of its last step are recomputed here in float64 from that step's
+weights."""
 
-import importlib.util
 import os
 import re
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from si_jax.engine import own_model_demo
 from si_jax.models import get_path
+from si_jax.plots import plotting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PATH = os.path.join(ROOT, "experiments", "own_model.py")
+PATHS = (own_model_demo.__file__, os.path.join(ROOT, "experiments", "own_model.py"))
 LR, WD, EPOCHS = 0.3, 0.01, 3
-
-
-def _load():
-  spec = importlib.util.spec_from_file_location("own_model", PATH)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["own_model"] = module
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("own_model") / "own_model.png")
-  res = _load().run(epochs=EPOCHS, width=8, depth=2, lr=LR, wd=WD, out=out)
+  res = own_model_demo.run(epochs=EPOCHS, width=8, depth=2, lr=LR, wd=WD)
+  plotting.plot_series([res.series], out, ["pre-LN residual"], analyses=[res.analysis],
+                       hyperparams=[(LR, WD)])  # as experiments/own_model.py draws it
   return res, out
 
 
@@ -42,8 +37,10 @@ def _flat(tree, group):
 
 
 def test_ten_library_lines_are_marked():
-  with open(PATH) as f:
-    marks = re.findall(r"# si_jax (\d+)/10", f.read())
+  marks = []
+  for path in PATHS:  # 1-8 in the library's loop, 9-10 in the script
+    with open(path) as f:
+      marks += re.findall(r"# si_jax (\d+)/10", f.read())
   assert [int(k) for k in marks] == list(range(1, 11))
 
 
@@ -109,3 +106,26 @@ def test_series_analysis_and_figure(result):
   # the in-memory series went through phases.analyze: 3 epochs are too few for a period
   assert not res.analysis.periodic and not res.analysis.onsets
   assert os.path.getsize(out) > 10_000 and os.path.exists(out[:-4] + ".pdf")
+
+
+def test_angular_summary_over_the_second_half_without_destabilizations(result):
+  res, _ = result
+  window, summary = own_model_demo.angular_summary(res)
+  assert window == slice(EPOCHS // 2, None)  # no onsets: the second half
+  assert set(summary) == set(res.groups)
+  for name, (mean, rms, elr_min, elr_max) in summary.items():
+    s = res.series
+    np.testing.assert_allclose(mean, s[name + "/angular_update"][1:].mean(), rtol=1e-12)
+    np.testing.assert_allclose(
+        rms, np.sqrt(np.mean(s[name + "/angular_update_rms"][1:] ** 2)), rtol=1e-12)
+    assert 0 < mean <= rms  # the mean of a positive quantity is at most its RMS
+    assert elr_min == s[name + "/effective_lr"][1:].min() <= elr_max
+
+
+def test_angular_summary_spans_the_destabilizations():
+  series = {"epoch": np.arange(1.0, 7.0), "g/angular_update": np.arange(6.0),
+            "g/angular_update_rms": np.full(6, 2.0), "g/effective_lr": np.arange(6.0)[::-1]}
+  res = own_model_demo.Result({"g": ()}, series, type("A", (), {"onsets": [1, 4]})(), {}, None, 0)
+  window, summary = own_model_demo.angular_summary(res)
+  assert window == slice(1, 4)  # epochs 2-4: from the first onset to before the last
+  assert summary["g"] == (2.0, 2.0, 2.0, 4.0)
