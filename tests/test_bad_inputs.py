@@ -9,7 +9,7 @@ hashed before and after; new empty directories are fine).
 
 Speed: on 2 loaded cores a fresh interpreter spends ~5 s importing JAX, flax, orbax and
 matplotlib (and ~2 s tearing them down at exit), which would dominate ~100 cases. So
-each case's process is forked from a server (``python tests/test_bad_inputs.py
+each case's process is forked from a server (``python -m tests.test_bad_inputs
 --serve``) that imported those libraries once (and started no thread, no JAX backend);
 the child runs the program as ``python -m`` / ``python FILE`` would, as ``__main__``
 with its own argv, environment, cwd and stdio, and exits as the interpreter would
@@ -63,7 +63,7 @@ PRELOAD = ("jax", "flax.linen", "optax", "orbax.checkpoint", "sklearn.datasets",
 
 
 # ---------------------------------------------------------------------------------------
-# The fork server (runs as `python tests/test_bad_inputs.py --serve`, without pytest).
+# The fork server (runs as `python -m tests.test_bad_inputs --serve`, without pytest).
 
 def _serve() -> dict[str, Any]:
   """Imports the heavy libraries, then forks one child per JSON request on stdin and
@@ -106,11 +106,9 @@ def _become_program(request: dict[str, Any]) -> None:
   _limit_file_size(request.get("fsize"))
   kind, target = PROGRAMS[request["program"]]
   sys.argv = [target, *request["args"]]
-  if kind == "module":
-    sys.path[0] = request["cwd"]
+  if kind == "module":  # the server ran as `python -m`: the root is sys.path[0] already
     runpy.run_module(target, run_name="__main__", alter_sys=True)
   else:
-    sys.path[0] = os.path.dirname(os.path.abspath(target))
     runpy.run_path(target, run_name="__main__")
 
 
@@ -171,8 +169,8 @@ class Launcher:
     self.plain, self.server, self.process = plain, None, None
     if not plain:
       self.server = subprocess.Popen(
-          [sys.executable, __file__, "--serve"], cwd=REPO, stdin=subprocess.PIPE,
-          stdout=subprocess.PIPE, text=True)
+          [sys.executable, "-m", "tests.test_bad_inputs", "--serve"], cwd=REPO,
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
       assert self._reply(timeout=300) == {"ready": True}
 
   def _reply(self, timeout: float) -> dict[str, Any]:

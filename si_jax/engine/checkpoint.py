@@ -14,6 +14,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
+from si_jax.engine import background
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -69,11 +71,12 @@ class Checkpointer:
     """Saves ``state`` and ``meta`` as epoch ``epoch``; its path. CheckpointError if it fails."""
     previous = self.epochs()
     try:
-      self._manager.save(epoch, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(_to_saveable(state)),
-          meta=ocp.args.JsonSave(dict(meta, epoch=epoch, shapes=state_shapes(state)))),
-          force=True)
-      self._manager.wait_until_finished()
+      with background.collected():  # orbax's writers fail in their threads too
+        self._manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_saveable(state)),
+            meta=ocp.args.JsonSave(dict(meta, epoch=epoch, shapes=state_shapes(state)))),
+            force=True)
+        self._manager.wait_until_finished()
     except Exception as e:  # disk full, permissions, ...
       kept = (f"the checkpoint of epoch {previous[-1]} is intact" if previous
               else "no earlier checkpoint exists")
@@ -90,6 +93,12 @@ class Checkpointer:
 
   def restore_latest(self, template_state, max_epoch: int | None = None,
                      check_meta=None) -> tuple[Any, dict[str, Any]] | None:
+    """The newest readable checkpoint (``_restore_latest``), orbax's abandoned reads quiet."""
+    with background.collected():
+      return self._restore_latest(template_state, max_epoch, check_meta)
+
+  def _restore_latest(self, template_state, max_epoch: int | None = None,
+                      check_meta=None) -> tuple[Any, dict[str, Any]] | None:
     """The newest readable checkpoint of at most ``max_epoch`` epochs, (state, meta), or None.
 
     ``check_meta(meta)`` may refuse one by raising; an unreadable one is moved aside (a warning).
