@@ -115,6 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.adam_eps = 1e-8
   config.optim.schedule = "constant"  # cosine | linear | linear_half | step (appendix J)
   config.optim.schedule_factor = 10.0  # p of the linear and step schedules
+  config.optim.schedule_unit = "step"  # step | epoch: the LR changes every update | epoch
   config.optim.non_si_lr = -1.0  # trainable non-SI params: -1 the SI lr, 0 frozen, > 0 own lr
 
   config.train = _train_section()
