@@ -41,6 +41,8 @@ def _train_section() -> ml_collections.ConfigDict:
   train.mode = "sgd"  # sgd (mini-batches) | gd (full batch)
   train.epochs = 1001
   train.batch_size = 128
+  # cross_entropy | mse: ||logits - onehot||^2 / K (Kodryan et al. 2022; metrics.mse)
+  train.loss = "cross_entropy"
   train.drop_last = False
   # gd: ghost BN statistics of micro-batches of this size (None: one exact pass)
   train.micro_batch_size = config_dict.placeholder(int)
@@ -95,6 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.test_size = config_dict.placeholder(int)
   config.data.subset = "first"  # first N examples | random (seeded by subset_seed)
   config.data.subset_seed = 0
+  config.data.label_noise = 0.0  # this fraction of the train labels set to another class
+  config.data.label_noise_seed = 0  # ... which ones and to what (test labels stay clean)
   config.data.augment = False  # random crop (pad 4 on 32 pixels) and horizontal flip
   config.data.order_seed = config_dict.placeholder(int)  # None: the run's seed
 
