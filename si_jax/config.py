@@ -68,6 +68,30 @@ def _train_section() -> ml_collections.ConfigDict:
   return train
 
 
+def _optim_section() -> ml_collections.ConfigDict:
+  """The ``optim`` section of ``base_config``."""
+  optim = ml_collections.ConfigDict()
+  optim.name = "sgd"  # sgd | adam
+  optim.lr = 0.01  # eta of Eq. (2)
+  optim.wd = 0.001  # lambda of Eq. (2)
+  optim.momentum = 0.0
+  optim.wd_mode = "coupled"  # coupled | decoupled (si_jax.optim)
+  optim.fix_si_norm = False  # keep the SI weight norm fixed (Figs. 5, 12) ...
+  optim.si_norm = config_dict.placeholder(float)  # ... at this norm (None: initial)
+  optim.fixed_effective_lr = False  # lr is then the effective LR eta / rho^2
+  # off | total | per_filter: train on the sphere, lr the fixed effective LR (wd 0;
+  # Kodryan et al. 2022's fix_elr | fix_all_elr)
+  optim.sphere = "off"
+  optim.adam_b1 = 0.9
+  optim.adam_b2 = 0.999
+  optim.adam_eps = 1e-8
+  optim.schedule = "constant"  # cosine | linear | linear_half | step (appendix J)
+  optim.schedule_factor = 10.0  # p of the linear and step schedules
+  optim.schedule_unit = "step"  # step | epoch: the LR changes every update | epoch
+  optim.non_si_lr = -1.0  # trainable non-SI params: -1 the SI lr, 0 frozen, > 0 own lr
+  return optim
+
+
 def base_config() -> ml_collections.ConfigDict:
   """The paper's ConvNet width 32 on CIFAR-10, SGD, lr 0.01, wd 0.001, 1001 epochs."""
   config = ml_collections.ConfigDict()
@@ -102,25 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.augment = False  # random crop (pad 4 on 32 pixels) and horizontal flip
   config.data.order_seed = config_dict.placeholder(int)  # None: the run's seed
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.name = "sgd"  # sgd | adam
-  config.optim.lr = 0.01  # eta of Eq. (2)
-  config.optim.wd = 0.001  # lambda of Eq. (2)
-  config.optim.momentum = 0.0
-  config.optim.wd_mode = "coupled"  # coupled | decoupled (si_jax.optim)
-  config.optim.fix_si_norm = False  # keep the SI weight norm fixed (Figs. 5, 12) ...
-  config.optim.si_norm = config_dict.placeholder(float)  # ... at this norm (None: initial)
-  config.optim.fixed_effective_lr = False  # lr is then the effective LR eta / rho^2
-  # off | total | per_filter: train on the sphere, lr the fixed effective LR (wd 0;
-  # Kodryan et al. 2022's fix_elr | fix_all_elr)
-  config.optim.sphere = "off"
-  config.optim.adam_b1 = 0.9
-  config.optim.adam_b2 = 0.999
-  config.optim.adam_eps = 1e-8
-  config.optim.schedule = "constant"  # cosine | linear | linear_half | step (appendix J)
-  config.optim.schedule_factor = 10.0  # p of the linear and step schedules
-  config.optim.schedule_unit = "step"  # step | epoch: the LR changes every update | epoch
-  config.optim.non_si_lr = -1.0  # trainable non-SI params: -1 the SI lr, 0 frozen, > 0 own lr
+  config.optim = _optim_section()
 
   config.train = _train_section()
 
