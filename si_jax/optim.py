@@ -24,14 +24,26 @@ from si_jax.si_groups import check_groups, check_in_params
 OPTIMIZERS = ("sgd", "adam")
 WD_MODES = ("coupled", "decoupled")
 SCHEDULES = ("constant", "cosine", "linear", "linear_half", "step")
+SCHEDULE_UNITS = ("step", "epoch")
 SPHERES = ("off", "total", "per_filter")
 
 
-def lr_schedule(kind: str, factor: float, total_steps: int) -> optax.Schedule:
+def lr_schedule(kind: str, factor: float, total_steps: int,
+                steps_per_epoch: int | None = None) -> optax.Schedule:
   """The multiplier s(t) of eta_t = eta s(t) at update t of T (appendix J); p = ``factor``.
 
   ``constant`` 1; ``cosine`` (1 + cos(pi t / T)) / 2; ``linear`` 1, from T / 4 linear to 1 / p
-  at T; ``linear_half`` 1, from T / 2 linear to 0.01 at 0.9 T; ``step`` / p each quarter."""
+  at T; ``linear_half`` 1, from T / 2 linear to 0.01 at 0.9 T; ``step`` / p each quarter.
+
+  With ``steps_per_epoch`` K (``optim.schedule_unit='epoch'``) the multiplier changes once
+  an epoch, as the released code's schedules do: every update of epoch e = floor(t / K) uses
+  s(e K), the value at the epoch's first update, which is s(e / E) of the same definition
+  over E = T / K epochs (the released code's schedule(epoch / epochs)). One difference
+  stays: at an exact quarter e = i E / 4 ``step`` has already dropped here, while the
+  released d_schedule (``t <= 0.25``: no drop yet) drops one epoch later."""
+  if steps_per_epoch is not None and steps_per_epoch > 1:
+    per_update = lr_schedule(kind, factor, total_steps)
+    return lambda t: per_update(t // steps_per_epoch * steps_per_epoch)
   T = float(total_steps)
   if kind == "constant":
     return optax.constant_schedule(1.0)
@@ -215,8 +227,8 @@ def _chain(
 
 def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: str,
                   fix_si_norm: bool, si_norm: float | None, schedule: str = "constant",
-                  schedule_factor: float = 10.0, non_si_lr: float = -1.0,
-                  train_non_si: bool | None = None, sphere: str = "off",
+                  schedule_factor: float = 10.0, schedule_unit: str = "step",
+                  non_si_lr: float = -1.0, train_non_si: bool | None = None, sphere: str = "off",
                   fixed_effective_lr: bool = False, **unused) -> None:
   """Raises ValueError naming the config field (``optim.*``) of the first bad value."""
   del unused
@@ -230,6 +242,9 @@ def check_options(*, name: str, lr: float, wd: float, momentum: float, wd_mode: 
                      "parameters are frozen)")
   if schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
+  if schedule_unit not in SCHEDULE_UNITS:
+    raise ValueError(f"optim.schedule_unit must be one of {SCHEDULE_UNITS}, got "
+                     f"{schedule_unit!r}")
   if not schedule_factor >= 1:
     raise ValueError(f"optim.schedule_factor must be >= 1, got {schedule_factor!r}")
   if name not in OPTIMIZERS:
@@ -284,6 +299,22 @@ def check_groups_match(params, groups, rescales_jointly: bool = False) -> None:
   check_in_params(groups.si_groups, params, "groups.si_groups")
 
 
+def _scheduled(schedule: str, factor: float, unit: str, total_steps: int | None,
+               steps_per_epoch: int | None) -> dict[str, optax.Schedule]:
+  """The schedule to inject as ``lr_multiplier`` (none for ``constant``).
+
+  Raises:
+    ValueError: no ``total_steps``, or no ``steps_per_epoch`` with ``unit`` 'epoch'."""
+  if schedule == "constant":
+    return {}
+  if not total_steps:
+    raise ValueError("optim.schedule needs the run's number of steps (total_steps)")
+  if unit == "epoch" and not steps_per_epoch:
+    raise ValueError("optim.schedule_unit='epoch' needs the run's steps per epoch")
+  return {"lr_multiplier": lr_schedule(schedule, factor, total_steps,
+                                       steps_per_epoch if unit == "epoch" else None)}
+
+
 def make_optimizer(
     params,
     groups,
@@ -302,22 +333,25 @@ def make_optimizer(
     adam_eps: float = 1e-8,
     schedule: str = "constant",
     schedule_factor: float = 10.0,
+    schedule_unit: str = "step",
     total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
     non_si_lr: float = -1.0,
     keep_initial: bool = False,
 ) -> optax.GradientTransformation:
   """The optimizer for ``params`` given a models.ParamGroups (module docstring).
 
   The keyword arguments are the config's ``optim.*`` fields; a non-constant ``schedule``
-  needs ``total_steps`` and injects ``lr_multiplier``. With ``sphere``, ``lr`` is eta~ and
-  ``params`` are on the sphere. ``params`` may be an nnx ``State`` (``on_plain_trees``).
+  needs ``total_steps`` (and ``steps_per_epoch`` with ``schedule_unit='epoch'``) and injects
+  ``lr_multiplier``. With ``sphere``, ``lr`` is eta~ and ``params`` are on the sphere.
+  ``params`` may be an nnx ``State`` (``on_plain_trees``).
 
   Raises:
     ValueError: naming the config field of a bad value, or a group path not in ``params``."""
   check_options(name=name, lr=lr, wd=wd, momentum=momentum, wd_mode=wd_mode,
                 fix_si_norm=fix_si_norm, si_norm=si_norm, schedule=schedule,
-                schedule_factor=schedule_factor, non_si_lr=non_si_lr,
-                train_non_si=groups.train_non_si, sphere=sphere,
+                schedule_factor=schedule_factor, schedule_unit=schedule_unit,
+                non_si_lr=non_si_lr, train_non_si=groups.train_non_si, sphere=sphere,
                 fixed_effective_lr=fixed_effective_lr)
   rescales = fix_si_norm or fixed_effective_lr or sphere != "off"
   _check_joint_rescaling(groups, rescales)
@@ -326,15 +360,13 @@ def make_optimizer(
   si_mask = groups.si_mask(params)
   # non_si_lr 0 freezes the non-SI parameters (no update, no decay)
   trainable_mask = si_mask if non_si_lr == 0 else groups.trainable_mask(params)
-  if schedule != "constant" and not total_steps:
-    raise ValueError("optim.schedule needs the run's number of steps (total_steps)")
   factory = functools.partial(
       _chain, name=name, wd_mode=wd_mode, trainable_mask=trainable_mask, si_mask=si_mask,
       non_si_lr=non_si_lr, fix_si_norm=fix_si_norm, si_norm=si_norm,
       fixed_effective_lr=fixed_effective_lr, sphere=sphere, keep_initial=keep_initial,
       adam_b1=adam_b1, adam_b2=adam_b2, adam_eps=adam_eps)
-  scheduled = ({} if schedule == "constant" else
-               {"lr_multiplier": lr_schedule(schedule, schedule_factor, total_steps)})
+  scheduled = _scheduled(schedule, schedule_factor, schedule_unit, total_steps,
+                         steps_per_epoch)
   # without a schedule the multiplier stays a static 1.0, not a hyperparameter
   static = ("non_si_lr",) + (() if scheduled else ("lr_multiplier",))
   return on_plain_trees(optax.inject_hyperparams(factory, static_args=static)(

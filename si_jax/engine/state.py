@@ -84,8 +84,9 @@ def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
   sphere = oc.get("sphere", "off")
   if sphere == "per_filter":  # the released fix_all_elr starts from a common filter norm
     params = optim.onto_filter_sphere(params, groups.si_mask(params))
-  tx = optim.make_optimizer(params, groups, **oc.to_dict(),
-                            total_steps=total_steps(config, len(dataset.train_labels)),
+  T = total_steps(config, len(dataset.train_labels))
+  tx = optim.make_optimizer(params, groups, **oc.to_dict(), total_steps=T,
+                            steps_per_epoch=T // config.train.epochs,  # 1 in GD mode
                             keep_initial=config.train.get("distance_to_init", False))
   state = TrainState(
       step=jnp.zeros((), jnp.int32),
