@@ -4,7 +4,8 @@ A group S of tensors is scale-invariant (SI) when f(c x_S, x_rest) = f(x) for ev
 (property (1a)); Euler's theorem then gives, for every output direction u, (E):
 sum_{i in S} <grad_{x_i} (u . f)(x), x_i> = 0, by which appendix A.2 drops the cross term
 of Eqs. (3) and (8). ``find_si_groups`` finds the groups from (E) and confirms each by
-rescaling at a ``generic_point``; ``verify_si_groups`` checks given ones on any state.
+rescaling at a ``generic_point``; ``verify_si_groups`` checks given ones on any state;
+``compact_groups`` folds groups that differ only by block indices into one kind.
 Method and tolerances: docs/design_notes.md; the generic point: docs/analysis_notes.md."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import difflib
 import functools
 import itertools
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -358,6 +360,47 @@ def group_name(group: Sequence[ParamPath], all_paths: Sequence[ParamPath]) -> st
   return "+".join(names)
 
 
+_BLOCK_INDEX = re.compile(r"_\d+(?=_|$)")  # 'block_0_attn' -> 'block_attn', 'layer1_0' -> 'layer1'
+
+
+def kind_name(name: str) -> str:
+  """A group's name without its block indices: the kind ``compact_groups`` files it under.
+
+  Per '/'-separated component of each '+'-joined piece, '_<digits>' before a '_' or the end
+  is dropped ('block_0_attn/key' -> 'block_attn/key', 'layer1_0/conv1' -> 'layer1/conv1',
+  'conv_2' -> 'conv') and so is an all-digit component (a list index); so is a trailing
+  '#<digits>' (``find_si_groups``' duplicate names). The pieces are then kept once, sorted,
+  without those under another ('a/out/bias' under 'a/out'): the name depends on which roles
+  the group holds, not on their order."""
+  pieces = set()
+  for piece in re.sub(r"#\d+$", "", name).split("+"):
+    parts = [_BLOCK_INDEX.sub("", c) for c in piece.split("/") if not c.isdigit()]
+    pieces.add("/".join(parts) or piece)
+  return "+".join(sorted(p for p in pieces if not any(p.startswith(q + "/") for q in pieces)))
+
+
+def compact_groups(groups: Mapping[str, Sequence[ParamPath]]) -> dict[str, tuple[ParamPath, ...]]:
+  """{kind: the union of the paths of its groups}: groups merged by ``kind_name``.
+
+  E.g. a transformer's 'block_0/query', 'block_1/query' -> 'block/query'; a ResNet's
+  'layer2_0/conv1', 'layer2_1/conv1' -> 'layer2/conv1'. Only disjoint groups merge, so each
+  kind of SI groups is SI (rescaling it rescales each group, which (1a) leaves f unchanged
+  in turn); a group sharing a tensor with its kind (an alternative ``find_si_groups``
+  reports, e.g. a block's value projection for its output projection) starts the next
+  kind of that name, 'kind#2'. Kinds keep the order of their first group, paths that of
+  their groups. ``si_metrics`` over the kinds gives the union's metrics and each kind's, as
+  over groups. Raises as ``check_groups``."""
+  kinds: dict[str, list[ParamPath]] = {}
+  for name, paths in check_groups(groups, "groups").items():
+    kind = label = kind_name(name)
+    count = 1
+    while label in kinds and not set(kinds[label]).isdisjoint(paths):
+      count += 1
+      label = f"{kind}#{count}"
+    kinds.setdefault(label, []).extend(paths)
+  return {kind: tuple(dict.fromkeys(paths)) for kind, paths in kinds.items()}
+
+
 def find_si_groups(
     fn: Callable[..., Any],
     params,
@@ -371,6 +414,7 @@ def find_si_groups(
     max_null_dim: int = MAX_NULL_DIM,
     generic: bool = True,
     return_report: bool = False,
+    compact: bool = False,
 ):
   """Every minimal group of tensors on which ``fn(params, *args)`` is scale-invariant.
 
@@ -390,9 +434,11 @@ def find_si_groups(
     max_null_dim: largest null-space dimension enumerated per component (2^d patterns).
     generic: search at ``generic_point(params, seed)``, else at ``params``.
     return_report: also return a ``SIGroupsReport``.
+    compact: return ``compact_groups`` of the groups (the report keeps each group).
 
   Returns:
-    {name: (path, ...)}, and the ``SIGroupsReport`` with ``return_report``.
+    {name: (path, ...)} ({kind: (path, ...)} with ``compact``), and the ``SIGroupsReport``
+    with ``return_report``.
 
   Raises:
     ValueError: a non-finite ``fn``, bad ``scales`` or non-floating leaves."""
@@ -407,7 +453,8 @@ def find_si_groups(
     broken = _degenerate_only(_Model(fn, params, arg_sets), model, report, search)
     report = dataclasses.replace(report, degenerate_only=broken)
   _warn(report, rtol)
-  return (report.groups, report) if return_report else report.groups
+  groups = compact_groups(report.groups) if compact else report.groups
+  return (groups, report) if return_report else groups
 
 
 def _warn(report: SIGroupsReport, rtol: float) -> None:
