@@ -253,6 +253,19 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 
+def mse(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example squared error ||z - e_y||^2 / K of the logits z (no softmax), float32.
+
+  K: the number of classes, e_y: the one-hot label. The mean over classes of (z_k - e_yk)^2,
+  as the released code of Kodryan et al. (2022) computes it (``squared_loss`` in
+  github.com/tipt0p/three_regimes_on_the_sphere, train.py: (||z||^2 - 2 z_y + 1) / K)."""
+  z = _f32(logits)
+  return jnp.mean(jnp.square(z - jax.nn.one_hot(labels, z.shape[-1], dtype=z.dtype)), axis=-1)
+
+
+LOSSES = {"cross_entropy": cross_entropy, "mse": mse}  # train.loss: per-example losses
+
+
 def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-example 0/1 correctness of the arg-max prediction."""
   return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)

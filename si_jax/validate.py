@@ -9,7 +9,7 @@ import ml_collections
 
 from si_jax import config as config_lib
 from si_jax import data as data_lib
-from si_jax import models, optim
+from si_jax import metrics, models, optim
 
 TRAIN_MODES = ("sgd", "gd")
 LOG_EVERY = ("epoch", "step")
@@ -38,6 +38,7 @@ def _check_finite_numbers(config: ml_collections.ConfigDict) -> None:
 def _check_train(t: ml_collections.ConfigDict) -> None:
   """The ``train`` section's fields."""
   _one_of(t.mode, TRAIN_MODES, "train.mode")
+  _one_of(t.get("loss", "cross_entropy"), metrics.LOSSES, "train.loss")
   _one_of(t.log_every, LOG_EVERY, "train.log_every")
   _one_of(t.get("tensorboard", "epoch"), ("epoch", "step", "off"), "train.tensorboard")
   for field in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -117,6 +118,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("train_size", "test_size"):
     if d[field] is not None:
       _positive_int(d[field], f"data.{field}")
+  data_lib.check_label_noise(d.get("label_noise", 0.0))
+  _check_seed(d.get("label_noise_seed", 0), "data.label_noise_seed")
   _check_sequence_task(m, d)
   optim.check_options(**o.to_dict(), train_non_si=m.train_non_si)
   if o.fix_si_norm and o.fixed_effective_lr:

@@ -199,8 +199,8 @@ MUTATIONS = [
         "kappa = sqrt(eta / lambda) instead of sqrt(eta / (2 lambda))"),
     Mutation(
         "loss_summed_over_batch", "si_jax/engine/step.py",
-        "loss = jnp.mean(metrics.cross_entropy(logits, y))",
-        "loss = jnp.sum(metrics.cross_entropy(logits, y))",
+        "loss = jnp.mean(metrics.LOSSES[loss_name](logits, y))",
+        "loss = jnp.sum(metrics.LOSSES[loss_name](logits, y))",
         "tests/test_train.py -k sgd_step_on_its_batch",
         "the training loss (and so the gradient) summed over the batch, not averaged"),
     Mutation(

@@ -40,6 +40,7 @@ class Dataset:
   test_labels: np.ndarray
   num_classes: int
   pad_value: np.ndarray
+  clean_train_labels: np.ndarray | None = None  # with label noise: the labels before it
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -70,6 +71,32 @@ def _subset(images, labels, size, mode, rng, field):
   return images[idx], labels[idx]
 
 
+def check_label_noise(fraction) -> None:
+  """ValueError unless ``data.label_noise`` is a number in [0, 1)."""
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+      0 <= fraction < 1):
+    raise ValueError(f"data.label_noise must be a number in [0, 1), got {fraction!r}")
+
+
+def corrupt_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int
+                   ) -> np.ndarray:
+  """A copy of ``labels`` with round(fraction N) of them, at random, set to another class.
+
+  The examples are drawn without replacement and each gets a class drawn uniformly from the
+  K - 1 others (y + U{1..K-1} mod K), by ``np.random.default_rng(seed)``. Raises ValueError
+  if that corrupts none or all of the N labels."""
+  n = len(labels)
+  num_noisy = int(round(fraction * n))
+  if not 0 < num_noisy < n:
+    raise ValueError(f"data.label_noise={fraction!r} corrupts {num_noisy} of the {n} train "
+                     "labels: it must leave some clean and corrupt at least one")
+  rng = np.random.default_rng(seed)
+  idx = rng.choice(n, num_noisy, replace=False)
+  noisy = labels.copy()
+  noisy[idx] = (labels[idx] + rng.integers(1, num_classes, num_noisy)) % num_classes
+  return noisy
+
+
 def load_dataset(
     name: str = "digits",
     source: str = "embedded",
@@ -78,10 +105,14 @@ def load_dataset(
     test_size: int | None = None,
     subset: str = "first",
     subset_seed: int = 0,
+    label_noise: float = 0.0,
+    label_noise_seed: int = 0,
 ) -> Dataset:
   """Loads, checks, subsets and normalizes a dataset (arguments: the config's ``data.*``).
 
   Subsets are the first N examples (as the original code's) or random (``subset_seed``).
+  ``label_noise`` > 0 corrupts that fraction of the train subset's labels (``corrupt_labels``,
+  seeded by ``label_noise_seed``); the test labels are left as they are.
   Raises ValueError naming a bad config field, DatasetError for missing or malformed data."""
   if name not in NAMES:
     raise ValueError(f"data.name must be one of {NAMES}, got {name!r}")
@@ -89,6 +120,7 @@ def load_dataset(
     raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
   if subset not in SUBSETS:
     raise ValueError(f"data.subset must be one of {SUBSETS}, got {subset!r}")
+  check_label_noise(label_noise)
   if (name in EMBEDDED_NAMES) != (source == "embedded"):
     raise ValueError(
         f"data.source={source!r} does not serve data.name={name!r}: the embedded source is "
@@ -103,6 +135,10 @@ def load_dataset(
       raw["train_images"], raw["train_labels"], train_size, subset, rng, "train_size")
   test_images, test_labels = _subset(
       raw["test_images"], raw["test_labels"], test_size, subset, rng, "test_size")
+  clean_train_labels = None
+  if label_noise:
+    clean_train_labels = train_labels
+    train_labels = corrupt_labels(train_labels, label_noise, num_classes, label_noise_seed)
   return Dataset(
       name=name,
       train_images=normalize(train_images),
@@ -111,6 +147,7 @@ def load_dataset(
       test_labels=test_labels,
       num_classes=num_classes,
       pad_value=pad_value,
+      clean_train_labels=clean_train_labels,
   )
 
 

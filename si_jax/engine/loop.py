@@ -34,19 +34,23 @@ class Programs:
   eval_sums: Callable
   train_pass: Callable
   pass_metrics: Callable
+  subset_correct: Callable
 
 
 def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -> Programs:
   """The loop's step functions; with ``stacked`` they map over a leading runs axis."""
   tc = config.train
+  loss_name = tc.get("loss", "cross_entropy")
   sgd = functools.partial(
       step.train_step, ctx, augment=config.data.augment, pad_value=jnp.asarray(pad_value),
-      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh)
-  micro = functools.partial(step.micro_batch_grads, ctx)
+      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh,
+      loss_name=loss_name)
+  micro = functools.partial(step.micro_batch_grads, ctx, loss_name=loss_name)
   gd = functools.partial(step.gd_apply, ctx)
-  evals = functools.partial(step.eval_sums, ctx)
-  train_pass = functools.partial(step.train_pass_sums, ctx)
+  evals = functools.partial(step.eval_sums, ctx, loss_name=loss_name)
+  train_pass = functools.partial(step.train_pass_sums, ctx, loss_name=loss_name)
   pass_metrics = functools.partial(step.full_pass_metrics, ctx)
+  subsets = functools.partial(step.subset_correct, ctx)
   if stacked:
     sgd = jax.vmap(sgd, in_axes=(0, None, None, None))
     micro = jax.vmap(micro, in_axes=(0, 0, 0, None, None, None))
@@ -54,12 +58,14 @@ def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -
     evals = jax.vmap(evals, in_axes=(0, 0, None, None, None, None))
     train_pass = jax.vmap(train_pass, in_axes=(0, 0, None, None, None))
     pass_metrics = jax.vmap(pass_metrics, in_axes=(0, 0, None))
+    subsets = jax.vmap(subsets, in_axes=(0, 0, None, None, None, None))
   return Programs(sgd_step=jax.jit(sgd, donate_argnums=0),
                   micro_grads=jax.jit(micro, donate_argnums=2),
                   gd_step=jax.jit(gd, donate_argnums=0, static_argnums=5),
                   eval_sums=jax.jit(evals, static_argnums=5),
                   train_pass=jax.jit(train_pass),
-                  pass_metrics=jax.jit(pass_metrics))
+                  pass_metrics=jax.jit(pass_metrics),
+                  subset_correct=jax.jit(subsets))
 
 
 def sgd_epoch(programs: Programs, state, data, config, epoch: int):
@@ -126,11 +132,28 @@ def _train_pass_with_grads(programs: Programs, state, x, y, batch_size: int):
   return loss / len(y), correct / len(y), pass_metrics
 
 
+def noisy_label_accuracies(programs: Programs, state, x, y, noisy, batch_size: int
+                           ) -> dict[str, Any]:
+  """Train-mode accuracy on the kept labels and on the corrupted ones (``noisy``: 0/1).
+
+  The latter is the memorization of the noisy labels (Kodryan et al. 2022); the batches are the
+  train evaluation's, so the two average, weighted by the subsets' sizes, to its accuracy."""
+  hits_noisy, hits_clean = 0.0, 0.0
+  for idx in batching.batches(np.arange(len(y), dtype=np.int32), batch_size, drop_last=False):
+    h_noisy, h_clean = programs.subset_correct(state.params, state.batch_stats, x, y, idx, noisy)
+    hits_noisy, hits_clean = hits_noisy + h_noisy, hits_clean + h_clean
+  num_noisy = float(np.sum(jax.device_get(noisy)))
+  hits_noisy, hits_clean = jax.device_get((hits_noisy, hits_clean))
+  return {"train_accuracy_clean": hits_clean / (len(y) - num_noisy),
+          "train_accuracy_noisy": hits_noisy / num_noisy}
+
+
 def evaluate(programs: Programs, state, data, tc, with_grads: bool = False) -> dict[str, Any]:
   """Appendix B's evaluation: test set (eval mode), train set (train-mode BN), optional gradients.
 
-  ``with_grads``: the gradient of the mean train loss over the whole set (``train_*`` norms)."""
-  train_x, train_y, test_x, test_y = data
+  ``with_grads``: the gradient of the mean train loss over the whole set (``train_*`` norms).
+  ``data``: train and test arrays, then with label noise the 0/1 mask of corrupted labels."""
+  train_x, train_y, test_x, test_y = data[:4]
   test_loss, test_acc = evaluate_in_batches(programs.eval_sums, state.params, state.batch_stats,
                                             test_x, test_y, tc.eval_batch_size, False)
   full_pass = {}
@@ -141,8 +164,11 @@ def evaluate(programs: Programs, state, data, tc, with_grads: bool = False) -> d
     train_loss, train_acc = evaluate_in_batches(programs.eval_sums, state.params,
                                                 state.batch_stats, train_x, train_y,
                                                 tc.batch_size, True)
-  return {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss,
-          "train_accuracy": train_acc, "full_pass": full_pass}
+  out = {"test_loss": test_loss, "test_accuracy": test_acc, "train_loss": train_loss,
+         "train_accuracy": train_acc, "full_pass": full_pass}
+  if len(data) > 4:
+    out.update(noisy_label_accuracies(programs, state, train_x, train_y, data[4], tc.batch_size))
+  return out
 
 
 def _log_steps(run: Run, stacked: dict, member: int | None, first_step: int, epoch: int,
@@ -173,6 +199,9 @@ def _log_epoch(run: Run, step_records: list[dict], member: int | None, evals, ep
     value = lambda k: float(evals[k] if member is None else evals[k][member])
     record.update(test_loss=value("test_loss"), test_error=1.0 - value("test_accuracy"),
                   train_loss=value("train_loss"), train_accuracy=value("train_accuracy"))
+    for k in ("train_accuracy_clean", "train_accuracy_noisy"):  # with data.label_noise
+      if k in evals:
+        record[k] = value(k)
     for k, v in evals["full_pass"].items():
       record[k] = float(v if member is None else v[member])
   # process 0's clock on every process: their logs stay byte for byte the same, so the
@@ -231,8 +260,10 @@ def run_loop(ctx: StepContext, state, runs: list[Run], dataset, config: ml_colle
              *, stacked: bool, mesh=None, progress: bool = True) -> tuple[Any, bool]:
   """Trains ``runs`` from ``state`` (placed on ``mesh``) to ``train.epochs``; (state, preempted)."""
   tc = config.train
-  data = sharding.place_arrays((dataset.train_images, dataset.train_labels,
-                                dataset.test_images, dataset.test_labels), mesh, stacked)
+  arrays = (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
+  if dataset.clean_train_labels is not None:  # data.label_noise: which labels were corrupted
+    arrays += ((dataset.train_labels != dataset.clean_train_labels).astype(np.float32),)
+  data = sharding.place_arrays(arrays, mesh, stacked)
   programs = compile_programs(ctx, config, dataset.pad_value, mesh, stacked)
   for run in runs:
     run.open_logs()

@@ -19,8 +19,10 @@ HESSIAN_PROBE_SEED = 0  # the Hutchinson probes' key: fixed, the same every epoc
 
 
 def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,
-                 axis_name: str | None = None):
-  """(mean cross-entropy, (logits, new BN statistics)); ``axis_name``: BN over that pmap axis."""
+                 axis_name: str | None = None, loss_name: str = "cross_entropy"):
+  """(mean loss, (logits, new BN statistics)); ``axis_name``: BN over that pmap axis.
+
+  ``loss_name``: the per-example loss, a key of ``metrics.LOSSES`` (``train.loss``)."""
   variables = {"params": params, "batch_stats": batch_stats}
   if train:
     with layers.batch_axis(axis_name):
@@ -28,7 +30,7 @@ def loss_and_aux(model, params, batch_stats, x, y, train: bool = True,
     new_stats = updated["batch_stats"]
   else:
     logits, new_stats = model.apply(variables, x, train=False), batch_stats
-  loss = jnp.mean(metrics.cross_entropy(logits, y))
+  loss = jnp.mean(metrics.LOSSES[loss_name](logits, y))
   return loss, (logits, new_stats)
 
 
@@ -51,7 +53,8 @@ def apply_gradients(ctx: StepContext, state: TrainState, grads, new_batch_stats,
 
 def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augment: bool = False,
                pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0,
-               mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None):
+               mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None,
+               loss_name: str = "cross_entropy"):
   """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
 
   Under ``jax.pmap`` ``images[idx]`` is this device's shard and every replica takes the global
@@ -66,7 +69,8 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     x = data_lib.augment_batch(key, x, pad_value)
   grad_fn = jax.value_and_grad(
-      lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y, axis_name=axis_name),
+      lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y, axis_name=axis_name,
+                             loss_name=loss_name),
       has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(state.params)
   accuracy = jnp.mean(metrics.correct(logits, y))
@@ -77,7 +81,8 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
     grads, loss, accuracy = jax.lax.pmean((grads, loss, accuracy), axis_name)
   new_state, step_metrics = apply_gradients(ctx, state, grads, new_stats, loss, accuracy)
   if invariance_every:
-    loss_fn = lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y)[0]
+    loss_fn = lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y,
+                                     loss_name=loss_name)[0]
     check = lambda: invariance.invariance_residuals(
         loss_fn, state.params, ctx.groups.si_groups, invariance_scale)
     skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(check))
@@ -85,12 +90,14 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
   return new_state, step_metrics
 
 
-def micro_batch_grads(ctx: StepContext, params, batch_stats, grad_sum, images, labels, idx):
+def micro_batch_grads(ctx: StepContext, params, batch_stats, grad_sum, images, labels, idx, *,
+                      loss_name: str = "cross_entropy"):
   """Adds sum_i grad loss_i over the micro-batch (its own BN statistics) to ``grad_sum``."""
   x, y = images[idx], labels[idx]
   n = idx.shape[0]
   grad_fn = jax.value_and_grad(
-      lambda p: loss_and_aux(ctx.model, p, batch_stats, x, y), has_aux=True)
+      lambda p: loss_and_aux(ctx.model, p, batch_stats, x, y, loss_name=loss_name),
+      has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(params)
   grad_sum = jax.tree.map(lambda s, g: s + n * g, grad_sum, grads)
   return grad_sum, new_stats, loss * n, jnp.sum(metrics.correct(logits, y))
@@ -103,14 +110,27 @@ def gd_apply(ctx: StepContext, state: TrainState, grad_sum, new_batch_stats, los
   return apply_gradients(ctx, state, grads, new_batch_stats, loss_sum / n, correct_sum / n)
 
 
-def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train: bool):
+def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train: bool, *,
+              loss_name: str = "cross_entropy"):
   """(sum of losses, number correct) on ``images[idx]``; BN statistics are not updated."""
   x, y = images[idx], labels[idx]
-  logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=train)[1][0]
-  return jnp.sum(metrics.cross_entropy(logits, y)), jnp.sum(metrics.correct(logits, y))
+  logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=train,
+                        loss_name=loss_name)[1][0]
+  return jnp.sum(metrics.LOSSES[loss_name](logits, y)), jnp.sum(metrics.correct(logits, y))
 
 
-def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
+def subset_correct(ctx: StepContext, params, batch_stats, images, labels, idx, noisy):
+  """(number correct where ``noisy[idx]`` is 1, where it is 0) on ``images[idx]``, train-mode BN.
+
+  Under ``data.label_noise``: the corrupted and the kept train labels (``noisy``: 0/1 floats)."""
+  x, y, mask = images[idx], labels[idx], noisy[idx]
+  logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=True)[1][0]
+  hits = metrics.correct(logits, y)
+  return jnp.sum(hits * mask), jnp.sum(hits * (1 - mask))
+
+
+def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx, *,
+                    loss_name: str = "cross_entropy"):
   """Appendix B's train pass on one batch, train mode: (sum of losses, number correct, sums).
 
   ``sums``: the summed loss's gradient; with ``ctx.hessian_probes`` also v^T H_b v per fixed
@@ -118,8 +138,8 @@ def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
   x, y = images[idx], labels[idx]
 
   def loss_sum(p):
-    logits = loss_and_aux(ctx.model, p, batch_stats, x, y, train=True)[1][0]
-    return jnp.sum(metrics.cross_entropy(logits, y)), logits
+    logits = loss_and_aux(ctx.model, p, batch_stats, x, y, train=True, loss_name=loss_name)[1][0]
+    return jnp.sum(metrics.LOSSES[loss_name](logits, y)), logits
 
   (total, logits), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
   correct = jnp.sum(metrics.correct(logits, y))
