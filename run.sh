@@ -18,7 +18,7 @@ case "${1:-}" in
   test)
     shift
     # lint first (the rules: pyproject.toml's [tool.ruff]); a finding fails the command
-    "$VENV/bin/ruff" check si_jax tests experiments benchmarks configs
+    "$VENV/bin/ruff" check si_jax tests experiments benchmarks configs tools
     exec "$VENV/bin/python" -m pytest -q -n 2 "$@" ;;
   *)
     echo "usage: bash run.sh quickstart [--config.FIELD=VALUE ...] | bash run.sh test [pytest args]" >&2

@@ -260,6 +260,13 @@ def difference_list(differences: list[tuple[str, ...]]) -> list[str]:
   return out
 
 
+def released_choices(path: str) -> list[str]:
+  """The table's ``released`` text: how we measure what the released code measures."""
+  with open(path, "rb") as f:
+    text = tomllib.load(f).get("released", "").rstrip()
+  return ["", text] if text else []
+
+
 def main(argv):
   """Prints the Markdown of every figure's table and the list of differences."""
   del argv  # only flags
@@ -274,7 +281,7 @@ def main(argv):
     lines, diffs = table(fig)
     out += lines
     differences += diffs
-  print("\n".join(out + difference_list(differences)))
+  print("\n".join(out + difference_list(differences) + released_choices(_TABLE.value)))
 
 
 if __name__ == "__main__":
