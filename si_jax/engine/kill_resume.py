@@ -1,7 +1,7 @@
-"""Kill a training process at random moments, resume it, and compare it with an
-uninterrupted one: the resumed run must end with bit-identical records and weights.
+"""Kills a training process at random moments, resumes it, compares it with a whole run.
 
-Both runs are ``python -m si_jax.main`` processes started from the repository root, so
+The resumed run must end with bit-identical records and weights. Both runs are
+``python -m si_jax.main`` processes started from the repository root, so
 equality also shows cross-process determinism.
 """
 
@@ -23,8 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def command(workdir: str, epochs: int, extra=()) -> list[str]:
-  """The training program (``python -m si_jax.main``) on the quickstart config: 512
-  examples, per-step logs, a checkpoint every epoch."""
+  """The training program on the quickstart config (512 examples, a checkpoint per epoch)."""
   return [sys.executable, "-m", "si_jax.main", "--config=configs/quickstart.py",
           f"--workdir={workdir}", f"--config.train.epochs={epochs}",
           "--config.data.train_size=512", "--config.train.log_every=step",
