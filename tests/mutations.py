@@ -156,6 +156,26 @@ MUTATIONS = [
         "the linear schedule (appendix J) decays from the first step instead of holding 1 "
         "for the first quarter"),
     Mutation(
+        "epoch_schedule_moves_every_step", "si_jax/optim.py",
+        "per_update(t // steps_per_epoch * steps_per_epoch)",
+        "per_update(t)",
+        "tests/test_schedules.py -k epoch_unit",
+        "optim.schedule_unit='epoch' changes the learning rate every step, not once an "
+        "epoch as the released code does"),
+    Mutation(
+        "label_noise_may_keep_the_label", "si_jax/data/__init__.py",
+        "rng.integers(1, num_classes, num_noisy)",
+        "rng.integers(0, num_classes, num_noisy)",
+        "tests/test_loss_and_noise.py -k corrupts_exactly",
+        "a corrupted train label may equal the clean one (data.label_noise corrupts fewer "
+        "labels than it says)"),
+    Mutation(
+        "mse_sums_over_classes", "si_jax/metrics.py",
+        "return jnp.mean(jnp.square(",
+        "return jnp.sum(jnp.square(",
+        "tests/test_loss_and_noise.py -k mse_value",
+        "the MSE loss is K times the three-regimes paper's (sum instead of mean over classes)"),
+    Mutation(
         "effective_lr_over_rho", "si_jax/metrics.py",
         '"effective_lr": lr / jnp.square(rho),',
         '"effective_lr": lr / rho,',
