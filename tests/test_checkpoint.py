@@ -248,3 +248,14 @@ def test_sigkill_at_random_moments(subprocess_reference, tmp_path):
   resumes = [e for e in stderrs[1:] if f"resuming {killed} from the checkpoint of epoch" in e]
   assert resumes, stderrs[-1][-2000:]
   assert_same_run(killed, subprocess_reference)
+
+
+@pytest.mark.parametrize("every, snapshots, due", [
+    (3, (5,), [3, 5, 6, 9, 10]),  # the interval, a snapshot and the last epoch (10)
+    (0, (), [10]),                 # no interval: the last epoch only
+    (4, (4, 7), [4, 7, 8, 10]),
+])
+def test_save_decision_is_orbaxs_policy(tmp_path, every, snapshots, due):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 2, snapshots, every, final_epoch=10)
+  assert [e for e in range(1, 11) if ckpt.due(e)] == due
+  ckpt.close()

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import time
+import types
 from typing import Any
 
 import jax
@@ -49,19 +50,29 @@ class Checkpointer:
     workdir: the run's directory (checkpoints go to WORKDIR/checkpoints).
     keep: how many of the latest checkpoints are kept.
     snapshot_epochs: epochs whose checkpoints are kept forever.
+    every_epochs, final_epoch: with ``snapshot_epochs``, the epochs ``due`` names.
   """
 
-  def __init__(self, workdir: str, keep: int = 2, snapshot_epochs=()):
+  def __init__(self, workdir: str, keep: int = 2, snapshot_epochs=(), every_epochs: int = 0,
+               final_epoch: int | None = None):
     if not isinstance(keep, int) or keep < 1:
       raise ValueError(f"checkpoint.keep must be a positive integer, got {keep!r}")
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-    policy = cm.AnyPreservationPolicy(
-        [cm.LatestN(keep), cm.CustomSteps(tuple(int(e) for e in snapshot_epochs))])
+    snapshots = tuple(int(e) for e in snapshot_epochs)
+    self._save_policy = cm.AnySavePolicy(
+        ([cm.FixedIntervalPolicy(every_epochs)] if every_epochs else [])
+        + [cm.SpecificStepsPolicy(snapshots + (() if final_epoch is None else (final_epoch,)))])
+    policy = cm.AnyPreservationPolicy([cm.LatestN(keep), cm.CustomSteps(snapshots)])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=False,
         cleanup_tmp_directories=True, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
+
+  def due(self, epoch: int) -> bool:
+    """Whether orbax's save-decision policy (interval, snapshots, last epoch) saves ``epoch``."""
+    info = types.SimpleNamespace(step=epoch, time=None, metrics=None)
+    return self._save_policy.should_save(info, (), context=None)  # these ignore context
 
   def epochs(self) -> list[int]:
     """The epochs of the checkpoints, oldest first."""

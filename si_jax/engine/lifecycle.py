@@ -160,10 +160,7 @@ class Run:
 
   def checkpoint_due(self, done: int, preempted: bool) -> bool:
     """Whether a checkpoint is due after ``done`` epochs (or a stop)."""
-    cc = self.config.checkpoint
-    return bool(self.ckpt) and self.active and (
-        done % cc.every_epochs == 0 or done in cc.snapshot_epochs
-        or done == self.config.train.epochs or preempted)
+    return bool(self.ckpt) and self.active and (preempted or self.ckpt.due(done))
 
   def mark_diverged(self, message: str) -> None:
     """Freezes a family member whose loss or weights became non-finite (why: ``diverged.json``)."""
@@ -302,7 +299,8 @@ def open_run(config, workdir: str, allow_config_change: bool = False) -> Run:
                               "the run (its own error line says why)")
   try:
     if cc.every_epochs:
-      run.ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs)
+      run.ckpt = Checkpointer(workdir, cc.keep, cc.snapshot_epochs, cc.every_epochs,
+                              run.config.train.epochs)
   except BaseException:
     lock.release()
     raise
