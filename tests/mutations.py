@@ -176,6 +176,20 @@ MUTATIONS = [
         "tests/test_loss_and_noise.py -k mse_value",
         "the MSE loss is K times the three-regimes paper's (sum instead of mean over classes)"),
     Mutation(
+        "checkpoint_interval_ignored", "si_jax/engine/checkpoint.py",
+        "([cm.FixedIntervalPolicy(every_epochs)] if every_epochs else [])",
+        "[]",
+        "tests/test_checkpoint.py -k save_decision",
+        "checkpoint.every_epochs is ignored: only snapshots and the last epoch are saved, so "
+        "a preempted run loses all its epochs"),
+    Mutation(
+        "compact_kinds_merge_overlapping_groups", "si_jax/si_groups.py",
+        "while label in kinds and not set(kinds[label]).isdisjoint(paths):",
+        "while False:",
+        "tests/test_compact_groups.py -k found_transformer",
+        "compact kinds merge overlapping versions of a group: the union is not SI, so the "
+        "kind's effective LR is not the paper's quantity"),
+    Mutation(
         "effective_lr_over_rho", "si_jax/metrics.py",
         '"effective_lr": lr / jnp.square(rho),',
         '"effective_lr": lr / rho,',
