@@ -16,13 +16,15 @@ import threading
 import traceback
 from typing import Iterator
 
+from si_jax import logs
+
 FAILURES: list[str] = []  # one line each
 TRACEBACKS: list[str] = []  # the same, in full
 
 
 def _record(kind: type[BaseException], value: object, where: str, tb=None) -> None:
   if not issubclass(kind, SystemExit):
-    FAILURES.append(f"{where}: {kind.__name__}: {' '.join(str(value).split())[:300]}")
+    FAILURES.append(f"{where}: {kind.__name__}: {logs.one_line(str(value))[:300]}")
     TRACEBACKS.append(f"in {where}:\n" + "".join(traceback.format_exception(kind, value, tb)))
 
 

@@ -40,15 +40,13 @@ class Programs:
 def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -> Programs:
   """The loop's step functions; with ``stacked`` they map over a leading runs axis."""
   tc = config.train
-  loss_name = tc.get("loss", "cross_entropy")
   sgd = functools.partial(
       step.train_step, ctx, augment=config.data.augment, pad_value=jnp.asarray(pad_value),
-      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh,
-      loss_name=loss_name)
-  micro = functools.partial(step.micro_batch_grads, ctx, loss_name=loss_name)
+      invariance_every=tc.invariance_every, invariance_scale=tc.invariance_scale, mesh=mesh)
+  micro = functools.partial(step.micro_batch_grads, ctx)
   gd = functools.partial(step.gd_apply, ctx)
-  evals = functools.partial(step.eval_sums, ctx, loss_name=loss_name)
-  train_pass = functools.partial(step.train_pass_sums, ctx, loss_name=loss_name)
+  evals = functools.partial(step.eval_sums, ctx)
+  train_pass = functools.partial(step.train_pass_sums, ctx)
   pass_metrics = functools.partial(step.full_pass_metrics, ctx)
   subsets = functools.partial(step.subset_correct, ctx)
   if stacked:

@@ -29,13 +29,16 @@ class TrainState:
 
 @flax.struct.dataclass
 class StepContext:
-  """What the pure step functions close over (static): model, optimizer, groups."""
+  """What the pure step functions close over (static): model, optimizer, groups, the loss.
+
+  ``loss``: the per-example loss, a key of ``metrics.LOSSES`` (``train.loss``)."""
 
   model: nn.Module = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
   groups: models.ParamGroups = flax.struct.field(pytree_node=False)
   fixed_effective_lr: bool = flax.struct.field(pytree_node=False, default=False)
   hessian_probes: int = flax.struct.field(pytree_node=False, default=0)
+  loss: str = flax.struct.field(pytree_node=False, default="cross_entropy")
 
 
 def load_dataset(config) -> data_lib.Dataset:
@@ -96,4 +99,5 @@ def create_state(config: ml_collections.ConfigDict, dataset: data_lib.Dataset
       rng=aug_key,
   )
   return StepContext(model, tx, groups, oc.fixed_effective_lr or sphere != "off",
-                     config.train.get("hessian_probes", 0)), state
+                     config.train.get("hessian_probes", 0),
+                     config.train.get("loss", "cross_entropy")), state

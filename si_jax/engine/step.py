@@ -53,8 +53,7 @@ def apply_gradients(ctx: StepContext, state: TrainState, grads, new_batch_stats,
 
 def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augment: bool = False,
                pad_value=None, invariance_every: int = 0, invariance_scale: float = 2.0,
-               mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None,
-               loss_name: str = "cross_entropy"):
+               mesh: jax.sharding.Mesh | None = None, axis_name: str | None = None):
   """One SGD step on the mini-batch ``images[idx]``: (state, batch) -> (state, metrics).
 
   Under ``jax.pmap`` ``images[idx]`` is this device's shard and every replica takes the global
@@ -70,7 +69,7 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
     x = data_lib.augment_batch(key, x, pad_value)
   grad_fn = jax.value_and_grad(
       lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y, axis_name=axis_name,
-                             loss_name=loss_name),
+                             loss_name=ctx.loss),
       has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(state.params)
   accuracy = jnp.mean(metrics.correct(logits, y))
@@ -82,7 +81,7 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
   new_state, step_metrics = apply_gradients(ctx, state, grads, new_stats, loss, accuracy)
   if invariance_every:
     loss_fn = lambda p: loss_and_aux(ctx.model, p, state.batch_stats, x, y,
-                                     loss_name=loss_name)[0]
+                                     loss_name=ctx.loss)[0]
     check = lambda: invariance.invariance_residuals(
         loss_fn, state.params, ctx.groups.si_groups, invariance_scale)
     skip = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(check))
@@ -90,13 +89,12 @@ def train_step(ctx: StepContext, state: TrainState, images, labels, idx, *, augm
   return new_state, step_metrics
 
 
-def micro_batch_grads(ctx: StepContext, params, batch_stats, grad_sum, images, labels, idx, *,
-                      loss_name: str = "cross_entropy"):
+def micro_batch_grads(ctx: StepContext, params, batch_stats, grad_sum, images, labels, idx):
   """Adds sum_i grad loss_i over the micro-batch (its own BN statistics) to ``grad_sum``."""
   x, y = images[idx], labels[idx]
   n = idx.shape[0]
   grad_fn = jax.value_and_grad(
-      lambda p: loss_and_aux(ctx.model, p, batch_stats, x, y, loss_name=loss_name),
+      lambda p: loss_and_aux(ctx.model, p, batch_stats, x, y, loss_name=ctx.loss),
       has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(params)
   grad_sum = jax.tree.map(lambda s, g: s + n * g, grad_sum, grads)
@@ -110,13 +108,12 @@ def gd_apply(ctx: StepContext, state: TrainState, grad_sum, new_batch_stats, los
   return apply_gradients(ctx, state, grads, new_batch_stats, loss_sum / n, correct_sum / n)
 
 
-def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train: bool, *,
-              loss_name: str = "cross_entropy"):
+def eval_sums(ctx: StepContext, params, batch_stats, images, labels, idx, train: bool):
   """(sum of losses, number correct) on ``images[idx]``; BN statistics are not updated."""
   x, y = images[idx], labels[idx]
   logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=train,
-                        loss_name=loss_name)[1][0]
-  return jnp.sum(metrics.LOSSES[loss_name](logits, y)), jnp.sum(metrics.correct(logits, y))
+                        loss_name=ctx.loss)[1][0]
+  return jnp.sum(metrics.LOSSES[ctx.loss](logits, y)), jnp.sum(metrics.correct(logits, y))
 
 
 def subset_correct(ctx: StepContext, params, batch_stats, images, labels, idx, noisy):
@@ -124,13 +121,13 @@ def subset_correct(ctx: StepContext, params, batch_stats, images, labels, idx, n
 
   Under ``data.label_noise``: the corrupted and the kept train labels (``noisy``: 0/1 floats)."""
   x, y, mask = images[idx], labels[idx], noisy[idx]
-  logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=True)[1][0]
+  logits = loss_and_aux(ctx.model, params, batch_stats, x, y, train=True,
+                        loss_name=ctx.loss)[1][0]
   hits = metrics.correct(logits, y)
   return jnp.sum(hits * mask), jnp.sum(hits * (1 - mask))
 
 
-def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx, *,
-                    loss_name: str = "cross_entropy"):
+def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
   """Appendix B's train pass on one batch, train mode: (sum of losses, number correct, sums).
 
   ``sums``: the summed loss's gradient; with ``ctx.hessian_probes`` also v^T H_b v per fixed
@@ -138,8 +135,8 @@ def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx, 
   x, y = images[idx], labels[idx]
 
   def loss_sum(p):
-    logits = loss_and_aux(ctx.model, p, batch_stats, x, y, train=True, loss_name=loss_name)[1][0]
-    return jnp.sum(metrics.LOSSES[loss_name](logits, y)), logits
+    logits = loss_and_aux(ctx.model, p, batch_stats, x, y, train=True, loss_name=ctx.loss)[1][0]
+    return jnp.sum(metrics.LOSSES[ctx.loss](logits, y)), logits
 
   (total, logits), grads = jax.value_and_grad(loss_sum, has_aux=True)(params)
   correct = jnp.sum(metrics.correct(logits, y))

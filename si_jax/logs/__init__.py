@@ -51,6 +51,14 @@ class _Format(logging.Formatter):
     return f"{record.levelname.lower()}: {message}"
 
 
+def one_line(error: BaseException | str) -> str:
+  """An error message on one line; an OSError as 'PATH: what' (no [Errno N])."""
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p)
+    error = f"{paths}: {error.strerror}"
+  return " ".join(str(error).split()) or type(error).__name__
+
+
 def warnings_to_stderr(name: str = "si_jax") -> None:
   """Shows the ``name`` logger's records on stderr, one line each; ``import si_jax`` calls it.
 

@@ -21,6 +21,8 @@ from typing import Any, Callable, NoReturn
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
+from si_jax import logs
+
 # Flags defined by the functions below belong to the program that calls them.
 flags.disclaim_key_flags()
 
@@ -166,14 +168,6 @@ class ArgumentParser(argparse.ArgumentParser):
     fail(message, "(--help describes the arguments)", verbose_requested(sys.argv))
 
 
-def one_line(error: BaseException | str) -> str:
-  """An error message on one line; an OSError as 'PATH: what' (no [Errno N])."""
-  if isinstance(error, OSError) and error.filename and error.strerror:
-    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p)
-    error = f"{paths}: {error.strerror}"
-  return " ".join(str(error).split()) or type(error).__name__
-
-
 def fail(message: BaseException | str, hint: str = "", verbose: bool = False,
          status: int = 1) -> NoReturn:
   """Ends the program: ``error: MESSAGE`` (and ``hint``) on stderr, exit ``status``.
@@ -182,7 +176,7 @@ def fail(message: BaseException | str, hint: str = "", verbose: bool = False,
   """
   if verbose and sys.exc_info()[0] is not None:
     traceback.print_exc()
-  print(f"error: {one_line(message)}", file=sys.stderr)
+  print(f"error: {logs.one_line(message)}", file=sys.stderr)
   if hint:
     print(hint, file=sys.stderr)
   sys.stderr.flush()
@@ -195,7 +189,7 @@ class _QuietLibraryLog(std_logging.Filter):
   def filter(self, record: std_logging.LogRecord) -> bool:
     if std_logging.ERROR <= record.levelno < std_logging.CRITICAL:
       _background_failures.append(f"{record.name}.{record.module}: "
-                                  f"{one_line(record.getMessage())[:300]}")
+                                  f"{logs.one_line(record.getMessage())[:300]}")
     return record.levelno >= std_logging.CRITICAL
 
 
@@ -245,7 +239,7 @@ def _root_cause(error: BaseException) -> BaseException:
 
 
 def _describe(error: BaseException) -> str:
-  text = one_line(error)
+  text = logs.one_line(error)
   return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
 
 
@@ -309,7 +303,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     problems = (_config_flag_problem(name, argv) for name in _config_flag_names())
     message = next((p for p in problems if p), None)
     hint = "(--helpfull lists every flag)" if isinstance(e, flags.UnrecognizedFlagError) else ""
-    fail(message or one_line(e), "" if message else hint, verbose)
+    fail(message or logs.one_line(e), "" if message else hint, verbose)
   return rest
 
 
