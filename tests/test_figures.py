@@ -147,6 +147,18 @@ def test_several_runs_mark_onsets_on_their_own_curves():
   plt.close(fig)
 
 
+def test_seeds_of_a_member_share_its_colour_and_one_legend_entry():
+  runs = [run_series(), run_series(onsets=(50, 90, 120), seed=1), run_series(seed=2)]
+  labels = ["lr 0.1, seed 0", "lr 0.1, seed 1", "lr 0.3, seed 0"]
+  fig = plotting.figure_four_panels(runs, labels, groups=[0, 0, 1])
+  assert {"lr 0.1 (2 seeds, first bold)", "lr 0.3, seed 0"} <= set(legend_labels(fig))
+  assert not {"lr 0.1, seed 0", "lr 0.1, seed 1"} & set(legend_labels(fig))
+  curves = panels(fig)["Train loss"].get_lines()[:3]
+  assert [rgb(c.get_color()) for c in curves] == [rgb(plotting.run_style(g)[0]) for g in (0, 0, 1)]
+  assert [c.get_linewidth() for c in curves] == [1.0, 0.4, 1.0]
+  plt.close(fig)
+
+
 def test_theory_bands_are_hatched_in_run_colours_and_keyed_once():
   phase_rgbs = {rgb(c) for c in plotting.PHASE_COLORS.values()}
   assert not phase_rgbs & {rgb(c) for c in plotting.RUN_COLORS}

@@ -52,7 +52,11 @@ def draw_family(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
   dirs, labels, series = [list(t) for t in zip(*drawable)]
   analyses = [phases.analyze_run(d, series=s) for d, s in zip(dirs, series)]
   name = config.experiment.name
-  figures = {f"{name}.png": plotting.figure_four_panels(series, labels, analyses),
+  member_of = {run: k for k, runs in enumerate(experiment.seed_groups(config).values())
+               for run in runs}
+  groups = [member_of[os.path.basename(d)] for d in dirs]
+  figures = {f"{name}.png": plotting.figure_four_panels(series, labels, analyses,
+                                                        groups=groups),
              f"{name}_phases.png": plotting.figure_phases(series, labels, analyses)}
   if config.experiment.figure == "product":
     figures[f"{name}_ranges.png"] = plotting.figure_effective_ranges(series, labels)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import matplotlib
 
@@ -241,10 +242,14 @@ EPOCH_PANELS = {  # key: (y label, title, log scale)
 
 def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[str],
                        analyses: list[phases.Analysis] | None = None,
-                       hyperparams: list[tuple[float, float]] | None = None) -> Figure:
+                       hyperparams: list[tuple[float, float]] | None = None,
+                       groups: list[int] | None = None) -> Figure:
   """The panels of ``plot_runs``: train loss, test error (if logged), rho, phase diagram.
 
-  ``analyses``: phases shaded for one periodic run, else onset markers; ``hyperparams``: bands."""
+  ``analyses``: phases shaded for one periodic run, else onset markers; ``hyperparams``: bands;
+  ``groups``: the member of each series (seeds of one member), its first seed drawn and
+  labelled as a run, the others as thin lines of its colour."""
+  groups = list(range(len(series_list))) if groups is None else groups
   keys = [k for k in EPOCH_PANELS if k != "test_error" or any(_logged(s, k) for s in series_list)]
   fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.6 * (len(keys) + 1), 4.2),
                            constrained_layout=True)
@@ -254,10 +259,15 @@ def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[st
   shade = bool(analyses) and len(series_list) == 1 and analyses[0].periodic
   onsets, bands, runs = set(), [], []
   for k, (s, label) in enumerate(zip(series_list, labels)):
-    color, marker = run_style(k)
-    curves = _draw_epoch_curves(panels, s, color)
-    _draw_phase_diagram(diagram, s, color, marker, time)
-    runs.append((Line2D([], [], color=color, marker=marker, mfc="white", mec=color), label))
+    color, marker = run_style(groups[k])
+    first = groups.index(groups[k]) == k
+    curves = _draw_epoch_curves(panels, s, color, lw=1.0 if first else 0.4)
+    if first:
+      _draw_phase_diagram(diagram, s, color, marker, time)
+      seeds = groups.count(groups[k])
+      runs.append((Line2D([], [], color=color, marker=marker, mfc="white", mec=color),
+                   label if seeds == 1 else
+                   f"{re.sub(r', seed [0-9]+$', '', label)} ({seeds} seeds, first bold)"))
     if hyperparams and _draw_bands(panels["weight_norm"], diagram, s, *hyperparams[k], color):
       bands = list(THEORY_HATCHES)
     if analyses:
@@ -281,7 +291,7 @@ def figure_four_panels(series_list: list[dict[str, np.ndarray]], labels: list[st
   return fig
 
 
-def _draw_epoch_curves(panels, s, color) -> dict[str, np.ndarray]:
+def _draw_epoch_curves(panels, s, color, lw: float = 1.0) -> dict[str, np.ndarray]:
   """Draws a run's curves against epochs into ``panels``; returns them by panel."""
   curves = {"train_loss": _train_loss(s), "weight_norm": s["weight_norm"]}
   if _logged(s, "test_error"):
@@ -290,7 +300,7 @@ def _draw_epoch_curves(panels, s, color) -> dict[str, np.ndarray]:
     ok = np.isfinite(y)
     ax = panels[key]
     (ax.semilogy if EPOCH_PANELS[key][2] else ax.plot)(s["epoch"][ok], y[ok], color=color,
-                                                      lw=1.0)
+                                                      lw=lw)
   return curves
 
 
