@@ -63,6 +63,10 @@ def _train_section() -> ml_collections.ConfigDict:
   train.hessian_probes = 0
   train.invariance_every = 0  # check the scale-invariance identities every N steps (0: off)
   train.invariance_scale = 2.0  # ... with this rescaling factor c
+  # re-check each SI group's (1a) on the first batch every N epochs (0: off): the record's
+  # si_group_change is the worst group's output change; a warning names a group above rtol
+  train.check_groups_every = 0
+  train.check_groups_rtol = 1e-3
   # stop | record (log non-finite metrics and go on while the weights stay finite)
   train.on_nonfinite = "stop"
   return train

@@ -52,6 +52,11 @@ def _check_train(t: ml_collections.ConfigDict) -> None:
   if not t.invariance_scale > 0:
     raise ValueError(f"train.invariance_scale must be positive, got {t.invariance_scale!r}")
   _one_of(t.on_nonfinite, ("stop", "record"), "train.on_nonfinite")
+  check = t.get("check_groups_every", 0)
+  if not isinstance(check, int) or isinstance(check, bool) or check < 0:
+    raise ValueError(f"train.check_groups_every must be an integer >= 0, got {check!r}")
+  if not t.get("check_groups_rtol", 1e-3) > 0:
+    raise ValueError(f"train.check_groups_rtol must be positive, got {t.check_groups_rtol!r}")
   if not isinstance(t.get("distance_to_init", False), bool):
     raise ValueError(f"train.distance_to_init must be True or False, got {t.distance_to_init!r}")
   probes = t.get("hessian_probes", 0)

@@ -8,15 +8,20 @@ is derived by hand from the architecture, and checked against a search at a rand
 point where no tensor is zero or constant (``generic=False`` there: nothing to move).
 """
 
+import types
+
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 import pytest
 
-from si_jax import si_groups
+from si_jax import logs, models, si_groups
+from si_jax.engine import loop, step
+from si_jax.engine.state import StepContext
 
-from conftest import rng_images
-from helpers import paths
+from conftest import make, rng_images
+from helpers import paths, tiny_config
 
 
 def as_sets(groups):
@@ -159,3 +164,24 @@ def test_generic_point_moves_only_degenerate_tensors_by_their_natural_scale():
   np.testing.assert_allclose(moved["norm"]["scale"], 1 + 0.5 * rng.uniform(-1, 1, 4), rtol=1e-6)
   again, _ = si_groups.generic_point(params, seed=3)
   np.testing.assert_array_equal(again["norm"]["bias"], moved["norm"]["bias"])
+
+
+def test_group_changes_tell_a_group_that_holds_from_one_that_does_not(digits_batch):
+  model, variables, groups = make("convnet_si")
+  head = groups.last_layer  # the fixed last layer: rescaling it scales the logits
+  fake = models.ParamGroups({**groups.si_groups, "head": (head,)}, last_layer=head)
+  ctx = StepContext(model, optax.sgd(0.1), fake)
+  changes = np.asarray(step.group_changes(ctx, variables["params"], variables["batch_stats"],
+                                          digits_batch[0]))
+  assert changes.shape == (len(groups.si_groups) + 1,)
+  assert changes[:-1].max() < 1e-4 and changes[-1] > 0.5  # logits ~2x: a change of ~1
+
+
+def test_a_broken_group_is_warned_of_once_per_run(capsys):
+  logs.warnings_to_stderr()
+  run = types.SimpleNamespace(config=tiny_config(), broken_groups=set())
+  for epoch in (3, 4):
+    loop._warn_broken_groups(run, ("conv", "head"), np.array([2e-6, 0.5]), epoch)
+  err = capsys.readouterr().err
+  assert err.count("SI group 'head' no longer holds at epoch 3") == 1 and "conv" not in err
+  assert "5.00e-01 > train.check_groups_rtol=0.001" in err and run.broken_groups == {"head"}

@@ -128,11 +128,12 @@ def test_schedule_length_is_the_number_of_updates(mode, drop_last, per_epoch):
 
 @pytest.fixture(scope="module")
 def sgd_cosine_run(tmp_path_factory):
-  """SGD, cosine over T = 2 epochs x 3 steps = 6, per-step logs, the gradient pass and
-  the invariance checks every step."""
+  """SGD, cosine over T = 2 epochs x 3 steps = 6, per-step logs, the gradient pass, the
+  invariance checks every step and the SI groups re-checked every epoch."""
   workdir = str(tmp_path_factory.mktemp("sgd_cosine"))
   config = tiny_config(**{"optim.schedule": "cosine", "train.log_every": "step",
-                          "train.grad_pass_every": 1, "train.invariance_every": 1})
+                          "train.grad_pass_every": 1, "train.invariance_every": 1,
+                          "train.check_groups_every": 1})
   out = train.train_and_evaluate(config, workdir, progress=False)
   return out, logs.read_run(workdir), logs.read_run(workdir, steps=True)
 
@@ -382,3 +383,10 @@ def test_two_event_logs_in_one_second_keep_both_files(tmp_path, monkeypatch):
     points = [(e.step, v.simple_value) for e in loader.LegacyEventFileLoader(
         str(tmp_path / name)).Load() for v in e.summary.value if v.tag == "epoch/loss"]
     assert points == [(record["step"], pytest.approx(record["loss"]))]
+
+
+def test_groups_rechecked_every_epoch_hold(sgd_cosine_run):
+  """The ConvNet's declared SI groups hold at each epoch's weights: BN epsilon's ~1e-5, not 1e-3."""
+  _, epochs, _ = sgd_cosine_run
+  changes = [r["si_group_change"] for r in epochs]
+  assert len(changes) == 2 and all(0 <= c < 1e-4 for c in changes)

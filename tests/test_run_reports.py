@@ -3,38 +3,156 @@ sphere bridge's regime boundaries, the reproduction report's claim lines and one
 per-phase lines, on inputs built by hand."""
 
 import json
+import os
 import types
 
 import numpy as np
 import pytest
 
-from si_jax.analysis import period_steps, phases, recount, reproduction, sphere_bridge
+from si_jax.analysis import claims, period_steps, phases, recount, reproduction, sphere_bridge
 
 
-def _found(periodic, lengths=()):
-  return types.SimpleNamespace(periodic=periodic, period_lengths=lambda: list(lengths))
+def _found(periodic, lengths=(), onsets=None):
+  onsets = list(range(len(lengths) + 2 if periodic else 0)) if onsets is None else onsets
+  return types.SimpleNamespace(periodic=periodic, period_lengths=lambda: list(lengths),
+                               onsets=onsets)
 
 
-def test_recount_claims_and_their_fragility():
-  values = [0.01, 0.1, 1.0, 3.0]
-  middle = [_found(False), _found(True, (40, 30)), _found(True, (20, 10)), _found(False)]
-  assert recount.periodic_middle_range(values, middle)
-  assert recount.more_frequent_when_larger(values, middle)  # means 35 > 15
-  edge = [_found(True, (40, 30))] + middle[1:]  # the smallest value periodic too
-  assert not recount.periodic_middle_range(values, edge)
-  gap = [middle[0], middle[1], _found(False), _found(True)]  # not contiguous
-  assert not recount.periodic_middle_range(values, gap)
-  slower = [middle[0], _found(True, (10, 10)), _found(True, (20, 30)), middle[3]]
-  assert not recount.more_frequent_when_larger(values, slower)
-  names = [name for name, _ in recount.variants()]
-  assert len(names) == 15 and names[0] == "default" and names[1].endswith(" halved")
+def _members(*names, **overrides):
+  return [claims.Member(n, {k: v[i] for k, v in overrides.items()}, ()) for i, n in
+          enumerate(names)]
+
+
+def test_sweep_claims_need_every_seed():
+  members = _members("a", "b", "c", "d", **{"optim.lr": [0.01, 0.1, 1.0, 3.0]})
+  no, fast, slow = _found(False), _found(True, (20, 10)), _found(True, (40, 30))
+  found = {"a": [no, no], "b": [slow, slow], "c": [fast, fast], "d": [no, no]}
+  assert claims.MIDDLE_RANGE.test(members, found)
+  assert claims.MORE_FREQUENT.test(members, found)  # means 35, 35 > 15, 15
+  edge = {**found, "a": [no, slow]}  # the smallest value periodic in seed 1
+  assert not claims.MIDDLE_RANGE.test(members, edge)
+  gap = {**found, "c": [fast, no], "d": [no, fast]}  # seed 1 not contiguous
+  assert not claims.MIDDLE_RANGE.test(members, gap)
+  overlap = {**found, "c": [fast, _found(True, (50, 30))]}  # seed ranges 35-35 and 15-40
+  assert not claims.MORE_FREQUENT.test(members, overlap)
+  one_period = {**found, "c": [fast, _found(True, (20,))]}  # c leaves: one member remains
+  assert not claims.MORE_FREQUENT.test(members, one_period)
+
+
+def test_product_claims():
+  members = _members("p1_ratio_0", "p1_ratio_1", "p3_ratio_0", "p3_ratio_1", "p3_rescaled_0",
+                     **{"optim.lr": [0.1, 0.01, 0.1, 0.01, 0.1],
+                        "optim.wd": [0.01, 0.1, 0.03, 0.3, 0.03]})
+  found = {"p1_ratio_0": [_found(True, (60, 60))], "p1_ratio_1": [_found(True, (80, 80))],
+           "p3_ratio_0": [_found(True, (30, 30))], "p3_ratio_1": [_found(True, (40, 40))],
+           "p3_rescaled_0": [_found(False)]}  # not a ratio member: never judged
+  assert claims.SIMILAR_PERIODS.test(members, found)  # 80 / 60 and 40 / 30 <= 1.5
+  assert claims.LARGER_PRODUCT.test(members, found)  # 30, 40 < 60, 80
+  wide = {**found, "p1_ratio_1": [_found(True, (91, 91))]}  # 91 / 60 > 1.5
+  assert not claims.SIMILAR_PERIODS.test(members, wide)
+  crossing = {**found, "p3_ratio_1": [_found(True, (61, 61))]}
+  assert not claims.LARGER_PRODUCT.test(members, crossing)
+  one_spike = {**found, "p1_ratio_0": [_found(False, onsets=[3])]}  # no period: infinite
+  assert claims.LARGER_PRODUCT.test(members, one_spike)
+  assert not claims.SIMILAR_PERIODS.test(members, one_spike)
+
+
+def _run(seed, loss, elr=None):
+  series = {"epoch": np.arange(1.0, len(loss) + 1), "train_loss": np.asarray(loss, float)}
+  if elr is not None:
+    series["effective_lr"] = np.asarray(elr, float)
+  return recount.Run(f"r_s{seed}", seed, {}, series)
+
+
+def test_effective_lr_and_last_layer_claims():
+  elr = np.concatenate([np.full(101, 9.0), np.linspace(1.0, 2.0, 101)])  # 2nd half: 1..2
+  a = claims.Member("p1_ratio_0", {"optim.lr": 0.1, "optim.wd": 0.01}, (_run(0, [1], elr),))
+  b = claims.Member("p1_ratio_1", {"optim.lr": 0.01, "optim.wd": 0.1}, (_run(0, [1], 2 * elr),))
+  assert claims.elr_quantiles(a) == pytest.approx((1.05, 1.95), rel=1e-3)
+  assert claims.SIMILAR_ELR.test([a, b], {})  # ratios exactly 2
+  c = claims.Member(b.name, b.overrides, (_run(0, [1], 2.1 * elr),))
+  assert not claims.SIMILAR_ELR.test([a, c], {})
+  small = claims.Member("norm_1", {}, (_run(0, [2.0, 0.3]),))
+  large = claims.Member("norm_10", {}, (_run(0, [2.0, 0.03]),))
+  found = {"norm_1": [_found(False, onsets=[5])], "norm_10": [_found(True, (20,))]}
+  assert claims.SMALL_LAST_LAYER.test([small, large], found)  # 0.3 >= 10 x 0.03
+  lower = claims.Member("norm_10", {}, (_run(0, [2.0, 0.031]),))
+  assert not claims.SMALL_LAST_LAYER.test([small, lower], found)
+  spiky = {**found, "norm_1": [_found(True, (20,))]}
+  assert not claims.SMALL_LAST_LAYER.test([small, large], spiky)
+
+
+def test_gd_claims():
+  members = _members("lr_0p1", "lr_0p5", "fixed_init_x1", "regular_before",
+                     **{"optim.lr": [0.1, 0.5, 0.5, 0.5],
+                        "optim.fix_si_norm": [False, False, True, False]})
+  found = {"lr_0p1": [_found(False)], "lr_0p5": [_found(True, (100,))],
+           "fixed_init_x1": [_found(False, onsets=[])],
+           "regular_before": [_found(False, onsets=[9])]}
+  assert claims.GD_PERIODIC.test(members, found) and claims.FIXED_NORM.test(members, found)
+  spiking = {**found, "fixed_init_x1": [_found(False, onsets=[7])]}
+  calm = {**found, "regular_before": [_found(False, onsets=[])]}
+  assert not claims.FIXED_NORM.test(members, spiking)
+  assert not claims.FIXED_NORM.test(members, calm)
+  assert not claims.GD_PERIODIC.test(members, {**found, "lr_0p5": [_found(False, onsets=[4])]})
+
+
+def test_verdicts_name_the_variants_that_flip_them():
+  members = _members("a", "b", "c", **{"optim.lr": [0.1, 1.0, 3.0]})
+  middle = {"a": [_found(False)], "b": [_found(True, (9, 9))], "c": [_found(False)]}
+  edge = {**middle, "a": [_found(True, (9, 9))]}
   by_variant = {"default": middle, "rise halved": middle, "rise doubled": edge}
-  assert recount.verdict(recount.periodic_middle_range, values, by_variant) == (
-      "**held, fragile**: flips with rise doubled (1 of 14)")
-  line = recount.claim_line(recount.periodic_middle_range, values, {"default": middle})
-  assert line.startswith("* periodic behavior for a middle range of the swept value (F.2, "
-                         "F.3). Criterion: at least one member is periodic")
-  assert line.endswith("**held** (under all 14 variants)")
+  assert recount.verdict(claims.MIDDLE_RANGE, members, by_variant) == (
+      "**held, fragile**: flips with rise doubled (1 of 2)")
+  assert recount.verdict(claims.MIDDLE_RANGE, members, {"default": edge, "x": edge}) == (
+      "**not shown** (under all 1 variants)")
+  names = [name for name, _ in recount.variants()]
+  assert len(names) == 15 and names[0] == "default" and names[1] == "rise halved"
+
+
+def _family(tmp_path, losses_by_run):
+  root = tmp_path / "lr_sweep"
+  root.mkdir()
+  members = []
+  for name, (lr, losses) in losses_by_run.items():
+    (root / name).mkdir()
+    (root / name / "config.json").write_text(json.dumps({"data": {"name": "digits"}}))
+    (root / name / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e + 1, "train_loss": v, "weight_norm": 2.0 - 1e-3 * e,
+                    "loss": None, "phase": "A"}) + "\n" for e, v in enumerate(losses)))
+    members.append({"name": name, "overrides": {"optim.lr": lr, "seed": int(name[-1])}})
+  members.append({"name": "lr_9_s0", "overrides": {"optim.lr": 9.0, "seed": 0}})  # untrained
+  (root / "family.json").write_text(json.dumps({"members": members}))
+  return str(root)
+
+
+def test_export_keeps_what_the_recount_reads_and_renders_it(tmp_path):
+  flat = [2.3, 1.0, 0.3] + [0.01 * (1 + 0.1 * (e % 2)) for e in range(37)]
+  root = _family(tmp_path, {"lr_0p1_s0": (0.1, flat), "lr_0p1_s1": (0.1, flat[:30]),
+                            "lr_1_s0": (1.0, [2.3] * 40)})
+  out = tmp_path / "data" / "lr_sweep.json.gz"
+  out.parent.mkdir()
+  assert recount.export(root, str(out)) == 3
+  family, members = recount.load(str(out))
+  assert family == "lr_sweep" and [m.name for m in members] == ["lr_0p1", "lr_1"]
+  run = members[0].runs[1]
+  assert (run.name, run.seed, sorted(run.series)) == ("lr_0p1_s1", 1, ["epoch", "train_loss",
+                                                                       "weight_norm"])
+  assert run.series["train_loss"][-2] == 0.011 and len(run.series["epoch"]) == 30
+  assert run.options == {"reference": pytest.approx(np.log(10)), "norm": "auto",
+                         "loss_key": "train_loss"}
+  text = recount.render(str(out.parent))
+  assert "| lr_0p1 | 0 of 2 | 0, 0 | - | 0-0 |" in text
+  assert "| lr_1 | 0 of 1 | 0 | - | 0-0 |" in text
+  assert "Periodic behavior for a middle range" in text and "**not shown** (under all 14" in text
+
+
+def test_the_report_recount_block_is_rendered_from_the_committed_data():
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "docs", "reproduction.md")) as f:
+    doc = f.read()
+  block = doc.split("<!-- recount:start -->\n", 1)[1].split("\n<!-- recount:end -->", 1)[0]
+  assert block == recount.render(os.path.join(root, "docs", "data", "recount"))
 
 
 def test_sphere_bridge_boundaries_and_rows(tmp_path, monkeypatch):

@@ -1,38 +1,97 @@
-"""The sweep families recounted with the causal detector, each verdict with its sensitivity.
+"""Families recounted with the causal detector: their runs kept as data, their tables and claims.
 
-For every member of a sweep family: its onsets, count and mean period with the detector's
-constants, and its count with each constant halved and doubled (14 variants). For every
-claim (a function below, its criterion in its docstring, written before the runs were
-recounted): the verdict with the default constants and under each variant; a verdict that
-flips under one of them is reported as fragile, with the variants named.
+``export`` keeps what the recount reads of a family's runs (the detector's options and a few
+columns per run, 6 significant digits) in one gzipped JSON per family; ``render`` writes,
+from those files alone, every family's table and each claim of ``si_jax.analysis.claims``
+with its verdict over the seeds and its sensitivity to the detector's constants (each
+halved and doubled: 14 variants). docs/reproduction.md's recount block is ``render``'s
+output, and a test renders it again from the committed files.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 import math
 import os
+import re
+from typing import Any
 
 import numpy as np
 
+from si_jax.analysis import claims as claims_lib
 from si_jax.analysis import detector, phases
 
-SWEEPS = {"lr_sweep": "optim.lr", "wd_sweep": "optim.wd"}
+COLUMNS = ("epoch", "weight_norm", "effective_lr")  # kept with the loss the detector reads
 
 
-def member_runs(family_dir: str) -> list[tuple[str, float, dict]]:
-  """(run dir, swept value, per-epoch series) of a sweep family's members, by the swept value."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One trained run of a member: its seed index, detector options and kept columns."""
+  name: str
+  seed: int
+  options: dict[str, Any]
+  series: dict[str, np.ndarray]
+
+  def analyze(self, **constants) -> phases.Analysis:
+    """``phases.analyze`` of this run with its options and ``constants`` (a variant)."""
+    options = dict(self.options)
+    if options.get("loss_key") not in self.series:
+      options.pop("loss_key", None)
+    options["reference_loss"] = options.pop("reference", None)
+    return phases.analyze(self.series, **options, **constants)
+
+
+def _member_name(run_name: str) -> tuple[str, int]:
+  """('lr_0p1', 2) for 'lr_0p1_s2'; (name, 0) for a family without seeds."""
+  match = re.fullmatch(r"(.+)_s(\d+)", run_name)
+  return (match[1], int(match[2])) if match else (run_name, 0)
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+  return [None if not math.isfinite(v) else float(f"{v:.6g}") for v in values]
+
+
+def export(family_dir: str, out_path: str) -> int:
+  """Writes the recount's data of the family in ``family_dir`` to ``out_path`` (.json.gz).
+
+  Members not trained yet are left out. Returns the number of runs written."""
   with open(os.path.join(family_dir, "family.json")) as f:
-    members = json.load(f)["members"]
-  key = SWEEPS[os.path.basename(os.path.normpath(family_dir))]
-  out = []
-  for m in sorted(members, key=lambda m: m["overrides"][key]):
+    listed = json.load(f)
+  members: dict[str, dict] = {}
+  for m in listed["members"]:
     path = os.path.join(family_dir, m["name"])
-    series = (phases.load_series(path) if os.path.exists(os.path.join(path, "metrics.jsonl"))
-              else {})
-    if "epoch" in series:  # a member not trained yet is left out
-      out.append((path, float(m["overrides"][key]), series))
-  return out
+    if not os.path.exists(os.path.join(path, "metrics.jsonl")):
+      continue
+    series = phases.load_series(path)
+    name, seed = _member_name(m["name"])
+    options = phases.detector_options(phases.read_config(path) or {})
+    keep = (*COLUMNS, options["loss_key"] if options["loss_key"] in series else "loss")
+    overrides = {k: v for k, v in m["overrides"].items() if k != "seed"}
+    entry = members.setdefault(name, {"name": name, "overrides": overrides, "runs": []})
+    entry["runs"].append({
+        "name": m["name"], "seed": seed,
+        "options": options, "series": {k: _rounded(series[k]) for k in keep if k in series}})
+  out = {"family": os.path.basename(os.path.normpath(family_dir)),
+         "members": list(members.values())}
+  with gzip.open(out_path, "wt") as f:
+    json.dump(out, f, separators=(",", ":"))
+  return sum(len(m["runs"]) for m in members.values())
+
+
+def load(path: str) -> tuple[str, list[claims_lib.Member]]:
+  """(family name, its members) from an ``export`` file."""
+  with gzip.open(path, "rt") as f:
+    data = json.load(f)
+  members = []
+  for m in data["members"]:
+    runs = tuple(Run(r["name"], r["seed"], r["options"],
+                     {k: np.asarray([np.nan if v is None else v for v in vals], np.float64)
+                      for k, vals in r["series"].items()})
+                 for r in sorted(m["runs"], key=lambda r: r["seed"]))
+    members.append(claims_lib.Member(m["name"], m["overrides"], runs))
+  return data["family"], members
 
 
 def variants() -> list[tuple[str, dict]]:
@@ -43,74 +102,72 @@ def variants() -> list[tuple[str, dict]]:
   return out
 
 
-def periodic_middle_range(values: list[float], found: list[phases.Analysis]) -> bool:
-  """Claim: periodic behavior for a middle range of the swept value (F.2, F.3).
-
-  Criterion: at least one member is periodic (>= 2 destabilizations), the periodic members
-  are contiguous in the swept value, and the smallest and the largest value are not."""
-  periodic = [i for i, a in enumerate(found) if a.periodic]
-  return bool(periodic) and periodic == list(range(periodic[0], periodic[-1] + 1)) and (
-      periodic[0] > 0 and periodic[-1] < len(found) - 1)
+def analyze_family(members: list[claims_lib.Member]) -> dict[str, claims_lib.Found]:
+  """{variant: {member: [Analysis per seed]}} for every variant of ``variants``."""
+  return {name: {m.name: [run.analyze(**constants) for run in m.runs] for m in members}
+          for name, constants in variants()}
 
 
-def more_frequent_when_larger(values: list[float], found: list[phases.Analysis]) -> bool:
-  """Claim: a larger value, more frequent destabilizations (Fig. 3).
-
-  Criterion: among the members with at least two complete periods, the mean period falls
-  strictly as the swept value grows, over at least two members."""
-  means = [(v, np.mean(a.period_lengths())) for v, a in zip(values, found)
-           if len(a.period_lengths()) >= 2]
-  return len(means) >= 2 and all(b[1] < a[1] for a, b in zip(means, means[1:]))
-
-
-CLAIMS = {"lr_sweep": (periodic_middle_range, more_frequent_when_larger),
-          "wd_sweep": (periodic_middle_range, more_frequent_when_larger)}
-
-
-def verdict(claim, values, by_variant: dict[str, list[phases.Analysis]]) -> str:
-  """'held' / 'not shown', with the variants under which the default verdict flips."""
-  base = claim(values, by_variant["default"])
+def verdict(claim: claims_lib.Claim, members, by_variant: dict[str, claims_lib.Found]) -> str:
+  """'held' / 'not shown', with the variants of the constants under which it flips."""
+  base = claim.test(members, by_variant["default"])
   flips = [name for name, found in by_variant.items()
-           if name != "default" and claim(values, found) != base]
+           if name != "default" and claim.test(members, found) != base]
   word = "held" if base else "not shown"
   if not flips:
-    return f"**{word}** (under all 14 variants)"
-  return f"**{word}, fragile**: flips with {', '.join(flips)} ({len(flips)} of 14)"
+    return f"**{word}** (under all {len(by_variant) - 1} variants)"
+  return (f"**{word}, fragile**: flips with {', '.join(flips)} "
+          f"({len(flips)} of {len(by_variant) - 1})")
 
 
-def claim_line(claim, values, by_variant: dict[str, list[phases.Analysis]]) -> str:
-  """'* <claim> <criterion> <verdict>', the claim and criterion from ``claim``'s docstring."""
-  doc = claim.__doc__.split("\n\n")
-  criterion = " ".join(doc[1].split())
-  return f"* {doc[0].removeprefix('Claim: ')} {criterion} {verdict(claim, values, by_variant)}"
+def _spread(values: list[float], digits: str = ".3g") -> str:
+  finite = [v for v in values if math.isfinite(v)]
+  if not finite:
+    return "-"
+  mean = format(float(np.mean(finite)), digits)
+  if len(finite) == 1:
+    return mean
+  return f"{mean} ({format(min(finite), digits)}-{format(max(finite), digits)})"
 
 
-def family_lines(family: str, runs) -> list[str]:
-  """The Markdown table of a sweep family's ``member_runs`` and its claims' verdicts."""
-  values = [v for _, v, _ in runs]
-  by_variant = {name: [phases.analyze_run(d, series=s, **c) for d, _, s in runs]
-                for name, c in variants()}
-  head = " | ".join(name for name, _ in variants()[1:])
-  lines = [f"### {family} ({SWEEPS[family]})", "",
-           "| member | onsets (epochs) | count | mean period | " + head + " |",
-           "| --- | --- | ---: | ---: |" + " ---: |" * 14]
-  for k, (run_dir, _, _) in enumerate(runs):
-    a = by_variant["default"][k]
-    mean = np.mean(a.period_lengths()) if a.period_lengths() else math.nan
-    counts = " | ".join(str(len(by_variant[name][k].onsets)) for name, _ in variants()[1:])
-    onsets = ", ".join(f"{x:g}" for x in a.destabilizations) or phases.outcome(a.reason)
-    lines.append(f"| {os.path.basename(run_dir)} | {onsets} | {len(a.onsets)} | {mean:.1f} | "
-                 f"{counts} |")
+def member_row(member: claims_lib.Member, by_variant: dict[str, claims_lib.Found],
+               extras) -> str:
+  """One table row: seeds periodic, counts per seed, mean period, variants' range, extras."""
+  found = by_variant["default"][member.name]
+  counts = [len(a.onsets) for a in found]
+  periods = [claims_lib.mean_period(a) for a in found]
+  means = [float(np.mean([len(a.onsets) for a in v[member.name]])) for v in by_variant.values()]
+  cells = [member.name, f"{sum(a.periodic for a in found)} of {len(found)}",
+           ", ".join(map(str, counts)), _spread(periods),
+           f"{min(means):.3g}-{max(means):.3g}"]
+  cells += [fn(member, found) for _, fn in extras]
+  return "| " + " | ".join(cells) + " |"
+
+
+def family_lines(family: str, members: list[claims_lib.Member]) -> list[str]:
+  """The Markdown table of a family's members and its claims with their verdicts."""
+  spec = claims_lib.FAMILIES[family]
+  members = spec.order(members)
+  by_variant = analyze_family(members)
+  extras = spec.columns
+  head = ["member", "seeds periodic", "destabilizations per seed", "mean period (range)",
+          "mean count: range over the variants"] + [h for h, _ in extras]
+  lines = [f"### {family}", "", spec.note, "", "| " + " | ".join(head) + " |",
+           "| --- | --- | --- | --- | --- |" + " --- |" * len(extras)]
+  lines += [member_row(m, by_variant, extras) for m in members]
   lines.append("")
-  lines += [claim_line(claim, values, by_variant) for claim in CLAIMS[family]]
+  for claim in spec.claims:
+    lines.append(f"* {claim.statement}. Criterion: {claim.criterion} "
+                 f"{verdict(claim, members, by_variant)}")
   return lines + [""]
 
 
-def recount(runs: str) -> str:
-  """The recount of every sweep family (``SWEEPS``) under ``runs`` that has a family.json."""
+def render(data_dir: str) -> str:
+  """The recount of every family (``claims.FAMILIES`` order) with an export in ``data_dir``."""
   lines = []
-  for family in SWEEPS:
-    path = os.path.join(runs, family)
-    if os.path.exists(os.path.join(path, "family.json")):
-      lines += family_lines(family, member_runs(path))
+  for family in claims_lib.FAMILIES:
+    path = os.path.join(data_dir, f"{family}.json.gz")
+    if os.path.exists(path):
+      name, members = load(path)
+      lines += family_lines(name, members)
   return "\n".join(lines)

@@ -106,6 +106,7 @@ class Run:
   lock: WorkdirLock | None = None
   discard_after: int | None = None  # checkpoints newer than this go once the logs open
   live: forecast.Live | None = None  # the live detector and forecast (train.live_phases)
+  broken_groups: set[str] = dataclasses.field(default_factory=set)  # warned of (check_groups)
 
   @property
   def active(self) -> bool:

@@ -35,6 +35,8 @@ class Programs:
   train_pass: Callable
   pass_metrics: Callable
   subset_correct: Callable
+  group_changes: Callable
+  group_names: tuple[str, ...]
 
 
 def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -> Programs:
@@ -49,6 +51,7 @@ def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -
   train_pass = functools.partial(step.train_pass_sums, ctx)
   pass_metrics = functools.partial(step.full_pass_metrics, ctx)
   subsets = functools.partial(step.subset_correct, ctx)
+  groups = functools.partial(step.group_changes, ctx)
   if stacked:
     sgd = jax.vmap(sgd, in_axes=(0, None, None, None))
     micro = jax.vmap(micro, in_axes=(0, 0, 0, None, None, None))
@@ -57,13 +60,16 @@ def compile_programs(ctx: StepContext, config, pad_value, mesh, stacked: bool) -
     train_pass = jax.vmap(train_pass, in_axes=(0, 0, None, None, None))
     pass_metrics = jax.vmap(pass_metrics, in_axes=(0, 0, None))
     subsets = jax.vmap(subsets, in_axes=(0, 0, None, None, None, None))
+    groups = jax.vmap(groups, in_axes=(0, 0, None))
   return Programs(sgd_step=jax.jit(sgd, donate_argnums=0),
                   micro_grads=jax.jit(micro, donate_argnums=2),
                   gd_step=jax.jit(gd, donate_argnums=0, static_argnums=5),
                   eval_sums=jax.jit(evals, static_argnums=5),
                   train_pass=jax.jit(train_pass),
                   pass_metrics=jax.jit(pass_metrics),
-                  subset_correct=jax.jit(subsets))
+                  subset_correct=jax.jit(subsets),
+                  group_changes=jax.jit(groups),
+                  group_names=tuple(ctx.groups.si_groups))
 
 
 def sgd_epoch(programs: Programs, state, data, config, epoch: int):
@@ -190,9 +196,11 @@ def _log_steps(run: Run, stacked: dict, member: int | None, first_step: int, epo
 
 
 def _log_epoch(run: Run, step_records: list[dict], member: int | None, evals, epoch: int,
-               step_count: int) -> None:
+               step_count: int, group_changes: np.ndarray | None = None) -> None:
   record = {"epoch": epoch + 1, "step": step_count,
             **records.epoch_summary(step_records, run.config.train.invariance_every)}
+  if group_changes is not None:  # train.check_groups_every: the worst SI group's (1a) change
+    record["si_group_change"] = float(np.max(group_changes))
   if evals:
     value = lambda k: float(evals[k] if member is None else evals[k][member])
     record.update(test_loss=value("test_loss"), test_error=1.0 - value("test_accuracy"),
@@ -228,10 +236,28 @@ def _train_epoch(programs, state, data, config, runs, epoch, stacked: bool):
   if (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or with_grads:
     evals = evaluate(programs, state, data, tc, with_grads)
   step_counts = np.atleast_1d(jax.device_get(state.step))
+  every = tc.get("check_groups_every", 0)
+  changes = None
+  if every and (epoch + 1) % every == 0:
+    changes = jax.device_get(programs.group_changes(state.params, state.batch_stats,
+                                                    data[0][:tc.batch_size]))
   for i, run, step_records in logged:
     if step_records is not None:
-      _log_epoch(run, step_records, i, evals, epoch, int(step_counts[i or 0]))
+      own = None if changes is None else changes if i is None else changes[i]
+      _log_epoch(run, step_records, i, evals, epoch, int(step_counts[i or 0]), own)
+      if own is not None:
+        _warn_broken_groups(run, programs.group_names, own, epoch + 1)
   return state
+
+
+def _warn_broken_groups(run: Run, names, changes: np.ndarray, epoch: int) -> None:
+  """Warns once per run and group whose (1a) change exceeds ``train.check_groups_rtol``."""
+  rtol = run.config.train.get("check_groups_rtol", 1e-3)
+  for name, change in zip(names, changes):
+    if change > rtol and name not in run.broken_groups:
+      run.broken_groups.add(name)
+      log.warning("SI group %r no longer holds at epoch %d: rescaling it by 2 changes the "
+                  "outputs by %.2e > train.check_groups_rtol=%g", name, epoch, change, rtol)
 
 
 def _save(runs: list[Run], state, done: int, stacked: bool, preempted: bool) -> str | None:

@@ -148,6 +148,23 @@ def train_pass_sums(ctx: StepContext, params, batch_stats, images, labels, idx):
   return total, correct, {"grads": grads, "hessian_forms": forms}
 
 
+def group_changes(ctx: StepContext, params, batch_stats, x, scale: float = 2.0):
+  """Property (1a) per SI group at ``params``: ||f(c x_S) - f(x)|| / ||f(x)||, c = ``scale``.
+
+  f: the train-mode outputs (batch statistics) on the images ``x``. One value per group of
+  ``ctx.groups.si_groups``, in its order; a group that holds gives ~1e-5 (rounding and BN's
+  epsilon; more where the norm is tiny), a group that does not ~1."""
+  def outputs(p):
+    return ctx.model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                           mutable=["batch_stats"])[0]
+
+  base = outputs(params)
+  size = jnp.maximum(jnp.linalg.norm(base), invariance.TINY)
+  return jnp.stack([
+      jnp.linalg.norm(outputs(invariance.scale_paths(params, tuple(paths), scale)) - base) / size
+      for paths in ctx.groups.si_groups.values()])
+
+
 def full_pass_metrics(ctx: StepContext, state: TrainState, sums, n):
   """``metrics.full_pass_metrics`` from ``n`` examples' ``train_pass_sums``, at the last lr.
 

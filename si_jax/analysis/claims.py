@@ -1,0 +1,241 @@
+"""The report's claims as code: a statement, its criterion, and a test over a family's seeds.
+
+Each ``Claim`` is judged on a family's members, each member a run per seed, from the
+detector's analyses (``phases.Analysis``). The criteria were written before the runs they
+judge (2026-12-03, with the 3-seed families training); ``si_jax.analysis.recount`` applies
+them under the detector's constants and each constant halved and doubled, and quotes the
+criterion beside the verdict in docs/reproduction.md. A member "periodic" has at least two
+destabilizations (``phases.Analysis.periodic``); its mean period is the mean length of its
+complete periods after the warm-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from si_jax.analysis import phases
+
+Found = dict[str, list[phases.Analysis]]  # member name -> the analysis of each seed's run
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """A family member: its name, its config overrides, its runs (one per seed, by seed)."""
+  name: str
+  overrides: dict[str, Any]
+  runs: tuple  # of recount.Run
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """A claim of the paper, the criterion that decides it here, and that criterion as code."""
+  statement: str
+  criterion: str
+  test: Callable[[Sequence[Member], Found], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """How a family is reported: a note, its claims, its swept key, extra table columns."""
+  note: str
+  claims: tuple[Claim, ...]
+  key: str | None = None
+  columns: tuple[tuple[str, Callable[[Member, list], str]], ...] = ()
+
+  def order(self, members: Sequence[Member]) -> list[Member]:
+    """The members by the swept value (as listed where nothing is swept)."""
+    return sorted(members, key=lambda m: m.overrides[self.key]) if self.key else list(members)
+
+
+def mean_period(a: phases.Analysis) -> float:
+  """Mean length of the complete periods after the warm-up (inf where there is none)."""
+  lengths = a.period_lengths()
+  return float(np.mean(lengths)) if lengths else math.inf
+
+
+def _middle_range(members: Sequence[Member], found: Found) -> bool:
+  for seed in range(min(len(found[m.name]) for m in members)):
+    periodic = [i for i, m in enumerate(members) if found[m.name][seed].periodic]
+    if not (periodic and periodic == list(range(periodic[0], periodic[-1] + 1))
+            and periodic[0] > 0 and periodic[-1] < len(members) - 1):
+      return False
+  return True
+
+
+def _more_frequent(members: Sequence[Member], found: Found) -> bool:
+  ranges = [[mean_period(a) for a in found[m.name]] for m in members
+            if all(len(a.period_lengths()) >= 2 for a in found[m.name])]
+  return len(ranges) >= 2 and all(max(later) < min(earlier)
+                                  for earlier, later in zip(ranges, ranges[1:]))
+
+
+MIDDLE_RANGE = Claim(
+    "Periodic behavior for a middle range of the swept value (F.2, F.3)",
+    "in every seed, at least one member is periodic, the periodic members are contiguous in "
+    "the swept value, and neither the smallest nor the largest value is periodic.",
+    _middle_range)
+MORE_FREQUENT = Claim(
+    "A larger value, more frequent destabilizations (Fig. 3, F.3)",
+    "among the members with at least two complete periods in every seed (at least two such "
+    "members), the seeds' mean periods of each member all lie below those of every member "
+    "with a smaller value: the ranges over seeds do not overlap.",
+    _more_frequent)
+
+
+def _product(m: Member) -> float:
+  return round(m.overrides["optim.lr"] * m.overrides["optim.wd"], 12)
+
+
+def _ratio_members(members: Sequence[Member]) -> dict[float, list[Member]]:
+  out: dict[float, list[Member]] = {}
+  for m in members:
+    if "_ratio_" in m.name:
+      out.setdefault(_product(m), []).append(m)
+  return dict(sorted(out.items()))
+
+
+def _similar_periods(members: Sequence[Member], found: Found) -> bool:
+  for group in _ratio_members(members).values():
+    if not all(a.periodic for m in group for a in found[m.name]):
+      return False
+    means = [np.mean([mean_period(a) for a in found[m.name]]) for m in group]
+    if len(group) < 2 or max(means) > 1.5 * min(means):
+      return False
+  return True
+
+
+def elr_quantiles(m: Member) -> tuple[float, float]:
+  """The 5% and 95% quantiles of the effective LR over the second half of training, seed median."""
+  qs = []
+  for run in m.runs:
+    elr = run.series["effective_lr"]
+    half = elr[len(elr) // 2:]
+    qs.append(np.nanquantile(half, [0.05, 0.95]))
+  return tuple(float(v) for v in np.median(qs, axis=0))
+
+
+def _similar_elr(members: Sequence[Member], found: Found) -> bool:
+  for group in _ratio_members(members).values():
+    q = np.asarray([elr_quantiles(m) for m in group])
+    if len(group) < 2 or (q.max(axis=0) > 2 * q.min(axis=0)).any():
+      return False
+  return True
+
+
+def _larger_product_faster(members: Sequence[Member], found: Found) -> bool:
+  groups = list(_ratio_members(members).values())
+  if len(groups) < 2:
+    return False
+  slowest = [max(mean_period(a) for m in g for a in found[m.name]) for g in groups]
+  fastest = [min(mean_period(a) for m in g for a in found[m.name]) for g in groups]
+  return all(s < f for f, s in zip(fastest, slowest[1:]))
+
+
+SIMILAR_PERIODS = Claim(
+    "The same lr x wd product, similar periods (F.1)",
+    "for each product, every ratio member is periodic in every seed, and the members' mean "
+    "periods (averaged over seeds) are within a factor of 1.5 of each other.",
+    _similar_periods)
+SIMILAR_ELR = Claim(
+    "The same lr x wd product, the same effective-LR range (F.1, Figs. 15-16)",
+    "for each product, the ratio members' 5% and 95% quantiles of the effective LR over the "
+    "second half of training (median over seeds) each agree within a factor of 2.",
+    _similar_elr)
+LARGER_PRODUCT = Claim(
+    "A larger product, more frequent periods (F.1, Fig. 15's rows)",
+    "every seed's mean period of every ratio member at the larger product is shorter than "
+    "every seed's mean period of every ratio member at the smaller one (a run without a "
+    "complete period counts as an infinitely long one).",
+    _larger_product_faster)
+
+
+def _last_layer(members: Sequence[Member], found: Found) -> bool:
+  small, large = members[0], members[-1]
+  for seed, (a_small, a_large) in enumerate(zip(found[small.name], found[large.name])):
+    floor = np.nanmin(small.runs[seed].series[_loss_key(small.runs[seed])])
+    others = [np.nanmin(m.runs[seed].series[_loss_key(m.runs[seed])]) for m in members[1:]]
+    if len(a_small.onsets) >= 2 or not a_large.periodic or floor < 10 * max(others):
+      return False
+  return True
+
+
+def _loss_key(run) -> str:
+  return "train_loss" if "train_loss" in run.series else "loss"
+
+
+SMALL_LAST_LAYER = Claim(
+    "A small last-layer norm: a high train loss, and the periodic behavior may vanish (G)",
+    "in every seed, the smallest norm has fewer than two destabilizations and a lowest train "
+    "loss at least 10x every larger norm's, and the largest norm is periodic.",
+    _last_layer)
+
+
+def keeps_periodic(name: str, what: str) -> Claim:
+  """The claim that member ``name`` (a practical modification) stays periodic in every seed."""
+  return Claim(f"{what} keeps the periodic behavior (Sec. 7, I)",
+               f"member {name} is periodic in every seed.",
+               lambda members, found: all(a.periodic for a in found[name]))
+
+
+def _gd_periodic(members: Sequence[Member], found: Found) -> bool:
+  regular = [m for m in members if m.name.startswith("lr_") and m.overrides["optim.lr"] >= 0.5]
+  return bool(regular) and all(a.periodic for m in regular for a in found[m.name])
+
+
+def _fixed_norm(members: Sequence[Member], found: Found) -> bool:
+  fixed = [m for m in members if m.overrides.get("optim.fix_si_norm")]
+  regular = [m for m in members if m.name == "regular_before"]
+  return bool(fixed) and all(not a.onsets for m in fixed for a in found[m.name]) and all(
+      a.onsets for m in regular for a in found[m.name])
+
+
+GD_PERIODIC = Claim(
+    "Full-batch GD is periodic too (C, Fig. 10)",
+    "every regular GD member with lr >= 0.5 is periodic in every seed.", _gd_periodic)
+FIXED_NORM = Claim(
+    "Fixing the weight norm removes the periodicity (C, Fig. 12)",
+    "no fixed-norm member destabilizes (the loss-only rule) in any seed, and the regular run "
+    "from the same checkpoint (regular_before, where run) destabilizes in every seed.",
+    _fixed_norm)
+
+
+def _elr_column(member: Member, found: list) -> str:
+  if "effective_lr" not in member.runs[0].series:
+    return "-"
+  lo, hi = elr_quantiles(member)
+  return f"{lo:.2g}-{hi:.2g}"
+
+
+def _min_loss_column(member: Member, found: list) -> str:
+  return ", ".join(f"{np.nanmin(r.series[_loss_key(r)]):.2g}" for r in member.runs)
+
+
+PRACTICAL = (("non_si", "Trainable non-SI parameters"), ("momentum", "Momentum 0.9"),
+             ("augment", "Augmentation"), ("all", "All three together"),
+             ("layer_norm", "Layer norm"), ("instance_norm", "Instance norm"), ("adam", "Adam"))
+
+FAMILIES = {
+    "lr_sweep": Family("The learning rate swept at wd 0.03 (`configs/lr_sweep.py:cpu`).",
+                       (MIDDLE_RANGE, MORE_FREQUENT), key="optim.lr"),
+    "wd_sweep": Family("The weight decay swept at lr 0.1 (`configs/wd_sweep.py:cpu`).",
+                       (MIDDLE_RANGE, MORE_FREQUENT), key="optim.wd"),
+    "lr_wd_product": Family(
+        "Products 0.001 and 0.003 at lr 0.3, 0.1, 0.03 (ratio members) and Proposition 4's "
+        "rescaled inits (`configs/lr_wd_product.py:cpu`).",
+        (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
+        columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
+    "last_layer_norm": Family("The fixed last layer's norm (`configs/last_layer_norm.py:cpu`).",
+                              (SMALL_LAST_LAYER,), key="model.last_layer_norm",
+                              columns=(("lowest train loss per seed", _min_loss_column),)),
+    "practical": Family("Sec. 7's modifications (`configs/practical.py:cpu`).",
+                        tuple(keeps_periodic(n, w) for n, w in PRACTICAL),
+                        columns=(("lowest train loss per seed", _min_loss_column),)),
+    "gd": Family("Full-batch GD on 512 digits, per step, and the fixed-norm members "
+                 "(`experiments/gd_fixed_norm.py --config=configs/gd.py:cpu`).",
+                 (GD_PERIODIC, FIXED_NORM)),
+}
