@@ -244,8 +244,8 @@ def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress
     for i, (name, label, _) in enumerate(members):
       if stop.requested:
         break
-      if lifecycle.diverged_message(dirs[i]) is not None:
-        continue  # it diverged in an earlier attempt: as in a vmapped family
+      if lifecycle.diverged_message(dirs[i]) is not None or _finished(dirs[i], configs[i]):
+        continue  # it diverged in an earlier attempt, or its logs are complete: as vmapped
       print(f"[{i + 1}/{len(members)}] {config.experiment.name}: {label} -> {dirs[i]}",
             file=sys.stderr, flush=True)
       try:
