@@ -1,25 +1,36 @@
-"""Recounts the sweep families with the causal detector, each verdict with its sensitivity.
+"""Recounts the families with the causal detector: tables, claims, verdicts, sensitivity.
 
-  python experiments/detector_recount.py RUNS [--write docs/reproduction.md]
+  python experiments/detector_recount.py --runs=runs/s3 [--data=docs/data/recount]
+  python experiments/detector_recount.py [--write=docs/reproduction.md]
 
-RUNS holds the families of docs/reproduction.md (lr_sweep, wd_sweep; others are read
-when present). The members' onsets and counts under the detector's constants and each
-constant halved and doubled, and each claim's verdict: ``si_jax.analysis.recount``, whose
-claim functions hold their criteria in their docstrings.
+With --runs, first keeps what the recount reads of each family under RUNS (lr_sweep,
+wd_sweep, lr_wd_product, last_layer_norm, practical, gd; those present) in DATA/<family>.json.gz.
+Then renders every family in DATA: ``si_jax.analysis.recount`` (tables and verdicts) and
+``si_jax.analysis.claims`` (each claim's criterion, quoted beside its verdict); --write
+replaces the recount block of the given Markdown file.
 """
 
 import argparse
+import os
 
 from si_jax import logs
-from si_jax.analysis import recount
+from si_jax.analysis import claims, recount
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("runs", help="the folder holding the families")
+  parser.add_argument("--runs", help="the folder holding the trained families, to export")
+  parser.add_argument("--data", default="docs/data/recount", help="the exported families")
   parser.add_argument("--write", help="markdown file whose recount block to replace")
   args = parser.parse_args()
-  text = recount.recount(args.runs)
+  if args.runs:
+    os.makedirs(args.data, exist_ok=True)
+    for family in claims.FAMILIES:
+      family_dir = os.path.join(args.runs, family)
+      if os.path.exists(os.path.join(family_dir, "family.json")):
+        n = recount.export(family_dir, os.path.join(args.data, f"{family}.json.gz"))
+        print(f"{family}: {n} runs exported")
+  text = recount.render(args.data)
   print(text)
   if args.write:
     logs.replace_doc_block(args.write, "recount", text)

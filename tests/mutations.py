@@ -490,6 +490,31 @@ MUTATIONS = [
         "  norms = jnp.sqrt(jnp.sum(jnp.square(v)))",
         "tests/test_models.py -k weight_normalized",
         "weight normalization divides by the whole kernel's norm, not each filter's"),
+    # claims over seeds, skipped finished members, the SI-group re-check (round 3, session 5)
+    Mutation(
+        "claims_seed_means_only", "si_jax/analysis/claims.py",
+        "  return len(ranges) >= 2 and all(max(later) < min(earlier)",
+        "  return len(ranges) >= 2 and all(np.mean(later) < np.mean(earlier)",
+        "tests/test_run_reports.py -k every_seed",
+        "'more frequent' compares the seeds' means, not their ranges: overlapping seeds pass"),
+    Mutation(
+        "claims_first_seed_only", "si_jax/analysis/claims.py",
+        "  for seed in range(min(len(found[m.name]) for m in members)):",
+        "  for seed in range(1):",
+        "tests/test_run_reports.py -k every_seed",
+        "'periodic for a middle range' is judged on the first seed only"),
+    Mutation(
+        "family_restores_finished_members", "si_jax/engine/experiment.py",
+        "is not None or _finished(dirs[i], configs[i]):",
+        "is not None:",
+        "tests/test_experiment.py -k family_trains_summarises",
+        "a family restores its finished members' checkpoints (an older one stops the family)"),
+    Mutation(
+        "group_check_scales_nothing", "si_jax/engine/step.py",
+        "outputs(invariance.scale_paths(params, tuple(paths), scale))",
+        "outputs(invariance.scale_paths(params, tuple(paths), 1.0))",
+        "tests/test_generic_groups.py -k group_changes",
+        "the SI-group re-check rescales by 1: every group seems to hold"),
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).
