@@ -144,8 +144,8 @@ def member_row(member: claims_lib.Member, by_variant: dict[str, claims_lib.Found
   return "| " + " | ".join(cells) + " |"
 
 
-def family_lines(family: str, members: list[claims_lib.Member]) -> list[str]:
-  """The Markdown table of a family's members and its claims with their verdicts."""
+def family_lines(family: str, members: list[claims_lib.Member]) -> tuple[list[str], list[str]]:
+  """(the family's Markdown table and claims with verdicts, its rows of the verdict table)."""
   spec = claims_lib.FAMILIES[family]
   members = spec.order(members)
   by_variant = analyze_family(members)
@@ -156,18 +156,28 @@ def family_lines(family: str, members: list[claims_lib.Member]) -> list[str]:
            "| --- | --- | --- | --- | --- |" + " --- |" * len(extras)]
   lines += [member_row(m, by_variant, extras) for m in members]
   lines.append("")
+  rows = []
   for claim in spec.claims:
-    lines.append(f"* {claim.statement}. Criterion: {claim.criterion} "
-                 f"{verdict(claim, members, by_variant)}")
-  return lines + [""]
+    said = verdict(claim, members, by_variant)
+    lines.append(f"* {claim.statement}. Criterion: {claim.criterion} {said}")
+    seeds = max(len(m.runs) for m in members)
+    rows.append(f"| {claim.statement} | {family} | {seeds} | {said} |")
+  return lines + [""], rows
 
 
 def render(data_dir: str) -> str:
-  """The recount of every family (``claims.FAMILIES`` order) with an export in ``data_dir``."""
-  lines = []
+  """The recount of every family (``claims.FAMILIES`` order) with an export in ``data_dir``:
+  a table of every claim's verdict, then each family's table and claims with criteria."""
+  details, rows = [], []
   for family in claims_lib.FAMILIES:
     path = os.path.join(data_dir, f"{family}.json.gz")
     if os.path.exists(path):
       name, members = load(path)
-      lines += family_lines(name, members)
-  return "\n".join(lines)
+      lines, claim_rows = family_lines(name, members)
+      details += lines
+      rows += claim_rows
+  if not rows:
+    return ""
+  head = ["| claim | family | seeds | verdict (fragile: flips under a constant halved or "
+          "doubled) |", "| --- | --- | ---: | --- |"]
+  return "\n".join(head + rows + [""] + details)
