@@ -131,6 +131,13 @@ def test_si_metrics_take_nnx_states_of_variables():
     np.testing.assert_allclose(float(m[k]), v, rtol=1e-5, atol=1e-5, err_msg=k)
 
 
+def test_param_groups_check_reads_an_nnx_state():
+  state = nnx.state(BNConvNet(nnx.Rngs(0)), nnx.Param)
+  ParamGroups.from_si_groups(SI_GROUPS).check(state)  # ('conv', 'kernel') is there
+  with pytest.raises(ValueError, match=r"not in the model: \[\('conv', 'weight'\)\]"):
+    ParamGroups.from_si_groups({"conv": (("conv", "weight"),)}).check(state)
+
+
 def test_find_si_groups_with_a_merged_copy():
   """The README's pattern: the function merges a copy, so BatchNorm writes no outer state."""
   model = BNConvNet(nnx.Rngs(0))

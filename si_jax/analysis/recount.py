@@ -166,8 +166,9 @@ def family_lines(family: str, members: list[claims_lib.Member]) -> tuple[list[st
 
 
 def render(data_dir: str) -> str:
-  """The recount of every family (``claims.FAMILIES`` order) with an export in ``data_dir``:
-  a table of every claim's verdict, then each family's table and claims with criteria."""
+  """The recount of every family (``claims.FAMILIES`` order) with an export in ``data_dir``.
+
+  A table of every claim's verdict, then each family's table and claims with criteria."""
   details, rows = [], []
   for family in claims_lib.FAMILIES:
     path = os.path.join(data_dir, f"{family}.json.gz")

@@ -151,9 +151,9 @@ def param_groups(model: nn.Module | imported.ImportedModel) -> ParamGroups:
 
 
 def flatten_with_paths(tree) -> list[tuple[ParamPath, Any]]:
-  """[(('conv_0', 'kernel'), leaf), ...] for a nested dict of parameters."""
+  """[(('conv_0', 'kernel'), leaf), ...] for a nested dict of parameters or an nnx State."""
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [(tuple(str(k.key) for k in path), leaf) for path, leaf in leaves]
+  return [(layers.path_str(path), leaf) for path, leaf in leaves]
 
 
 def _map_with_path(fn, tree):
