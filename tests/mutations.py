@@ -461,7 +461,7 @@ MUTATIONS = [
     # the forecast, seeds, theory and weight normalization (round 3, second session)
     Mutation(
         "forecast_ignores_survival", "si_jax/analysis/forecast.py",
-        "    survived = dist.cdf(math.log(now))",
+        "    survived = float(dist.cdf(math.log(now)))",
         "    survived = 0.0",
         "tests/test_forecast.py -k survival",
         "the forecast's level distribution is not conditioned on the run not having "

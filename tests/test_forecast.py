@@ -75,8 +75,10 @@ def test_eq3_projection_matches_the_closed_form_without_gradient():
 
 def test_a_fixed_critical_level_is_forecast_to_the_epoch():
   """Every destabilization at the same effective LR: from the second period on the point
-  forecast is the actual onset within 1.5 epochs at every point of phase B, inside the
-  interval; the naive previous-period forecast is right here too (periods are equal)."""
+  forecast is inside the interval at every point of phase B, within 1.5 epochs of the
+  onset once three levels are known (within 3 with two: the predictive t has 2 degrees of
+  freedom, its survival-conditioned median lies later); the naive previous-period
+  forecast is right here too (periods are equal)."""
   records, onsets = periodic_records()
   assert len(onsets) == 6 and len(set(np.diff(onsets))) <= 2  # periods of equal length
   run = forecast.replay(records, wd=WD, detector_options={"reference": math.log(10)})
@@ -84,7 +86,9 @@ def test_a_fixed_critical_level_is_forecast_to_the_epoch():
   scores = forecast.score(run)
   assert len(scores) == 3 * 4 and all(math.isfinite(s.predicted) for s in scores)
   # a level is read a sample before the crossing (a sample's worth below the true one)
-  assert all(abs(s.error) <= 1.5 and s.covered for s in scores)
+  assert all(abs(s.error) <= (1.5 if s.destabilization >= 3 else 3.0) and s.covered
+             for s in scores)
+  assert max(abs(s.error) for s in scores if s.destabilization == 2) > 1.5  # two levels
   first = next(i for i, f in enumerate(run.forecasts) if f is not None)
   assert run.x[first] > onsets[0] and run.phases[first] == "B"
 
@@ -161,7 +165,7 @@ def test_the_program_scores_runs_and_says_when_there_are_too_few_periods(tmp_pat
 def test_per_step_logs_forecast_in_steps():
   """The same run logged per step (x = step, one record per optimizer step, the norm of each
   step): the onsets are found in steps, and the forecasts too, within an epoch's steps of
-  the onsets from the third on."""
+  the onsets from the fourth on (two epochs' from the third)."""
   records, onsets = periodic_records(per_step=True)
   options = {"reference": math.log(10), "x_key": "step"}
   run = forecast.replay(records, wd=WD, detector_options=options)
@@ -170,4 +174,4 @@ def test_per_step_logs_forecast_in_steps():
   assert all(abs(f - (o - 1) * STEPS) <= STEPS for f, o in zip(found, onsets))
   scores = forecast.score(run)
   assert scores and all(math.isfinite(s.predicted) for s in scores)
-  assert all(abs(s.error) <= 2 * STEPS for s in scores)
+  assert all(abs(s.error) <= (2 if s.destabilization >= 3 else 3) * STEPS for s in scores)

@@ -11,8 +11,9 @@ import collections
 import dataclasses
 import math
 from collections.abc import Mapping
-from statistics import NormalDist
 from typing import Any
+
+from scipy import stats
 
 from si_jax import logs
 from si_jax.analysis import detector as detector_lib
@@ -114,6 +115,16 @@ class OnlineForecaster:
     squares = sum((v - mean) ** 2 for v in self.levels)
     return mean, math.sqrt((self.prior_spread ** 2 + squares) / k)
 
+  def _predictive(self):
+    """The predictive distribution of the next level's ln, from the k levels so far.
+
+    Student's t with k degrees of freedom (k - 1 from the levels, 1 from the prior) and
+    scale spread x sqrt(1 + 1/k) (the mean's own uncertainty); a plug-in normal makes the
+    interval too narrow while there are few levels."""
+    mean, spread = self._distribution()
+    k = len(self.levels)
+    return stats.t(df=k, loc=mean, scale=spread * math.sqrt(1 + 1 / k))
+
   def _forecast(self, record) -> Forecast | None:
     key = self.x_key or ("epoch" if "epoch" in record else "step")
     x = _number(record.get(key, self._index))
@@ -121,11 +132,10 @@ class OnlineForecaster:
     rho = _number(record.get("weight_norm"))
     if not (math.isfinite(now) and now > 0 and math.isfinite(rho) and rho > 0):
       return None
-    mean, spread = self._distribution()
-    dist = NormalDist(mean, spread)
-    survived = dist.cdf(math.log(now))
+    dist = self._predictive()
+    survived = float(dist.cdf(math.log(now)))
     tail = (1 - self.coverage) / 2
-    targets = [math.exp(dist.inv_cdf(min(1 - 1e-12, survived + p * (1 - survived))))
+    targets = [math.exp(float(dist.ppf(min(1 - 1e-12, survived + p * (1 - survived)))))
                for p in (0.5, tail, 1 - tail)]
     times = self._samples_to_reach(targets, now, rho)
     if times[0] is None:
