@@ -490,6 +490,18 @@ MUTATIONS = [
         "  norms = jnp.sqrt(jnp.sum(jnp.square(v)))",
         "tests/test_models.py -k weight_normalized",
         "weight normalization divides by the whole kernel's norm, not each filter's"),
+    Mutation(
+        "detector_norm_answer_any_rise", "si_jax/analysis/detector.py",
+        "and answer > self.constants.noise * _median(moves)):",
+        "and answer > 0):",
+        "tests/test_detector.py -k sharply",
+        "condition 2' takes any rise of the norm, not a sharp one, as its answer"),
+    Mutation(
+        "detector_without_norm_confirmation", "si_jax/analysis/detector.py",
+        "        self._try_norm_onset(hold, events)",
+        "        pass",
+        "tests/test_detector.py -k sharply",
+        "a rise the loss does not hold never counts, whatever the norm does"),
     # claims over seeds, skipped finished members, the SI-group re-check (round 3, session 5)
     Mutation(
         "claims_seed_means_only", "si_jax/analysis/claims.py",

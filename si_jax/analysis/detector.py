@@ -140,9 +140,9 @@ class OnlineDetector:
     self._track_convergence(events)
     if self._pending is None and self._spike is None:
       hold = self.constants.hold + (not self._free)
-      for back in (hold, hold - 1):  # a rise over two samples first: the earlier onset
-        if self._try_onset(back, hold, events):
-          break
+      if not any(self._try_onset(back, hold, events) for back in (hold, hold - 1)) and (
+          self._free):
+        self._try_norm_onset(hold, events)
     return events
 
   def _loss(self, record) -> float | None:
@@ -235,6 +235,36 @@ class OnlineDetector:
       self._confirm(rise_at, events)
     else:
       self._pending = rise_at
+    return True
+
+  def _try_norm_onset(self, back: int, events: list[Event]) -> bool:
+    """Condition 2' (free norm): a rise the loss did not hold, confirmed by the norm.
+
+    Sample t = ``back`` samples ago clears phase B's top by ln(``rise``) and J on its own,
+    and by now ln rho stands above its value before t by more than ``noise`` x its median
+    per-sample move in phase B (Eq. (3): the effective-gradient term beat weight decay by
+    more than phase B's own moves). Decided at t + ``hold``, as condition 2."""
+    w = self.constants.window
+    samples = list(self._recent)
+    t = len(samples) - 1 - back
+    if t < w + 1:
+      return False
+    onset, window = samples[t], samples[t - w:t]
+    top = max(s.level for s in window)
+    if onset.loss < top + math.log(self.constants.rise) or window[0].index <= self._last_peak or (
+        not all(map(self._converged, window))):
+      return False
+    changes = [b.level - a.level for a, b in zip(samples[t - w - 1:t - 1], window)]
+    trend = _median(changes)
+    noise = self.constants.noise * _median([abs(d - trend) for d in changes])
+    moves = [abs(b.rho - a.rho) for a, b in zip(samples[t - w - 1:t - 1], window)]
+    answer = max(s.rho for s in samples[t + 1:]) - window[-1].rho
+    if not (onset.loss > top + max(math.log(self.constants.rise), noise)
+            and all(b.rho < a.rho for a, b in zip(window, window[1:]))
+            and answer > self.constants.noise * _median(moves)):
+      return False
+    self._confirm({"index": onset.index, "x": onset.x, "rho_before": window[-1].rho,
+                   "left": 0}, events)
     return True
 
   def _resolve(self, events: list[Event]) -> None:
