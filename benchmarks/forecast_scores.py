@@ -67,16 +67,25 @@ def table(title: str, runs: list[tuple[str, list[forecast.Score]]]) -> list[str]
           + HEAD + [row(n, s) for n, s in runs] + [row("**pooled**", pooled, count), ""])
 
 
+def _workdir_scores(dirs: list[str]) -> list[tuple[str, list[forecast.Score]]]:
+  """(family/run, scores) of each finished run directory."""
+  return [(str(pathlib.Path(d).relative_to(pathlib.Path(d).parents[1])),
+           forecast.score_workdir(d)) for d in dirs]
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("runs", nargs="*", help="finished run directories (held out)")
+  parser.add_argument("--fresh", nargs="*", default=[],
+                      help="runs trained after the method's last revision: their own table")
   parser.add_argument("--write", help="markdown file whose scores block to replace")
   args = parser.parse_args()
   design = [(n, recorded_scores(n)) for n in DESIGN]
-  held = [(n, recorded_scores(n)) for n in HELD_OUT]
-  held += [(str(pathlib.Path(d).relative_to(pathlib.Path(d).parents[1])),
-            forecast.score_workdir(d)) for d in args.runs]
+  held = [(n, recorded_scores(n)) for n in HELD_OUT] + _workdir_scores(args.runs)
   lines = table("Design runs (tests/data)", design) + table("Held-out runs", held)
+  if args.fresh:
+    lines += table("Fresh held-out runs (trained after the last revision)",
+                   _workdir_scores(args.fresh))
   text = "\n".join(lines)
   print(text)
   if args.write:
