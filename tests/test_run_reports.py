@@ -4,6 +4,7 @@ per-phase lines, on inputs built by hand."""
 
 import json
 import os
+import pathlib
 import types
 
 import numpy as np
@@ -116,7 +117,8 @@ def _family(tmp_path, losses_by_run):
   members = []
   for name, (lr, losses) in losses_by_run.items():
     (root / name).mkdir()
-    (root / name / "config.json").write_text(json.dumps({"data": {"name": "digits"}}))
+    (root / name / "config.json").write_text(json.dumps({"data": {"name": "digits"},
+                                                         "train": {"epochs": 40}}))
     (root / name / "metrics.jsonl").write_text("".join(
         json.dumps({"epoch": e + 1, "train_loss": v, "weight_norm": 2.0 - 1e-3 * e,
                     "loss": None, "phase": "A"}) + "\n" for e, v in enumerate(losses)))
@@ -129,10 +131,11 @@ def _family(tmp_path, losses_by_run):
 def test_export_keeps_what_the_recount_reads_and_renders_it(tmp_path):
   flat = [2.3, 1.0, 0.3] + [0.01 * (1 + 0.1 * (e % 2)) for e in range(37)]
   root = _family(tmp_path, {"lr_0p1_s0": (0.1, flat), "lr_0p1_s1": (0.1, flat[:30]),
-                            "lr_1_s0": (1.0, [2.3] * 40)})
+                            "lr_1_s0": (1.0, [2.3] * 40), "lr_1_s1": (1.0, [2.3] * 39)})
+  (pathlib.Path(root) / "lr_0p1_s1" / "diverged.json").write_text("{}")  # stopped: kept
   out = tmp_path / "data" / "lr_sweep.json.gz"
   out.parent.mkdir()
-  assert recount.export(root, str(out)) == 3
+  assert recount.export(root, str(out)) == 3  # lr_1_s1, 39 of 40 epochs, is still training
   family, members = recount.load(str(out))
   assert family == "lr_sweep" and [m.name for m in members] == ["lr_0p1", "lr_1"]
   run = members[0].runs[1]

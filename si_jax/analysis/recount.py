@@ -56,7 +56,8 @@ def _rounded(values: np.ndarray) -> list[float | None]:
 def export(family_dir: str, out_path: str) -> int:
   """Writes the recount's data of the family in ``family_dir`` to ``out_path`` (.json.gz).
 
-  Members not trained yet are left out. Returns the number of runs written."""
+  Runs not trained to their planned epochs (and not diverged) are left out. Returns the
+  number of runs written."""
   with open(os.path.join(family_dir, "family.json")) as f:
     listed = json.load(f)
   members: dict[str, dict] = {}
@@ -64,9 +65,13 @@ def export(family_dir: str, out_path: str) -> int:
     path = os.path.join(family_dir, m["name"])
     if not os.path.exists(os.path.join(path, "metrics.jsonl")):
       continue
-    series = phases.load_series(path)
+    series, config = phases.load_series(path), phases.read_config(path) or {}
+    planned = (config.get("train") or {}).get("epochs")
+    if planned is not None and series["epoch"][-1] < planned and not os.path.exists(
+        os.path.join(path, "diverged.json")):
+      continue  # still training
     name, seed = _member_name(m["name"])
-    options = phases.detector_options(phases.read_config(path) or {})
+    options = phases.detector_options(config)
     keep = (*COLUMNS, options["loss_key"] if options["loss_key"] in series else "loss")
     overrides = {k: v for k, v in m["overrides"].items() if k != "seed"}
     entry = members.setdefault(name, {"name": name, "overrides": overrides, "runs": []})
