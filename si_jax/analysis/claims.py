@@ -179,7 +179,8 @@ def keeps_periodic(name: str, what: str) -> Claim:
   """The claim that member ``name`` (a practical modification) stays periodic in every seed."""
   return Claim(f"{what} keeps the periodic behavior (Sec. 7, I)",
                f"member {name} is periodic in every seed.",
-               lambda members, found: all(a.periodic for a in found[name]))
+               lambda members, found: bool(found.get(name)) and all(
+                   a.periodic for a in found[name]))
 
 
 def _gd_periodic(members: Sequence[Member], found: Found) -> bool:
