@@ -98,6 +98,23 @@ def test_gd_claims():
   assert not claims.GD_PERIODIC.test(members, {**found, "lr_0p5": [_found(False, onsets=[4])]})
 
 
+def test_regime_claims(monkeypatch):
+  monkeypatch.setattr(claims, "regime", lambda run: run.name)  # each run names its regime
+  c, e, d = "convergence", "chaotic equilibrium", "divergence"
+
+  def members(*by_elr):  # by_elr: one tuple of regimes (per seed) per ELR, in ELR order
+    return [claims.Member(f"elr_{k}", {"optim.lr": 10.0 ** k},
+                          tuple(types.SimpleNamespace(name=r) for r in seeds))
+            for k, seeds in enumerate(by_elr)]
+
+  good = members((c, c), (c, e), (e, e), (d, d))
+  assert claims.THREE_REGIMES.test(good, {}) and claims.REGIMES_ORDERED.test(good, {})
+  no_chaos = members((c, c), (c, e), (d, d), (d, d))  # seed 0 never chaotic
+  assert not claims.THREE_REGIMES.test(no_chaos, {}) and claims.REGIMES_ORDERED.test(no_chaos, {})
+  back = members((c, c), (e, e), (c, e), (d, d))  # seed 0 converges above a chaotic ELR
+  assert claims.THREE_REGIMES.test(back, {}) and not claims.REGIMES_ORDERED.test(back, {})
+
+
 def test_verdicts_name_the_variants_that_flip_them():
   members = _members("a", "b", "c", **{"optim.lr": [0.1, 1.0, 3.0]})
   middle = {"a": [_found(False)], "b": [_found(True, (9, 9))], "c": [_found(False)]}

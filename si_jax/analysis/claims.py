@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from si_jax.analysis import phases
+from si_jax.analysis import phases, regimes
 
 Found = dict[str, list[phases.Analysis]]  # member name -> the analysis of each seed's run
 
@@ -46,6 +46,7 @@ class Family:
   claims: tuple[Claim, ...]
   key: str | None = None
   columns: tuple[tuple[str, Callable[[Member, list], str]], ...] = ()
+  keep: tuple[str, ...] = ()  # series a claim reads beyond recount.COLUMNS and the loss
 
   def order(self, members: Sequence[Member]) -> list[Member]:
     """The members by the swept value (as listed where nothing is swept)."""
@@ -205,6 +206,42 @@ FIXED_NORM = Claim(
     _fixed_norm)
 
 
+def regime(run) -> str:
+  """A sphere run's regime (``regimes.classify`` of its kept series, reference ln 10)."""
+  return regimes.classify(run.series, math.log(10)).name
+
+
+def _regimes_by_seed(members: Sequence[Member]) -> list[list[str]]:
+  """Per seed, the regimes of the members in ELR order."""
+  seeds = min(len(m.runs) for m in members)
+  return [[regime(m.runs[k]) for m in members] for k in range(seeds)]
+
+
+def _three_regimes(members: Sequence[Member], found: Found) -> bool:
+  return all(set(seed) == set(regimes.REGIMES) for seed in _regimes_by_seed(members))
+
+
+def _regimes_ordered(members: Sequence[Member], found: Found) -> bool:
+  rank = {name: k for k, name in enumerate(regimes.REGIMES)}
+  return all(all(rank[a] <= rank[b] for a, b in zip(seed, seed[1:]))
+             for seed in _regimes_by_seed(members))
+
+
+THREE_REGIMES = Claim(
+    "Training on the sphere at a fixed ELR has three regimes (Kodryan et al. 2022, Sec. 4)",
+    "in every seed, convergence, chaotic equilibrium and divergence (``regimes.classify``) "
+    "each appear among the ELRs.", _three_regimes)
+REGIMES_ORDERED = Claim(
+    "The regimes follow the ELR: convergence, then chaotic equilibrium, then divergence",
+    "in every seed, the regimes never step back as the ELR grows (no convergence above a "
+    "chaotic or divergent ELR, no chaotic equilibrium above a divergent one).",
+    _regimes_ordered)
+
+
+def _regime_column(member: Member, found: list) -> str:
+  return ", ".join(regime(r) for r in member.runs)
+
+
 def _elr_column(member: Member, found: list) -> str:
   if "effective_lr" not in member.runs[0].series:
     return "-"
@@ -239,4 +276,9 @@ FAMILIES = {
     "gd": Family("Full-batch GD on 512 digits, per step, and the fixed-norm members "
                  "(`experiments/gd_fixed_norm.py --config=configs/gd.py:cpu`).",
                  (GD_PERIODIC, FIXED_NORM)),
+    "three_regimes_cpu": Family(
+        "Trained on the sphere at 13 fixed ELRs, seeds 0 and 1, no weight decay "
+        "(`configs/three_regimes.py:cpu`).", (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
+        columns=(("regime per seed", _regime_column),),
+        keep=("train_accuracy", "effective_grad_norm", "train_effective_grad_norm")),
 }

@@ -60,6 +60,8 @@ def export(family_dir: str, out_path: str) -> int:
   number of runs written."""
   with open(os.path.join(family_dir, "family.json")) as f:
     listed = json.load(f)
+  family = os.path.basename(os.path.normpath(family_dir))
+  extra = claims_lib.FAMILIES[family].keep if family in claims_lib.FAMILIES else ()
   members: dict[str, dict] = {}
   for m in listed["members"]:
     path = os.path.join(family_dir, m["name"])
@@ -72,14 +74,14 @@ def export(family_dir: str, out_path: str) -> int:
       continue  # still training
     name, seed = _member_name(m["name"])
     options = phases.detector_options(config)
-    keep = (*COLUMNS, options["loss_key"] if options["loss_key"] in series else "loss")
+    keep = (*COLUMNS, options["loss_key"] if options["loss_key"] in series else "loss",
+            *extra)
     overrides = {k: v for k, v in m["overrides"].items() if k != "seed"}
     entry = members.setdefault(name, {"name": name, "overrides": overrides, "runs": []})
     entry["runs"].append({
         "name": m["name"], "seed": seed,
         "options": options, "series": {k: _rounded(series[k]) for k in keep if k in series}})
-  out = {"family": os.path.basename(os.path.normpath(family_dir)),
-         "members": list(members.values())}
+  out = {"family": family, "members": list(members.values())}
   with gzip.open(out_path, "wt") as f:
     json.dump(out, f, separators=(",", ":"))
   return sum(len(m["runs"]) for m in members.values())
