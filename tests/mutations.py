@@ -516,6 +516,18 @@ MUTATIONS = [
         "tests/test_run_reports.py -k every_seed",
         "'periodic for a middle range' is judged on the first seed only"),
     Mutation(
+        "claims_regimes_any_order", "si_jax/analysis/claims.py",
+        "  return all(all(rank[a] <= rank[b] for a, b in zip(seed, seed[1:]))",
+        "  return all(all(True for a, b in zip(seed, seed[1:]))",
+        "tests/test_run_reports.py -k regime_claims",
+        "the sphere's regimes may step back as the ELR grows"),
+    Mutation(
+        "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
+        "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",
+        "    if False and not os.path.exists(",
+        "tests/test_run_reports.py -k export",
+        "the recount counts a run still training as a finished one"),
+    Mutation(
         "family_restores_finished_members", "si_jax/engine/experiment.py",
         "is not None or _finished(dirs[i], configs[i]):",
         "is not None:",
