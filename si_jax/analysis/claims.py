@@ -157,7 +157,9 @@ LARGER_PRODUCT = Claim(
 
 def _last_layer(members: Sequence[Member], found: Found) -> bool:
   small, large = members[0], members[-1]
-  for seed, (a_small, a_large) in enumerate(zip(found[small.name], found[large.name])):
+  seeds = min(len(m.runs) for m in members)
+  for seed, (a_small, a_large) in enumerate(zip(found[small.name][:seeds],
+                                                found[large.name][:seeds])):
     floor = np.nanmin(small.runs[seed].series[_loss_key(small.runs[seed])])
     others = [np.nanmin(m.runs[seed].series[_loss_key(m.runs[seed])]) for m in members[1:]]
     if len(a_small.onsets) >= 2 or not a_large.periodic or floor < 10 * max(others):
