@@ -114,6 +114,17 @@ def _write_identity(config, workdir) -> None:
     json.dump(experiment.family_identity(config), f)
 
 
+def test_a_family_may_grow_by_appended_members_only():
+  saved = experiment.family_identity(_family())  # lr_0p1, lr_0p3
+  grown = experiment.family_identity(_family(lrs=(0.1, 0.3, 1.0)))
+  assert experiment.identity_differences(saved, grown) == []  # a second stage, say
+  shrunk = experiment.family_identity(_family(lrs=(0.1,)))
+  assert experiment.identity_differences(saved, shrunk) == [
+      "members: ['lr_0p1', 'lr_0p3'] -> ['lr_0p1']"]
+  inserted = experiment.family_identity(_family(lrs=(0.1, 0.2, 0.3)))
+  assert experiment.identity_differences(saved, inserted)
+
+
 @pytest.mark.parametrize("other,expected", [
     (_family(wd=0.5), r"optim\.wd: 0\.03 -> 0\.5"),
     (_family(name="last_layer_norm"), r"experiment\.name: 'lr_sweep' -> 'last_layer_norm'"),

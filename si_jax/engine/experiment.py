@@ -131,13 +131,16 @@ def family_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """The fields in which two family identities differ (resumable fields excepted)."""
+  """The fields in which two family identities differ (resumable fields excepted).
+
+  A family may grow: members appended after the saved ones (e.g. a second stage) are no
+  difference; a saved member removed, renamed or reordered is."""
   diffs = []
   if saved.get("experiment") != current["experiment"]:
     diffs.append(f"experiment.name: {saved.get('experiment')!r} -> {current['experiment']!r}")
   old = {m["name"]: m["overrides"] for m in saved.get("members", [])}
   new = {m["name"]: m["overrides"] for m in current["members"]}
-  if list(old) != list(new):
+  if list(new)[:len(old)] != list(old):
     diffs.append(f"members: {list(old)} -> {list(new)}")
   for name in (n for n in new if n in old and old[n] != new[n]):
     keys = sorted(set(old[name]) | set(new[name]))
