@@ -441,8 +441,8 @@ MUTATIONS = [
         "with a free norm, a loss bump without a norm jump counts as a destabilization"),
     Mutation(
         "detector_best_case_convergence", "si_jax/analysis/detector.py",
-        "window[0].index <= self._last_peak) or not all(map(self._converged, window)):",
-        "window[0].index <= self._last_peak) or not any(map(self._converged, window)):",
+        "window[0].index <= self._last_peak or not all(map(self._converged, window)):",
+        "window[0].index <= self._last_peak or not any(map(self._converged, window)):",
         "tests/test_detector.py",
         "phase B needs one converged sample of W instead of all of them (best case, not "
         "worst)"),

@@ -204,29 +204,37 @@ class OnlineDetector:
         self.ever_converged = True
         events.append(Event("converged", run[0].index, run[0].x, latest.index))
 
-  def _try_onset(self, back: int, hold: int, events: list[Event]) -> bool:
-    """Conditions 1-2 for onset t = ``back`` samples ago (3 ends in ``_resolve``); decided?"""
+  def _phase_b_before(self, t: int, samples: list[_Sample]):
+    """Condition 1 for onset t: (window, top, J) if the W samples before t are phase B.
+
+    ``top``: their highest level; J: ``noise`` x the median deviation of their level
+    changes about the median change (phase B's jitter about its trend). None otherwise."""
     w = self.constants.window
-    samples = list(self._recent)
-    t = len(samples) - 1 - back
     if t < w + 1:
-      return False
-    onset, window = samples[t], samples[t - w:t]
-    top = max(s.level for s in window)
-    held = samples[t + back - hold + 1:]
-    if min(s.loss for s in held) < top + math.log(self.constants.rise) or (
-        window[0].index <= self._last_peak) or not all(map(self._converged, window)):
-      return False  # (the cheap necessary conditions first)
+      return None
+    window = samples[t - w:t]
+    if window[0].index <= self._last_peak or not all(map(self._converged, window)):
+      return None
     changes = [b.level - a.level for a, b in zip(samples[t - w - 1:t - 1], window)]
     trend = _median(changes)
     jitter = _median([abs(d - trend) for d in changes])  # about the trend: noise
-    noise = self.constants.noise * jitter
+    return window, max(s.level for s in window), self.constants.noise * jitter
+
+  def _try_onset(self, back: int, hold: int, events: list[Event]) -> bool:
+    """Conditions 1-2 for onset t = ``back`` samples ago (3 ends in ``_resolve``); decided?"""
+    samples = list(self._recent)
+    t = len(samples) - 1 - back
+    before = self._phase_b_before(t, samples)
+    if before is None:
+      return False
+    window, top, noise = before
+    onset, held = samples[t], samples[t + back - hold + 1:]
     rise = top + max(math.log(self.constants.rise), noise)
     if not (onset.loss > top + noise and min(s.loss for s in held) >= rise
             and (back < hold or onset.loss < rise)):
       return False
     rise_at = {"index": onset.index, "x": onset.x, "rho_before": window[-1].rho,
-               "left": w - back}
+               "left": self.constants.window - back}
     if not self._free:
       self._confirm(rise_at, events)
     elif not all(b.rho < a.rho for a, b in zip(window, window[1:])):  # NaN, or a rise
@@ -244,19 +252,13 @@ class OnlineDetector:
     and by now ln rho stands above its value before t by more than ``noise`` x its median
     per-sample move in phase B (Eq. (3): the effective-gradient term beat weight decay by
     more than phase B's own moves). Decided at t + ``hold``, as condition 2."""
-    w = self.constants.window
     samples = list(self._recent)
     t = len(samples) - 1 - back
-    if t < w + 1:
+    before = self._phase_b_before(t, samples)
+    if before is None:
       return False
-    onset, window = samples[t], samples[t - w:t]
-    top = max(s.level for s in window)
-    if onset.loss < top + math.log(self.constants.rise) or window[0].index <= self._last_peak or (
-        not all(map(self._converged, window))):
-      return False
-    changes = [b.level - a.level for a, b in zip(samples[t - w - 1:t - 1], window)]
-    trend = _median(changes)
-    noise = self.constants.noise * _median([abs(d - trend) for d in changes])
+    window, top, noise = before
+    onset, w = samples[t], self.constants.window
     moves = [abs(b.rho - a.rho) for a, b in zip(samples[t - w - 1:t - 1], window)]
     answer = max(s.rho for s in samples[t + 1:]) - window[-1].rho
     if not (onset.loss > top + max(math.log(self.constants.rise), noise)
