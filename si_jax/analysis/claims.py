@@ -160,15 +160,11 @@ def _last_layer(members: Sequence[Member], found: Found) -> bool:
   seeds = min(len(m.runs) for m in members)
   for seed, (a_small, a_large) in enumerate(zip(found[small.name][:seeds],
                                                 found[large.name][:seeds])):
-    floor = np.nanmin(small.runs[seed].series[_loss_key(small.runs[seed])])
-    others = [np.nanmin(m.runs[seed].series[_loss_key(m.runs[seed])]) for m in members[1:]]
+    floor = np.nanmin(phases.loss_series(small.runs[seed].series))
+    others = [np.nanmin(phases.loss_series(m.runs[seed].series)) for m in members[1:]]
     if len(a_small.onsets) >= 2 or not a_large.periodic or floor < 10 * max(others):
       return False
   return True
-
-
-def _loss_key(run) -> str:
-  return "train_loss" if "train_loss" in run.series else "loss"
 
 
 SMALL_LAST_LAYER = Claim(
@@ -252,7 +248,7 @@ def _elr_column(member: Member, found: list) -> str:
 
 
 def _min_loss_column(member: Member, found: list) -> str:
-  return ", ".join(f"{np.nanmin(r.series[_loss_key(r)]):.2g}" for r in member.runs)
+  return ", ".join(f"{np.nanmin(phases.loss_series(r.series)):.2g}" for r in member.runs)
 
 
 PRACTICAL = (("non_si", "Trainable non-SI parameters"), ("momentum", "Momentum 0.9"),
