@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import claims as claims_lib
 from si_jax.analysis import detector, phases
 
@@ -70,7 +71,7 @@ def export(family_dir: str, out_path: str) -> int:
     series, config = phases.load_series(path), phases.read_config(path) or {}
     planned = (config.get("train") or {}).get("epochs")
     if planned is not None and series["epoch"][-1] < planned and not os.path.exists(
-        os.path.join(path, "diverged.json")):
+        os.path.join(path, logs.DIVERGED_FILE)):
       continue  # still training
     name, seed = _member_name(m["name"])
     options = phases.detector_options(config)

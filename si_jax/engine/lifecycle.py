@@ -27,7 +27,7 @@ from si_jax.engine.workdir_lock import WorkdirLock
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-DIVERGED_FILE = "diverged.json"
+DIVERGED_FILE = logs.DIVERGED_FILE
 
 
 class ConfigMismatch(ValueError):

@@ -20,6 +20,7 @@ from si_jax.logs import tensorboard_log
 METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.bin"
 STEPS_JSONL_FILE = "steps.jsonl"  # the per-step logs of runs begun before steps.bin
+DIVERGED_FILE = "diverged.json"  # written when a run stops on a non-finite loss
 
 _RECORD_MARK = 0x1E
 _VERSION = 2  # what the writer writes; the reader reads 1 (no CRC) and 2
