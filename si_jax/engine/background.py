@@ -4,8 +4,8 @@ A failed orbax read (a damaged checkpoint) or write (a full disk) abandons concu
 reads and writes: tensorstore's threads then call into a closed event loop and the
 abandoned coroutines fail when collected, each printing a traceback of orbax's
 internals. ``collected()`` records them instead, only around the orbax calls (the
-previous hooks come back after it), and ``FAILURES`` holds them for the programs'
-closing warning.
+previous hooks come back after it; after a failed call, once the threads have been quiet
+for 0.3 s), and ``FAILURES`` holds them for the programs' closing warning.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 import traceback
 from typing import Iterator
 
@@ -50,5 +51,18 @@ def collected() -> Iterator[None]:
                                          u.exc_traceback)
   try:
     yield
+  except BaseException:
+    _settle()  # a failed write's threads still call back into orbax's closed event loop
+    raise
   finally:
     sys.excepthook, threading.excepthook, sys.unraisablehook = saved
+
+
+def _settle(quiet_s: float = 0.3, limit_s: float = 3.0) -> None:
+  """Waits (at most ``limit_s``) until no thread has failed for ``quiet_s`` seconds."""
+  start = seen_at = time.monotonic()
+  seen = len(FAILURES)
+  while time.monotonic() - seen_at < quiet_s and time.monotonic() - start < limit_s:
+    time.sleep(0.05)
+    if len(FAILURES) != seen:
+      seen, seen_at = len(FAILURES), time.monotonic()
