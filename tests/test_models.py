@@ -1,5 +1,6 @@
 """Model definitions: parameter counts, PyTorch-style init, SI groups, bad input."""
 
+import functools
 import math
 
 import flax.linen as nn
@@ -65,6 +66,22 @@ def test_initial_norms_follow_pytorch_uniform_init(name, width, shape):
     if w.size >= 2000:  # per-layer sampling error ~ sqrt(1.6 / size)
       assert abs(np.sum(w**2) / (w.shape[-1] / 3) - 1) < 0.1, path
   assert abs(total / expected_total - 1) < 0.03
+
+
+@pytest.mark.parametrize("name, norm, width, shape", [
+    ("convnet_si", "layer", 4, (8, 8, 1)), ("convnet_si", "weight", 4, (8, 8, 1)),
+    ("resnet18_si", "batch", 4, (8, 8, 1)), ("transformer", "layer", 16, (2,))])
+def test_init_compiles_faster_to_the_same_bits(name, norm, width, shape):
+  """init_variables' level-2 compile gives the default (level 3) compile's bits exactly
+  (level 0 would not: it moves the classifier bias by an ulp)."""
+  model = models.create_model(name, num_classes=10, width=width, norm=norm)
+  ours = models.init_variables(model, jax.random.key(5), shape, last_layer_norm=None)
+  init = jax.jit(functools.partial(model.init, train=False))
+  default = init(jax.random.key(5), jnp.zeros((1, *shape), jnp.float32))
+  leaves = jax.tree_util.tree_leaves_with_path(default["params"])
+  assert len(leaves) == len(jax.tree.leaves(ours["params"])) > 3
+  for (path, x), y in zip(leaves, jax.tree.leaves(ours["params"])):
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x), err_msg=jax.tree_util.keystr(path))
 
 
 def test_last_layer_rescaled_bias_not():
