@@ -539,6 +539,21 @@ MUTATIONS = [
         "outputs(invariance.scale_paths(params, tuple(paths), 1.0))",
         "tests/test_generic_groups.py -k group_changes",
         "the SI-group re-check rescales by 1: every group seems to hold"),
+    Mutation(
+        "orbax_threads_not_collected", "si_jax/engine/background.py",
+        "with contextlib.redirect_stderr(catcher):", "with contextlib.nullcontext():",
+        "tests/test_checkpoint.py -k fail_quietly",
+        "orbax's failing writer threads print their tracebacks next to the one error line"),
+    Mutation(
+        "late_thread_failures_not_awaited", "si_jax/engine/background.py",
+        "        _settle(catcher)\n", "        pass\n",
+        "tests/test_checkpoint.py -k fail_quietly",
+        "a failed save's threads, still failing after it, print their tracebacks"),
+    Mutation(
+        "init_compiled_at_level_0", "si_jax/models/__init__.py",
+        '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
+        "tests/test_models.py -k compiles_faster",
+        "the fast init compile moves the initial weights by an ulp (another run than pinned)"),
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).

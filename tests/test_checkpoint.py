@@ -12,6 +12,8 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 
 import jax
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 
 from si_jax import logs
-from si_jax.engine import checkpoint, kill_resume, train
+from si_jax.engine import background, checkpoint, kill_resume, train
 
 from helpers import tiny_config
 
@@ -259,3 +261,40 @@ def test_save_decision_is_orbaxs_policy(tmp_path, every, snapshots, due):
   ckpt = checkpoint.Checkpointer(str(tmp_path), 2, snapshots, every, final_epoch=10)
   assert [e for e in range(1, 11) if ckpt.due(e)] == due
   ckpt.close()
+
+
+class _DiesBadly:
+  def __del__(self):
+    raise RuntimeError("finalizer failed")
+
+
+def _late_failure():
+  time.sleep(0.1)
+  raise OSError(27, "File too large")
+
+
+def test_other_threads_and_finalizers_fail_quietly_around_orbax_calls(capsys, monkeypatch):
+  """What Python's default hooks print of a thread's or a finalizer's error inside
+  ``background.collected()`` becomes one line each in FAILURES; the main thread's text
+  still reaches stderr, and a thread failing 0.1 s after the body raised is still caught."""
+  monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)  # not pytest's
+  monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+  before = len(background.FAILURES)
+  with background.collected():
+    worker = threading.Thread(target=lambda: 1 / 0)
+    worker.start()
+    worker.join()
+    _DiesBadly()  # collected at once: its error is unraisable
+    print("the main thread's warning", file=sys.stderr)
+  late = threading.Thread(target=_late_failure)
+  with pytest.raises(ValueError, match="the body's own error"):
+    with background.collected():
+      late.start()
+      raise ValueError("the body's own error")
+  late.join()
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and "Exception" not in err, err
+  assert err == "the main thread's warning\n"
+  assert background.FAILURES[before:] == [
+      "ZeroDivisionError: division by zero", "RuntimeError: finalizer failed",
+      "OSError: [Errno 27] File too large"]
