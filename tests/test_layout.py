@@ -1,4 +1,4 @@
-"""The package's shape: concerns in sub-packages, imports one way, short functions.
+"""The package's shape: concerns in sub-packages, imports one way, short functions, short docs.
 
 Layers, from the bottom: core (the top-level modules, ``models``, ``data``, ``logs``),
 then ``engine`` and ``analysis``, then ``plots``, then ``programs``. A layer imports
@@ -101,3 +101,25 @@ def test_no_function_is_longer_than_sixty_lines():
         if lines > MAX_FUNCTION_LINES:
           long.append(f"{module}.{node.name}: {lines}")
   assert not long, long
+
+
+MAX_DOCSTRING_SHARE = 0.15  # docstrings are contracts; measurements live in docs/
+
+
+def _docstring_lines(tree: ast.Module) -> int:
+  count = 0
+  for node in ast.walk(tree):
+    if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and ast.get_docstring(node, clean=False) is not None):
+      count += node.body[0].end_lineno - node.body[0].lineno + 1
+  return count
+
+
+def test_docstrings_are_at_most_fifteen_percent_of_the_library():
+  assert _docstring_lines(ast.parse('"""a\n\nb"""\n\ndef f():\n  """c"""\n  return 1\n')) == 4
+  total = docs = 0
+  for path in _modules().values():
+    source = path.read_text()
+    total += len(source.splitlines())
+    docs += _docstring_lines(ast.parse(source))
+  assert 0 < docs / total <= MAX_DOCSTRING_SHARE, (docs, total)
