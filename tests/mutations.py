@@ -540,13 +540,18 @@ MUTATIONS = [
         "tests/test_generic_groups.py -k group_changes",
         "the SI-group re-check rescales by 1: every group seems to hold"),
     Mutation(
-        "orbax_threads_not_collected", "si_jax/engine/background.py",
-        "with contextlib.redirect_stderr(catcher):", "with contextlib.nullcontext():",
+        "pyerr_print_not_collected", "si_jax/engine/background.py",
+        "  sys.excepthook = excepthook\n", "",
         "tests/test_checkpoint.py -k fail_quietly",
-        "orbax's failing writer threads print their tracebacks next to the one error line"),
+        "tensorstore's C++ threads (PyErr_Print) print orbax's tracebacks next to the error line"),
+    Mutation(
+        "thread_errors_not_collected", "si_jax/engine/background.py",
+        "  threading.excepthook = lambda a:", "  _unused = lambda a:",
+        "tests/test_checkpoint.py -k fail_quietly",
+        "orbax's Python threads print their tracebacks next to the one error line"),
     Mutation(
         "late_thread_failures_not_awaited", "si_jax/engine/background.py",
-        "        _settle(catcher)\n", "        pass\n",
+        "    _settle()  # a failed write", "    pass  # a failed write",
         "tests/test_checkpoint.py -k fail_quietly",
         "a failed save's threads, still failing after it, print their tracebacks"),
     Mutation(

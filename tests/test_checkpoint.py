@@ -273,17 +273,30 @@ def _late_failure():
   raise OSError(27, "File too large")
 
 
-def test_other_threads_and_finalizers_fail_quietly_around_orbax_calls(capsys, monkeypatch):
-  """What Python's default hooks print of a thread's or a finalizer's error inside
-  ``background.collected()`` becomes one line each in FAILURES; the main thread's text
-  still reaches stderr, and a thread failing 0.1 s after the body raised is still caught."""
-  monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)  # not pytest's
-  monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+def _fails_with_the_others(barrier):
+  barrier.wait()
+  raise RuntimeError("Event loop is closed")
+
+
+def _reports_like_pyerr_print():
+  try:
+    raise ValueError("DATA_LOSS: a tensorstore callback failed")
+  except ValueError:
+    sys.excepthook(*sys.exc_info())  # what a C++ thread's PyErr_Print calls
+
+
+def test_other_threads_and_finalizers_fail_quietly_around_orbax_calls(capsys):
+  """Inside ``background.collected()`` the errors of other threads (threading's and
+  PyErr_Print's), of finalizers, of a thread failing 0.1 s after the body raised, and of
+  8 threads failing at once are recorded, one line each; the main thread's text still
+  reaches stderr; the hooks are the previous ones afterwards."""
+  hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
   before = len(background.FAILURES)
   with background.collected():
-    worker = threading.Thread(target=lambda: 1 / 0)
-    worker.start()
-    worker.join()
+    for target in (lambda: 1 / 0, _reports_like_pyerr_print):
+      worker = threading.Thread(target=target)
+      worker.start()
+      worker.join()
     _DiesBadly()  # collected at once: its error is unraisable
     print("the main thread's warning", file=sys.stderr)
   late = threading.Thread(target=_late_failure)
@@ -292,9 +305,18 @@ def test_other_threads_and_finalizers_fail_quietly_around_orbax_calls(capsys, mo
       late.start()
       raise ValueError("the body's own error")
   late.join()
+  barrier = threading.Barrier(8)
+  with background.collected():  # tensorstore's threads fail together
+    crowd = [threading.Thread(target=_fails_with_the_others, args=(barrier,)) for _ in range(8)]
+    for t in crowd:
+      t.start()
+    for t in crowd:
+      t.join()
+  assert (sys.excepthook, threading.excepthook, sys.unraisablehook) == hooks
   err = capsys.readouterr().err
-  assert "Traceback" not in err and "Exception" not in err, err
   assert err == "the main thread's warning\n"
-  assert background.FAILURES[before:] == [
-      "ZeroDivisionError: division by zero", "RuntimeError: finalizer failed",
-      "OSError: [Errno 27] File too large"]
+  failures = [f.split(": ", 1)[1] for f in background.FAILURES[before:]]
+  assert failures == [
+      "ZeroDivisionError: division by zero", "ValueError: DATA_LOSS: a tensorstore callback failed",
+      "RuntimeError: finalizer failed", "OSError: [Errno 27] File too large"] + [
+      "RuntimeError: Event loop is closed"] * 8

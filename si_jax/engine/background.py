@@ -2,118 +2,69 @@
 
 A failed orbax read (a damaged checkpoint) or write (a full disk) abandons concurrent
 reads and writes: tensorstore's threads then call into a closed event loop and the
-abandoned coroutines fail when collected, and Python's default hooks print a traceback
-of orbax's internals for each. ``collected()`` catches what is written to ``sys.stderr``
-around the orbax calls only (``contextlib.redirect_stderr``; no hook is replaced): each
-traceback becomes one line in ``FAILURES`` (for the programs' closing warning) and its
-text in ``TRACEBACKS``; any other text is written on to stderr afterwards.
+abandoned coroutines fail when collected, each printing a traceback of orbax's
+internals. ``collected()`` records them instead, only around the orbax calls (the
+previous hooks come back after it; after a failed call, once the threads have been quiet
+for 0.3 s), and ``FAILURES`` holds them for the programs' closing warning. The hooks
+are Python's extension points for exactly this: they receive the exception objects,
+where a capture of stderr's text cannot tell a many-line message from other output.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import sys
 import threading
 import time
+import traceback
 from typing import Iterator
 
 from si_jax import logs
 
 FAILURES: list[str] = []  # one line each
 TRACEBACKS: list[str] = []  # the same, in full
-_STARTS = ("Traceback (most recent call last)", "Exception ignored in", "Exception in thread")
-_CHAINED = ("The above exception was", "During handling of the above exception")
 
 
-class _Catcher(io.TextIOBase):
-  """A thread-safe text sink that counts its writes."""
-
-  def __init__(self):
-    super().__init__()
-    self._lock = threading.Lock()
-    self._parts: list[str] = []
-    self.writes = 0
-
-  def write(self, text: str) -> int:
-    with self._lock:
-      self._parts.append(text)
-      self.writes += 1
-    return len(text)
-
-  def text(self) -> str:
-    with self._lock:
-      return "".join(self._parts)
-
-
-def _split(text: str) -> tuple[list[str], str]:
-  """(the tracebacks in ``text``, the rest of it).
-
-  A traceback runs from a header line (``_STARTS``) through its indented frames to its
-  first unindented line after them (the exception); a chained one continues it.
-  """
-  blocks: list[list[str]] = []
-  rest: list[str] = []
-  state = None  # None: outside; "head": header lines; "frames": inside; "done": closed
-  for line in text.splitlines(keepends=True):
-    chained = line.startswith(_CHAINED)
-    if line.startswith(_STARTS) or chained:
-      if state in ("head", "done") and blocks and (chained or blocks[-1][-1].startswith(
-          _STARTS[1:] + _CHAINED) or not blocks[-1][-1].strip()):
-        blocks[-1].append(line)
-      else:
-        blocks.append([line])
-      state = "head"
-    elif state in ("head", "done") and not line.strip():
-      blocks[-1].append(line)
-    elif state in ("head", "frames") and line[:1].isspace():
-      blocks[-1].append(line)
-      state = "frames"
-    elif state == "frames":
-      blocks[-1].append(line)  # the exception's line
-      state = "done"
-    else:
-      rest.append(line)
-      state = None
-  return ["".join(b) for b in blocks], "".join(rest)
-
-
-def _record(catcher: _Catcher) -> None:
-  tracebacks, rest = _split(catcher.text())
-  for tb in tracebacks:
-    closing = [x for x in tb.splitlines() if x.strip() and not x[0].isspace()]
-    FAILURES.append(logs.one_line(closing[-1])[:300])
-    TRACEBACKS.append(tb)
-  if rest:
-    sys.stderr.write(rest)
+def _record(kind: type[BaseException], value: object, where: str, tb=None) -> None:
+  if not issubclass(kind, SystemExit):
+    FAILURES.append(f"{where}: {kind.__name__}: {logs.one_line(str(value))[:300]}")
+    TRACEBACKS.append(f"in {where}:\n" + "".join(traceback.format_exception(kind, value, tb)))
 
 
 @contextlib.contextmanager
 def collected() -> Iterator[None]:
-  """Catches the tracebacks other threads and finalizers print while the body runs.
+  """Records the errors of other threads and of finalizers while the body runs.
 
-  The main thread's own errors propagate as usual; after a failed body, waits (at most
-  3 s) until nothing has been printed for 0.3 s: a failed write's threads still call
-  back into orbax's closed event loop. Not reentrant: the engine calls orbax from the
-  main thread only.
+  The main thread's own errors propagate as usual. Not reentrant across threads: the
+  engine calls orbax from the main thread only.
   """
-  catcher = _Catcher()
+  saved = sys.excepthook, threading.excepthook, sys.unraisablehook
+  main = threading.main_thread()
+
+  def excepthook(kind, value, tb):  # tensorstore's threads report through PyErr_Print
+    if threading.current_thread() is main:
+      saved[0](kind, value, tb)
+    else:
+      _record(kind, value, f"thread {threading.current_thread().name}", tb)
+
+  sys.excepthook = excepthook
+  threading.excepthook = lambda a: _record(a.exc_type, a.exc_value, "a thread", a.exc_traceback)
+  sys.unraisablehook = lambda u: _record(u.exc_type, u.exc_value, u.err_msg or "a finalizer",
+                                         u.exc_traceback)
   try:
-    with contextlib.redirect_stderr(catcher):
-      try:
-        yield
-      except BaseException:
-        _settle(catcher)
-        raise
+    yield
+  except BaseException:
+    _settle()  # a failed write's threads still call back into orbax's closed event loop
+    raise
   finally:
-    _record(catcher)
+    sys.excepthook, threading.excepthook, sys.unraisablehook = saved
 
 
-def _settle(catcher: _Catcher, quiet_s: float = 0.3, limit_s: float = 3.0) -> None:
-  """Waits (at most ``limit_s``) until nothing has been written for ``quiet_s`` seconds."""
+def _settle(quiet_s: float = 0.3, limit_s: float = 3.0) -> None:
+  """Waits (at most ``limit_s``) until no thread has failed for ``quiet_s`` seconds."""
   start = seen_at = time.monotonic()
-  seen = catcher.writes
+  seen = len(FAILURES)
   while time.monotonic() - seen_at < quiet_s and time.monotonic() - start < limit_s:
     time.sleep(0.05)
-    if catcher.writes != seen:
-      seen, seen_at = catcher.writes, time.monotonic()
+    if len(FAILURES) != seen:
+      seen, seen_at = len(FAILURES), time.monotonic()
