@@ -254,7 +254,7 @@ def _train_members(config, workdir: str, configs: list, use_vmap: bool, progress
       try:
         train.train_and_evaluate(configs[i], dirs[i], progress=progress)
       except TrainingDiverged as e:  # the member is marked; the family goes on
-        lifecycle.write_atomically(os.path.join(dirs[i], lifecycle.DIVERGED_FILE),
+        lifecycle.write_atomically(os.path.join(dirs[i], logs.DIVERGED_FILE),
                                    json.dumps({"message": str(e)}))
         log.warning("member %r diverged (%s); the others go on", name, e)
   unfinished = [name for (name, _, _), d, c in zip(members, dirs, configs)

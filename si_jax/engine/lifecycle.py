@@ -27,7 +27,6 @@ from si_jax.engine.workdir_lock import WorkdirLock
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-DIVERGED_FILE = logs.DIVERGED_FILE
 
 
 class ConfigMismatch(ValueError):
@@ -75,7 +74,7 @@ def check_workdir_config(config, workdir: str, allow_config_change: bool) -> Non
 
 def diverged_message(workdir: str) -> str | None:
   """Why an earlier attempt marked ``workdir`` diverged (its ``diverged.json``), or None."""
-  path = os.path.join(workdir, DIVERGED_FILE)
+  path = os.path.join(workdir, logs.DIVERGED_FILE)
   try:
     with open(path) as f:
       message = json.load(f)["message"]
@@ -166,13 +165,13 @@ class Run:
   def mark_diverged(self, message: str) -> None:
     """Freezes a family member whose loss or weights became non-finite (why: ``diverged.json``)."""
     self.diverged = message
-    with open(os.path.join(self.workdir, DIVERGED_FILE), "w") as f:
+    with open(os.path.join(self.workdir, logs.DIVERGED_FILE), "w") as f:
       json.dump({"message": message}, f)
     log.warning("%s: diverged, frozen (%s)", self.workdir, message)
 
   def previously_diverged(self) -> bool:
     """Whether an earlier attempt marked this run diverged (a family skips it)."""
-    return os.path.exists(os.path.join(self.workdir, DIVERGED_FILE))
+    return os.path.exists(os.path.join(self.workdir, logs.DIVERGED_FILE))
 
   def final_record(self) -> dict[str, Any]:
     """The last epoch record ({'diverged': message} for a diverged run)."""
@@ -255,7 +254,7 @@ def check_run_paths(workdir: str, log_dir: str) -> None:
                        "run in another --workdir, or the family with its own program")
   _check_dir(os.path.join(workdir, CHECKPOINT_DIR), "checkpoint folder")
   _check_file(os.path.join(workdir, CONFIG_FILE), "run's config")
-  _check_file(os.path.join(workdir, DIVERGED_FILE), "divergence record")
+  _check_file(os.path.join(workdir, logs.DIVERGED_FILE), "divergence record")
   if log_dir != workdir:
     _check_dir(log_dir, "process's log folder")
   _check_file(os.path.join(log_dir, logs.METRICS_FILE), "per-epoch log")
