@@ -522,6 +522,13 @@ MUTATIONS = [
         "tests/test_run_reports.py -k regime_claims",
         "the sphere's regimes may step back as the ELR grows"),
     Mutation(
+        "regimes_trend_of_the_last_window_alone", "si_jax/analysis/regimes.py",
+        "  before = _tail_median(loss[:len(loss) - window], len(loss) - 2 * window)",
+        "  before = _tail_median(loss, len(loss) - window)",
+        "tests/test_regimes.py",
+        "a sphere run still converging, short of its floor, is called chaotic equilibrium "
+        "(its final window compared with itself)"),
+    Mutation(
         "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
         "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",
         "    if False and not os.path.exists(",

@@ -42,6 +42,20 @@ def test_a_low_loss_whose_gradient_does_not_vanish_is_not_convergence():
   assert regime.name == "chaotic equilibrium"
 
 
+def test_a_loss_still_falling_short_of_the_floor_is_convergence():
+  loss = 2.0 * np.exp(-EPOCHS / 100)  # 1.8 -> 0.74: no floor within the budget
+  egn = np.ones(100)
+  regime = regimes.classify(series(loss, egn), CHANCE)
+  # final quarter's median over the quarter before: exp(-25/100) = 0.78 <= 0.8
+  assert regime.name == "convergence" and "0.78 x" in regime.reason, regime.reason
+  assert regimes.classify(series(loss, egn), CHANCE, fall_factor=0.75).name == (
+      "chaotic equilibrium")
+  slower = 2.0 * np.exp(-EPOCHS / 200)  # 0.88 per window: a band drifting, not converging
+  assert regimes.classify(series(slower, egn), CHANCE).name == "chaotic equilibrium"
+  in_step = {**series(np.full(100, 1.0), egn), "loss": loss}  # the trend reads the epoch loss
+  assert regimes.classify(in_step, CHANCE).name == "convergence"
+
+
 @pytest.mark.parametrize("final", [CHANCE, 0.95 * CHANCE, np.nan, np.inf])
 def test_chance_level_or_non_finite_loss_is_divergence(final):
   loss = np.full(100, 0.5)
@@ -99,6 +113,10 @@ def test_the_cpu_family_sweeps_three_decades_of_elr_with_two_seeds_vmapped():
   assert {o["seed"] for o in members} == {0, 1}
   assert all(set(o) <= set(sweep.SWEEPABLE) for o in members)  # one vmapped program
   assert config.optim.sphere == "total" and config.optim.wd == 0.0
+  cifar = [o for _, _, o in experiment.member_overrides(module.get_config("cifar_cpu"))]
+  cifar_elrs = sorted({o["optim.lr"] for o in cifar})
+  assert len(cifar_elrs) >= 10 and {o["seed"] for o in cifar} == {0, 1}
+  assert math.log10(cifar_elrs[-1] / cifar_elrs[0]) == pytest.approx(3, abs=0.01)
 
 
 def test_the_regimes_figure_shades_each_elr_by_its_regime():

@@ -60,15 +60,29 @@ def _at_chance(series, start: int, reference_loss: float, final_loss: float,
   return ""
 
 
+def _still_falling(series, train_loss: np.ndarray, window: int) -> float:
+  """Median epoch loss of the last ``window`` epochs over that of the ``window`` before.
+
+  Reads the in-step ``loss`` (logged every epoch), else ``train_loss``; nan for a run
+  shorter than two windows."""
+  loss = np.asarray(series.get("loss", train_loss), np.float64)
+  if len(loss) < 2 * window:
+    return math.nan
+  before = _tail_median(loss[:len(loss) - window], len(loss) - 2 * window)
+  return _tail_median(loss, len(loss) - window) / before if before > 0 else math.nan
+
+
 def classify(series: dict[str, np.ndarray], reference_loss: float, *,
              window_fraction: float = 0.25, chance_factor: float = 1.5,
              chance_fraction: float = 0.9, floor_fraction: float = 0.02,
-             grad_fraction: float = 0.2) -> Regime:
+             grad_fraction: float = 0.2, fall_factor: float = 0.8) -> Regime:
   """The regime of one run from its per-epoch series' medians over the last ``window_fraction``.
 
   Divergence: a non-finite loss, or accuracy <= ``chance_factor`` / C (without accuracies:
   loss >= ``chance_fraction`` ln C); convergence: loss <= ``floor_fraction`` ln C and
-  effective gradient norm <= ``grad_fraction`` x its peak; else chaotic equilibrium.
+  effective gradient norm <= ``grad_fraction`` x its peak, or a loss still falling (the
+  epoch loss's median over the final window <= ``fall_factor`` x its median over the
+  window before: a run the budget stopped short of its floor); else chaotic equilibrium.
   ``reference_loss`` is ln C (``chance_loss``); ValueError for a missing or empty series."""
   if not reference_loss > 0:
     raise ValueError(f"reference_loss must be positive (ln C), got {reference_loss!r}")
@@ -94,6 +108,10 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
     return Regime("convergence", f"final train loss {final:.3g} <= {floor_fraction:g} x "
                   f"chance level and effective gradient norm {final_egn:.3g} = "
                   f"{ratio:.2g} x its peak")
+  falling = _still_falling(series, loss, len(loss) - start)
+  if falling <= fall_factor:
+    return Regime("convergence", f"loss still falling: the final window's median is "
+                  f"{falling:.2g} x the window's before (final train loss {final:.3g})")
   return Regime("chaotic equilibrium", f"final train loss in {band} (median {final:.3g}, "
                 f"chance {reference_loss:.3g}); effective gradient norm {final_egn:.3g} = "
                 f"{ratio:.2g} x its peak")
