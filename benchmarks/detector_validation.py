@@ -1,6 +1,7 @@
 """Validates si_jax.analysis.detector: synthetic runs with planted onsets, the recorded runs.
 
   python -m benchmarks.detector_validation [--seeds 4] [--write docs/detector.md]
+  python -m benchmarks.detector_validation --unseen RUN [RUN ...] [--write docs/detector.md]
 
 Prints (and with --write puts between the markers of docs/detector.md) the precision
 and recall within +-2 samples per condition over ``synthetic.grid``, the onsets found
@@ -159,11 +160,45 @@ def sensitivity_table() -> list[str]:
   return lines
 
 
+def unseen_table(workdirs: list[str], every: int = 5) -> list[str]:
+  """Trained runs of configurations the detector was never designed on: the onsets of the
+  offline analysis, the onsets the training loop confirmed live (``onset_confirmed``), the
+  prefixes (every ``every``-th sample) whose onsets older than W differ, the norm's answer."""
+  from si_jax.analysis import phases
+  w = detector.Constants().window
+  lines = ["| run | samples | mode | onsets (offline) | live = offline | prefixes differing "
+           "| norm up after (samples) |", "| --- | ---: | --- | --- | --- | ---: | --- |"]
+  for workdir in workdirs:
+    series = phases.load_series(workdir)
+    whole = phases.analyze_run(workdir, series=series)
+    live = [int(v) for v in series.get("onset_confirmed", []) if np.isfinite(v)]
+    n, bad = len(series["epoch"]), 0
+    for m in range(every, n, every):
+      got = phases.analyze_run(workdir, series={k: v[:m] for k, v in series.items()}).onsets
+      bad += [o for o in got if o < m - w] != [o for o in whole.onsets if o < m - w]
+    epochs = [int(x) for x in whole.destabilizations]
+    fixed = phases.detector_options(phases.read_config(workdir) or {})["norm"] == "fixed"
+    lags = ", ".join(norm_lags(series["weight_norm"], whole.onsets, w)) or "-"
+    name = "/".join(pathlib.Path(workdir).resolve().parts[-2:])
+    lines.append(f"| {name} | {n} | {'loss only' if fixed else 'loss and norm'} | {_xs(epochs)} | "
+                 f"{'yes' if live == epochs else f'no (live {_xs(live)})'} | {bad} of "
+                 f"{len(range(every, n, every))} | {lags} |")
+  return lines
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", type=int, default=4, help="seeds per synthetic cell")
   parser.add_argument("--write", help="markdown file whose validation block to replace")
+  parser.add_argument("--unseen", nargs="+", metavar="RUN",
+                      help="only the table of these trained runs (block 'unseen' with --write)")
   args = parser.parse_args()
+  if args.unseen:
+    text = "\n".join(unseen_table(args.unseen))
+    print(text)
+    if args.write:
+      logs.replace_doc_block(args.write, "unseen", text)
+    return
   lines = validation_table(*evaluate(args.seeds), args.seeds)
   lines += ["", "Recorded runs (tests/data, reference loss ln 10):", ""] + comparison_table()
   lines += ["", "Prefix invariance (prefixes at every 5th sample):", ""] + prefix_table()
