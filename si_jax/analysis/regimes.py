@@ -60,12 +60,10 @@ def _at_chance(series, start: int, reference_loss: float, final_loss: float,
   return ""
 
 
-def _still_falling(series, train_loss: np.ndarray, window: int) -> float:
-  """Median epoch loss of the last ``window`` epochs over that of the ``window`` before.
+def _still_falling(loss: np.ndarray, window: int) -> float:
+  """Median of the last ``window`` values of ``loss`` over that of the ``window`` before.
 
-  Reads the in-step ``loss`` (logged every epoch), else ``train_loss``; nan for a run
-  shorter than two windows."""
-  loss = np.asarray(series.get("loss", train_loss), np.float64)
+  NaN (unlogged) values are skipped; nan for a series shorter than two windows."""
   if len(loss) < 2 * window:
     return math.nan
   before = _tail_median(loss[:len(loss) - window], len(loss) - 2 * window)
@@ -80,9 +78,9 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
 
   Divergence: a non-finite loss, or accuracy <= ``chance_factor`` / C (without accuracies:
   loss >= ``chance_fraction`` ln C); convergence: loss <= ``floor_fraction`` ln C and
-  effective gradient norm <= ``grad_fraction`` x its peak, or a loss still falling (the
-  epoch loss's median over the final window <= ``fall_factor`` x its median over the
-  window before: a run the budget stopped short of its floor); else chaotic equilibrium.
+  effective gradient norm <= ``grad_fraction`` x its peak, or a loss still falling (its
+  median over the final window <= ``fall_factor`` x its median over the window before: a
+  run the budget stopped short of its floor); else chaotic equilibrium.
   ``reference_loss`` is ln C (``chance_loss``); ValueError for a missing or empty series."""
   if not reference_loss > 0:
     raise ValueError(f"reference_loss must be positive (ln C), got {reference_loss!r}")
@@ -108,7 +106,7 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
     return Regime("convergence", f"final train loss {final:.3g} <= {floor_fraction:g} x "
                   f"chance level and effective gradient norm {final_egn:.3g} = "
                   f"{ratio:.2g} x its peak")
-  falling = _still_falling(series, loss, len(loss) - start)
+  falling = _still_falling(loss, len(loss) - start)
   if falling <= fall_factor:
     return Regime("convergence", f"loss still falling: the final window's median is "
                   f"{falling:.2g} x the window's before (final train loss {final:.3g})")
