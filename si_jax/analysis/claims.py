@@ -279,4 +279,10 @@ FAMILIES = {
         "(`configs/three_regimes.py:cpu`).", (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
         columns=(("regime per seed", _regime_column),),
         keep=("train_accuracy", "effective_grad_norm", "train_effective_grad_norm")),
+    "three_regimes_cifar_cpu": Family(
+        "Trained on the sphere at 10 fixed ELRs, seeds 0 and 1, no weight decay, on 512 "
+        "CIFAR-10-proxy images (`configs/three_regimes.py:cifar_cpu`).",
+        (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
+        columns=(("regime per seed", _regime_column),),
+        keep=("train_accuracy", "effective_grad_norm", "train_effective_grad_norm")),
 }
