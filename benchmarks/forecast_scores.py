@@ -1,6 +1,7 @@
 """Scores si_jax.analysis.forecast on the design runs and on runs held out while designing.
 
   python -m benchmarks.forecast_scores [RUN_DIR ...] [--write docs/forecast.md]
+  python -m benchmarks.forecast_scores --unseen RUN_DIR [...] [--write docs/forecast.md]
 
 The method (Eq. (3) projection to the run's critical effective LR, log-normal levels with
 a prior spread of 0.5, 80% intervals) was fixed on the two DESIGN runs of tests/data;
@@ -79,7 +80,15 @@ def main():
   parser.add_argument("--fresh", nargs="*", default=[],
                       help="runs trained after the method's last revision: their own table")
   parser.add_argument("--write", help="markdown file whose scores block to replace")
+  parser.add_argument("--unseen", nargs="+", metavar="RUN", help="only the table of runs of "
+                      "configurations never scored before (block 'unseen' with --write)")
   args = parser.parse_args()
+  if args.unseen:
+    text = "\n".join(table("Runs of configurations never seen", _workdir_scores(args.unseen)))
+    print(text)
+    if args.write:
+      logs.replace_doc_block(args.write, "unseen", text)
+    return
   design = [(n, recorded_scores(n)) for n in DESIGN]
   held = [(n, recorded_scores(n)) for n in HELD_OUT] + _workdir_scores(args.runs)
   lines = table("Design runs (tests/data)", design) + table("Held-out runs", held)
