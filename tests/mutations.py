@@ -522,12 +522,24 @@ MUTATIONS = [
         "tests/test_run_reports.py -k regime_claims",
         "the sphere's regimes may step back as the ELR grows"),
     Mutation(
-        "regimes_trend_of_the_last_window_alone", "si_jax/analysis/regimes.py",
-        "  before = _tail_median(loss[:len(loss) - window], len(loss) - 2 * window)",
-        "  before = _tail_median(loss, len(loss) - window)",
+        "regimes_one_fall_suffices", "si_jax/analysis/regimes.py",
+        "  return max(medians[1] / medians[0], medians[2] / medians[1])",
+        "  return medians[2] / medians[1]",
         "tests/test_regimes.py",
-        "a sphere run still converging, short of its floor, is called chaotic equilibrium "
-        "(its final window compared with itself)"),
+        "a chaotic band that dropped once, a quarter before the end, is called convergence"),
+    Mutation(
+        "regimes_rise_at_the_end_ignored", "si_jax/analysis/regimes.py",
+        "  if not len(last) or not np.max(last) <= medians[1] or not min(medians) > 0:",
+        "  if not len(last) or not min(medians) > 0:",
+        "tests/test_regimes.py",
+        "a sphere run whose loss climbs back in its last epochs is called convergence"),
+    Mutation(
+        "regimes_diverged_member_classified", "si_jax/analysis/regimes.py",
+        "  if diverged:\n    return",
+        "  if False:\n    return",
+        "tests/test_regimes.py",
+        "a sphere member that stopped on a non-finite loss is classified from its finite "
+        "prefix (convergence if it was still falling)"),
     Mutation(
         "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
         "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",

@@ -43,10 +43,10 @@ def test_a_low_loss_whose_gradient_does_not_vanish_is_not_convergence():
 
 
 def test_a_loss_still_falling_short_of_the_floor_is_convergence():
-  loss = 2.0 * np.exp(-EPOCHS / 100)  # 1.8 -> 0.74: no floor within the budget
+  loss = 2.0 * np.exp(-EPOCHS / 100)  # 1.98 -> 0.74: no floor within the budget
   egn = np.ones(100)
   regime = regimes.classify(series(loss, egn), CHANCE)
-  # final quarter's median over the quarter before: exp(-25/100) = 0.78 <= 0.8
+  # each quarter's median over the quarter before: exp(-25/100) = 0.78 <= 0.8
   assert regime.name == "convergence" and "0.78 x" in regime.reason, regime.reason
   assert regimes.classify(series(loss, egn), CHANCE, fall_factor=0.75).name == (
       "chaotic equilibrium")
@@ -54,6 +54,36 @@ def test_a_loss_still_falling_short_of_the_floor_is_convergence():
   assert regimes.classify(series(slower, egn), CHANCE).name == "chaotic equilibrium"
   in_step = {**series(np.full(100, 1.0), egn), "loss": loss}  # train_loss first, as the level
   assert regimes.classify(in_step, CHANCE).name == "chaotic equilibrium"
+
+
+@pytest.mark.parametrize("case", ["rise_at_the_end", "fall_only_once", "above_chance_loss",
+                                  "at_chance_accuracy"])
+def test_a_fall_is_not_convergence_when_the_run_is_not_converging(case):
+  loss = 2.0 * np.exp(-EPOCHS / 50)
+  extra = {}
+  if case == "rise_at_the_end":
+    loss[-3:] = 1.0  # the last quarter's median still falls 0.61 x, its end does not
+  elif case == "fall_only_once":  # a band, then one drop a quarter before the end
+    loss = np.where(EPOCHS <= 75, 1.5, 0.9) * (1 + 0.01 * np.sin(EPOCHS))
+  elif case == "above_chance_loss":
+    loss = 10 * loss  # falls, but at 3.5-4.6 > ln 10: confident wrong answers
+    extra = {"train_accuracy": np.full(100, 0.2)}
+  else:
+    extra = {"train_accuracy": np.full(100, 0.1)}
+  regime = regimes.classify({**series(loss, np.ones(100)), **extra}, CHANCE)
+  assert regime.name == ("divergence" if case == "at_chance_accuracy"
+                         else "chaotic equilibrium"), regime.reason
+  assert regimes.classify(series(2.0 * np.exp(-EPOCHS / 50), np.ones(100)), CHANCE).name == (
+      "convergence")
+
+
+def test_a_member_that_stopped_on_a_non_finite_value_is_divergence():
+  config = tiny_config(**{"optim.sphere": "total", "optim.wd": 0.0})
+  falling = series(2.0 * np.exp(-EPOCHS / 50), np.ones(100))
+  assert regimes.summary_fields(falling, config)["regime"] == "convergence"
+  fields = regimes.summary_fields(falling, config, "non-finite loss at epoch 101")
+  assert fields == {"regime": "divergence",
+                    "regime_reason": "the run stopped: non-finite loss at epoch 101"}
 
 
 @pytest.mark.parametrize("final", [CHANCE, 0.95 * CHANCE, np.nan, np.inf])

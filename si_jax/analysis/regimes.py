@@ -61,13 +61,20 @@ def _at_chance(series, start: int, reference_loss: float, final_loss: float,
 
 
 def _still_falling(loss: np.ndarray, window: int) -> float:
-  """Median of the last ``window`` values of ``loss`` over that of the ``window`` before.
+  """The larger fall ratio of the last two ``window``-sample windows' medians of ``loss``.
 
-  NaN (unlogged) values are skipped; nan for a series shorter than two windows."""
-  if len(loss) < 2 * window:
+  Each ratio is a window's median over the median of the window before it; NaN
+  (unlogged) values are skipped. nan for fewer than three windows; inf when the last
+  window's highest value stands above the median of the one before (a climb back)."""
+  n = len(loss)
+  if n < 3 * window:
     return math.nan
-  before = _tail_median(loss[:len(loss) - window], len(loss) - 2 * window)
-  return _tail_median(loss, len(loss) - window) / before if before > 0 else math.nan
+  medians = [_tail_median(loss[:n - k * window], n - (k + 1) * window) for k in (2, 1, 0)]
+  last = loss[n - window:]
+  last = last[~np.isnan(last)]
+  if not len(last) or not np.max(last) <= medians[1] or not min(medians) > 0:
+    return math.inf
+  return max(medians[1] / medians[0], medians[2] / medians[1])
 
 
 def classify(series: dict[str, np.ndarray], reference_loss: float, *,
@@ -78,9 +85,11 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
 
   Divergence: a non-finite loss, or accuracy <= ``chance_factor`` / C (without accuracies:
   loss >= ``chance_fraction`` ln C); convergence: loss <= ``floor_fraction`` ln C and
-  effective gradient norm <= ``grad_fraction`` x its peak, or a loss still falling (its
-  median over the final window <= ``fall_factor`` x its median over the window before: a
-  run the budget stopped short of its floor); else chaotic equilibrium.
+  effective gradient norm <= ``grad_fraction`` x its peak, or a loss below ln C still
+  falling (its median over each of the last two windows <= ``fall_factor`` x the window's
+  before, and no value of the last window above the median of the one before: a run the
+  budget stopped short of its floor); else chaotic equilibrium. A run that stopped on a
+  non-finite value is divergence (``summary_fields``'s ``diverged``).
   ``reference_loss`` is ln C (``chance_loss``); ValueError for a missing or empty series."""
   if not reference_loss > 0:
     raise ValueError(f"reference_loss must be positive (ln C), got {reference_loss!r}")
@@ -107,18 +116,23 @@ def classify(series: dict[str, np.ndarray], reference_loss: float, *,
                   f"chance level and effective gradient norm {final_egn:.3g} = "
                   f"{ratio:.2g} x its peak")
   falling = _still_falling(loss, len(loss) - start)
-  if falling <= fall_factor:
-    return Regime("convergence", f"loss still falling: the final window's median is "
-                  f"{falling:.2g} x the window's before (final train loss {final:.3g})")
+  if falling <= fall_factor and final < reference_loss:
+    return Regime("convergence", f"loss still falling: each of the last two windows' median "
+                  f"at most {falling:.2g} x the window's before (final train loss {final:.3g})")
   return Regime("chaotic equilibrium", f"final train loss in {band} (median {final:.3g}, "
                 f"chance {reference_loss:.3g}); effective gradient norm {final_egn:.3g} = "
                 f"{ratio:.2g} x its peak")
 
 
-def summary_fields(series: dict[str, np.ndarray], config) -> dict[str, str]:
-  """{'regime', 'regime_reason'} of a run of ``config`` on the sphere, else {}."""
+def summary_fields(series: dict[str, np.ndarray], config, diverged: str | None = None,
+                   ) -> dict[str, str]:
+  """{'regime', 'regime_reason'} of a run of ``config`` on the sphere, else {}.
+
+  ``diverged``: the run's diverged message (it stopped on a non-finite value), if any."""
   if config.optim.get("sphere", "off") == "off":
     return {}
+  if diverged:
+    return {"regime": "divergence", "regime_reason": f"the run stopped: {diverged}"}
   regime = classify(series, chance_loss(config.data.name))
   return {"regime": regime.name, "regime_reason": regime.reason}
 

@@ -332,9 +332,11 @@ def summarize(config: ml_collections.ConfigDict, workdir: str,
     analysis = phases.analyze_run(run_dir, series=series, **analysis_kwargs)
     final = {k: float(series[k][-1]) for k in ("train_loss", "test_error") if k in series}
     epochs = int(series["epoch"][-1])
-    finished = epochs >= planned or lifecycle.diverged_message(run_dir) is not None
+    diverged = lifecycle.diverged_message(run_dir)
+    finished = epochs >= planned or diverged is not None
     out["members"].append({**head, "epochs": epochs, "finished": finished, "final": final,
-                           **analysis.summary(), **regimes.summary_fields(series, member_cfg),
+                           **analysis.summary(),
+                           **regimes.summary_fields(series, member_cfg, diverged),
                            "forecast": forecast.summary(forecast.score_workdir(run_dir))})
   if config.experiment.get("seeds", 1) > 1:
     out["seeds"] = seed_spread(config, out["members"])
