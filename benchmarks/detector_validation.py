@@ -166,22 +166,27 @@ def unseen_table(workdirs: list[str], every: int = 5) -> list[str]:
   prefixes (every ``every``-th sample) whose onsets older than W differ, the norm's answer."""
   from si_jax.analysis import phases
   w = detector.Constants().window
-  lines = ["| run | samples | mode | onsets (offline) | live = offline | prefixes differing "
-           "| norm up after (samples) |", "| --- | ---: | --- | --- | --- | ---: | --- |"]
+  lines = ["| run | samples | norm (config) | onsets (offline) | live = offline "
+           "| prefixes differing | norm up after (samples) |",
+           "| --- | ---: | --- | --- | --- | ---: | --- |"]
   for workdir in workdirs:
     series = phases.load_series(workdir)
     whole = phases.analyze_run(workdir, series=series)
-    live = [int(v) for v in series.get("onset_confirmed", []) if np.isfinite(v)]
+    live = ([int(v) for v in series.get("onset_confirmed", []) if np.isfinite(v)]
+            if "destabilizations" in series else None)  # None: the loop did not run it
     n, bad = len(series["epoch"]), 0
     for m in range(every, n, every):
       got = phases.analyze_run(workdir, series={k: v[:m] for k, v in series.items()}).onsets
       bad += [o for o in got if o < m - w] != [o for o in whole.onsets if o < m - w]
     epochs = [int(x) for x in whole.destabilizations]
     fixed = phases.detector_options(phases.read_config(workdir) or {})["norm"] == "fixed"
-    lags = ", ".join(norm_lags(series["weight_norm"], whole.onsets, w)) or "-"
+    rho = series.get("weight_norm")
+    lags = ", ".join(norm_lags(rho, whole.onsets, w)) if rho is not None else "not logged"
     name = "/".join(pathlib.Path(workdir).resolve().parts[-2:])
-    lines.append(f"| {name} | {n} | {'loss only' if fixed else 'loss and norm'} | {_xs(epochs)} | "
-                 f"{'yes' if live == epochs else f'no (live {_xs(live)})'} | {bad} of "
+    agree = ("not run" if live is None else "yes" if live == epochs
+             else f"no (live {_xs(live)})")
+    mode = "fixed" if fixed else "free"
+    lines.append(f"| {name} | {n} | {mode} | {_xs(epochs)} | {agree} | {bad} of "
                  f"{len(range(every, n, every))} | {lags} |")
   return lines
 
