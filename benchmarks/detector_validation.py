@@ -181,7 +181,7 @@ def unseen_table(workdirs: list[str], every: int = 5) -> list[str]:
     epochs = [int(x) for x in whole.destabilizations]
     fixed = phases.detector_options(phases.read_config(workdir) or {})["norm"] == "fixed"
     rho = series.get("weight_norm")
-    lags = ", ".join(norm_lags(rho, whole.onsets, w)) if rho is not None else "not logged"
+    lags = (", ".join(norm_lags(rho, whole.onsets, w)) or "-") if rho is not None else "not logged"
     name = "/".join(pathlib.Path(workdir).resolve().parts[-2:])
     agree = ("not run" if live is None else "yes" if live == epochs
              else f"no (live {_xs(live)})")
