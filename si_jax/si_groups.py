@@ -259,8 +259,12 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
             and np.any(leaves[j])]
   generic = [j for j in beside if not degenerate[j]]
   if generic:
-    return float(np.sqrt(np.mean(np.concatenate(
+    rms = float(np.sqrt(np.mean(np.concatenate(
         [np.ravel(leaves[j]).astype(np.float64) ** 2 for j in generic]))))
+    size = leaves[i].size
+    fan_in = [leaves[j].size // size for j in generic
+              if leaves[j].ndim >= 2 and leaves[j].shape[-1] == size]
+    return rms * float(np.sqrt(max(fan_in))) if fan_in else rms  # a bias: the output's scale
   return float(np.abs(leaves[beside[0]].flat[0])) if beside else 1.0
 
 

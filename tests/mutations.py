@@ -541,6 +541,13 @@ MUTATIONS = [
         "a sphere member that stopped on a non-finite loss is classified from its finite "
         "prefix (convergence if it was still falling)"),
     Mutation(
+        "generic_bias_without_fan_in", "si_jax/si_groups.py",
+        "    return rms * float(np.sqrt(max(fan_in))) if fan_in else rms",
+        "    return rms",
+        "tests/test_generic_groups.py",
+        "a zero bias behind a wide kernel moves by the kernel's RMS only: too little to break "
+        "a group that holds only while the bias is zero (GroupNorm after a 64-channel conv)"),
+    Mutation(
         "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
         "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",
         "    if False and not os.path.exists(",

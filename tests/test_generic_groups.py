@@ -9,9 +9,11 @@ point where no tensor is zero or constant (``generic=False`` there: nothing to m
 """
 
 import types
+import warnings
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -155,11 +157,12 @@ def test_generic_point_moves_only_degenerate_tensors_by_their_natural_scale():
   np.testing.assert_array_equal(moved["dense"]["kernel"], params["dense"]["kernel"])
   assert moved["gain"] == 2.0  # a scalar is never constant
   # in path order, from the seed's generator: dense/bias, norm/bias (zero: 0.5 s N(0, 1)
-  # with s the RMS of the kernel beside it, sqrt((9 * 0.5^2 + 3 * 1.5^2) / 12), or the
-  # norm's scale 1), then norm/scale (constant v: v (1 + 0.5 U(-1, 1)))
+  # with s the scale of the kernel's output for unit inputs, its RMS
+  # sqrt((9 * 0.5^2 + 3 * 1.5^2) / 12) x sqrt(fan-in 3), or the norm's scale 1), then
+  # norm/scale (constant v: v (1 + 0.5 U(-1, 1)))
   rng = np.random.default_rng([3, 1])
-  np.testing.assert_allclose(moved["dense"]["bias"], 0.5 * np.sqrt(0.75) * rng.standard_normal(4),
-                             rtol=1e-6)
+  np.testing.assert_allclose(moved["dense"]["bias"],
+                             0.5 * np.sqrt(0.75 * 3) * rng.standard_normal(4), rtol=1e-6)
   np.testing.assert_allclose(moved["norm"]["bias"], 0.5 * rng.standard_normal(4), rtol=1e-6)
   np.testing.assert_allclose(moved["norm"]["scale"], 1 + 0.5 * rng.uniform(-1, 1, 4), rtol=1e-6)
   again, _ = si_groups.generic_point(params, seed=3)
@@ -185,3 +188,33 @@ def test_a_broken_group_is_warned_of_once_per_run(capsys):
   err = capsys.readouterr().err
   assert err.count("SI group 'head' no longer holds at epoch 3") == 1 and "conv" not in err
   assert "5.00e-01 > train.check_groups_rtol=0.001" in err and run.broken_groups == {"head"}
+
+
+class WideGroupNormCNN(nn.Module):
+  """conv(64 -> 4) -> GroupNorm(2) -> relu -> conv -> GroupNorm -> relu -> mean -> Dense."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.GroupNorm(num_groups=2, name="gn_0")(nn.Conv(4, (3, 3), name="conv_0")(x)))
+    x = nn.relu(nn.GroupNorm(num_groups=2, name="gn_1")(nn.Conv(4, (3, 3), name="conv_1")(x)))
+    return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_a_zero_bias_behind_a_wide_kernel_is_moved_far_enough_to_break_kernel_alone():
+  """A bias moved by its kernel's RMS alone (not x sqrt(fan-in 576)) barely moved this
+  layer's output: {conv_0/kernel} passed as a group (1.2e-3 relative change from rescaling
+  it at a random point) and the true {kernel, bias} was missed."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 6, 6, 64)), jnp.float32)
+  model = WideGroupNormCNN()
+  params = model.init(jax.random.key(0), x)["params"]
+  fn = lambda p, x: model.apply({"params": p}, x)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    found = si_groups.find_si_groups(fn, params, x)
+  as_sets = {frozenset("/".join(p) for p in v) for v in found.values()}
+  assert frozenset({"conv_0/kernel", "conv_0/bias"}) in as_sets, as_sets
+  assert frozenset({"conv_0/kernel"}) not in as_sets
+  rng = np.random.default_rng(7)
+  moved = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(a.dtype), params)
+  residuals = si_groups.verify_si_groups(fn, moved, found, x, rtol=1e-3)
+  assert max(residuals.values()) < 1e-5, residuals
