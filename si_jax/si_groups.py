@@ -337,8 +337,9 @@ def check_in_params(si_groups: Mapping[str, Sequence[ParamPath]], params,
     for p in (tuple(str(k) for k in p) for p in paths):
       if p in known_set:
         continue
-      close = difflib.get_close_matches("/".join(p), ["/".join(q) for q in known], n=3,
-                                        cutoff=0.5)
+      joined = {"/".join(q): q for q in known}
+      close = [repr(joined[c]) if any("/" in k for k in joined[c]) else c  # a key with '/'
+               for c in difflib.get_close_matches("/".join(p), list(joined), n=3, cutoff=0.5)]
       pieces = p if len(p) > 1 else chars  # a path, or the whole group, split up
       hint = (f"; it looks like the string {''.join(pieces)!r} split into characters: pass "
               "each path as a tuple of path components" if len(pieces) > 1 and

@@ -4,6 +4,7 @@ groups are sought, malformed or zero-floored series for the phase detector, logs
 nothing finite to draw, and a run too short to tell converged from not."""
 
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +67,15 @@ def test_misspelt_group_path_is_named_with_the_closest():
                                        r"is not in the params \(closest: dense/kernel"):
     optim.make_optimizer(PARAMS, groups)
   optim.make_optimizer(PARAMS, ParamGroups({"dense": KERNEL}))  # spelt right: fine
+
+
+def test_a_key_holding_a_slash_is_suggested_as_its_tuple():
+  """flax's WeightNorm keeps its scale under ('wn_0', 'dense_0/kernel/scale'): a path split
+  at every '/' must be answered with the real tuple, not a string that reads like it."""
+  params = {"wn_0": {"dense_0/kernel/scale": np.ones(4, np.float32)}}
+  with pytest.raises(ValueError, match=re.escape(
+      "closest: ('wn_0', 'dense_0/kernel/scale')")):
+    si_groups.check_in_params({"g": (("wn_0", "dense_0", "kernel", "scale"),)}, params)
 
 
 # 3. empty groups and no groups
