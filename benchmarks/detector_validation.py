@@ -137,15 +137,21 @@ def prefix_table(every: int = 5) -> list[str]:
   w = detector.Constants().window
   lines = ["| run | prefixes | differing |", "| --- | ---: | ---: |"]
   for name, s in recorded():
-    n = len(s["weight_norm"])
-    whole = detector.detect(s, reference=float(np.log(10))).onsets
-    bad = 0
-    for m in range(every, n, every):
-      prefix = {k: v[:m] for k, v in s.items()}
-      got = detector.detect(prefix, reference=float(np.log(10))).onsets
-      bad += [o for o in got if o < m - w] != [o for o in whole if o < m - w]
-    lines.append(f"| {name} | {len(range(every, n, every))} | {bad} |")
+    onsets = lambda series: detector.detect(series, reference=float(np.log(10))).onsets
+    bad, count = prefixes_differing(s, onsets, every, w)
+    lines.append(f"| {name} | {count} | {bad} |")
   return lines
+
+
+def prefixes_differing(series: dict, onsets, every: int, window: int) -> tuple[int, int]:
+  """(prefixes whose ``onsets`` older than ``window`` samples differ from the whole run's,
+  prefixes tried): prefixes of every ``every``-th length."""
+  n = len(next(iter(series.values())))
+  whole, bad = onsets(series), 0
+  for m in range(every, n, every):
+    got = onsets({k: v[:m] for k, v in series.items()})
+    bad += [o for o in got if o < m - window] != [o for o in whole if o < m - window]
+  return bad, len(range(every, n, every))
 
 
 def sensitivity_table() -> list[str]:
@@ -174,10 +180,9 @@ def unseen_table(workdirs: list[str], every: int = 5) -> list[str]:
     whole = phases.analyze_run(workdir, series=series)
     live = ([int(v) for v in series.get("onset_confirmed", []) if np.isfinite(v)]
             if "destabilizations" in series else None)  # None: the loop did not run it
-    n, bad = len(series["epoch"]), 0
-    for m in range(every, n, every):
-      got = phases.analyze_run(workdir, series={k: v[:m] for k, v in series.items()}).onsets
-      bad += [o for o in got if o < m - w] != [o for o in whole.onsets if o < m - w]
+    n = len(series["epoch"])
+    bad, count = prefixes_differing(
+        series, lambda s, d=workdir: phases.analyze_run(d, series=s).onsets, every, w)
     epochs = [int(x) for x in whole.destabilizations]
     fixed = phases.detector_options(phases.read_config(workdir) or {})["norm"] == "fixed"
     rho = series.get("weight_norm")
@@ -186,8 +191,8 @@ def unseen_table(workdirs: list[str], every: int = 5) -> list[str]:
     agree = ("not run" if live is None else "yes" if live == epochs
              else f"no (live {_xs(live)})")
     mode = "fixed" if fixed else "free"
-    lines.append(f"| {name} | {n} | {mode} | {_xs(epochs)} | {agree} | {bad} of "
-                 f"{len(range(every, n, every))} | {lags} |")
+    lines.append(f"| {name} | {n} | {mode} | {_xs(epochs)} | {agree} | {bad} of {count} "
+                 f"| {lags} |")
   return lines
 
 

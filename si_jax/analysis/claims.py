@@ -251,6 +251,13 @@ def _min_loss_column(member: Member, found: list) -> str:
   return ", ".join(f"{np.nanmin(phases.loss_series(r.series)):.2g}" for r in member.runs)
 
 
+def _sphere_family(description: str) -> Family:
+  """A sphere family: the two regime claims over the ELR, each seed's regimes shown."""
+  return Family(description, (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
+                columns=(("regime per seed", _regime_column),),
+                keep=("train_accuracy", "effective_grad_norm", "train_effective_grad_norm"))
+
+
 PRACTICAL = (("non_si", "Trainable non-SI parameters"), ("momentum", "Momentum 0.9"),
              ("augment", "Augmentation"), ("all", "All three together"),
              ("layer_norm", "Layer norm"), ("instance_norm", "Instance norm"), ("adam", "Adam"))
@@ -274,15 +281,10 @@ FAMILIES = {
     "gd": Family("Full-batch GD on 512 digits, per step, and the fixed-norm members "
                  "(`experiments/gd_fixed_norm.py --config=configs/gd.py:cpu`).",
                  (GD_PERIODIC, FIXED_NORM)),
-    "three_regimes_cpu": Family(
+    "three_regimes_cpu": _sphere_family(
         "Trained on the sphere at 13 fixed ELRs, seeds 0 and 1, no weight decay "
-        "(`configs/three_regimes.py:cpu`).", (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
-        columns=(("regime per seed", _regime_column),),
-        keep=("train_accuracy", "effective_grad_norm", "train_effective_grad_norm")),
-    "three_regimes_cifar_cpu": Family(
+        "(`configs/three_regimes.py:cpu`)."),
+    "three_regimes_cifar_cpu": _sphere_family(
         "Trained on the sphere at 10 fixed ELRs, seeds 0 and 1, no weight decay, on 512 "
-        "CIFAR-10-proxy images (`configs/three_regimes.py:cifar_cpu`).",
-        (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
-        columns=(("regime per seed", _regime_column),),
-        keep=("train_accuracy", "effective_grad_norm", "train_effective_grad_norm")),
+        "CIFAR-10-proxy images (`configs/three_regimes.py:cifar_cpu`)."),
 }
