@@ -130,7 +130,7 @@ def test_real_short_runs_on_the_sphere(tmp_path, elr, want):
   assert regime.name == want, regime.reason
 
 
-def test_the_cpu_family_sweeps_three_decades_of_elr_with_two_seeds_vmapped():
+def test_the_cpu_family_sweeps_three_decades_of_elr_with_three_seeds_vmapped():
   spec = importlib.util.spec_from_file_location(
       "three_regimes", os.path.join(os.path.dirname(__file__), "..", "configs", "three_regimes.py"))
   module = importlib.util.module_from_spec(spec)
@@ -140,12 +140,12 @@ def test_the_cpu_family_sweeps_three_decades_of_elr_with_two_seeds_vmapped():
   elrs = sorted({o["optim.lr"] for o in members})
   assert len(elrs) >= 10 and math.log10(elrs[-1] / elrs[0]) == pytest.approx(3, abs=0.01)
   assert np.allclose(np.diff(np.log10(elrs)), 0.25, atol=0.01)
-  assert {o["seed"] for o in members} == {0, 1}
+  assert {o["seed"] for o in members} == {0, 1, 2}
   assert all(set(o) <= set(sweep.SWEEPABLE) for o in members)  # one vmapped program
   assert config.optim.sphere == "total" and config.optim.wd == 0.0
   cifar = [o for _, _, o in experiment.member_overrides(module.get_config("cifar_cpu"))]
   cifar_elrs = sorted({o["optim.lr"] for o in cifar})
-  assert len(cifar_elrs) >= 10 and {o["seed"] for o in cifar} == {0, 1}
+  assert len(cifar_elrs) >= 10 and {o["seed"] for o in cifar} == {0, 1, 2}
   assert math.log10(cifar_elrs[-1] / cifar_elrs[0]) == pytest.approx(3, abs=0.01)
 
 
