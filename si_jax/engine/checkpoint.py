@@ -12,6 +12,7 @@ import types
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
@@ -35,6 +36,17 @@ def state_shapes(state) -> dict[str, list[int]]:
 def _to_saveable(state) -> dict[str, Any]:
   return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats,
           "opt_state": state.opt_state, "rng": jax.random.key_data(state.rng)}
+
+
+def _committed_as(template, tree):
+  """``tree``'s arrays, uncommitted where ``template``'s are (a fresh state's are).
+
+  orbax restores committed arrays; jit keys its programs on that, so a resumed run would
+  compile its step again after the first one and miss every persistent-cache entry of a
+  fresh run. The values are the same either way."""
+  return jax.tree.map(
+      lambda t, x: x if getattr(t, "committed", True) else jax.device_put(np.asarray(x)),
+      template, tree)
 
 
 def _from_saveable(template, tree):
@@ -133,7 +145,8 @@ class Checkpointer:
       try:
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract)))
-        state = _from_saveable(template_state, restored["state"])
+        state = _from_saveable(template_state, _committed_as(_to_saveable(template_state),
+                                                             restored["state"]))
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
         log.warning("%s; trying an older one", errors[-1])
