@@ -220,10 +220,24 @@ class OnlineDetector:
     jitter = _median([abs(d - trend) for d in changes])  # about the trend: noise
     return window, max(s.level for s in window), self.constants.noise * jitter
 
+  def _above_window(self, t: int, samples: list[_Sample], held: list[_Sample]) -> bool:
+    """Whether sample t and every sample of ``held`` clear the W levels before t by ln(rise).
+
+    Condition 2 without its noise term: a necessary condition, checked before the costlier
+    condition 1 (most samples fail it: a loss at its floor does not rise)."""
+    w = self.constants.window
+    if t < w + 1:
+      return False
+    top = max(s.level for s in samples[t - w:t])
+    return samples[t].loss > top and min(s.loss for s in held) >= top + math.log(
+        self.constants.rise)
+
   def _try_onset(self, back: int, hold: int, events: list[Event]) -> bool:
     """Conditions 1-2 for onset t = ``back`` samples ago (3 ends in ``_resolve``); decided?"""
     samples = list(self._recent)
     t = len(samples) - 1 - back
+    if not self._above_window(t, samples, samples[t + back - hold + 1:]):
+      return False
     before = self._phase_b_before(t, samples)
     if before is None:
       return False
@@ -254,6 +268,8 @@ class OnlineDetector:
     more than phase B's own moves). Decided at t + ``hold``, as condition 2."""
     samples = list(self._recent)
     t = len(samples) - 1 - back
+    if not self._above_window(t, samples, samples[t:t + 1]):
+      return False
     before = self._phase_b_before(t, samples)
     if before is None:
       return False
