@@ -548,6 +548,21 @@ MUTATIONS = [
         "a zero bias behind a wide kernel moves by the kernel's RMS only: too little to break "
         "a group that holds only while the bias is zero (GroupNorm after a 64-channel conv)"),
     Mutation(
+        "restored_state_left_committed", "si_jax/engine/checkpoint.py",
+        "      lambda t, x: x if getattr(t, \"committed\", True) else "
+        "jax.device_put(np.asarray(x)),",
+        "      lambda t, x: x,",
+        "tests/test_checkpoint.py -k uncommitted",
+        "a resumed run's state stays committed as orbax restores it: its step compiles again "
+        "and misses the fresh run's persistent-cache entries"),
+    Mutation(
+        "detector_precheck_too_strict", "si_jax/analysis/detector.py",
+        "    return samples[t].loss > top and min(s.loss for s in held) >= top + math.log(",
+        "    return samples[t].loss > top + 1 and min(s.loss for s in held) >= top + math.log(",
+        "tests/test_detector.py",
+        "the cheap check before condition 1 demands more than condition 2 does: smaller "
+        "rises are never tried"),
+    Mutation(
         "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
         "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",
         "    if False and not os.path.exists(",

@@ -76,6 +76,23 @@ def test_resume_is_bit_identical(reference, tmp_path, capsys):
   assert int(a.step) == int(b.step) == 12
 
 
+def test_a_restored_state_is_uncommitted_as_a_fresh_one(reference):
+  # orbax restores committed arrays; jit would compile the resumed run's step again
+  ref_dir, ref = reference
+  template = ref["state"]
+  ckpt = checkpoint.Checkpointer(ref_dir, every_epochs=1)
+  try:
+    state, meta = ckpt.restore_latest(template)
+  finally:
+    ckpt.close()
+  assert meta["epoch"] == 4
+  fresh = jax.tree.leaves((template.params, template.opt_state, template.step))
+  restored = jax.tree.leaves((state.params, state.opt_state, state.step))
+  assert len(fresh) == len(restored) > 10
+  assert [x.committed for x in restored] == [x.committed for x in fresh] == [False] * len(fresh)
+  jax.tree.map(np.testing.assert_array_equal, state.params, template.params)
+
+
 def test_retention_keeps_latest_and_snapshots(tmp_path):
   train.train_and_evaluate(config(epochs=6, **{"checkpoint.keep": 2,
                                                "checkpoint.snapshot_epochs": (1, 3)}),
