@@ -282,9 +282,9 @@ FAMILIES = {
                  "(`experiments/gd_fixed_norm.py --config=configs/gd.py:cpu`).",
                  (GD_PERIODIC, FIXED_NORM)),
     "three_regimes_cpu": _sphere_family(
-        "Trained on the sphere at 13 fixed ELRs, seeds 0 and 1, no weight decay "
+        "Trained on the sphere at 13 fixed ELRs, seeds 0, 1 and 2, no weight decay "
         "(`configs/three_regimes.py:cpu`)."),
     "three_regimes_cifar_cpu": _sphere_family(
-        "Trained on the sphere at 10 fixed ELRs, seeds 0 and 1, no weight decay, on 512 "
+        "Trained on the sphere at 10 fixed ELRs, seeds 0, 1 and 2, no weight decay, on 512 "
         "CIFAR-10-proxy images (`configs/three_regimes.py:cifar_cpu`)."),
 }
