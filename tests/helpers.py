@@ -10,11 +10,11 @@ BIAS_INIT = nn.initializers.normal(0.5)  # nonzero biases: a zero tensor is excl
 
 
 def tiny_config(**overrides):
-  """A width-4 ConvNet on 300 embedded digits, 2 epochs; ``overrides``: 'section.field'."""
+  """A width-4 ConvNet on 256 embedded digits, 2 epochs; ``overrides``: 'section.field'."""
   config = config_lib.base_config()
   config.model.width = 4
   config.data.name, config.data.source = "digits", "embedded"
-  config.data.train_size, config.data.test_size = 300, 100
+  config.data.train_size, config.data.test_size = 256, 100
   config.optim.lr, config.optim.wd = 0.1, 0.01
   config.train.epochs = 2
   for key, value in overrides.items():

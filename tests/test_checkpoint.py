@@ -36,6 +36,7 @@ def strip(records):
 
 def config(epochs=4, **kw):
   return tiny_config(**{"train.epochs": epochs, "checkpoint.every_epochs": 1,
+                        "data.train_size": 300,  # 128 + 128 + 44: a partial last batch
                         "train.log_every": "step", **STATEFUL, **kw})
 
 

@@ -42,7 +42,7 @@ def train_mode_logits(config, workdir, images):
 
 
 def run(tmp_path_factory, name, **overrides):
-  config = tiny_config(**overrides)
+  config = tiny_config(**{"data.train_size": 300, **overrides})  # the hand computations' 300
   workdir = str(tmp_path_factory.mktemp(name))
   train.train_and_evaluate(config, workdir, progress=False)
   return config, workdir, logs.read_run(workdir)

@@ -125,7 +125,8 @@ def test_sgd_step_on_its_batch_of_the_epoch_order(tmp_path):
   seed). Its logged loss, accuracy, weight norm and SI gradient norm are recomputed here
   (train-mode BN on that batch)."""
   seed = 5
-  config = tiny_config(**{"train.log_every": "step", "checkpoint.every_epochs": 1})
+  config = tiny_config(**{"train.log_every": "step", "checkpoint.every_epochs": 1,
+                          "data.train_size": 300})
   config.seed = seed
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   steps = logs.read_run(str(tmp_path), steps=True)
@@ -160,7 +161,8 @@ def test_full_batch_gd_takes_the_hand_computed_step(tmp_path, micro_batch_size):
   the classifier is frozen. The running statistics are updated by each micro-batch in
   turn. The logged loss is the mean over the set, rho and ||g|| those before the step."""
   lr, wd = 0.1, 0.01
-  config = tiny_config(**{"train.mode": "gd", "train.micro_batch_size": micro_batch_size,
+  config = tiny_config(**{"data.train_size": 300, "train.mode": "gd",
+                          "train.micro_batch_size": micro_batch_size,
                           "checkpoint.every_epochs": 1})
   summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
   record = logs.read_run(str(tmp_path))[-1]
@@ -195,7 +197,8 @@ def test_full_batch_gd_takes_the_hand_computed_step(tmp_path, micro_batch_size):
 def test_fixed_norm_run_keeps_the_norm(tmp_path):
   # rho before every step equals rho_0 (step 0 logs the initial norm): the projection
   # of the fixed-norm ablation, to float32 round-off
-  config = tiny_config(**{"optim.fix_si_norm": True, "train.log_every": "step"})
+  config = tiny_config(**{"optim.fix_si_norm": True, "train.log_every": "step",
+                          "data.train_size": 300})
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   steps = logs.read_run(str(tmp_path), steps=True)
   norms = [r["weight_norm"] for r in steps]
