@@ -15,8 +15,8 @@ from helpers import tiny_config
 
 
 def tiny(**fields):
-  """test_train's tiny run (width 4, 300/100 digits, lr 0.1, wd 0.01) for 3 epochs."""
-  return tiny_config(**{"train.epochs": 3, **fields})
+  """A tiny run (width 4, 300/100 digits: a partial last batch, lr 0.1, wd 0.01), 3 epochs."""
+  return tiny_config(**{"train.epochs": 3, "data.train_size": 300, **fields})
 
 
 def test_thinning_schedule_of_the_released_code():

@@ -195,8 +195,7 @@ def test_hessian_quadratic_forms_are_v_h_v_and_hutchinson_finds_the_trace():
 def sphere_run(workdir, epochs):
   config = tiny_config(**{"optim.sphere": "per_filter", "optim.wd": 0.0, "optim.lr": 0.01,
                           "train.distance_to_init": True, "train.hessian_probes": 2,
-                          "train.grad_pass_every": 1, "train.epochs": epochs,
-                          "data.train_size": 256})  # whole batches: one grad pass compiled
+                          "train.grad_pass_every": 1, "train.epochs": epochs})
   config.checkpoint.every_epochs = 1
   out = train.train_and_evaluate(config, str(workdir), progress=False)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:

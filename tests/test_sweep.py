@@ -20,7 +20,8 @@ def runs(tmp_path_factory):
   """(base config, sweep dir, [(member config, single-run dir, single-run summary)])."""
   root = tmp_path_factory.mktemp("sweep")
   # one checkpoint, at the end: the sweep members' final weights
-  config = tiny_config(**{"train.epochs": 3, "checkpoint.every_epochs": 3})
+  config = tiny_config(**{"train.epochs": 3, "checkpoint.every_epochs": 3,
+                          "data.train_size": 300})  # 128 + 128 + 44: a partial last batch
   finals = sweep.train_sweep(config, MEMBERS, str(root / "sweep"), progress=False)
   assert [f["epoch"] for f in finals] == [3, 3, 3]
   singles = []

@@ -114,7 +114,7 @@ def test_resume_from_an_older_checkpoint_hides_the_orphaned_events(tmp_path):
 
 def test_default_writes_epoch_events_only(tmp_path):
   """train.tensorboard='epoch' (the default): per-step events would cost ~1.1 KB a step."""
-  cfg = tiny_config(**{"train.epochs": 2, "train.log_every": "step", "data.train_size": 300})
+  cfg = tiny_config(**{"train.epochs": 2, "train.log_every": "step"})
   train.train_and_evaluate(cfg, str(tmp_path), progress=False)
   scalars, _ = read_events(str(tmp_path))
   assert scalars and all(tag.startswith("epoch/") for tag in scalars)

@@ -213,7 +213,8 @@ def test_practical_run_with_momentum_and_augmentation(tmp_path):
   parameters were trained (BN's scale starts at exactly 1, the classifier's norm at 10)."""
   # without the gradient pass: the train-mode evaluation's other path
   config = tiny_config(**{"data.augment": True, "optim.momentum": 0.9,
-                          "model.train_non_si": True, "train.grad_pass_every": 0})
+                          "model.train_non_si": True, "train.grad_pass_every": 0,
+                          "data.train_size": 300})  # a partial last batch too
   summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
   params = summary["state"].params
   independent.assert_evaluation_matches(

@@ -221,7 +221,7 @@ class OnlineDetector:
     return window, max(s.level for s in window), self.constants.noise * jitter
 
   def _above_window(self, t: int, samples: list[_Sample], held: list[_Sample]) -> bool:
-    """Whether sample t and every sample of ``held`` clear the W levels before t by ln(rise).
+    """Whether sample t stands above the W levels before t and ``held`` clears them by ln(rise).
 
     Condition 2 without its noise term: a necessary condition, checked before the costlier
     condition 1 (most samples fail it: a loss at its floor does not rise)."""

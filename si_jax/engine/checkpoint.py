@@ -145,8 +145,7 @@ class Checkpointer:
       try:
         restored = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract)))
-        state = _from_saveable(template_state, _committed_as(_to_saveable(template_state),
-                                                             restored["state"]))
+        state = _from_saveable(template_state, restored["state"])
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
         log.warning("%s; trying an older one", errors[-1])
@@ -158,6 +157,8 @@ class Checkpointer:
         continue
       if errors:
         self._set_aside(epochs, epoch)
+      state = _from_saveable(template_state, _committed_as(_to_saveable(template_state),
+                                                           _to_saveable(state)))
       return state, meta
     if epochs:
       raise CheckpointError(

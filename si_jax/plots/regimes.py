@@ -68,8 +68,9 @@ def figure_regimes(rows: list[dict[str, Any]], title: str = "") -> Figure:
     ax.set(xscale="log", yscale="log" if log else "linear", xlabel="effective LR (ELR)",
            title=label)
   handles = [Patch(color=c, alpha=0.3, label=name) for name, c in REGIME_COLORS.items()]
-  if any(len({r["regime"] for r in rows if r["elr"] == e}) > 1 for e in {r["elr"] for r in rows}):
-    handles.append(Patch(color="0.8", alpha=0.3, label="seeds disagree"))
+  regimes_at = [{r["regime"] for r in rows if r["elr"] == e} for e in {r["elr"] for r in rows}]
+  if any(len(found) > 1 or found - set(REGIME_COLORS) for found in regimes_at):  # grey spans
+    handles.append(Patch(color="0.8", alpha=0.3, label="seeds disagree (or no regime)"))
   axes[0].legend(handles=handles + axes[0].get_legend_handles_labels()[0], fontsize=7)
   if title:
     fig.suptitle(title)
