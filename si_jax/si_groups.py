@@ -32,6 +32,7 @@ DEFAULT_SCALES = (0.5, 2.0)
 UNUSED_TOL = 1e-6  # max_k ||grad_i(u_k . f)|| ||x_i|| / ||f|| below this: f ignores x_i
 MAX_NULL_DIM = 16  # 2^16 pivot patterns per component at most
 GENERIC_SIZE = 0.5  # a degenerate tensor moves by this fraction of its natural scale
+TINY_CONSTANT = 0.01  # a constant below this fraction of its natural scale moves as a zero
 _TINY = 1e-30
 
 
@@ -281,10 +282,10 @@ def generic_point(params, seed: int = 0):
   for i, x in enumerate(leaves):
     if not degenerate[i]:
       continue
-    if np.any(x):
+    scale = _natural_scale(i, paths, leaves, degenerate)
+    if abs(float(x.flat[0])) >= TINY_CONSTANT * scale:  # a norm's scale of 1
       new = x * (1 + GENERIC_SIZE * rng.uniform(-1.0, 1.0, x.shape))
-    else:
-      scale = _natural_scale(i, paths, leaves, degenerate)
+    else:  # zero, or a branch nearly switched off (a layer scale of 1e-6)
       new = GENERIC_SIZE * scale * rng.standard_normal(x.shape)
     out[i] = new.astype(x.dtype)
   return treedef.unflatten(out), tuple(p for p, d in zip(paths, degenerate) if d)
@@ -466,9 +467,11 @@ def _warn(report: SIGroupsReport, rtol: float) -> None:
   """One line for a near-SI tensor in no group, one per group of ``degenerate_only``."""
   if report.nearest_non_si is not None and report.nearest_non_si[1] < 3 * rtol:
     path, residual = report.nearest_non_si
+    near = (f"below rtol={rtol:g}, yet the rescaling check rejected it (f may barely "
+            "depend on it)" if residual <= rtol else f"within 3x of rtol={rtol:g}")
     warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
         f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
-        f"within 3x of rtol={rtol:g}: the groups found may depend on the tolerance")
+        f"{near}: the groups found may depend on the tolerance")
   for label, needs in report.degenerate_only.items():
     warnings.warn(  # noqa: B028
         f"SI group {label} holds at the given params only because "

@@ -563,6 +563,19 @@ MUTATIONS = [
         "the cheap check before condition 1 demands more than condition 2 does: smaller "
         "rises are never tried"),
     Mutation(
+        "tiny_constant_scaled", "si_jax/si_groups.py",
+        "    if abs(float(x.flat[0])) >= TINY_CONSTANT * scale:  # a norm's scale of 1",
+        "    if np.any(x):",
+        "tests/test_generic_groups.py -k tiny",
+        "a layer scale of 1e-6 is moved by a factor 1 + u, not as a zero: its branch stays "
+        "off, the stem alone is reported and the branch's groups are missed"),
+    Mutation(
+        "near_si_warning_always_within_3x", "si_jax/si_groups.py",
+        "            \"depend on it)\" if residual <= rtol else f\"within 3x of rtol={rtol:g}\")",
+        "            \"depend on it)\" if residual < 0 else f\"within 3x of rtol={rtol:g}\")",
+        "tests/test_si_groups.py -k below_rtol",
+        "a tensor whose Euler residual is 200x below rtol is said to be 'within 3x of rtol'"),
+    Mutation(
         "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
         "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",
         "    if False and not os.path.exists(",

@@ -218,3 +218,42 @@ def test_a_zero_bias_behind_a_wide_kernel_is_moved_far_enough_to_break_kernel_al
   moved = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(a.dtype), params)
   residuals = si_groups.verify_si_groups(fn, moved, found, x, rtol=1e-3)
   assert max(residuals.values()) < 1e-5, residuals
+
+
+class LayerScaleBlock(nn.Module):
+  """A ConvNeXt-style block: stem, depthwise conv, LayerNorm, MLP, added back scaled by a
+  per-channel layer scale ``gamma`` (ConvNeXt initializes it to 1e-6), LayerNorm, head."""
+  gamma_init: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Conv(8, (2, 2), strides=(2, 2), name="stem")(x)
+    y = nn.LayerNorm(name="ln")(nn.Conv(8, (3, 3), feature_group_count=8, name="dw")(h))
+    y = nn.Dense(8, name="pw2")(nn.gelu(nn.Dense(32, name="pw1")(y)))
+    gamma = self.param("gamma", nn.initializers.constant(self.gamma_init), (8,))
+    h = nn.LayerNorm(name="ln_f")(h + gamma * y)
+    return nn.Dense(10, name="head")(h.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("gamma_init", [1e-6, 1e-3])
+def test_a_tiny_layer_scale_is_moved_as_a_zero(gamma_init):
+  """Scaled by 1 + u, a layer scale of 1e-6 stayed tiny: the branch read as unused and the
+  stem alone (which the branch breaks once gamma grows) came back as a group, the
+  branch's groups missing. Every group of the block by hand, each found and each SI at a
+  point where gamma has grown."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 16, 16, 3)), jnp.float32)
+  model = LayerScaleBlock(gamma_init)
+  params = model.init(jax.random.key(0), x)["params"]
+  fn = lambda p, x: model.apply({"params": p}, x)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    found = si_groups.find_si_groups(fn, params, x)
+  as_sets = {frozenset("/".join(p) for p in v) for v in found.values()}
+  assert frozenset({"stem/kernel", "stem/bias"}) not in as_sets
+  assert {frozenset({"dw/kernel", "dw/bias"}),
+          frozenset({"stem/kernel", "stem/bias", "dw/bias", "pw2/kernel", "pw2/bias"}),
+          frozenset({"stem/kernel", "stem/bias", "dw/bias", "gamma"})} <= as_sets, as_sets
+  rng = np.random.default_rng(3)
+  grown = {**params, "gamma": jnp.asarray(0.1 * (1 + 0.5 * rng.uniform(-1, 1, 8)), jnp.float32)}
+  grown = jax.tree.map(lambda a: a + 0.05 * rng.standard_normal(a.shape).astype(a.dtype), grown)
+  assert max(si_groups.verify_si_groups(fn, grown, found, x).values()) < 1e-4

@@ -14,6 +14,8 @@ Measured (this file's setups: width 4, BN eps 1e-5, LN eps 1e-6, PyTorch-style i
               Euler residual 2.2e-2.
 """
 
+import warnings
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -267,3 +269,35 @@ def test_param_groups_masks_and_optimizer_on_nnx_state():
                            jax.tree.leaves(grads)):
     want = a - 0.1 * (g + 0.01 * a) if mask[layers.path_str(kp)] else a
     np.testing.assert_allclose(b, want, rtol=1e-5, atol=1e-7)
+
+
+class ConvNoAffineBN(nn.Module):
+  """conv (with bias) -> BatchNorm without scale and bias -> relu, twice, then a head."""
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(2):
+      x = nn.Conv(8, (3, 3), name=f"conv_{i}")(x)
+      x = nn.relu(nn.BatchNorm(use_running_average=False, use_scale=False, use_bias=False,
+                               name=f"bn_{i}")(x))
+    return nn.Dense(10, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_a_near_si_warning_says_below_rtol_when_the_residual_is():
+  """A bias of ~30 in front of a BN without affine: f barely depends on it, but float32
+  cancellation keeps it from reading as unused; its residual is far below rtol and its
+  rescaling check fails, which the warning used to call 'within 3x of rtol'."""
+  x = rng_images(16, (8, 8, 3))
+  model = ConvNoAffineBN()
+  v = model.init(jax.random.key(0), x)
+  params = {**v["params"], "conv_0": {**v["params"]["conv_0"],
+                                      "bias": jnp.arange(30.0, 38.0, dtype=jnp.float32)}}
+  fn = lambda p, x: model.apply({**v, "params": p}, x, mutable=["batch_stats"])[0]
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    found, report = si_groups.find_si_groups(fn, params, x, return_report=True)
+  assert found == {"conv_0": paths("conv_0/kernel"), "conv_1": paths("conv_1/kernel")}
+  path, residual = report.nearest_non_si
+  assert path == ("conv_0", "bias") and residual < si_groups.DEFAULT_RTOL / 10, residual
+  said = [str(w.message) for w in caught if "in no SI group" in str(w.message)]
+  assert len(said) == 1 and "below rtol=0.003, yet the rescaling check rejected" in said[0]
