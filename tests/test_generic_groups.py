@@ -30,6 +30,15 @@ def as_sets(groups):
   return {frozenset(ps) for ps in groups.values()}
 
 
+def found_quietly(model, x):
+  """(params at init, fn, find_si_groups' groups), its warnings silenced."""
+  params = model.init(jax.random.key(0), x)["params"]
+  fn = lambda p, x: model.apply({"params": p}, x)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    return params, fn, si_groups.find_si_groups(fn, params, x)
+
+
 def random_point(params, seed=1):
   """Every tensor moved by 0.3 N(0, 1) per entry: none zero, none constant."""
   rng = np.random.default_rng(seed)
@@ -205,15 +214,9 @@ def test_a_zero_bias_behind_a_wide_kernel_is_moved_far_enough_to_break_kernel_al
   layer's output: {conv_0/kernel} passed as a group (1.2e-3 relative change from rescaling
   it at a random point) and the true {kernel, bias} was missed."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 6, 6, 64)), jnp.float32)
-  model = WideGroupNormCNN()
-  params = model.init(jax.random.key(0), x)["params"]
-  fn = lambda p, x: model.apply({"params": p}, x)
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    found = si_groups.find_si_groups(fn, params, x)
-  as_sets = {frozenset("/".join(p) for p in v) for v in found.values()}
-  assert frozenset({"conv_0/kernel", "conv_0/bias"}) in as_sets, as_sets
-  assert frozenset({"conv_0/kernel"}) not in as_sets
+  params, fn, found = found_quietly(WideGroupNormCNN(), x)
+  assert frozenset(paths("conv_0/kernel", "conv_0/bias")) in as_sets(found), found
+  assert frozenset(paths("conv_0/kernel")) not in as_sets(found)
   rng = np.random.default_rng(7)
   moved = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(a.dtype), params)
   residuals = si_groups.verify_si_groups(fn, moved, found, x, rtol=1e-3)
@@ -242,17 +245,11 @@ def test_a_tiny_layer_scale_is_moved_as_a_zero(gamma_init):
   branch's groups missing. Every group of the block by hand, each found and each SI at a
   point where gamma has grown."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 16, 16, 3)), jnp.float32)
-  model = LayerScaleBlock(gamma_init)
-  params = model.init(jax.random.key(0), x)["params"]
-  fn = lambda p, x: model.apply({"params": p}, x)
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    found = si_groups.find_si_groups(fn, params, x)
-  as_sets = {frozenset("/".join(p) for p in v) for v in found.values()}
-  assert frozenset({"stem/kernel", "stem/bias"}) not in as_sets
-  assert {frozenset({"dw/kernel", "dw/bias"}),
-          frozenset({"stem/kernel", "stem/bias", "dw/bias", "pw2/kernel", "pw2/bias"}),
-          frozenset({"stem/kernel", "stem/bias", "dw/bias", "gamma"})} <= as_sets, as_sets
+  params, fn, found = found_quietly(LayerScaleBlock(gamma_init), x)
+  assert frozenset(paths("stem/kernel", "stem/bias")) not in as_sets(found)
+  assert {frozenset(paths("dw/kernel", "dw/bias")),
+          frozenset(paths("stem/kernel", "stem/bias", "dw/bias", "pw2/kernel", "pw2/bias")),
+          frozenset(paths("stem/kernel", "stem/bias", "dw/bias", "gamma"))} <= as_sets(found), found
   rng = np.random.default_rng(3)
   grown = {**params, "gamma": jnp.asarray(0.1 * (1 + 0.5 * rng.uniform(-1, 1, 8)), jnp.float32)}
   grown = jax.tree.map(lambda a: a + 0.05 * rng.standard_normal(a.shape).astype(a.dtype), grown)

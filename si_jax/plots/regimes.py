@@ -20,6 +20,7 @@ REGIME_COLORS = {"convergence": "tab:green", "chaotic equilibrium": "tab:orange"
 PANELS = (("train_loss", "final train loss", True), ("test_error", "final test error", False),
           ("effective_grad_norm", "mean effective gradient norm", True),
           ("angle_to_init", "angle to init (rad)", False))
+GREY = "0.8"  # an ELR whose seeds disagree, or without a regime
 
 
 def member_points(summary: dict[str, Any], workdir: str) -> list[dict[str, Any]]:
@@ -38,18 +39,21 @@ def member_points(summary: dict[str, Any], workdir: str) -> list[dict[str, Any]]
   return rows
 
 
-def _shade(ax, rows: list[dict[str, Any]]) -> None:
-  """Each ELR's span (half-way to its neighbours in log) in its regime's colour."""
+def _shade(ax, rows: list[dict[str, Any]]) -> bool:
+  """Shades each ELR's span (half-way to its neighbours in log); True if one is ``GREY``."""
   by_elr = {}
   for r in rows:
     by_elr.setdefault(r["elr"], set()).add(r["regime"])
   elrs = sorted(by_elr)
   logs = np.log10(elrs)
   edges = np.concatenate([[logs[0] - 0.125], (logs[1:] + logs[:-1]) / 2, [logs[-1] + 0.125]])
+  grey = False
   for k, elr in enumerate(elrs):
     found = by_elr[elr]
-    color = REGIME_COLORS.get(found.pop(), "0.8") if len(found) == 1 else "0.8"
+    color = REGIME_COLORS.get(found.pop(), GREY) if len(found) == 1 else GREY
     ax.axvspan(10 ** edges[k], 10 ** edges[k + 1], color=color, alpha=0.15, lw=0)
+    grey |= color == GREY
+  return grey
 
 
 def figure_regimes(rows: list[dict[str, Any]], title: str = "") -> Figure:
@@ -60,7 +64,7 @@ def figure_regimes(rows: list[dict[str, Any]], title: str = "") -> Figure:
                            constrained_layout=True)
   seeds = sorted({r["seed"] for r in rows})
   for ax, (key, label, log) in zip(axes, PANELS):
-    _shade(ax, rows)
+    grey = _shade(ax, rows)
     for k, seed in enumerate(seeds):
       mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["elr"])
       ax.plot([r["elr"] for r in mine], [r[key] for r in mine], "os^vD"[k % 5] + "-",
@@ -68,9 +72,8 @@ def figure_regimes(rows: list[dict[str, Any]], title: str = "") -> Figure:
     ax.set(xscale="log", yscale="log" if log else "linear", xlabel="effective LR (ELR)",
            title=label)
   handles = [Patch(color=c, alpha=0.3, label=name) for name, c in REGIME_COLORS.items()]
-  regimes_at = [{r["regime"] for r in rows if r["elr"] == e} for e in {r["elr"] for r in rows}]
-  if any(len(found) > 1 or found - set(REGIME_COLORS) for found in regimes_at):  # grey spans
-    handles.append(Patch(color="0.8", alpha=0.3, label="seeds disagree (or no regime)"))
+  if grey:
+    handles.append(Patch(color=GREY, alpha=0.3, label="seeds disagree (or no regime)"))
   axes[0].legend(handles=handles + axes[0].get_legend_handles_labels()[0], fontsize=7)
   if title:
     fig.suptitle(title)
