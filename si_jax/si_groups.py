@@ -48,6 +48,7 @@ class SIGroupsReport:
     zero: paths excluded for norm 0; unused: paths f does not depend on.
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
     nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
+    near_non_si: every (path, ||M_i||) in no group below 3 rtol, nearest first.
     generic: whether the search ran at a ``generic_point``; moved: the tensors it moved.
     degenerate_only: '+'.join(paths) of groups SI only at the moved tensors' given values."""
 
@@ -62,6 +63,7 @@ class SIGroupsReport:
   generic: bool = False
   moved: tuple[ParamPath, ...] = ()
   degenerate_only: dict[str, tuple[ParamPath, ...]] = dataclasses.field(default_factory=dict)
+  near_non_si: tuple[tuple[ParamPath, float], ...] = ()
 
 
 class _Model:
@@ -469,9 +471,12 @@ def _warn(report: SIGroupsReport, rtol: float) -> None:
     path, residual = report.nearest_non_si
     near = (f"below rtol={rtol:g}, yet the rescaling check rejected it (f may barely "
             "depend on it)" if residual <= rtol else f"within 3x of rtol={rtol:g}")
+    others = [f"{'/'.join(p)} ({r:.1e})" for p, r in report.near_non_si if p != path]
+    also = (f"; also near SI: {', '.join(others[:3])}"
+            f"{f' and {len(others) - 3} more' if len(others) > 3 else ''}" if others else "")
     warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
         f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
-        f"{near}: the groups found may depend on the tolerance")
+        f"{near}: the groups found may depend on the tolerance{also}")
   for label, needs in report.degenerate_only.items():
     warnings.warn(  # noqa: B028
         f"SI group {label} holds at the given params only because "
@@ -509,6 +514,25 @@ def _degenerate_only(given: _Model, at_generic: _Model, report: SIGroupsReport,
   return out
 
 
+def _weak_candidates(m: np.ndarray, sizes: np.ndarray, rtol: float, max_null_dim: int
+                     ) -> list[tuple[int, ...]]:
+  """Candidate groups among columns below rtol alone yet not SI alone, at their own scale.
+
+  Such tensors f barely reads (a branch behind a small layer scale): M over their largest
+  ||grad_i|| ||x_i|| / ||f||, then again among the columns still below rtol there."""
+  found, rest = [], np.arange(m.shape[1])
+  while len(rest) >= 2:
+    sub = m[:, rest] / max(float(np.max(sizes[rest])), _TINY)
+    below = np.linalg.norm(sub, axis=0) <= rtol
+    if below.all():
+      break
+    above = rest[~below]
+    found += [tuple(int(above[j]) for j in support) for support in
+              _binary_null_vectors(sub[:, ~below], rtol, max_null_dim) if len(support) > 1]
+    rest = rest[below]
+  return found
+
+
 def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, seed
             ) -> SIGroupsReport:
   """Steps 1-4 of the method (docs/design_notes.md) at the model's params."""
@@ -526,6 +550,11 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
   position = {i: j for j, i in enumerate(columns)}
   euler = lambda members: float(np.linalg.norm(m[:, [position[i] for i in members]].sum(1)))
   accepted, stats, rejected = _confirm(model, candidates, euler, rtol, margin, scales, rng)
+  weak = [j for j, (i, s) in enumerate(zip(columns, single)) if s and (i,) not in stats]
+  more = _weak_candidates(m[:, weak], sizes[used][weak], rtol, max_null_dim)
+  found = _confirm(model, [tuple(columns[weak[j]] for j in c) for c in more], euler, rtol,
+                   margin, scales, rng)
+  accepted, stats, rejected = accepted + found[0], {**stats, **found[1]}, {**rejected, **found[2]}
   named = {}
   for members in sorted(accepted, key=min):
     name = group_name([model.paths[i] for i in members], model.paths)
@@ -543,6 +572,7 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
       rejected={group_name([model.paths[i] for i in s], model.paths): r
                 for s, r in rejected.items()},
       nearest_non_si=min(outside, key=lambda t: t[1]) if outside else None,
+      near_non_si=tuple(sorted((t for t in outside if t[1] < 3 * rtol), key=lambda t: t[1])),
   )
 
 

@@ -576,6 +576,18 @@ MUTATIONS = [
         "tests/test_si_groups.py -k below_rtol",
         "a tensor whose Euler residual is 200x below rtol is said to be 'within 3x of rtol'"),
     Mutation(
+        "no_weak_pair_search", "si_jax/si_groups.py",
+        "  more = _weak_candidates(m[:, weak], sizes[used][weak], rtol, max_null_dim)",
+        "  more = []",
+        "tests/test_generic_groups.py -k barely_read",
+        "a kernel+bias pair each barely read (behind a layer scale of 1e-3) is never proposed"),
+    Mutation(
+        "near_si_warning_names_one", "si_jax/si_groups.py",
+        "    others = [f\"{'/'.join(p)} ({r:.1e})\" for p, r in report.near_non_si if p != path]",
+        "    others = []",
+        "tests/test_si_groups.py -k names_every_near",
+        "the near-SI warning names only the nearest of several near-SI tensors"),
+    Mutation(
         "recount_exports_unfinished_runs", "si_jax/analysis/recount.py",
         "    if planned is not None and series[\"epoch\"][-1] < planned and not os.path.exists(",
         "    if False and not os.path.exists(",

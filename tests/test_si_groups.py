@@ -301,3 +301,24 @@ def test_a_near_si_warning_says_below_rtol_when_the_residual_is():
   assert path == ("conv_0", "bias") and residual < si_groups.DEFAULT_RTOL / 10, residual
   said = [str(w.message) for w in caught if "in no SI group" in str(w.message)]
   assert len(said) == 1 and "below rtol=0.003, yet the rescaling check rejected" in said[0]
+
+
+def test_the_near_si_warning_names_every_near_tensor():
+  """Two barely read biases (~30 before a BN without affine, in two layers): both named,
+  nearest first, and the weak-pair search does not pair them."""
+  x = rng_images(16, (8, 8, 3))
+  model = ConvNoAffineBN()
+  v = model.init(jax.random.key(0), x)
+  params = {**v["params"], **{f"conv_{i}": {**v["params"][f"conv_{i}"],
+                                           "bias": jnp.arange(30.0, 38.0, dtype=jnp.float32)}
+                              for i in (0, 1)}}
+  fn = lambda p, x: model.apply({**v, "params": p}, x, mutable=["batch_stats"])[0]
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    found, report = si_groups.find_si_groups(fn, params, x, return_report=True)
+  assert found == {"conv_0": paths("conv_0/kernel"), "conv_1": paths("conv_1/kernel")}
+  near = [p for p, _ in report.near_non_si]
+  assert set(near[:2]) == {("conv_0", "bias"), ("conv_1", "bias")}, report.near_non_si
+  said = [str(w.message) for w in caught if "in no SI group" in str(w.message)]
+  assert len(said) == 1 and said[0].startswith("/".join(near[0]))
+  assert f"also near SI: {'/'.join(near[1])}" in said[0], said
