@@ -32,7 +32,8 @@ DEFAULT_SCALES = (0.5, 2.0)
 UNUSED_TOL = 1e-6  # max_k ||grad_i(u_k . f)|| ||x_i|| / ||f|| below this: f ignores x_i
 MAX_NULL_DIM = 16  # 2^16 pivot patterns per component at most
 GENERIC_SIZE = 0.5  # a degenerate tensor moves by this fraction of its natural scale
-TINY_CONSTANT = 0.01  # a constant below this fraction of its natural scale moves as a zero
+TINY_CONSTANT = 0.05  # a constant or vector below this fraction of its natural scale: as a zero
+TINY_BIAS = 1e-3  # a bias below this fraction of its kernel's output scale: as a zero
 _TINY = 1e-30
 
 
@@ -49,6 +50,8 @@ class SIGroupsReport:
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
     nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
     near_non_si: every (path, ||M_i||) in no group below 3 rtol, nearest first.
+    small_only: name -> barely read tensors of groups SI only while these stay small; the
+      groups with them are reported instead.
     generic: whether the search ran at a ``generic_point``; moved: the tensors it moved.
     degenerate_only: '+'.join(paths) of groups SI only at the moved tensors' given values."""
 
@@ -64,6 +67,7 @@ class SIGroupsReport:
   moved: tuple[ParamPath, ...] = ()
   degenerate_only: dict[str, tuple[ParamPath, ...]] = dataclasses.field(default_factory=dict)
   near_non_si: tuple[tuple[ParamPath, float], ...] = ()
+  small_only: dict[str, tuple[ParamPath, ...]] = dataclasses.field(default_factory=dict)
 
 
 class _Model:
@@ -268,24 +272,48 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
     fan_in = [leaves[j].size // size for j in generic
               if leaves[j].ndim >= 2 and leaves[j].shape[-1] == size]
     return rms * float(np.sqrt(max(fan_in))) if fan_in else rms  # a bias: the output's scale
-  return float(np.abs(leaves[beside[0]].flat[0])) if beside else 1.0
+  if np.any(leaves[i]) or not beside:  # a constant beside constants only: 1
+    return 1.0
+  return max(float(np.abs(leaves[j].flat[0])) for j in beside)  # a zero bias: the scale's
+
+
+def _rms(x: np.ndarray) -> float:
+  return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def _tiny_vector(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarray]) -> bool:
+  """A vector or scalar near 0 for its role, random or not.
+
+  A kernel's bias below TINY_BIAS of the kernel's output scale (a step from 0); any other
+  (a layer scale, a temperature) below TINY_CONSTANT: its branch is nearly off, below what
+  float32 resolves at 1e-6, or within rtol of off at 1e-2."""
+  x = leaves[i]
+  if x.ndim > 1 or x.size == 0:
+    return False
+  kernels = [j for j, p in enumerate(paths) if j != i and p[:-1] == paths[i][:-1]
+             and leaves[j].ndim >= 2 and leaves[j].shape[-1] == x.size]
+  if kernels:  # torch's bias init is 1/sqrt(fan-in) of the output's scale: kept
+    scale = max(_rms(leaves[j]) * np.sqrt(leaves[j].size // x.size) for j in kernels)
+    return _rms(x) < TINY_BIAS * scale
+  return _rms(x) < TINY_CONSTANT
 
 
 def generic_point(params, seed: int = 0):
-  """(``params`` with each zero or constant floating tensor moved to a generic value, their paths).
+  """(``params``, each zero, constant or tiny vector tensor moved, and their paths).
 
   Why and how: docs/analysis_notes.md#the-generic-point; ``seed`` fixes the point."""
   keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
   paths = [_path_str(kp) for kp, _ in keyed]
   leaves = [np.asarray(x) for _, x in keyed]
-  degenerate = [np.issubdtype(x.dtype, np.inexact) and _degenerate(x) for x in leaves]
+  degenerate = [np.issubdtype(x.dtype, np.inexact) and (_degenerate(x) or _tiny_vector(
+      i, paths, leaves)) for i, x in enumerate(leaves)]
   rng = np.random.default_rng([seed, 1])
   out = [x for _, x in keyed]
   for i, x in enumerate(leaves):
     if not degenerate[i]:
       continue
     scale = _natural_scale(i, paths, leaves, degenerate)
-    if abs(float(x.flat[0])) >= TINY_CONSTANT * scale:  # a norm's scale of 1
+    if _rms(x) >= TINY_CONSTANT * scale:  # a norm's scale of 1
       new = x * (1 + GENERIC_SIZE * rng.uniform(-1.0, 1.0, x.shape))
     else:  # zero, or a branch nearly switched off (a layer scale of 1e-6)
       new = GENERIC_SIZE * scale * rng.standard_normal(x.shape)
@@ -477,11 +505,17 @@ def _warn(report: SIGroupsReport, rtol: float) -> None:
     warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
         f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
         f"{near}: the groups found may depend on the tolerance{also}")
+  for label, small in report.small_only.items():
+    warnings.warn(  # noqa: B028
+        f"SI group {label} holds here only because f barely reads "
+        f"{', '.join('/'.join(p) for p in small)}: once training grows "
+        f"{'it' if len(small) == 1 else 'them'} it does not, so the groups with "
+        f"{'it' if len(small) == 1 else 'them'} are reported instead")
   for label, needs in report.degenerate_only.items():
     warnings.warn(  # noqa: B028
         f"SI group {label} holds at the given params only because "
-        f"{', '.join('/'.join(p) for p in needs)} {'is' if len(needs) == 1 else 'are'} zero "
-        "or constant there: not SI once training moves it, so left out (generic=False "
+        f"{', '.join('/'.join(p) for p in needs)} {'is' if len(needs) == 1 else 'are'} zero, "
+        "constant or near zero there: not SI once training moves it, so left out (generic=False "
         "keeps it)")
 
 
@@ -533,9 +567,51 @@ def _weak_candidates(m: np.ndarray, sizes: np.ndarray, rtol: float, max_null_dim
   return found
 
 
+def _extensions(residual: np.ndarray, m: np.ndarray, rtol: float,
+                max_null_dim: int) -> list[tuple[int, ...]]:
+  """Sets T of the columns of ``m`` that cancel ``residual`` (M 1_S of a group S).
+
+  ||M (1_S + 1_T)|| <= rtol ||M 1_S||: S is SI only while the tensors of T, which f
+  barely reads, stay small (columns below rtol of the residual cannot help)."""
+  size = float(np.linalg.norm(residual))
+  if m.shape[1] == 0 or size == 0:
+    return []
+  sub = np.column_stack([residual, m]) / size
+  above = np.flatnonzero(np.linalg.norm(sub, axis=0) > rtol)  # the residual's own column first
+  supports = _binary_null_vectors(sub[:, above], rtol, max_null_dim)
+  return [tuple(int(above[j]) - 1 for j in s if j) for s in supports if 0 in s and len(s) > 1]
+
+
+def _barely_read(m_weak: np.ndarray, weak_sizes: np.ndarray, weak: list[int],
+                 candidates, accepted, residual: Callable, confirm: Callable, rtol: float,
+                 max_null_dim: int):
+  """Step 5: groups holding tensors f barely reads (``weak``: below rtol alone, not SI).
+
+  Each candidate of steps 2-3 joined with the weak sets that cancel its residual
+  (``_extensions``), and groups among the weak alone (``_weak_candidates``), confirmed. An
+  accepted group whose residual weak tensors cancel holds only while they stay small: it
+  gives way to its unions. Returns (the accepted groups, the confirmation of the new
+  candidates, {a group given way: the weak tensors of its unions})."""
+  grown = {}
+  for members in dict.fromkeys([*accepted, *candidates]):
+    grown[members] = [members + tuple(weak[j] for j in t) for t in _extensions(
+        residual(members), m_weak, rtol, max_null_dim)]
+  more = [g for unions in grown.values() for g in unions]
+  more += [tuple(weak[j] for j in c)
+           for c in _weak_candidates(m_weak, weak_sizes, rtol, max_null_dim)]
+  found = confirm([g for g in more if not any(set(a) < set(g) for a in accepted
+                                              if a not in grown or not grown[a])])
+  small_only = {}
+  for members in accepted:
+    unions = [g for g in grown.get(members, ()) if g in found[1]]
+    if unions:
+      small_only[members] = tuple(sorted({i for g in unions for i in g} - set(members)))
+  return [a for a in accepted if a not in small_only] + found[0], found, small_only
+
+
 def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, seed
             ) -> SIGroupsReport:
-  """Steps 1-4 of the method (docs/design_notes.md) at the model's params."""
+  """Steps 1-5 of the method (docs/design_notes.md) at the model's params."""
   rng = np.random.default_rng(seed)
   nonzero = [i for i, n in enumerate(model.norms) if n > 0]
   m, sizes = _probe_matrix(model, nonzero, num_probes, rng)
@@ -543,18 +619,22 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
   columns, m = [i for i, u in zip(nonzero, used) if u], m[:, used]
   column_residuals = np.linalg.norm(m, axis=0)
   single = column_residuals <= rtol
-  rest = [i for i, s in zip(columns, single) if not s]
-  candidates = [(i,) for i, s in zip(columns, single) if s]
-  candidates += [tuple(rest[j] for j in support)
-                 for support in _binary_null_vectors(m[:, ~single], rtol, max_null_dim)]
   position = {i: j for j, i in enumerate(columns)}
   euler = lambda members: float(np.linalg.norm(m[:, [position[i] for i in members]].sum(1)))
-  accepted, stats, rejected = _confirm(model, candidates, euler, rtol, margin, scales, rng)
-  weak = [j for j, (i, s) in enumerate(zip(columns, single)) if s and (i,) not in stats]
-  more = _weak_candidates(m[:, weak], sizes[used][weak], rtol, max_null_dim)
-  found = _confirm(model, [tuple(columns[weak[j]] for j in c) for c in more], euler, rtol,
-                   margin, scales, rng)
+  confirm = functools.partial(_confirm, model, euler_fn=euler, rtol=rtol, margin=margin,
+                              scales=scales, rng=rng)
+  accepted, stats, rejected = confirm([(i,) for i, s in zip(columns, single) if s])
+  weak = [i for i, s in zip(columns, single) if s and (i,) not in stats]
+  rest = [i for i, s in zip(columns, single) if not s]  # a group holds no SI single
+  candidates = [tuple(rest[j] for j in support) for support in _binary_null_vectors(
+      m[:, [position[i] for i in rest]], rtol, max_null_dim)]
+  found = confirm(candidates)
   accepted, stats, rejected = accepted + found[0], {**stats, **found[1]}, {**rejected, **found[2]}
+  accepted, found, small_only = _barely_read(
+      m[:, [position[i] for i in weak]], sizes[used][[position[i] for i in weak]], weak,
+      candidates, accepted, lambda members: m[:, [position[i] for i in members]].sum(1),
+      confirm, rtol, max_null_dim)
+  stats, rejected = {**stats, **found[1]}, {**rejected, **found[2]}
   named = {}
   for members in sorted(accepted, key=min):
     name = group_name([model.paths[i] for i in members], model.paths)
@@ -573,6 +653,8 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
                 for s, r in rejected.items()},
       nearest_non_si=min(outside, key=lambda t: t[1]) if outside else None,
       near_non_si=tuple(sorted((t for t in outside if t[1] < 3 * rtol), key=lambda t: t[1])),
+      small_only={group_name([model.paths[i] for i in s], model.paths):
+                  tuple(model.paths[i] for i in t) for s, t in small_only.items()},
   )
 
 

@@ -564,7 +564,7 @@ MUTATIONS = [
         "rises are never tried"),
     Mutation(
         "tiny_constant_scaled", "si_jax/si_groups.py",
-        "    if abs(float(x.flat[0])) >= TINY_CONSTANT * scale:  # a norm's scale of 1",
+        "    if _rms(x) >= TINY_CONSTANT * scale:  # a norm's scale of 1",
         "    if np.any(x):",
         "tests/test_generic_groups.py -k tiny",
         "a layer scale of 1e-6 is moved by a factor 1 + u, not as a zero: its branch stays "
@@ -577,10 +577,45 @@ MUTATIONS = [
         "a tensor whose Euler residual is 200x below rtol is said to be 'within 3x of rtol'"),
     Mutation(
         "no_weak_pair_search", "si_jax/si_groups.py",
-        "  more = _weak_candidates(m[:, weak], sizes[used][weak], rtol, max_null_dim)",
-        "  more = []",
+        "           for c in _weak_candidates(m_weak, weak_sizes, rtol, max_null_dim)]",
+        "           for c in []]",
         "tests/test_generic_groups.py -k barely_read",
-        "a kernel+bias pair each barely read (behind a layer scale of 1e-3) is never proposed"),
+        "a kernel+bias pair each barely read (behind an out kernel of 1e-4) is never proposed"),
+    Mutation(
+        "no_weak_extensions", "si_jax/si_groups.py",
+        "  for members in dict.fromkeys([*accepted, *candidates]):",
+        "  for members in []:",
+        "tests/test_generic_groups.py -k gives_way",
+        "{embed} alone, SI only while a residual branch initialized at 1e-4 stays small, "
+        "is reported"),
+    Mutation(
+        "natural_scale_from_sibling_constant", "si_jax/si_groups.py",
+        "  if np.any(leaves[i]) or not beside:  # a constant beside constants only: 1",
+        "  if not beside:",
+        "tests/test_generic_groups.py -k side_by_side",
+        "two constant layer scales of 1e-5 in one module take each other's value as their "
+        "natural scale and are not moved"),
+    Mutation(
+        "tiny_vector_ignored", "si_jax/si_groups.py",
+        "  return _rms(x) < TINY_CONSTANT\n",
+        "  return False\n",
+        "tests/test_generic_groups.py -k side_by_side",
+        "a random layer scale of 1e-6 is not moved: its branch reads as unused"),
+    Mutation(
+        "tiny_bias_ignored", "si_jax/si_groups.py",
+        "    return _rms(x) < TINY_BIAS * scale", "    return False",
+        "tests/test_generic_groups.py -k near_zero_bias",
+        "a bias 1e-5 of its kernel's output scale stays: {kernel} alone is reported"),
+    Mutation(
+        "tiny_bias_as_large_as_a_layer_scale", "si_jax/si_groups.py",
+        "TINY_BIAS = 1e-3  #", "TINY_BIAS = 0.05  #",
+        "tests/test_si_groups.py -k shrunk_weights",
+        "torch-initialized biases (1/sqrt(fan-in) of the output's scale) are moved as zeros"),
+    Mutation(
+        "tiny_constant_one_percent", "si_jax/si_groups.py",
+        "TINY_CONSTANT = 0.05  #", "TINY_CONSTANT = 0.01  #",
+        "tests/test_generic_groups.py -k side_by_side",
+        "layer scales of ~1e-2 stay: truncated stream groups pass within rtol"),
     Mutation(
         "near_si_warning_names_one", "si_jax/si_groups.py",
         "    others = [f\"{'/'.join(p)} ({r:.1e})\" for p, r in report.near_non_si if p != path]",

@@ -256,9 +256,9 @@ def test_a_tiny_layer_scale_is_moved_as_a_zero(gamma_init):
   assert max(si_groups.verify_si_groups(fn, grown, found, x).values()) < 1e-4
 
 
-class RandomLayerScaleMLP(nn.Module):
-  """stem -> LN -> h + gamma * LN(branch(h)) -> head, gamma random near ``scale``: no
-  constant for the generic point to move, so the branch stays barely read."""
+class QuietBranchMLP(nn.Module):
+  """stem -> LN -> h + out(LN(branch(h))) -> head, out's kernel random at ``scale``: a
+  branch f barely reads, with no multiplier for the generic point to move."""
 
   scale: float
 
@@ -266,21 +266,109 @@ class RandomLayerScaleMLP(nn.Module):
   def __call__(self, x):
     h = nn.LayerNorm(use_scale=False, use_bias=False, name="ln_0")(nn.Dense(16, name="stem")(x))
     b = nn.LayerNorm(use_scale=False, use_bias=False, name="ln_1")(nn.Dense(16, name="branch")(h))
-    gamma = self.param("gamma", lambda k, s: self.scale * (1 + jax.random.uniform(k, s)), (16,))
-    return nn.Dense(4, name="head")(h + gamma * b)
+    out = nn.Dense(16, kernel_init=nn.initializers.normal(self.scale), name="out")
+    return nn.Dense(4, name="head")(h + out(b))
 
 
-@pytest.mark.parametrize("scale", [1e-3, 1e-1])
+@pytest.mark.parametrize("scale", [1e-4, 1e-1])
 def test_a_group_of_barely_read_tensors_is_searched_at_its_own_scale(scale):
-  """Behind gamma ~ 1e-3, branch/kernel and branch/bias each change f by less than rtol
-  yet are not SI alone: they were left out of the pair search and {branch} was missed
-  (a near-SI warning only). Both groups by hand, each SI once gamma has grown."""
+  """Behind out's kernel of 1e-4, branch/kernel and branch/bias each change f by less than
+  rtol yet are not SI alone: they were left out of the pair search and {branch} was
+  missed (a near-SI warning only). Both groups by hand, each SI at a random point."""
   x = jnp.asarray(np.random.default_rng(0).standard_normal((32, 8)), jnp.float32)
-  params, fn, found = found_quietly(RandomLayerScaleMLP(scale), x)
+  params, fn, found = found_quietly(QuietBranchMLP(scale), x)
   assert as_sets(found) == {frozenset(paths("stem/kernel", "stem/bias")),
                             frozenset(paths("branch/kernel", "branch/bias"))}, found
-  grown = {**random_point(params), "gamma": jnp.full((16,), 0.7, jnp.float32)}
-  assert max(si_groups.verify_si_groups(fn, grown, found, x).values()) < 1e-5
+  moved = random_point(params)
+  assert max(si_groups.verify_si_groups(fn, moved, found, x).values()) < 1e-5
   alone = {"kernel": paths("branch/kernel"), "bias": paths("branch/bias")}
-  assert min(si_groups.verify_si_groups(fn, grown, alone, x).values()) > 1e-2
+  assert min(si_groups.verify_si_groups(fn, moved, alone, x).values()) > 1e-2
 
+
+class QuietResidual(nn.Module):
+  """embed -> h + out(gelu(fc1(LN(h)))) -> LN -> head, out's kernel random at 1e-4 (a
+  residual branch initialized near zero, not at it: nothing for the generic point to move)."""
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(16, name="embed")(x)
+    a = nn.gelu(nn.Dense(32, name="fc1")(nn.LayerNorm(name="ln")(h)))
+    h = h + nn.Dense(16, kernel_init=nn.initializers.normal(1e-4), name="out")(a)
+    return nn.Dense(4, name="head")(nn.LayerNorm(name="ln_f")(h))
+
+
+def test_a_group_si_only_while_a_branch_stays_small_gives_way_to_its_union():
+  """{embed} alone changes f by ~1e-4 < rtol and passed; it breaks once out grows. The
+  stream's group {embed, out} is reported, and a warning names out's tensors."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((32, 8)), jnp.float32)
+  model = QuietResidual()
+  params = model.init(jax.random.key(0), x)["params"]
+  fn = lambda p, x: model.apply({"params": p}, x)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    found, report = si_groups.find_si_groups(fn, params, x, return_report=True)
+  assert as_sets(found) == {frozenset(paths("embed/kernel", "embed/bias", "out/kernel",
+                                            "out/bias"))}, found
+  assert report.small_only == {"embed": paths("out/bias", "out/kernel")}, report.small_only
+  said = [str(w.message) for w in caught if "barely reads" in str(w.message)]
+  assert len(said) == 1 and "SI group embed holds here only because f barely reads" in said[0]
+  embed = {"embed": paths("embed/kernel", "embed/bias")}
+  assert si_groups.verify_si_groups(fn, random_point(params), embed, x)["embed"] > 1e-2
+
+
+class LayerScaleMLP(nn.Module):
+  """embed -> blocks of h + gamma_b * fc2(gelu(fc1(LN(h)))) -> LN -> head; the gammas are
+  declared side by side in the top module, constant or random at ``scale``."""
+
+  scale: float
+  random: bool
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(16, name="embed")(x)
+    for b in range(2):
+      init = lambda k, s: self.scale * (jax.random.uniform(k, s, minval=0.5, maxval=1.5)
+                                        if self.random else jnp.ones(s))
+      gamma = self.param(f"gamma_{b}", init, (16,))
+      a = nn.gelu(nn.Dense(32, name=f"fc1_{b}")(nn.LayerNorm(name=f"ln_{b}")(h)))
+      h = h + gamma * nn.Dense(16, name=f"fc2_{b}")(a)
+    return nn.Dense(10, name="head")(nn.LayerNorm(name="ln_f")(h))
+
+
+@pytest.mark.parametrize("scale, random", [(1e-5, False), (1e-6, True), (1e-2, True)])
+def test_layer_scales_near_zero_side_by_side_are_moved(scale, random):
+  """Two constant gammas of 1e-5 in one module took each other's value as their natural
+  scale and stayed; random ones of 1e-6 sat below float32's reach, of 1e-2 within rtol.
+  {embed} alone was reported (it breaks once the gammas grow) and the stream's four groups,
+  embed with gamma_b or fc2_b for each block, were missed."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 6)), jnp.float32)
+  params, fn, found = found_quietly(LayerScaleMLP(scale, random), x)
+  stream = {frozenset(paths("embed/kernel", "embed/bias", *a, *b))
+            for a in (("gamma_0",), ("fc2_0/kernel", "fc2_0/bias"))
+            for b in (("gamma_1",), ("fc2_1/kernel", "fc2_1/bias"))}
+  assert as_sets(found) == stream, found
+  assert max(si_groups.verify_si_groups(fn, random_point(params), found, x).values()) < 1e-4
+  moved = si_groups.generic_point(params)[1]
+  assert {("gamma_0",), ("gamma_1",)} <= set(moved)
+  assert not any(p[-1] == "kernel" for p in moved)  # kernels keep their init
+
+
+class NearZeroBiasLN(nn.Module):
+  """dense (bias random at ``scale``) -> LN without affine -> head."""
+
+  scale: float
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(16, bias_init=nn.initializers.normal(self.scale), name="dense")(x)
+    return nn.Dense(4, name="head")(nn.LayerNorm(use_scale=False, use_bias=False)(h))
+
+
+@pytest.mark.parametrize("scale", [1e-5, 1e-3])
+def test_a_near_zero_bias_is_moved_or_found(scale):
+  """A bias a step away from 0 (1e-5 of the output's scale: below what the search
+  resolves) is moved as a zero; one of 1e-3 is kept and joins its kernel anyway."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((32, 8)), jnp.float32)
+  params, fn, found = found_quietly(NearZeroBiasLN(scale), x)
+  assert as_sets(found) == {frozenset(paths("dense/kernel", "dense/bias"))}, found
+  assert (("dense", "bias") in si_groups.generic_point(params)[1]) == (scale < 1e-4)
