@@ -50,8 +50,10 @@ class SIGroupsReport:
     rejected: name -> (euler, value, baseline) of candidates that failed confirmation.
     nearest_non_si: (path, ||M_i||) of the tensor in no group closest to rtol.
     near_non_si: every (path, ||M_i||) in no group below 3 rtol, nearest first.
-    small_only: name -> barely read tensors of groups SI only while these stay small; the
-      groups with them are reported instead.
+    small_only: '+'.join(paths) of groups SI only while barely read tensors stay small ->
+      those tensors; the groups with them are reported instead.
+    read_without_gradient: path -> the change of f when it doubles, for tensors of zero
+      gradient that f reads (a stop_gradient): the search cannot place them.
     generic: whether the search ran at a ``generic_point``; moved: the tensors it moved.
     degenerate_only: '+'.join(paths) of groups SI only at the moved tensors' given values."""
 
@@ -68,6 +70,7 @@ class SIGroupsReport:
   degenerate_only: dict[str, tuple[ParamPath, ...]] = dataclasses.field(default_factory=dict)
   near_non_si: tuple[tuple[ParamPath, float], ...] = ()
   small_only: dict[str, tuple[ParamPath, ...]] = dataclasses.field(default_factory=dict)
+  read_without_gradient: dict[ParamPath, float] = dataclasses.field(default_factory=dict)
 
 
 class _Model:
@@ -269,12 +272,16 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
     rms = float(np.sqrt(np.mean(np.concatenate(
         [np.ravel(leaves[j]).astype(np.float64) ** 2 for j in generic]))))
     size = leaves[i].size
-    fan_in = [leaves[j].size // size for j in generic
-              if leaves[j].ndim >= 2 and leaves[j].shape[-1] == size]
+    fan_in = [leaves[j].size // size for j in generic if _kernel_of(leaves[j], leaves[i])]
     return rms * float(np.sqrt(max(fan_in))) if fan_in else rms  # a bias: the output's scale
   if np.any(leaves[i]) or not beside:  # a constant beside constants only: 1
     return 1.0
   return max(float(np.abs(leaves[j].flat[0])) for j in beside)  # a zero bias: the scale's
+
+
+def _kernel_of(kernel: np.ndarray, bias: np.ndarray) -> bool:
+  """Whether ``bias`` has ``kernel``'s trailing (output) axes: (D,) of Dense's (F, D)."""
+  return 1 <= bias.ndim < kernel.ndim and kernel.shape[kernel.ndim - bias.ndim:] == bias.shape
 
 
 def _rms(x: np.ndarray) -> float:
@@ -288,14 +295,14 @@ def _tiny_vector(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarray
   (a layer scale, a temperature) below TINY_CONSTANT: its branch is nearly off, below what
   float32 resolves at 1e-6, or within rtol of off at 1e-2."""
   x = leaves[i]
-  if x.ndim > 1 or x.size == 0:
+  if x.size == 0:
     return False
-  kernels = [j for j, p in enumerate(paths) if j != i and p[:-1] == paths[i][:-1]
-             and leaves[j].ndim >= 2 and leaves[j].shape[-1] == x.size]
+  kernels = [j for j, p in enumerate(paths)
+             if j != i and p[:-1] == paths[i][:-1] and _kernel_of(leaves[j], x)]
   if kernels:  # torch's bias init is 1/sqrt(fan-in) of the output's scale: kept
     scale = max(_rms(leaves[j]) * np.sqrt(leaves[j].size // x.size) for j in kernels)
     return _rms(x) < TINY_BIAS * scale
-  return _rms(x) < TINY_CONSTANT
+  return x.ndim <= 1 and _rms(x) < TINY_CONSTANT
 
 
 def generic_point(params, seed: int = 0):
@@ -505,11 +512,15 @@ def _warn(report: SIGroupsReport, rtol: float) -> None:
     warnings.warn(  # noqa: B028 -- stacklevel would move the reported line (behaviour)
         f"{'/'.join(path)} is in no SI group but its Euler residual {residual:.2e} is "
         f"{near}: the groups found may depend on the tolerance{also}")
+  for path, change in report.read_without_gradient.items():
+    warnings.warn(  # noqa: B028
+        f"{'/'.join(path)} has a zero gradient, yet doubling it changes f by {change:.1e} "
+        "(a stop_gradient or a custom VJP?): the search cannot tell which groups hold it")
   for label, small in report.small_only.items():
     warnings.warn(  # noqa: B028
         f"SI group {label} holds here only because f barely reads "
-        f"{', '.join('/'.join(p) for p in small)}: once training grows "
-        f"{'it' if len(small) == 1 else 'them'} it does not, so the groups with "
+        f"{', '.join('/'.join(p) for p in small)}: it stops holding once training grows "
+        f"{'it' if len(small) == 1 else 'them'}, so the groups with "
         f"{'it' if len(small) == 1 else 'them'} are reported instead")
   for label, needs in report.degenerate_only.items():
     warnings.warn(  # noqa: B028
@@ -567,45 +578,44 @@ def _weak_candidates(m: np.ndarray, sizes: np.ndarray, rtol: float, max_null_dim
   return found
 
 
-def _extensions(residual: np.ndarray, m: np.ndarray, rtol: float,
+def _extensions(residual: np.ndarray, m: np.ndarray, margin: float,
                 max_null_dim: int) -> list[tuple[int, ...]]:
   """Sets T of the columns of ``m`` that cancel ``residual`` (M 1_S of a group S).
 
-  ||M (1_S + 1_T)|| <= rtol ||M 1_S||: S is SI only while the tensors of T, which f
-  barely reads, stay small (columns below rtol of the residual cannot help)."""
+  ||M (1_S + 1_T)|| <= margin ||M 1_S||: S is SI only while the tensors of T, which f
+  barely reads, stay small. ``margin``, not rtol: S's residual may be 1e-3 and S u T's
+  the normalization epsilon's 1e-5 (columns below margin^2 of the residual cannot help)."""
   size = float(np.linalg.norm(residual))
   if m.shape[1] == 0 or size == 0:
     return []
   sub = np.column_stack([residual, m]) / size
-  above = np.flatnonzero(np.linalg.norm(sub, axis=0) > rtol)  # the residual's own column first
-  supports = _binary_null_vectors(sub[:, above], rtol, max_null_dim)
+  above = np.flatnonzero(np.linalg.norm(sub, axis=0) > margin ** 2)  # the residual's first
+  supports = _binary_null_vectors(sub[:, above], margin, max_null_dim)
   return [tuple(int(above[j]) - 1 for j in s if j) for s in supports if 0 in s and len(s) > 1]
 
 
 def _barely_read(m_weak: np.ndarray, weak_sizes: np.ndarray, weak: list[int],
                  candidates, accepted, residual: Callable, confirm: Callable, rtol: float,
-                 max_null_dim: int):
+                 margin: float, max_null_dim: int):
   """Step 5: groups holding tensors f barely reads (``weak``: below rtol alone, not SI).
 
-  Each candidate of steps 2-3 joined with the weak sets that cancel its residual
-  (``_extensions``), and groups among the weak alone (``_weak_candidates``), confirmed. An
+  Groups among the weak alone (``_weak_candidates``), and each candidate of steps 2-3
+  joined with the weak sets that cancel its residual (``_extensions``), confirmed. An
   accepted group whose residual weak tensors cancel holds only while they stay small: it
   gives way to its unions. Returns (the accepted groups, the confirmation of the new
   candidates, {a group given way: the weak tensors of its unions})."""
-  grown = {}
-  for members in dict.fromkeys([*accepted, *candidates]):
-    grown[members] = [members + tuple(weak[j] for j in t) for t in _extensions(
-        residual(members), m_weak, rtol, max_null_dim)]
-  more = [g for unions in grown.values() for g in unions]
+  grown = {g: [g + tuple(weak[j] for j in t) for t in _extensions(
+      residual(g), m_weak, margin, max_null_dim)] for g in dict.fromkeys([*accepted, *candidates])}
+  more = [u for unions in grown.values() for u in unions]
   more += [tuple(weak[j] for j in c)
            for c in _weak_candidates(m_weak, weak_sizes, rtol, max_null_dim)]
-  found = confirm([g for g in more if not any(set(a) < set(g) for a in accepted
-                                              if a not in grown or not grown[a])])
+  keep = [a for a in accepted if not grown[a]]
+  found = confirm([u for u in dict.fromkeys(more) if not any(set(a) < set(u) for a in keep)])
   small_only = {}
-  for members in accepted:
-    unions = [g for g in grown.get(members, ()) if g in found[1]]
-    if unions:
-      small_only[members] = tuple(sorted({i for g in unions for i in g} - set(members)))
+  for g in accepted:
+    done = [u for u in grown[g] if u in found[1]]
+    if done:
+      small_only[g] = tuple(sorted({i for u in done for i in u} - set(g)))
   return [a for a in accepted if a not in small_only] + found[0], found, small_only
 
 
@@ -617,6 +627,9 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
   m, sizes = _probe_matrix(model, nonzero, num_probes, rng)
   used = sizes > UNUSED_TOL
   columns, m = [i for i, u in zip(nonzero, used) if u], m[:, used]
+  unused = [i for i, u in zip(nonzero, used) if not u]
+  changes = {i: model.change(model.scaled([i], 2.0)) for i in unused}
+  read = {i: c for i, c in changes.items() if c > 10 * UNUSED_TOL}  # under a stop_gradient
   column_residuals = np.linalg.norm(m, axis=0)
   single = column_residuals <= rtol
   position = {i: j for j, i in enumerate(columns)}
@@ -633,7 +646,7 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
   accepted, found, small_only = _barely_read(
       m[:, [position[i] for i in weak]], sizes[used][[position[i] for i in weak]], weak,
       candidates, accepted, lambda members: m[:, [position[i] for i in members]].sum(1),
-      confirm, rtol, max_null_dim)
+      confirm, rtol, margin, max_null_dim)
   stats, rejected = {**stats, **found[1]}, {**rejected, **found[2]}
   named = {}
   for members in sorted(accepted, key=min):
@@ -648,12 +661,13 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
       value={name: stats[s][1] for name, s in named.items()},
       baseline={name: stats[s][2] for name, s in named.items()},
       zero=tuple(model.paths[i] for i, n in enumerate(model.norms) if n == 0),
-      unused=tuple(model.paths[i] for i, u in zip(nonzero, used) if not u),
+      unused=tuple(model.paths[i] for i in unused if i not in read),
+      read_without_gradient={model.paths[i]: read[i] for i in read},
       rejected={group_name([model.paths[i] for i in s], model.paths): r
                 for s, r in rejected.items()},
       nearest_non_si=min(outside, key=lambda t: t[1]) if outside else None,
       near_non_si=tuple(sorted((t for t in outside if t[1] < 3 * rtol), key=lambda t: t[1])),
-      small_only={group_name([model.paths[i] for i in s], model.paths):
+      small_only={"+".join("/".join(model.paths[i]) for i in s):
                   tuple(model.paths[i] for i in t) for s, t in small_only.items()},
   )
 

@@ -589,6 +589,33 @@ MUTATIONS = [
         "{embed} alone, SI only while a residual branch initialized at 1e-4 stays small, "
         "is reported"),
     Mutation(
+        "extensions_bound_rtol", "si_jax/si_groups.py",
+        "      residual(g), m_weak, margin, max_null_dim)] for g in dict.fromkeys(",
+        "      residual(g), m_weak, rtol, max_null_dim)] for g in dict.fromkeys(",
+        "tests/test_generic_groups.py -k epsilon_floor",
+        "a union must cancel its group's residual to rtol of it: behind LayerNorm's epsilon "
+        "1e-5, {kernel} alone stays where its bias is 1.3e-3 of the output's scale"),
+    Mutation(
+        "extension_columns_above_margin", "si_jax/si_groups.py",
+        "np.linalg.norm(sub, axis=0) > margin ** 2)", "np.linalg.norm(sub, axis=0) > margin)",
+        "tests/test_generic_groups.py -k convnext_a_few",
+        "weak tensors below margin of a group's residual are left out of its unions: a "
+        "ConvNeXt's stream group misses a dw bias"),
+    Mutation(
+        "dense_general_bias_without_fan_in", "si_jax/si_groups.py",
+        "  return 1 <= bias.ndim < kernel.ndim and kernel.shape[kernel.ndim - bias.ndim:] == "
+        "bias.shape",
+        "  return bias.ndim == 1 < kernel.ndim and kernel.shape[-1] == bias.size",
+        "tests/test_generic_groups.py -k dense_general",
+        "a DenseGeneral bias (heads, features) is not seen as its kernel's: it moves by the "
+        "kernel's RMS alone"),
+    Mutation(
+        "stop_gradient_unnoticed", "si_jax/si_groups.py",
+        "  read = {i: c for i, c in changes.items() if c > 10 * UNUSED_TOL}",
+        "  read = {}",
+        "tests/test_generic_groups.py -k stop_gradient",
+        "a tensor read under a stop_gradient is reported unused, silently"),
+    Mutation(
         "natural_scale_from_sibling_constant", "si_jax/si_groups.py",
         "  if np.any(leaves[i]) or not beside:  # a constant beside constants only: 1",
         "  if not beside:",
