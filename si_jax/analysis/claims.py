@@ -265,6 +265,9 @@ PRACTICAL = (("non_si", "Trainable non-SI parameters"), ("momentum", "Momentum 0
 FAMILIES = {
     "lr_sweep": Family("The learning rate swept at wd 0.03 (`configs/lr_sweep.py:cpu`).",
                        (MIDDLE_RANGE, MORE_FREQUENT), key="optim.lr"),
+    "cifar_lr_sweep": Family(
+        "The learning rate swept at wd 0.01 on 2,048 CIFAR-10-proxy images, 120 epochs "
+        "(`configs/lr_sweep.py:cifar_cpu`).", (MIDDLE_RANGE, MORE_FREQUENT), key="optim.lr"),
     "wd_sweep": Family("The weight decay swept at lr 0.1 (`configs/wd_sweep.py:cpu`).",
                        (MIDDLE_RANGE, MORE_FREQUENT), key="optim.wd"),
     "lr_wd_product": Family(
