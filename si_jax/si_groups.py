@@ -34,6 +34,7 @@ MAX_NULL_DIM = 16  # 2^16 pivot patterns per component at most
 GENERIC_SIZE = 0.5  # a degenerate tensor moves by this fraction of its natural scale
 TINY_CONSTANT = 0.05  # a constant or vector below this fraction of its natural scale: as a zero
 TINY_BIAS = 1e-3  # a bias below this fraction of its kernel's output scale: as a zero
+MAX_WARNED = 10  # warnings of one kind per search; the report holds every one
 _TINY = 1e-30
 
 
@@ -223,7 +224,9 @@ def _binary_null_vectors(m: np.ndarray, rtol: float, max_dim: int) -> list[tuple
     if len(comp) > max_dim:
       raise ValueError(
           f"a component of {len(comp)} independent near-SI directions exceeds max_null_dim="
-          f"{max_dim}; pass more argument sets (more_args) or raise max_null_dim")
+          f"{max_dim}: the model may have exponentially many minimal groups (K normalized "
+          "towers into one norm have 2^K), or f barely reads some tensors (they count too); "
+          "pass more argument sets (more_args) or raise max_null_dim")
     patterns = np.array(list(itertools.product((0.0, 1.0), repeat=len(comp)))[1:])
     z = patterns @ coeffs[:, comp].T  # (patterns, columns)
     binary = np.all((np.abs(z) < 0.25) | (np.abs(z - 1) < 0.25), axis=1)
@@ -265,7 +268,7 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
                    degenerate: Sequence[bool]) -> float:
   """Tensor i's natural scale (``generic_point``), from the tensors beside it."""
   beside = [j for j, p in enumerate(paths)
-            if j != i and p[:-1] == paths[i][:-1] and np.issubdtype(leaves[j].dtype, np.inexact)
+            if j != i and p[:-1] == paths[i][:-1] and jnp.issubdtype(leaves[j].dtype, jnp.inexact)
             and np.any(leaves[j])]
   generic = [j for j in beside if not degenerate[j]]
   if generic:
@@ -312,7 +315,7 @@ def generic_point(params, seed: int = 0):
   keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
   paths = [_path_str(kp) for kp, _ in keyed]
   leaves = [np.asarray(x) for _, x in keyed]
-  degenerate = [np.issubdtype(x.dtype, np.inexact) and (_degenerate(x) or _tiny_vector(
+  degenerate = [jnp.issubdtype(x.dtype, jnp.inexact) and (_degenerate(x) or _tiny_vector(
       i, paths, leaves)) for i, x in enumerate(leaves)]
   rng = np.random.default_rng([seed, 1])
   out = [x for _, x in keyed]
@@ -326,6 +329,13 @@ def generic_point(params, seed: int = 0):
       new = GENERIC_SIZE * scale * rng.standard_normal(x.shape)
     out[i] = new.astype(x.dtype)
   return treedef.unflatten(out), tuple(p for p, d in zip(paths, degenerate) if d)
+
+
+def _in_float32(params):
+  """``params`` with bfloat16 and float16 leaves in float32 (groups do not hang on dtype)."""
+  return jax.tree.map(lambda x: np.asarray(x, np.float32) if jnp.issubdtype(
+      jnp.result_type(x), jnp.floating) and jnp.dtype(jnp.result_type(x)).itemsize < 4 else x,
+      params)
 
 
 def _check_scales(scales) -> None:
@@ -489,6 +499,7 @@ def find_si_groups(
   search = functools.partial(_search, rtol=rtol, margin=margin, scales=scales,
                              num_probes=num_probes, max_null_dim=max_null_dim, seed=seed)
   arg_sets = (args, *more_args)
+  params = _in_float32(params)
   at, moved = generic_point(params, seed) if generic else (params, ())
   model = _Model(fn, at, arg_sets)
   report = dataclasses.replace(search(model), generic=generic, moved=moved)
@@ -522,7 +533,13 @@ def _warn(report: SIGroupsReport, rtol: float) -> None:
         f"{', '.join('/'.join(p) for p in small)}: it stops holding once training grows "
         f"{'it' if len(small) == 1 else 'them'}, so the groups with "
         f"{'it' if len(small) == 1 else 'them'} are reported instead")
-  for label, needs in report.degenerate_only.items():
+  shown = list(report.degenerate_only.items())[:MAX_WARNED]
+  if len(report.degenerate_only) > MAX_WARNED:
+    warnings.warn(  # noqa: B028
+        f"{len(report.degenerate_only)} SI groups hold at the given params only because "
+        f"tensors are zero, constant or near zero there; the first {MAX_WARNED} follow, all "
+        "in report.degenerate_only")
+  for label, needs in shown:
     warnings.warn(  # noqa: B028
         f"SI group {label} holds at the given params only because "
         f"{', '.join('/'.join(p) for p in needs)} {'is' if len(needs) == 1 else 'are'} zero, "
@@ -691,7 +708,7 @@ def verify_si_groups(
   _check_scales(scales)
   groups = check_groups(groups, "groups")
   check_in_params(groups, params, "groups")
-  model = _Model(fn, params, (args, *more_args))
+  model = _Model(fn, _in_float32(params), (args, *more_args))
   index = {p: i for i, p in enumerate(model.paths)}
   out = {}
   for name, paths in groups.items():

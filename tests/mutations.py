@@ -610,6 +610,17 @@ MUTATIONS = [
         "a DenseGeneral bias (heads, features) is not seen as its kernel's: it moves by the "
         "kernel's RMS alone"),
     Mutation(
+        "low_precision_kept", "si_jax/si_groups.py",
+        "  params = _in_float32(params)\n  at, moved", "  at, moved",
+        "tests/test_si_groups.py -k bfloat16",
+        "bfloat16 params are refused as 'not floating'"),
+    Mutation(
+        "warnings_uncapped", "si_jax/si_groups.py",
+        "  shown = list(report.degenerate_only.items())[:MAX_WARNED]",
+        "  shown = list(report.degenerate_only.items())",
+        "tests/test_si_groups.py -k capped",
+        "one warning per group that holds only at zero biases: a thousand lines for ten towers"),
+    Mutation(
         "stop_gradient_unnoticed", "si_jax/si_groups.py",
         "  read = {i: c for i, c in changes.items() if c > 10 * UNUSED_TOL}",
         "  read = {}",

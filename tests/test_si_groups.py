@@ -323,3 +323,41 @@ def test_the_near_si_warning_names_every_near_tensor():
   said = [str(w.message) for w in caught if "in no SI group" in str(w.message)]
   assert len(said) == 1 and said[0].startswith("/".join(near[0]))
   assert f"also near SI: {'/'.join(near[1])}" in said[0], said
+
+
+def test_bfloat16_and_float16_params_are_searched_in_float32():
+  """numpy counts bfloat16 as no floating type: every leaf was 'not floating'."""
+  x = rng_images(32, (12,))
+  module = LayerNormMLP()
+  params = {"params": init(module, x)}
+  found = si_groups.find_si_groups(module.apply, params, x)
+  for dtype in (jnp.bfloat16, jnp.float16):
+    low = jax.tree.map(lambda a: a.astype(dtype), params)
+    assert si_groups.find_si_groups(module.apply, low, x) == found
+    assert max(si_groups.verify_si_groups(module.apply, low, found, x).values()) < 1e-5
+
+
+class Towers(nn.Module):
+  """Four Dense -> LayerNorm -> Dense towers, concatenated into one LayerNorm: 4 + 2^4
+  groups (each d_k; the concatenation's, one of {p_k} or {ln_k, p_k/bias} per tower)."""
+
+  @nn.compact
+  def __call__(self, x):
+    towers = [nn.Dense(4, name=f"p_{k}")(nn.LayerNorm(name=f"ln_{k}")(
+        nn.Dense(4, name=f"d_{k}")(x))) for k in range(4)]
+    return nn.Dense(3, name="head")(nn.LayerNorm(name="ln")(jnp.concatenate(towers, -1)))
+
+
+def test_warnings_of_one_kind_are_capped():
+  """Each group that holds only because a bias is zero was warned of once: 1034 lines
+  for ten towers. At most MAX_WARNED and a count; the report holds all."""
+  x = rng_images(16, (6,))
+  params = init(Towers(), x)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    found, report = si_groups.find_si_groups(Towers().apply, {"params": params}, x,
+                                             return_report=True)
+  assert len(found) == 20 and len(report.degenerate_only) > si_groups.MAX_WARNED
+  said = [str(w.message) for w in caught if "at the given params only because" in str(w.message)]
+  assert len(said) == si_groups.MAX_WARNED + 1
+  assert said[0].startswith(f"{len(report.degenerate_only)} SI groups hold at the given params")
