@@ -583,8 +583,8 @@ MUTATIONS = [
         "a kernel+bias pair each barely read (behind an out kernel of 1e-4) is never proposed"),
     Mutation(
         "no_weak_extensions", "si_jax/si_groups.py",
-        "  for members in dict.fromkeys([*accepted, *candidates]):",
-        "  for members in []:",
+        "  more = [u for unions in grown.values() for u in unions]",
+        "  more = []",
         "tests/test_generic_groups.py -k gives_way",
         "{embed} alone, SI only while a residual branch initialized at 1e-4 stays small, "
         "is reported"),
@@ -635,7 +635,7 @@ MUTATIONS = [
         "natural scale and are not moved"),
     Mutation(
         "tiny_vector_ignored", "si_jax/si_groups.py",
-        "  return _rms(x) < TINY_CONSTANT\n",
+        "  return x.ndim <= 1 and _rms(x) < TINY_CONSTANT\n",
         "  return False\n",
         "tests/test_generic_groups.py -k side_by_side",
         "a random layer scale of 1e-6 is not moved: its branch reads as unused"),
