@@ -272,8 +272,7 @@ def _natural_scale(i: int, paths: Sequence[ParamPath], leaves: Sequence[np.ndarr
             and np.any(leaves[j])]
   generic = [j for j in beside if not degenerate[j]]
   if generic:
-    rms = float(np.sqrt(np.mean(np.concatenate(
-        [np.ravel(leaves[j]).astype(np.float64) ** 2 for j in generic]))))
+    rms = _rms(np.concatenate([np.ravel(leaves[j]) for j in generic]))
     size = leaves[i].size
     fan_in = [leaves[j].size // size for j in generic if _kernel_of(leaves[j], leaves[i])]
     return rms * float(np.sqrt(max(fan_in))) if fan_in else rms  # a bias: the output's scale
@@ -650,7 +649,8 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
   column_residuals = np.linalg.norm(m, axis=0)
   single = column_residuals <= rtol
   position = {i: j for j, i in enumerate(columns)}
-  euler = lambda members: float(np.linalg.norm(m[:, [position[i] for i in members]].sum(1)))
+  residual = lambda members: m[:, [position[i] for i in members]].sum(1)  # M 1_S
+  euler = lambda members: float(np.linalg.norm(residual(members)))
   confirm = functools.partial(_confirm, model, euler_fn=euler, rtol=rtol, margin=margin,
                               scales=scales, rng=rng)
   accepted, stats, rejected = confirm([(i,) for i, s in zip(columns, single) if s])
@@ -660,9 +660,9 @@ def _search(model: _Model, *, rtol, margin, scales, num_probes, max_null_dim, se
       m[:, [position[i] for i in rest]], rtol, max_null_dim)]
   found = confirm(candidates)
   accepted, stats, rejected = accepted + found[0], {**stats, **found[1]}, {**rejected, **found[2]}
+  weak_columns = [position[i] for i in weak]
   accepted, found, small_only = _barely_read(
-      m[:, [position[i] for i in weak]], sizes[used][[position[i] for i in weak]], weak,
-      candidates, accepted, lambda members: m[:, [position[i] for i in members]].sum(1),
+      m[:, weak_columns], sizes[used][weak_columns], weak, candidates, accepted, residual,
       confirm, rtol, margin, max_null_dim)
   stats, rejected = {**stats, **found[1]}, {**rejected, **found[2]}
   named = {}
