@@ -473,6 +473,12 @@ MUTATIONS = [
         "tests/test_forecast.py -k eq3_projection",
         "the projection drops Eq. (3)'s effective-gradient term"),
     Mutation(
+        "forecast_ignores_loss_rise", "si_jax/analysis/forecast.py",
+        "    dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0)",
+        "    dist = self._predictive(0.0)",
+        "tests/test_forecast.py -k climbing",
+        "a loss climbing in phase B does not lower the forecast's critical level"),
+    Mutation(
         "seeds_all_the_same", "si_jax/engine/experiment.py",
         '{**o, "seed": config.seed + k})',
         '{**o, "seed": config.seed})',

@@ -118,6 +118,28 @@ def test_survival_moves_the_forecast_past_the_levels_already_crossed():
   assert spread == pytest.approx(math.sqrt((0.5**2 + 2 * (math.log(2)) ** 2) / 2))
 
 
+def test_a_loss_climbing_in_phase_b_lowers_the_level_by_its_factor():
+  """Three levels at 0.04 (a prior spread of 0.001: no survival conditioning at the
+  effective LR of 0.005 the forecasts are made at); the loss 4x above its lowest value
+  since the onset lowers the level 4x: with g~ = 0 the effective LR grows by
+  (1 - eta lambda)^-2 a step, so the forecast comes ln(4) / -2 ln(1 - eta lambda) steps
+  (19.2 epochs) earlier; a loss at its floor, or below it, changes nothing."""
+  def forecast_at(losses):
+    f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, prior_spread=1e-3)
+    f.levels = [math.log(0.04)] * 3
+    made = None
+    for epoch, loss in enumerate(losses, start=100):
+      made = f.update({"epoch": epoch, "train_loss": loss, "effective_lr": 0.005,
+                       "weight_norm": math.sqrt(LR / 0.005), "effective_grad_norm": 0.0},
+                      [], "B")
+    return made
+  flat = forecast_at([1e-3, 1e-3, 1e-3])
+  risen = forecast_at([1e-3, 2e-3, 4e-3])
+  earlier = math.log(4) / -(2 * math.log(1 - LR * WD)) / STEPS
+  assert flat.onset - risen.onset == pytest.approx(earlier, abs=1 / STEPS + 1e-9)
+  assert forecast_at([4e-3, 2e-3, 1e-3]).onset == flat.onset
+
+
 def test_no_forecast_without_a_destabilization_or_with_a_fixed_norm():
   # Eq. (3)'s equilibrium effective LR is ~sqrt(2 eta lambda) / g = 0.15: never at 10
   records, _ = periodic_records(level=10.0, periods=1, g=0.5)

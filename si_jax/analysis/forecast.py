@@ -1,9 +1,10 @@
 """The next destabilization, forecast online from the SI norm's dynamics (Eq. (3)).
 
 The time for Eq. (3), iterated from the current rho, to carry the effective LR to the
-next *critical level* (log-normal over the levels at the onsets so far), unless it
-settles first (Remark 3). Entry points: ``OnlineForecaster``, ``Live`` (the loop's),
-``replay``, ``score``, ``score_workdir``. Method and measured scores: docs/forecast.md."""
+next *critical level* (log-t over the levels at the onsets so far, lowered by the loss's
+climb in phase B), unless it settles first (Remark 3). Entry points:
+``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_workdir``.
+Method and measured scores: docs/forecast.md."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ class OnlineForecaster:
     self._per_sample = 1.0               # steps between records, learned from 'step'
     self._last_x: float | None = None
     self._x_per_sample = 1.0             # x between records (1 for epochs, 1 per-step)
+    self._floor = math.inf               # the lowest ln(loss) since the last onset
 
   def update(self, record: Mapping[str, Any], events: list[detector_lib.Event],
              phase: str | None) -> Forecast | None:
@@ -80,6 +82,9 @@ class OnlineForecaster:
     for e in events:
       if e.kind == "onset":
         self._add_level(e.index)
+        self._floor = min((_log_loss(r) for i, r in self._recent if i >= e.index),
+                          default=math.inf)
+    self._floor = min(self._floor, _log_loss(record))
     if phase != "B" or any(e.kind in ("onset", "peak") for e in events):
       self._phase_b = [] if phase != "B" else self._phase_b
       return None
@@ -115,15 +120,17 @@ class OnlineForecaster:
     squares = sum((v - mean) ** 2 for v in self.levels)
     return mean, math.sqrt((self.prior_spread ** 2 + squares) / k)
 
-  def _predictive(self):
+  def _predictive(self, rise: float = 0.0):
     """The predictive distribution of the next level's ln, from the k levels so far.
 
     Student's t with k degrees of freedom (k - 1 from the levels, 1 from the prior) and
     scale spread x sqrt(1 + 1/k) (the mean's own uncertainty); a plug-in normal makes the
-    interval too narrow while there are few levels."""
+    interval too narrow while there are few levels. Its centre is lowered by ``rise``,
+    the ln of the factor the loss has climbed above its lowest value since the last onset:
+    a loss that climbs in phase B is the instability beginning, below the usual level."""
     mean, spread = self._distribution()
     k = len(self.levels)
-    return stats.t(df=k, loc=mean, scale=spread * math.sqrt(1 + 1 / k))
+    return stats.t(df=k, loc=mean - rise, scale=spread * math.sqrt(1 + 1 / k))
 
   def _forecast(self, record) -> Forecast | None:
     key = self.x_key or ("epoch" if "epoch" in record else "step")
@@ -132,7 +139,8 @@ class OnlineForecaster:
     rho = _number(record.get("weight_norm"))
     if not (math.isfinite(now) and now > 0 and math.isfinite(rho) and rho > 0):
       return None
-    dist = self._predictive()
+    rise = _log_loss(record) - self._floor
+    dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0)
     survived = float(dist.cdf(math.log(now)))
     tail = (1 - self.coverage) / 2
     targets = [math.exp(float(dist.ppf(min(1 - 1e-12, survived + p * (1 - survived)))))
@@ -189,6 +197,12 @@ def _number(value) -> float:
     return float(value)
   except (TypeError, ValueError):
     return math.nan
+
+
+def _log_loss(record: Mapping[str, Any]) -> float:
+  """ln of the record's train loss ('train_loss', else 'loss'); inf where not positive."""
+  loss = _number(record.get("train_loss", record.get("loss")))
+  return math.log(loss) if math.isfinite(loss) and loss > 0 else math.inf
 
 
 def _median(values: list[float]) -> float:

@@ -1,0 +1,121 @@
+"""How predictable is the next critical effective LR? A study of the forecast's error source.
+
+  python -m benchmarks.forecast_levels [--data docs/data/recount]
+
+The forecast (docs/forecast.md) times the effective LR's climb to the next critical level,
+the effective LR of the sample before an onset. This replays every exported family run
+(docs/data/recount, the sphere families left out) and the recorded runs of tests/data
+through the causal detector and, for each destabilization from the third, compares that
+level with the run's earlier ones, at the middle of the live phase B before it:
+
+* the level's deviation from the earlier levels' mean (ln): its median absolute value;
+* its correlation with two things known then: the loss's rise above its lowest value
+  since the last onset (ln), and the effective LR where phase B began, against the
+  earlier phases B' (ln);
+* the median |error| / period of onsets timed by the *actual* effective-LR series
+  reaching a level (so only the level is wrong): the earlier levels' mean, that mean
+  moved by ``b`` x the loss's rise, and the naive previous-period forecast.
+
+In-sample: ``b`` is chosen here, so these are not held-out scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+
+import numpy as np
+
+from si_jax.analysis import forecast, recount
+
+DATA = os.path.join(os.path.dirname(__file__), os.pardir, "tests", "data")
+SHIFTS = (0.0, -0.3, -0.5, -1.0)  # b: ln level moved by b x the loss's rise
+
+
+def runs(data_dir: str):
+  """(family, records, options) of every exported run and recorded run."""
+  for path in sorted(glob.glob(os.path.join(data_dir, "*.json.gz"))):
+    family, members = recount.load(path)
+    if family.startswith("three_regimes"):
+      continue
+    for member in members:
+      for run in member.runs:
+        keys = list(run.series)
+        records = [dict(zip(keys, v)) for v in zip(*(run.series[k].tolist() for k in keys))]
+        yield family, records, dict(run.options)
+  for path in sorted(glob.glob(os.path.join(DATA, "*.json"))):
+    record = json.loads(open(path).read())
+    s = {k: np.asarray(v, np.float64) for k, v in record.get("series", {}).items()}
+    if "weight_norm" not in s or "lr" not in record:
+      continue
+    s.setdefault("effective_lr", record["lr"] / s["weight_norm"] ** 2)
+    s.setdefault("epoch", np.arange(1.0, len(s["weight_norm"]) + 1))
+    records = [dict(zip(s, v)) for v in zip(*(x.tolist() for x in s.values()))]
+    yield "tests/data", records, {"reference": math.log(10), "loss_key":
+                                  "train_loss" if "train_loss" in s else "loss"}
+
+
+def episodes(records, options):
+  """Per destabilization from the third: the quantities at the middle of its phase B."""
+  options = {k: options[k] for k in ("reference", "norm", "loss_key") if k in options}
+  run = forecast.replay(records, detector_options=options)
+  elr = np.log([max(r["effective_lr"], 1e-30) for r in records])
+  loss = np.log([max(r[options["loss_key"]], 1e-30) for r in records])
+  on, starts = run.onsets, []
+  for k, o in enumerate(on):
+    first = o
+    while first > (on[k - 1] + 1 if k else 0) and run.phases[first - 1] == "B":
+      first -= 1
+    starts.append(first)
+  for k in range(2, len(on)):
+    o, p, b = on[k], on[k - 1], starts[k]
+    if b == o or not np.all(np.isfinite(elr[p:o])):
+      continue
+    t = b + (o - b) // 2
+    levels = elr[np.asarray(on[:k]) - 1]
+    yield dict(deviation=elr[o - 1] - levels.mean(), mean=levels.mean(), onset=o,
+               period=o - p, naive=2 * p - on[k - 2], t=t, elr=elr, b=b,
+               rise=loss[t] - loss[p:t + 1].min(),
+               start=elr[b] - np.mean(elr[np.asarray(starts[:k])]))
+
+
+def reached(e, level: float) -> float:
+  """When the actual effective LR reaches ``level`` after the forecast's sample (extrapolated
+  at phase B's growth rate beyond the onset)."""
+  seg = e["elr"][e["t"]:e["onset"]]
+  hit = np.nonzero(seg >= level)[0]
+  if len(hit):
+    return e["t"] + hit[0]
+  b = e["elr"][e["b"]:e["t"] + 1]
+  slope = np.polyfit(np.arange(len(b)), b, 1)[0] if len(b) >= 3 else 0.0
+  return e["onset"] - 1 + (level - seg[-1]) / slope if slope > 0 else math.inf
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data", default="docs/data/recount")
+  args = parser.parse_args()
+  by_family: dict[str, list] = {}
+  for family, records, options in runs(args.data):
+    by_family.setdefault(family, []).extend(episodes(records, options))
+  print("| runs | destabilizations | median abs. deviation (ln) | corr. with loss rise | "
+        "corr. with phase-B start | median abs. error / period: mean level, b = "
+        + ", ".join(f"{b:g}" for b in SHIFTS[1:]) + "; naive |")
+  print("| --- " + "| ---: " * 5 + "|")
+  for family, eps in [*sorted(by_family.items()), ("all", sum(by_family.values(), []))]:
+    if len(eps) < 3:
+      continue
+    d = np.array([e["deviation"] for e in eps])
+    corr = [np.corrcoef([e[k] for e in eps], d)[0, 1] for k in ("rise", "start")]
+    errors = [np.median([abs(reached(e, e["mean"] + b * e["rise"]) - e["onset"]) / e["period"]
+                         for e in eps]) for b in SHIFTS]
+    naive = np.median([abs(e["naive"] - e["onset"]) / e["period"] for e in eps])
+    print(f"| {family} | {len(eps)} | {np.median(np.abs(d)):.2f} | {corr[0]:+.2f} | "
+          f"{corr[1]:+.2f} | " + ", ".join(f"{x:.0%}" for x in errors) + f"; {naive:.0%} |")
+
+
+if __name__ == "__main__":
+  main()
