@@ -14,9 +14,12 @@ level with the run's earlier ones, at the middle of the live phase B before it:
   earlier phases B' (ln);
 * the median |error| / period of onsets timed by the *actual* effective-LR series
   reaching a level (so only the level is wrong): the earlier levels' mean, that mean
-  moved by ``b`` x the loss's rise, and the naive previous-period forecast.
+  moved by ``b`` x the loss's rise, and the naive previous-period forecast;
+* the forecaster itself (``forecast.score`` at 50% of phase B, timed by the effective
+  LR's growth rate: the exports keep no effective gradient norm for Eq. (3)), without and
+  with the loss's climb (revisions 1 and 2): median |error| / period and coverage.
 
-In-sample: ``b`` is chosen here, so these are not held-out scores.
+In-sample: revision 2's b = -1 was chosen on these runs, so these are not held-out scores.
 """
 
 from __future__ import annotations
@@ -58,9 +61,20 @@ def runs(data_dir: str):
                                   "train_loss" if "train_loss" in s else "loss"}
 
 
+def _options(options) -> dict:
+  return {k: options[k] for k in ("reference", "norm", "loss_key") if k in options}
+
+
+def forecaster_scores(records, options) -> dict[bool, list[forecast.Score]]:
+  """The forecaster's scores at 50% of phase B without and with the loss's climb."""
+  return {climb: [s for s in forecast.score(forecast.replay(
+      records, detector_options=_options(options), climb=climb)) if s.point == 0.5]
+      for climb in (False, True)}
+
+
 def episodes(records, options):
   """Per destabilization from the third: the quantities at the middle of its phase B."""
-  options = {k: options[k] for k in ("reference", "norm", "loss_key") if k in options}
+  options = _options(options)
   run = forecast.replay(records, detector_options=options)
   elr = np.log([max(r["effective_lr"], 1e-30) for r in records])
   loss = np.log([max(r[options["loss_key"]], 1e-30) for r in records])
@@ -99,12 +113,17 @@ def main():
   parser.add_argument("--data", default="docs/data/recount")
   args = parser.parse_args()
   by_family: dict[str, list] = {}
+  scored: dict[str, dict[bool, list]] = {}
   for family, records, options in runs(args.data):
     by_family.setdefault(family, []).extend(episodes(records, options))
+    for climb, scores in forecaster_scores(records, options).items():
+      scored.setdefault(family, {False: [], True: []})[climb] += scores
+  scored["all"] = {c: sum((v[c] for v in scored.values()), []) for c in (False, True)}
   print("| runs | destabilizations | median abs. deviation (ln) | corr. with loss rise | "
         "corr. with phase-B start | median abs. error / period: mean level, b = "
-        + ", ".join(f"{b:g}" for b in SHIFTS[1:]) + "; naive |")
-  print("| --- " + "| ---: " * 5 + "|")
+        + ", ".join(f"{b:g}" for b in SHIFTS[1:]) + "; naive | forecaster, revision 1 -> 2: "
+        "median abs. error / period, coverage |")
+  print("| --- " + "| ---: " * 6 + "|")
   for family, eps in [*sorted(by_family.items()), ("all", sum(by_family.values(), []))]:
     if len(eps) < 3:
       continue
@@ -114,7 +133,13 @@ def main():
                          for e in eps]) for b in SHIFTS]
     naive = np.median([abs(e["naive"] - e["onset"]) / e["period"] for e in eps])
     print(f"| {family} | {len(eps)} | {np.median(np.abs(d)):.2f} | {corr[0]:+.2f} | "
-          f"{corr[1]:+.2f} | " + ", ".join(f"{x:.0%}" for x in errors) + f"; {naive:.0%} |")
+          f"{corr[1]:+.2f} | " + ", ".join(f"{x:.0%}" for x in errors) + f"; {naive:.0%} | "
+          + " -> ".join(_scored(scored[family][c]) for c in (False, True)) + " |")
+
+
+def _scored(scores: list[forecast.Score]) -> str:
+  s = forecast.summary(scores).get("50%")
+  return "-" if s is None else f"{s['median_error_fraction']:.0%}, {s['coverage']:.0%}"
 
 
 if __name__ == "__main__":

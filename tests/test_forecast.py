@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from si_jax.analysis import detector as detector_lib
 from si_jax.analysis import forecast
 
 LR, WD, STEPS = 0.1, 0.03, 12  # the quickstart's: 12 steps an epoch
@@ -123,7 +124,7 @@ def test_a_loss_climbing_in_phase_b_lowers_the_level_by_its_factor():
   effective LR of 0.005 the forecasts are made at); the loss 4x above its lowest value
   since the onset lowers the level 4x: with g~ = 0 the effective LR grows by
   (1 - eta lambda)^-2 a step, so the forecast comes ln(4) / -2 ln(1 - eta lambda) steps
-  (19.2 epochs) earlier; a loss at its floor, or below it, changes nothing."""
+  (19.2 epochs) earlier."""
   def forecast_at(losses):
     f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, prior_spread=1e-3)
     f.levels = [math.log(0.04)] * 3
@@ -137,7 +138,34 @@ def test_a_loss_climbing_in_phase_b_lowers_the_level_by_its_factor():
   risen = forecast_at([1e-3, 2e-3, 4e-3])
   earlier = math.log(4) / -(2 * math.log(1 - LR * WD)) / STEPS
   assert flat.onset - risen.onset == pytest.approx(earlier, abs=1 / STEPS + 1e-9)
-  assert forecast_at([4e-3, 2e-3, 1e-3]).onset == flat.onset
+  # the detector's loss throughout: 'loss' (the first record's), not the eval epochs' train_loss
+  f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, prior_spread=1e-3)
+  f.levels = [math.log(0.04)] * 3
+  for epoch in range(100, 103):
+    record = {"epoch": epoch, "loss": 1.5e-3, "effective_lr": 0.005,
+              "weight_norm": math.sqrt(LR / 0.005), "effective_grad_norm": 0.0}
+    made = f.update(record if epoch % 2 == 0 else {**record, "train_loss": 1e-4}, [], "B")
+  assert made.onset == flat.onset
+
+
+def test_an_onset_resets_the_loss_floor_to_the_lowest_loss_from_the_onset_on():
+  """An onset confirmed 3 samples late (its level, 0.04, the third): the floor becomes the
+  lowest loss from the onset sample on (2e-3, logged before the confirmation), not the 1e-3
+  of the phase B before it, so 4e-3 in the next phase B is a 2x climb (not 4x, nor 1x)."""
+  def run(losses, phases, levels, events=None):
+    f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, prior_spread=1e-3)
+    f.levels = [math.log(0.04)] * levels
+    for i, (loss, phase) in enumerate(zip(losses, phases)):
+      elr = 0.04 if i == 1 else 0.005
+      made = f.update({"epoch": 100 + i, "train_loss": loss, "effective_lr": elr,
+                       "weight_norm": math.sqrt(LR / elr), "effective_grad_norm": 0.0},
+                      (events or {}).get(i, []), phase)
+    return made
+  onset = detector_lib.Event("onset", index=2, x=102.0, decided=5)
+  reset = run([1e-3, 1e-3, 0.5, 2e-3, 3e-3, 4e-3, 4e-3], "BBAAAAB", 2, {5: [onset]})
+  assert reset.levels == 3
+  assert reset.onset == run([2e-3] * 6 + [4e-3], "AAAAAAB", 3).onset
+  assert reset.onset < run([4e-3] * 7, "AAAAAAB", 3).onset
 
 
 def test_no_forecast_without_a_destabilization_or_with_a_fixed_norm():

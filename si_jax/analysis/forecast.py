@@ -47,13 +47,16 @@ class OnlineForecaster:
     prior_spread: the spread of ln(critical level) before the run shows its own (one level).
     horizon: samples beyond which a level is out of reach.
     x_key: 'epoch' or 'step'; None: 'epoch' if present.
+    loss_key: the loss the detector reads ('train_loss' or 'loss'); None: 'train_loss'
+      if the first record has it, else 'loss'.
+    climb: lower the level by the loss's climb in phase B (revision 2); False: revision 1.
 
   Raises:
     ValueError: ``coverage`` outside (0, 1), or a non-positive number."""
 
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
                coverage: float = 0.8, prior_spread: float = 0.5, horizon: int = 10_000,
-               x_key: str | None = None):
+               x_key: str | None = None, loss_key: str | None = None, climb: bool = True):
     if not 0 < coverage < 1:
       raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     for name, value in (("prior_spread", prior_spread), ("wd", wd),
@@ -62,9 +65,9 @@ class OnlineForecaster:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     self.wd, self.steps_per_sample = wd, steps_per_sample
     self.coverage, self.prior_spread, self.horizon = coverage, prior_spread, horizon
-    self.x_key = x_key
+    self.x_key, self.loss_key, self.climb = x_key, loss_key, climb
     self.levels: list[float] = []        # ln of the critical levels
-    self._recent: collections.deque = collections.deque(maxlen=64)  # (index, x, record)
+    self._recent: collections.deque = collections.deque(maxlen=64)  # (index, record)
     self._index = 0
     self._phase_b: list[dict] = []       # the current phase B's records
     self._last_step: float | None = None
@@ -82,9 +85,9 @@ class OnlineForecaster:
     for e in events:
       if e.kind == "onset":
         self._add_level(e.index)
-        self._floor = min((_log_loss(r) for i, r in self._recent if i >= e.index),
+        self._floor = min((self._log_loss(r) for i, r in self._recent if i >= e.index),
                           default=math.inf)
-    self._floor = min(self._floor, _log_loss(record))
+    self._floor = min(self._floor, self._log_loss(record))
     if phase != "B" or any(e.kind in ("onset", "peak") for e in events):
       self._phase_b = [] if phase != "B" else self._phase_b
       return None
@@ -92,6 +95,13 @@ class OnlineForecaster:
     if not self.levels:
       return None
     return self._forecast(record)
+
+  def _log_loss(self, record: Mapping[str, Any]) -> float:
+    """ln of the record's train loss (``loss_key``); inf where missing or not positive."""
+    if self.loss_key is None:  # the detector's choice: from the first record
+      self.loss_key = "train_loss" if "train_loss" in record else "loss"
+    loss = _number(record.get(self.loss_key))
+    return math.log(loss) if math.isfinite(loss) and loss > 0 else math.inf
 
   def _learn_steps(self, record) -> None:
     """Steps and x between records, from consecutive records."""
@@ -139,7 +149,7 @@ class OnlineForecaster:
     rho = _number(record.get("weight_norm"))
     if not (math.isfinite(now) and now > 0 and math.isfinite(rho) and rho > 0):
       return None
-    rise = _log_loss(record) - self._floor
+    rise = self._log_loss(record) - self._floor if self.climb else 0.0
     dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0)
     survived = float(dist.cdf(math.log(now)))
     tail = (1 - self.coverage) / 2
@@ -199,12 +209,6 @@ def _number(value) -> float:
     return math.nan
 
 
-def _log_loss(record: Mapping[str, Any]) -> float:
-  """ln of the record's train loss ('train_loss', else 'loss'); inf where not positive."""
-  loss = _number(record.get("train_loss", record.get("loss")))
-  return math.log(loss) if math.isfinite(loss) and loss > 0 else math.inf
-
-
 def _median(values: list[float]) -> float:
   values = sorted(v for v in values if math.isfinite(v))
   if not values:
@@ -226,7 +230,9 @@ def replay(records: list[Mapping[str, Any]], *, wd: float | None = None,
            detector_options: Mapping[str, Any] | None = None, **kwargs) -> Replay:
   """Feeds ``records`` through a detector and an ``OnlineForecaster``, as the loop does."""
   detector = detector_lib.OnlineDetector(**(detector_options or {}))
-  forecaster = OnlineForecaster(wd=wd, x_key=(detector_options or {}).get("x_key"), **kwargs)
+  options = detector_options or {}
+  forecaster = OnlineForecaster(wd=wd, x_key=options.get("x_key"),
+                                loss_key=options.get("loss_key"), **kwargs)
   x, phases, forecasts, onsets = [], [], [], []
   for i, record in enumerate(records):
     events = detector.update(record)
@@ -299,7 +305,8 @@ class Live:
   def __init__(self, detector_options: Mapping[str, Any], wd: float | None,
                forecast: bool = True):
     self.detector = detector_lib.OnlineDetector(**detector_options)
-    self.forecaster = (OnlineForecaster(wd=wd, x_key=detector_options.get("x_key"))
+    self.forecaster = (OnlineForecaster(wd=wd, x_key=detector_options.get("x_key"),
+                                        loss_key=detector_options.get("loss_key"))
                        if forecast else None)
 
   def update(self, record: Mapping[str, Any]) -> dict[str, Any]:
