@@ -479,6 +479,13 @@ MUTATIONS = [
         "tests/test_forecast.py -k climbing",
         "a loss climbing in phase B does not lower the forecast's critical level"),
     Mutation(
+        "forecast_floor_not_reset", "si_jax/analysis/forecast.py",
+        "        self._floor = min((self._log_loss(r) for i, r in self._recent if i >= e.index),",
+        "        self._floor = min((self._floor,),",
+        "tests/test_forecast.py -k resets_the_loss_floor",
+        "the loss's floor is not reset at an onset: the climb is measured from an earlier "
+        "phase B"),
+    Mutation(
         "seeds_all_the_same", "si_jax/engine/experiment.py",
         '{**o, "seed": config.seed + k})',
         '{**o, "seed": config.seed})',
