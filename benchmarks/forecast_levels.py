@@ -1,6 +1,6 @@
 """How predictable is the next critical effective LR? A study of the forecast's error source.
 
-  python -m benchmarks.forecast_levels [--data docs/data/recount]
+  python -m benchmarks.forecast_levels [--data docs/data/recount] [--write docs/forecast.md]
 
 The forecast (docs/forecast.md) times the effective LR's climb to the next critical level,
 the effective LR of the sample before an onset. This replays every exported family run
@@ -32,6 +32,7 @@ import os
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import forecast, recount
 
 DATA = os.path.join(os.path.dirname(__file__), os.pardir, "tests", "data")
@@ -108,9 +109,29 @@ def reached(e, level: float) -> float:
   return e["onset"] - 1 + (level - seg[-1]) / slope if slope > 0 else math.inf
 
 
+HEAD = ["| runs | destabilizations | median abs. deviation (ln) | corr. with loss rise | "
+        "corr. with phase-B start | median abs. error / period, timed on the actual "
+        "effective LR: mean level + b x climb, b = " + ", ".join(f"{b:g}" for b in SHIFTS)
+        + "; naive | forecaster, revision 1 -> 2: median abs. error / period, coverage |",
+        "| --- " + "| ---: " * 6 + "|"]
+
+
+def row(family: str, eps: list[dict], scored: dict[bool, list]) -> str:
+  """One family's line of the table (``HEAD``)."""
+  d = np.array([e["deviation"] for e in eps])
+  corr = [np.corrcoef([e[k] for e in eps], d)[0, 1] for k in ("rise", "start")]
+  errors = [np.median([abs(reached(e, e["mean"] + b * e["rise"]) - e["onset"]) / e["period"]
+                       for e in eps]) for b in SHIFTS]
+  naive = np.median([abs(e["naive"] - e["onset"]) / e["period"] for e in eps])
+  return (f"| {family} | {len(eps)} | {np.median(np.abs(d)):.2f} | {corr[0]:+.2f} | "
+          f"{corr[1]:+.2f} | " + ", ".join(f"{x:.0%}" for x in errors) + f"; {naive:.0%} | "
+          + " -> ".join(_scored(scored[c]) for c in (False, True)) + " |")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data", default="docs/data/recount")
+  parser.add_argument("--write", help="markdown file whose 'levels' block to replace")
   args = parser.parse_args()
   by_family: dict[str, list] = {}
   scored: dict[str, dict[bool, list]] = {}
@@ -118,23 +139,13 @@ def main():
     by_family.setdefault(family, []).extend(episodes(records, options))
     for climb, scores in forecaster_scores(records, options).items():
       scored.setdefault(family, {False: [], True: []})[climb] += scores
+  by_family["all"] = sum(by_family.values(), [])
   scored["all"] = {c: sum((v[c] for v in scored.values()), []) for c in (False, True)}
-  print("| runs | destabilizations | median abs. deviation (ln) | corr. with loss rise | "
-        "corr. with phase-B start | median abs. error / period: mean level, b = "
-        + ", ".join(f"{b:g}" for b in SHIFTS[1:]) + "; naive | forecaster, revision 1 -> 2: "
-        "median abs. error / period, coverage |")
-  print("| --- " + "| ---: " * 6 + "|")
-  for family, eps in [*sorted(by_family.items()), ("all", sum(by_family.values(), []))]:
-    if len(eps) < 3:
-      continue
-    d = np.array([e["deviation"] for e in eps])
-    corr = [np.corrcoef([e[k] for e in eps], d)[0, 1] for k in ("rise", "start")]
-    errors = [np.median([abs(reached(e, e["mean"] + b * e["rise"]) - e["onset"]) / e["period"]
-                         for e in eps]) for b in SHIFTS]
-    naive = np.median([abs(e["naive"] - e["onset"]) / e["period"] for e in eps])
-    print(f"| {family} | {len(eps)} | {np.median(np.abs(d)):.2f} | {corr[0]:+.2f} | "
-          f"{corr[1]:+.2f} | " + ", ".join(f"{x:.0%}" for x in errors) + f"; {naive:.0%} | "
-          + " -> ".join(_scored(scored[family][c]) for c in (False, True)) + " |")
+  text = "\n".join(HEAD + [row(f, eps, scored[f]) for f, eps in by_family.items()
+                           if len(eps) >= 3]) + "\n"
+  print(text)
+  if args.write:
+    logs.replace_doc_block(args.write, "levels", text)
 
 
 def _scored(scores: list[forecast.Score]) -> str:

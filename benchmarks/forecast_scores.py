@@ -2,9 +2,12 @@
 
   python -m benchmarks.forecast_scores [RUN_DIR ...] [--write docs/forecast.md]
   python -m benchmarks.forecast_scores --unseen RUN_DIR [...] [--write docs/forecast.md]
+      [--title TITLE --block NAME] [--revision1]
 
-The method (Eq. (3) projection to the run's critical effective LR, log-normal levels with
+The method (Eq. (3) projection to the run's critical effective LR, log-t levels with
 a prior spread of 0.5, 80% intervals) was fixed on the two DESIGN runs of tests/data;
+revision 2 (the level lowered by the loss's climb) on the exported families
+(benchmarks/forecast_levels.py); --revision1 scores the method without it.
 every other run is held out: the recorded runs in HELD_OUT and any finished run
 directories given (e.g. the members of the digits families). Prints, per run and pooled
 per set, the forecasts made at 25/50/75% of each phase B before the third and later
@@ -29,7 +32,7 @@ DESIGN = ("quickstart", "convnet_cifar10_cpu")
 HELD_OUT = ("convnet_cifar10_cpu_seed1", "digits_lr0p3", "digits_gd_lr1", "digits_gd_lr2",
             "convnet_cifar10_cpu_wd1e-3", "cifar_gd_lr2")
 
-def recorded_scores(name: str) -> list[forecast.Score]:
+def recorded_scores(name: str, climb: bool = True) -> list[forecast.Score]:
   """A tests/data run replayed: its lr and wd from the record, lr / rho^2 where the effective
   LR was not logged (full-batch GD at a constant lr)."""
   record = json.loads((DATA / f"{name}.json").read_text())
@@ -39,7 +42,8 @@ def recorded_scores(name: str) -> list[forecast.Score]:
   records = [dict(zip(s, values)) for values in zip(*(v.tolist() for v in s.values()))]
   options = {"reference": math.log(10), "x_key": "epoch",
              "loss_key": "train_loss" if "train_loss" in s else "loss"}
-  return forecast.score(forecast.replay(records, wd=record["wd"], detector_options=options))
+  return forecast.score(forecast.replay(records, wd=record["wd"], detector_options=options,
+                                        climb=climb))
 
 
 def row(name: str, scores: list[forecast.Score], scored: int | None = None) -> str:
@@ -68,10 +72,10 @@ def table(title: str, runs: list[tuple[str, list[forecast.Score]]]) -> list[str]
           + HEAD + [row(n, s) for n, s in runs] + [row("**pooled**", pooled, count), ""])
 
 
-def _workdir_scores(dirs: list[str]) -> list[tuple[str, list[forecast.Score]]]:
-  """(family/run, scores) of each finished run directory."""
+def _workdir_scores(dirs: list[str], **kwargs) -> list[tuple[str, list[forecast.Score]]]:
+  """(family/run, scores) of each finished run directory (``kwargs``: the forecaster's)."""
   return [(str(pathlib.Path(d).relative_to(pathlib.Path(d).parents[1])),
-           forecast.score_workdir(d)) for d in dirs]
+           forecast.score_workdir(d, **kwargs)) for d in dirs]
 
 
 def main():
@@ -82,23 +86,33 @@ def main():
   parser.add_argument("--write", help="markdown file whose scores block to replace")
   parser.add_argument("--unseen", nargs="+", metavar="RUN", help="only the table of runs of "
                       "configurations never scored before (block 'unseen' with --write)")
+  parser.add_argument("--title", default="Runs of configurations never seen",
+                      help="the --unseen table's title")
+  parser.add_argument("--block", help="the block to replace (default: 'unseen' with --unseen, "
+                      "else 'scores')")
+  parser.add_argument("--revision1", action="store_true",
+                      help="score revision 1 (the level not lowered by the loss's climb)")
   args = parser.parse_args()
+  climb = not args.revision1
   if args.unseen:
-    text = "\n".join(table("Runs of configurations never seen", _workdir_scores(args.unseen)))
+    text = "\n".join(table(args.title, _workdir_scores(args.unseen, climb=climb)))
     print(text)
     if args.write:
-      logs.replace_doc_block(args.write, "unseen", text)
+      logs.replace_doc_block(args.write, args.block or "unseen", text)
     return
-  design = [(n, recorded_scores(n)) for n in DESIGN]
-  held = [(n, recorded_scores(n)) for n in HELD_OUT] + _workdir_scores(args.runs)
-  lines = table("Design runs (tests/data)", design) + table("Held-out runs", held)
+  design = [(n, recorded_scores(n, climb)) for n in DESIGN]
+  held = ([(n, recorded_scores(n, climb)) for n in HELD_OUT]
+          + _workdir_scores(args.runs, climb=climb))
+  held_title = ("Held-out runs" if args.revision1 else
+                "Runs held out from revision 1 (seen while revision 2 was chosen)")
+  lines = table("Design runs (tests/data)", design) + table(held_title, held)
   if args.fresh:
     lines += table("Fresh held-out runs (trained after the last revision)",
-                   _workdir_scores(args.fresh))
+                   _workdir_scores(args.fresh, climb=climb))
   text = "\n".join(lines)
   print(text)
   if args.write:
-    logs.replace_doc_block(args.write, "scores", text)
+    logs.replace_doc_block(args.write, args.block or "scores", text)
 
 
 if __name__ == "__main__":

@@ -335,8 +335,10 @@ def live_for_config(config: Mapping[str, Any], detector_options: Mapping[str, An
   return Live(detector_options, wd=wd if plain and wd > 0 else None, forecast=free)
 
 
-def score_workdir(workdir: str, steps: bool = False) -> list[Score]:
-  """The scores of a finished run directory replayed causally with its config ([]: fixed norm)."""
+def score_workdir(workdir: str, steps: bool = False, **kwargs) -> list[Score]:
+  """The scores of a finished run directory replayed causally with its config ([]: fixed norm).
+
+  ``kwargs``: ``OnlineForecaster``'s (e.g. ``climb=False``, revision 1)."""
   config = phases.read_config(workdir) or {}
   options = dict(phases.detector_options(config), x_key="step" if steps else "epoch")
   if steps:
@@ -345,7 +347,7 @@ def score_workdir(workdir: str, steps: bool = False) -> list[Score]:
   if live.forecaster is None:
     return []
   return score(replay(logs.read_run(workdir, steps=steps), wd=live.forecaster.wd,
-                      detector_options=options))
+                      detector_options=options, **kwargs))
 
 
 def summary(scores: list[Score]) -> dict[str, Any]:
