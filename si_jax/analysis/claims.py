@@ -270,6 +270,9 @@ FAMILIES = {
         "(`configs/lr_sweep.py:cifar_cpu`).", (MIDDLE_RANGE, MORE_FREQUENT), key="optim.lr"),
     "wd_sweep": Family("The weight decay swept at lr 0.1 (`configs/wd_sweep.py:cpu`).",
                        (MIDDLE_RANGE, MORE_FREQUENT), key="optim.wd"),
+    "cifar_wd_sweep": Family(
+        "The weight decay swept at lr 0.1 on 2,048 CIFAR-10-proxy images, 120 epochs "
+        "(`configs/wd_sweep.py:cifar_cpu`).", (MIDDLE_RANGE, MORE_FREQUENT), key="optim.wd"),
     "lr_wd_product": Family(
         "Products 0.001 and 0.003 at lr 0.3, 0.1, 0.03 (ratio members) and Proposition 4's "
         "rescaled inits (`configs/lr_wd_product.py:cpu`).",
@@ -281,9 +284,17 @@ FAMILIES = {
     "practical": Family("Sec. 7's modifications (`configs/practical.py:cpu`).",
                         tuple(keeps_periodic(n, w) for n, w in PRACTICAL),
                         columns=(("lowest train loss per seed", _min_loss_column),)),
+    "cifar_practical": Family(
+        "Fig. 7's modifications one by one at lr 0.1, wd 0.01 on 2,048 CIFAR-10-proxy images, "
+        "120 epochs (`configs/practical.py:cifar_cpu`; momentum at lr 0.01).",
+        tuple(keeps_periodic(n, w) for n, w in PRACTICAL[:3]),
+        columns=(("lowest train loss per seed", _min_loss_column),)),
     "gd": Family("Full-batch GD on 512 digits, per step, and the fixed-norm members "
                  "(`experiments/gd_fixed_norm.py --config=configs/gd.py:cpu`).",
                  (GD_PERIODIC, FIXED_NORM)),
+    "cifar_gd": Family("Full-batch GD on 512 CIFAR-10-proxy images, per step, and the "
+                       "fixed-norm members (`experiments/gd_fixed_norm.py "
+                       "--config=configs/gd.py:cifar_cpu`).", (GD_PERIODIC, FIXED_NORM)),
     "three_regimes_cpu": _sphere_family(
         "Trained on the sphere at 13 fixed ELRs, seeds 0, 1 and 2, no weight decay "
         "(`configs/three_regimes.py:cpu`)."),
