@@ -330,3 +330,23 @@ def test_fig16_ranges_use_the_released_code_s_batch_means_by_default():
     plt.close(fig)
   with pytest.raises(ValueError, match="measure must be one of"):
     plotting.effective_series(s, "median")
+
+
+def test_forecast_figure_gives_each_scored_run_its_own_colour_and_one_entry():
+  """Twelve runs, six of them scored (the others too few periods), the scored ones
+  spread over the list: six distinct colours (the colour of the k-th *scored* run, so
+  the palette's ten never wrap), one legend entry each, and one key each for the
+  forecast, the naive forecast and the diagonal."""
+  from si_jax.plots import family
+  point = {"actual": 100.0, "predicted": 104.0, "low": 96.0, "high": None, "naive": 98.0}
+  scored = [(f"run {k}", [point] if k in (0, 3, 5, 6, 9, 11) else []) for k in range(12)]
+  fig = family.figure_forecast(scored)
+  ax = fig.axes[0]
+  colours = [line.get_color() for line in ax.lines if line.get_marker() == "o"
+             and line.get_markerfacecolor() != "none" and len(line.get_xdata())]
+  assert len(colours) == 6 and len(set(colours)) == 6
+  labels = ax.get_legend_handles_labels()[1]
+  assert sorted(labels) == sorted([f"run {k}" for k in (0, 3, 5, 6, 9, 11)] + [
+      "predicted = actual", "filled: forecast, 80% interval",
+      "hollow: the previous period again"])
+  plt.close(fig)

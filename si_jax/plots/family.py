@@ -82,22 +82,22 @@ def figure_forecast(scored: list[tuple[str, list[dict[str, Any]]]]):
   80% interval: the forecast; hollow: the naive previous-period forecast."""
   fig, ax = plt.subplots(figsize=(5.5, 5))
   low, high = [], []
-  for k, (label, rows) in enumerate(scored):
-    if not rows:
-      continue
-    color = plotting.run_style(k)[0]
+  for k, (label, rows) in enumerate((label, rows) for label, rows in scored if rows):
+    color = plotting.run_style(k)[0]  # a colour per scored run: the others draw nothing
     actual = [r["actual"] for r in rows]
     predicted = [r["predicted"] for r in rows]
     below = [p - r["low"] for p, r in zip(predicted, rows)]
     above = [(r["high"] if r["high"] is not None else p * 2) - p for p, r in zip(predicted, rows)]
     ax.errorbar(actual, predicted, yerr=[below, above], fmt="o", color=color, capsize=3,
-                label=f"{label}: forecast, 80% interval")
-    ax.plot(actual, [r["naive"] for r in rows], "o", mfc="none", color=color,
-            label=f"{label}: previous period")
+                label=label)
+    ax.plot(actual, [r["naive"] for r in rows], "o", mfc="none", color=color)
     low.append(min(actual + predicted))
     high.append(max(actual + predicted))
   span = [min(low), max(high)]
   ax.plot(span, span, ":", color="grey", label="predicted = actual")
+  ax.errorbar([], [], yerr=[[], []], fmt="o", color="grey", capsize=3,
+              label="filled: forecast, 80% interval")
+  ax.plot([], [], "o", mfc="none", color="grey", label="hollow: the previous period again")
   ax.set_xlabel("actual onset (epoch)")
   ax.set_ylabel("predicted onset (epoch), made half-way through phase B")
   ax.set_title("Next destabilization: forecast vs actual")
