@@ -83,8 +83,9 @@ def export(family_dir: str, out_path: str) -> int:
         "name": m["name"], "seed": seed,
         "options": options, "series": {k: _rounded(series[k]) for k in keep if k in series}})
   out = {"family": family, "members": list(members.values())}
-  with gzip.open(out_path, "wt") as f:
-    json.dump(out, f, separators=(",", ":"))
+  text = json.dumps(out, separators=(",", ":")).encode()
+  with open(out_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    f.write(text)  # mtime 0: the same runs export to the same bytes
   return sum(len(m["runs"]) for m in members.values())
 
 
