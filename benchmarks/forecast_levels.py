@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import math
 import os
 
 import numpy as np
 
+from benchmarks import forecast_scores
 from si_jax import logs
 from si_jax.analysis import forecast, recount
 
-DATA = os.path.join(os.path.dirname(__file__), os.pardir, "tests", "data")
 SHIFTS = (0.0, -0.3, -0.5, -1.0)  # b: ln level moved by b x the loss's rise
 
 
@@ -47,19 +46,10 @@ def runs(data_dir: str):
       continue
     for member in members:
       for run in member.runs:
-        keys = list(run.series)
-        records = [dict(zip(keys, v)) for v in zip(*(run.series[k].tolist() for k in keys))]
-        yield family, records, dict(run.options)
-  for path in sorted(glob.glob(os.path.join(DATA, "*.json"))):
-    record = json.loads(open(path).read())
-    s = {k: np.asarray(v, np.float64) for k, v in record.get("series", {}).items()}
-    if "weight_norm" not in s or "lr" not in record:
-      continue
-    s.setdefault("effective_lr", record["lr"] / s["weight_norm"] ** 2)
-    s.setdefault("epoch", np.arange(1.0, len(s["weight_norm"]) + 1))
-    records = [dict(zip(s, v)) for v in zip(*(x.tolist() for x in s.values()))]
-    yield "tests/data", records, {"reference": math.log(10), "loss_key":
-                                  "train_loss" if "train_loss" in s else "loss"}
+        yield family, forecast_scores.rows(run.series), dict(run.options)
+  for name in forecast_scores.DESIGN + forecast_scores.HELD_OUT:
+    records, options, _ = forecast_scores.recorded_run(name)
+    yield "tests/data", records, options
 
 
 def _options(options) -> dict:
@@ -79,12 +69,8 @@ def episodes(records, options):
   run = forecast.replay(records, detector_options=options)
   elr = np.log([max(r["effective_lr"], 1e-30) for r in records])
   loss = np.log([max(r[options["loss_key"]], 1e-30) for r in records])
-  on, starts = run.onsets, []
-  for k, o in enumerate(on):
-    first = o
-    while first > (on[k - 1] + 1 if k else 0) and run.phases[first - 1] == "B":
-      first -= 1
-    starts.append(first)
+  on = run.onsets
+  starts = [forecast.phase_b_start(run, k) for k in range(len(on))]
   for k in range(2, len(on)):
     o, p, b = on[k], on[k - 1], starts[k]
     if b == o or not np.all(np.isfinite(elr[p:o])):

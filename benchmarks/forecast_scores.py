@@ -32,17 +32,28 @@ DESIGN = ("quickstart", "convnet_cifar10_cpu")
 HELD_OUT = ("convnet_cifar10_cpu_seed1", "digits_lr0p3", "digits_gd_lr1", "digits_gd_lr2",
             "convnet_cifar10_cpu_wd1e-3", "cifar_gd_lr2")
 
-def recorded_scores(name: str, climb: bool = True) -> list[forecast.Score]:
-  """A tests/data run replayed: its lr and wd from the record, lr / rho^2 where the effective
-  LR was not logged (full-batch GD at a constant lr)."""
+def rows(series: dict) -> list[dict]:
+  """Per-sample records of a {name: column} series."""
+  return [dict(zip(series, values)) for values in zip(*(np.asarray(v).tolist()
+                                                        for v in series.values()))]
+
+
+def recorded_run(name: str) -> tuple[list[dict], dict, float]:
+  """A tests/data run: (its records, the detector's options, its wd); lr / rho^2 where the
+  effective LR was not logged (full-batch GD at a constant lr)."""
   record = json.loads((DATA / f"{name}.json").read_text())
   s = {k: np.asarray(v, np.float64) for k, v in record["series"].items()}
   if "effective_lr" not in s:
     s["effective_lr"] = record["lr"] / s["weight_norm"] ** 2
-  records = [dict(zip(s, values)) for values in zip(*(v.tolist() for v in s.values()))]
   options = {"reference": math.log(10), "x_key": "epoch",
              "loss_key": "train_loss" if "train_loss" in s else "loss"}
-  return forecast.score(forecast.replay(records, wd=record["wd"], detector_options=options,
+  return rows(s), options, record["wd"]
+
+
+def recorded_scores(name: str, climb: bool = True) -> list[forecast.Score]:
+  """A tests/data run replayed with its own wd."""
+  records, options, wd = recorded_run(name)
+  return forecast.score(forecast.replay(records, wd=wd, detector_options=options,
                                         climb=climb))
 
 

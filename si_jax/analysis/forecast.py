@@ -276,21 +276,29 @@ class Score:
     return self.low <= self.actual <= self.high
 
 
+def phase_b_start(run: Replay, k: int) -> int:
+  """The first sample of the live phase B before onset k (the onset itself without one).
+
+  Its last unbroken stretch after the previous onset."""
+  onset, previous = run.onsets[k], (run.onsets[k - 1] if k else -1)
+  first = onset
+  while first > previous + 1 and run.phases[first - 1] == "B":
+    first -= 1
+  return first
+
+
 def score(run: Replay) -> list[Score]:
   """Forecasts made at ``POINTS`` of each phase B against the onset ending it (from the third)."""
   out = []
+  xs = run.x
   for k in range(2, len(run.onsets)):
     onset, previous = run.onsets[k], run.onsets[k - 1]
-    first = onset  # the live phase B before the onset: its last unbroken stretch
-    while first > previous + 1 and run.phases[first - 1] == "B":
-      first -= 1
+    first = phase_b_start(run, k)
     if first == onset:
       continue
-    b = [first]
-    xs = run.x
     naive = 2 * xs[previous] - xs[run.onsets[k - 2]]
     for point in POINTS:
-      f = run.forecasts[b[0] + int(point * (onset - b[0]))]
+      f = run.forecasts[first + int(point * (onset - first))]
       values = (f.onset, f.low, f.high) if f is not None else (math.nan,) * 3
       out.append(Score(k, point, xs[onset], xs[onset] - xs[previous], *values, naive))
   return out
