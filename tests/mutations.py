@@ -692,20 +692,15 @@ MUTATIONS = [
         "tests/test_generic_groups.py -k group_changes",
         "the SI-group re-check rescales by 1: every group seems to hold"),
     Mutation(
-        "pyerr_print_not_collected", "si_jax/engine/background.py",
-        "  sys.excepthook = excepthook\n", "",
-        "tests/test_checkpoint.py -k fail_quietly",
-        "tensorstore's C++ threads (PyErr_Print) print orbax's tracebacks next to the error line"),
+        "checkpoint_files_not_checked", "si_jax/engine/checkpoint.py",
+        "        _check_files(path)\n", "",
+        "tests/test_checkpoint.py -k refused_before_orbax",
+        "a damaged checkpoint reaches orbax, whose failed read leaves its threads failing"),
     Mutation(
-        "thread_errors_not_collected", "si_jax/engine/background.py",
-        "  threading.excepthook = lambda a:", "  _unused = lambda a:",
-        "tests/test_checkpoint.py -k fail_quietly",
-        "orbax's Python threads print their tracebacks next to the one error line"),
-    Mutation(
-        "late_thread_failures_not_awaited", "si_jax/engine/background.py",
-        "    _settle()  # a failed write", "    pass  # a failed write",
-        "tests/test_checkpoint.py -k fail_quietly",
-        "a failed save's threads, still failing after it, print their tracebacks"),
+        "save_room_not_checked", "si_jax/engine/checkpoint.py",
+        "      _check_room(self.directory, _to_saveable(state))\n", "",
+        "tests/test_checkpoint.py -k without_room",
+        "a save without room starts orbax's writer threads, which fail after the error"),
     Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',

@@ -12,8 +12,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 
 import jax
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 
 from si_jax import logs
-from si_jax.engine import background, checkpoint, kill_resume, train
+from si_jax.engine import checkpoint, kill_resume, train
 
 from helpers import tiny_config
 
@@ -282,60 +280,70 @@ def test_save_decision_is_orbaxs_policy(tmp_path, every, snapshots, due):
   ckpt.close()
 
 
-class _DiesBadly:
-  def __del__(self):
-    raise RuntimeError("finalizer failed")
+def _flip_one_byte(path) -> None:
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 1
+  path.write_bytes(bytes(data))
 
 
-def _late_failure():
-  time.sleep(0.1)
-  raise OSError(27, "File too large")
-
-
-def _fails_with_the_others(barrier):
-  barrier.wait()
-  raise RuntimeError("Event loop is closed")
-
-
-def _reports_like_pyerr_print():
-  try:
-    raise ValueError("DATA_LOSS: a tensorstore callback failed")
-  except ValueError:
-    sys.excepthook(*sys.exc_info())  # what a C++ thread's PyErr_Print calls
-
-
-def test_other_threads_and_finalizers_fail_quietly_around_orbax_calls(capsys):
-  """Inside ``background.collected()`` the errors of other threads (threading's and
-  PyErr_Print's), of finalizers, of a thread failing 0.1 s after the body raised, and of
-  8 threads failing at once are recorded, one line each; the main thread's text still
-  reaches stderr; the hooks are the previous ones afterwards."""
-  hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
-  before = len(background.FAILURES)
-  with background.collected():
-    for target in (lambda: 1 / 0, _reports_like_pyerr_print):
-      worker = threading.Thread(target=target)
-      worker.start()
-      worker.join()
-    _DiesBadly()  # collected at once: its error is unraisable
-    print("the main thread's warning", file=sys.stderr)
-  late = threading.Thread(target=_late_failure)
-  with pytest.raises(ValueError, match="the body's own error"):
-    with background.collected():
-      late.start()
-      raise ValueError("the body's own error")
-  late.join()
-  barrier = threading.Barrier(8)
-  with background.collected():  # tensorstore's threads fail together
-    crowd = [threading.Thread(target=_fails_with_the_others, args=(barrier,)) for _ in range(8)]
-    for t in crowd:
-      t.start()
-    for t in crowd:
-      t.join()
-  assert (sys.excepthook, threading.excepthook, sys.unraisablehook) == hooks
+def test_a_damaged_checkpoint_is_refused_before_orbax_reads_it(reference, tmp_path,
+                                                               monkeypatch, capsys):
+  """One flipped bit in the newest checkpoint's array data (its size unchanged): its list
+  of files refuses it, orbax is never asked to read it (a failed orbax read leaves orbax's
+  threads failing after it), and the run resumes from the one before."""
+  ref_dir, _ = reference
+  work = tmp_path / "run"
+  shutil.copytree(ref_dir, work)
+  data = sorted((p for p in (work / "checkpoints" / "4" / "state").rglob("*")
+                 if p.is_file() and "ocdbt" in str(p.parent) and p.stat().st_size > 0),
+                key=lambda p: -p.stat().st_size)
+  _flip_one_byte(data[0])
+  read = []
+  real_restore = checkpoint.ocp.CheckpointManager.restore
+  monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "restore",
+                      lambda self, step, *a, **k: read.append(step) or real_restore(
+                          self, step, *a, **k))
+  train.train_and_evaluate(config(), str(work), progress=False)
   err = capsys.readouterr().err
-  assert err == "the main thread's warning\n"
-  failures = [f.split(": ", 1)[1] for f in background.FAILURES[before:]]
-  assert failures == [
-      "ZeroDivisionError: division by zero", "ValueError: DATA_LOSS: a tensorstore callback failed",
-      "RuntimeError: finalizer failed", "OSError: [Errno 27] File too large"] + [
-      "RuntimeError: Event loop is closed"] * 8
+  assert "4 is unreadable (OSError: [Errno 5] state/" in err and "other bytes than saved" in err
+  assert 4 not in read and 3 in read
+  assert_same_run(str(work), ref_dir)
+
+
+def test_files_list_names_a_missing_or_resized_file(reference, tmp_path):
+  ref_dir, _ = reference
+  step = tmp_path / "4"
+  shutil.copytree(os.path.join(ref_dir, "checkpoints", "4"), step)
+  checkpoint._check_files(str(step))  # intact
+  meta = next(p for p in step.rglob("*") if p.is_file() and p.parent.name == "meta")
+  meta.write_bytes(meta.read_bytes() + b" ")
+  with pytest.raises(OSError, match=r"meta/.* changed: (\d+) bytes, (\d+) when saved"):
+    checkpoint._check_files(str(step))
+  meta.unlink()
+  with pytest.raises(OSError, match=r"meta/.* is missing"):
+    checkpoint._check_files(str(step))
+  (step / checkpoint.FILES).write_text("{")
+  with pytest.raises(OSError, match="list of files is damaged"):
+    checkpoint._check_files(str(step))
+
+
+@pytest.mark.parametrize("limit, free, expected", [
+    (1000, 10**12, r"Errno 27\] the state needs \d+ bytes, over this process's file-size "
+     r"limit of 1000"),
+    (None, 1000, r"Errno 28\] the state needs \d+ bytes, 1000 are free"),
+])
+def test_a_save_without_room_fails_before_orbax_writes(tmp_path, monkeypatch, limit, free,
+                                                       expected):
+  """Below the state's bytes of file-size limit or free disk: the save fails with its
+  reason before orbax starts (whose writer threads would fail after it), and nothing of
+  the epoch is left."""
+  train.train_and_evaluate(config(epochs=1), str(tmp_path), progress=False)
+  infinite = checkpoint.resource.RLIM_INFINITY
+  monkeypatch.setattr(checkpoint.resource, "getrlimit",
+                      lambda _: (limit if limit is not None else infinite, infinite))
+  monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                      lambda _: shutil._ntuple_diskusage(10**13, 10**13 - free, free))
+  monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", lambda *a, **k: 1 / 0)
+  with pytest.raises(checkpoint.CheckpointError, match=r"epoch 2 .*" + expected):
+    train.train_and_evaluate(config(epochs=2), str(tmp_path), progress=False)
+  assert checkpoint.saved_epochs(str(tmp_path)) == [1]

@@ -1,12 +1,20 @@
 """Checkpoints of the whole training state with orbax, and resuming from them.
 
-What a checkpoint holds, atomic saves and retention: docs/design_notes.md."""
+Each checkpoint carries a list of its files' sizes and digests (``FILES``), checked before
+orbax reads it: a damaged checkpoint is refused without an orbax read, whose failure would
+leave orbax's own threads failing after it. A save first checks that the disk and the
+process's file-size limit leave room for the state. What a checkpoint holds, atomic saves
+and retention: docs/design_notes.md."""
 
 from __future__ import annotations
 
-import gc
+import errno
+import hashlib
+import json
 import logging
 import os
+import resource
+import shutil
 import time
 import types
 from typing import Any
@@ -16,11 +24,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from si_jax.engine import background
-
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+FILES = "si_jax_files.json"  # {path in the checkpoint: [bytes, blake2b digest]}
 
 
 class CheckpointError(RuntimeError):
@@ -93,13 +100,15 @@ class Checkpointer:
   def save(self, epoch: int, state, meta: dict[str, Any]) -> str:
     """Saves ``state`` and ``meta`` as epoch ``epoch``; its path. CheckpointError if it fails."""
     previous = self.epochs()
+    path = os.path.join(self.directory, str(epoch))
     try:
-      with background.collected():  # orbax's writers fail in their threads too
-        self._manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_to_saveable(state)),
-            meta=ocp.args.JsonSave(dict(meta, epoch=epoch, shapes=state_shapes(state)))),
-            force=True)
-        self._manager.wait_until_finished()
+      _check_room(self.directory, _to_saveable(state))
+      self._manager.save(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(_to_saveable(state)),
+          meta=ocp.args.JsonSave(dict(meta, epoch=epoch, shapes=state_shapes(state)))),
+          force=True)
+      self._manager.wait_until_finished()
+      _write_files_list(path)
     except Exception as e:  # disk full, permissions, ...
       kept = (f"the checkpoint of epoch {previous[-1]} is intact" if previous
               else "no earlier checkpoint exists")
@@ -107,7 +116,7 @@ class Checkpointer:
           f"saving the checkpoint of epoch {epoch} to {self.directory} failed "
           f"({_first_line(e)}); {kept}. Free space (or fix the directory) and "
           "rerun the same command: it resumes from the last good checkpoint.") from e
-    return os.path.join(self.directory, str(epoch))
+    return path
 
   def read_meta(self, epoch: int) -> dict[str, Any]:
     """The JSON metadata of one checkpoint (epoch, log lengths, config, shapes)."""
@@ -116,12 +125,6 @@ class Checkpointer:
 
   def restore_latest(self, template_state, max_epoch: int | None = None,
                      check_meta=None) -> tuple[Any, dict[str, Any]] | None:
-    """The newest readable checkpoint (``_restore_latest``), orbax's abandoned reads quiet."""
-    with background.collected():
-      return self._restore_latest(template_state, max_epoch, check_meta)
-
-  def _restore_latest(self, template_state, max_epoch: int | None = None,
-                      check_meta=None) -> tuple[Any, dict[str, Any]] | None:
     """The newest readable checkpoint of at most ``max_epoch`` epochs, (state, meta), or None.
 
     ``check_meta(meta)`` may refuse one by raising; an unreadable one is moved aside (a warning).
@@ -134,6 +137,7 @@ class Checkpointer:
     for epoch in reversed(epochs):
       path = os.path.join(self.directory, str(epoch))
       try:
+        _check_files(path)
         meta = self.read_meta(epoch)
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
@@ -151,9 +155,6 @@ class Checkpointer:
         log.warning("%s; trying an older one", errors[-1])
         state = None
       if state is None:
-        # outside the handler, which holds the traceback and what it reaches: orbax's
-        # abandoned reads are collected and reported now, not at a random later moment
-        gc.collect()
         continue
       if errors:
         self._set_aside(epochs, epoch)
@@ -231,6 +232,72 @@ def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, in
     epoch = epochs[-1] if epoch is None else int(epoch)
     if epoch not in epochs:
       raise CheckpointError(f"no checkpoint of epoch {epoch} in {directory}; it has {epochs}")
+    try:
+      _check_files(os.path.join(directory, str(epoch)))
+    except OSError as e:
+      raise CheckpointError(str(e)) from None
     tree = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   state = jax.device_get(tree["state"])
   return state["params"], state["batch_stats"], epoch
+
+
+def _digests(step_dir: str) -> dict[str, list]:
+  """{path relative to ``step_dir``: [bytes, blake2b hex digest]} of its files but FILES."""
+  found = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      relative = os.path.relpath(path, step_dir)
+      if relative == FILES:
+        continue
+      digest = hashlib.blake2b(digest_size=16)
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          digest.update(chunk)
+      found[relative] = [os.path.getsize(path), digest.hexdigest()]
+  return found
+
+
+def _write_files_list(step_dir: str) -> None:
+  """Writes FILES into a finished checkpoint, atomically."""
+  digests, temporary = _digests(step_dir), os.path.join(step_dir, FILES + ".tmp")
+  with open(temporary, "w") as f:
+    json.dump(digests, f, sort_keys=True)
+  os.replace(temporary, os.path.join(step_dir, FILES))
+
+
+def _check_files(step_dir: str) -> None:
+  """OSError naming the first file of a checkpoint that differs from its FILES entry.
+
+  A checkpoint without FILES (saved before it existed, or killed between orbax's commit
+  and FILES) is left to orbax to read."""
+  try:
+    with open(os.path.join(step_dir, FILES)) as f:
+      saved = json.load(f)
+  except FileNotFoundError:
+    return
+  except (OSError, ValueError) as e:
+    raise OSError(errno.EIO, f"its list of files is damaged ({type(e).__name__})") from None
+  now = _digests(step_dir)
+  for relative in sorted(saved):
+    if relative not in now:
+      raise OSError(errno.ENOENT, f"{relative} is missing")
+    if now[relative] != saved[relative]:
+      size = (f"{now[relative][0]} bytes, {saved[relative][0]} when saved"
+              if now[relative][0] != saved[relative][0] else "other bytes than saved")
+      raise OSError(errno.EIO, f"{relative} changed: {size}")
+
+
+def _check_room(directory: str, tree) -> None:
+  """OSError when the free disk or the process's file-size limit is below ``tree``'s bytes.
+
+  Checked before orbax writes: a write that fails in orbax's own threads would leave them
+  printing tracebacks after the error. A disk that fills during the save still fails it."""
+  need = sum(int(np.size(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+  limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+  if limit != resource.RLIM_INFINITY and limit < need:
+    raise OSError(errno.EFBIG, f"the state needs {need} bytes, over this process's "
+                  f"file-size limit of {limit}")
+  free = shutil.disk_usage(directory).free
+  if free < need:
+    raise OSError(errno.ENOSPC, f"the state needs {need} bytes, {free} are free")

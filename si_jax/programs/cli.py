@@ -208,15 +208,11 @@ def quiet_libraries() -> None:
       logger.addFilter(_QuietLibraryLog())
 
 
-def _report_background_failures(verbose: bool) -> None:
-  """One warning line for the errors libraries logged or raised in their own threads."""
-  engine = sys.modules.get("si_jax.engine.background")  # orbax's threads (checkpoints)
-  failures = _background_failures + (engine.FAILURES if engine else [])
-  if verbose and engine:
-    print("".join(engine.TRACEBACKS), end="", file=sys.stderr)
-  if failures:
-    print(f"warning: {len(failures)} error(s) in background threads, the first: "
-          f"{failures[0]} ({VERBOSE_ENV}=1 shows them)", file=sys.stderr)
+def _report_background_failures() -> None:
+  """One warning line for the errors libraries logged in their own threads."""
+  if _background_failures:
+    print(f"warning: {len(_background_failures)} error(s) in background threads, the first: "
+          f"{_background_failures[0]} ({VERBOSE_ENV}=1 shows them)", file=sys.stderr)
 
 
 def _flag_argument(argv: list[str], name: str) -> str | None:
@@ -334,7 +330,7 @@ def guarded(main: Callable[[list[str]], Any], argv: list[str]) -> None:
   verbose = verbose_requested() or ("verbose" in flags.FLAGS and flags.FLAGS.verbose)
   try:
     main(argv)
-    _report_background_failures(verbose)
+    _report_background_failures()
   except app.UsageError as e:
     fail(e, "(--help describes the program and its flags)", verbose)
   except KeyboardInterrupt:  # a second SIGINT/SIGTERM: stopped at once
