@@ -327,6 +327,21 @@ def test_files_list_names_a_missing_or_resized_file(reference, tmp_path):
     checkpoint._check_files(str(step))
 
 
+def test_load_weights_names_a_damaged_checkpoint(reference, tmp_path):
+  """A warm start from a damaged checkpoint: one message naming it, the file and the
+  epochs to choose from; a temporary list left beside the list is not a file of it."""
+  ref_dir, _ = reference
+  work = tmp_path / "run"
+  shutil.copytree(ref_dir, work)
+  step = work / "checkpoints" / "4"
+  (step / (checkpoint.FILES + ".tmp")).write_text("{}")
+  assert checkpoint.load_weights(str(work))[2] == 4
+  _flip_one_byte(next(p for p in step.rglob("*") if p.is_file() and p.parent.name == "meta"))
+  with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint .*/checkpoints/4 is damaged "
+                     r"\(meta/\S+ changed: other bytes than saved\); choose another of \[3, 4\]"):
+    checkpoint.load_weights(str(work))
+
+
 @pytest.mark.parametrize("limit, free, expected", [
     (1000, 10**12, r"Errno 27\] the state needs \d+ bytes, over this process's file-size "
      r"limit of 1000"),

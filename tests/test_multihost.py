@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from si_jax.engine import distributed
+from si_jax.engine import checkpoint, distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = ("--config=configs/quickstart.py", "--config.data.train_size=256", "--noplot")
@@ -173,6 +173,13 @@ def test_sigterm_to_one_process_stops_both_and_resume_matches(reference, tmp_pat
     stopped.append(int(line.split()[3]))
   assert stopped[0] == stopped[1] and 1 < stopped[0] < LONG
   assert checkpoint_epochs(work)[-1] == stopped[0]
+  # the list of files is written once (process 0), whole, and holds the checkpoint
+  step = work / "checkpoints" / str(stopped[0])
+  assert sorted(p.name for p in step.iterdir() if p.name.startswith("si_jax")) == [
+      checkpoint.FILES]
+  listed = json.loads((step / checkpoint.FILES).read_text())
+  assert any(k.startswith("state/") for k in listed) and any(k.startswith("meta/") for k in listed)
+  checkpoint._check_files(str(step))
   assert_same_records(read_records(work / "metrics.jsonl"), reference[:stopped[0]])
   assert_process_1_copies(work)
 

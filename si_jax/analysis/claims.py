@@ -278,6 +278,12 @@ FAMILIES = {
         "rescaled inits (`configs/lr_wd_product.py:cpu`).",
         (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
         columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
+    "cifar_lr_wd_product": Family(
+        "Products 0.001 and 0.003 at lr 0.3, 0.1, 0.03 on 2,048 CIFAR-10-proxy images, 120 "
+        "epochs, and Proposition 4's rescaled inits of product 0.001 for 60 epochs "
+        "(`configs/lr_wd_product.py:cifar_cpu`).",
+        (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
+        columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
     "last_layer_norm": Family("The fixed last layer's norm (`configs/last_layer_norm.py:cpu`).",
                               (SMALL_LAST_LAYER,), key="model.last_layer_norm",
                               columns=(("lowest train loss per seed", _min_loss_column),)),

@@ -24,10 +24,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
+from si_jax.engine import distributed
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 FILES = "si_jax_files.json"  # {path in the checkpoint: [bytes, blake2b digest]}
+OCDBT_FILE_BYTES = 2**31  # tensorstore's OCDBT splits a checkpoint's data into files of this
 
 
 class CheckpointError(RuntimeError):
@@ -102,13 +105,12 @@ class Checkpointer:
     previous = self.epochs()
     path = os.path.join(self.directory, str(epoch))
     try:
-      _check_room(self.directory, _to_saveable(state))
+      _on_process_0(_check_room, self.directory, _to_saveable(state))
       self._manager.save(epoch, args=ocp.args.Composite(
           state=ocp.args.StandardSave(_to_saveable(state)),
           meta=ocp.args.JsonSave(dict(meta, epoch=epoch, shapes=state_shapes(state)))),
           force=True)
       self._manager.wait_until_finished()
-      _write_files_list(path)
     except Exception as e:  # disk full, permissions, ...
       kept = (f"the checkpoint of epoch {previous[-1]} is intact" if previous
               else "no earlier checkpoint exists")
@@ -116,6 +118,11 @@ class Checkpointer:
           f"saving the checkpoint of epoch {epoch} to {self.directory} failed "
           f"({_first_line(e)}); {kept}. Free space (or fix the directory) and "
           "rerun the same command: it resumes from the last good checkpoint.") from e
+    try:
+      _on_process_0(_write_files_list, path)
+    except OSError as e:  # the checkpoint is good: only its check before a read is lost
+      log.warning("checkpoint %s is saved without its list of files (%s): a damage to it "
+                  "will be found by orbax's read", path, _first_line(e))
     return path
 
   def read_meta(self, epoch: int) -> dict[str, Any]:
@@ -137,7 +144,7 @@ class Checkpointer:
     for epoch in reversed(epochs):
       path = os.path.join(self.directory, str(epoch))
       try:
-        _check_files(path)
+        _on_process_0(_check_files, path)
         meta = self.read_meta(epoch)
       except Exception as e:
         errors.append(f"checkpoint {path} is unreadable ({_first_line(e)})")
@@ -235,7 +242,8 @@ def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, in
     try:
       _check_files(os.path.join(directory, str(epoch)))
     except OSError as e:
-      raise CheckpointError(str(e)) from None
+      raise CheckpointError(f"checkpoint {os.path.join(directory, str(epoch))} is damaged "
+                            f"({e.strerror or e}); choose another of {epochs}") from None
     tree = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   state = jax.device_get(tree["state"])
   return state["params"], state["batch_stats"], epoch
@@ -248,7 +256,7 @@ def _digests(step_dir: str) -> dict[str, list]:
     for name in names:
       path = os.path.join(root, name)
       relative = os.path.relpath(path, step_dir)
-      if relative == FILES:
+      if relative.startswith(FILES):  # the list and its temporary
         continue
       digest = hashlib.blake2b(digest_size=16)
       with open(path, "rb") as f:
@@ -263,6 +271,8 @@ def _write_files_list(step_dir: str) -> None:
   digests, temporary = _digests(step_dir), os.path.join(step_dir, FILES + ".tmp")
   with open(temporary, "w") as f:
     json.dump(digests, f, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(temporary, os.path.join(step_dir, FILES))
 
 
@@ -288,14 +298,30 @@ def _check_files(step_dir: str) -> None:
       raise OSError(errno.EIO, f"{relative} changed: {size}")
 
 
+def _on_process_0(check, *args) -> None:
+  """``check(*args)`` on process 0 only; every process raises OSError if it raised one.
+
+  The processes of a run share its workdir, and all must take orbax's barriers together."""
+  error = None
+  if jax.process_index() == 0:
+    try:
+      check(*args)
+    except OSError as e:
+      error = e
+  if distributed.agree(error is not None):
+    raise error or OSError(errno.EIO, "process 0 refused it (its log says why)")
+
+
 def _check_room(directory: str, tree) -> None:
   """OSError when the free disk or the process's file-size limit is below ``tree``'s bytes.
 
   Checked before orbax writes: a write that fails in orbax's own threads would leave them
-  printing tracebacks after the error. A disk that fills during the save still fails it."""
+  printing tracebacks after the error. The bytes are uncompressed (orbax's zstd shrinks
+  trained float weights little), so the check errs towards refusing; a disk that fills
+  during the save still fails it."""
   need = sum(int(np.size(x)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
   limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-  if limit != resource.RLIM_INFINITY and limit < need:
+  if limit != resource.RLIM_INFINITY and limit < min(need, OCDBT_FILE_BYTES):
     raise OSError(errno.EFBIG, f"the state needs {need} bytes, over this process's "
                   f"file-size limit of {limit}")
   free = shutil.disk_usage(directory).free
