@@ -123,3 +123,29 @@ def test_docstrings_are_at_most_fifteen_percent_of_the_library():
     total += len(source.splitlines())
     docs += _docstring_lines(ast.parse(source))
   assert 0 < docs / total <= MAX_DOCSTRING_SHARE, (docs, total)
+
+
+PROCESS_HOOKS = {("sys", "excepthook"), ("threading", "excepthook"), ("sys", "unraisablehook")}
+
+
+def _hook_assignments(source: str) -> list[str]:
+  """``module.hook = ...`` (plain, augmented or in a tuple) for the process-wide hooks."""
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    targets = (node.targets if isinstance(node, ast.Assign)
+               else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+    for target in targets:
+      for t in ast.walk(target):
+        if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                and (t.value.id, t.attr) in PROCESS_HOOKS):
+          found.append(f"{t.value.id}.{t.attr} (line {t.lineno})")
+  return found
+
+
+def test_no_process_wide_exception_hook_is_replaced():
+  assert _hook_assignments("import sys\nsys.excepthook, x = f, 1\nsys.excepthook(1)\n") == [
+      "sys.excepthook (line 2)"]
+  roots = [PACKAGE, PACKAGE.parent / "experiments", PACKAGE.parent / "tools"]
+  found = [f"{path.name}: {hook}" for root in roots for path in sorted(root.rglob("*.py"))
+           for hook in _hook_assignments(path.read_text())]
+  assert not found, found
