@@ -693,12 +693,12 @@ MUTATIONS = [
         "the SI-group re-check rescales by 1: every group seems to hold"),
     Mutation(
         "checkpoint_files_not_checked", "si_jax/engine/checkpoint.py",
-        "        _check_files(path)\n", "",
+        "        _on_process_0(_check_files, path)\n", "",
         "tests/test_checkpoint.py -k refused_before_orbax",
         "a damaged checkpoint reaches orbax, whose failed read leaves its threads failing"),
     Mutation(
         "save_room_not_checked", "si_jax/engine/checkpoint.py",
-        "      _check_room(self.directory, _to_saveable(state))\n", "",
+        "      _on_process_0(_check_room, self.directory, _to_saveable(state))\n", "",
         "tests/test_checkpoint.py -k without_room",
         "a save without room starts orbax's writer threads, which fail after the error"),
     Mutation(
