@@ -2,12 +2,13 @@
 
   python -m benchmarks.forecast_scores [RUN_DIR ...] [--write docs/forecast.md]
   python -m benchmarks.forecast_scores --unseen RUN_DIR [...] [--write docs/forecast.md]
-      [--title TITLE --block NAME] [--revision1]
+      [--title TITLE --block NAME] [--revision N]
 
 The method (Eq. (3) projection to the run's critical effective LR, log-t levels with
 a prior spread of 0.5, 80% intervals) was fixed on the two DESIGN runs of tests/data;
 revision 2 (the level lowered by the loss's climb) on the exported families
-(benchmarks/forecast_levels.py); --revision1 scores the method without it.
+(benchmarks/forecast_levels.py); revision 3 (prior spread 0.25) on those and the fresh
+runs scored after revision 2 (docs/forecast.md). --revision 1 or 2 scores an earlier one;
 every other run is held out: the recorded runs in HELD_OUT and any finished run
 directories given (e.g. the members of the digits families). Prints, per run and pooled
 per set, the forecasts made at 25/50/75% of each phase B before the third and later
@@ -50,11 +51,13 @@ def recorded_run(name: str) -> tuple[list[dict], dict, float]:
   return rows(s), options, record["wd"]
 
 
-def recorded_scores(name: str, climb: bool = True) -> list[forecast.Score]:
-  """A tests/data run replayed with its own wd."""
+REVISIONS = {1: {"climb": False, "prior_spread": 0.5}, 2: {"prior_spread": 0.5}, 3: {}}
+
+
+def recorded_scores(name: str, **kwargs) -> list[forecast.Score]:
+  """A tests/data run replayed with its own wd (``kwargs``: the forecaster's)."""
   records, options, wd = recorded_run(name)
-  return forecast.score(forecast.replay(records, wd=wd, detector_options=options,
-                                        climb=climb))
+  return forecast.score(forecast.replay(records, wd=wd, detector_options=options, **kwargs))
 
 
 def row(name: str, scores: list[forecast.Score], scored: int | None = None) -> str:
@@ -101,25 +104,26 @@ def main():
                       help="the --unseen table's title")
   parser.add_argument("--block", help="the block to replace (default: 'unseen' with --unseen, "
                       "else 'scores')")
-  parser.add_argument("--revision1", action="store_true",
-                      help="score revision 1 (the level not lowered by the loss's climb)")
+  parser.add_argument("--revision", type=int, choices=sorted(REVISIONS), default=3,
+                      help="1: the level not lowered by the loss's climb; 2: prior spread "
+                      "0.5; 3: today's")
   args = parser.parse_args()
-  climb = not args.revision1
+  kwargs = REVISIONS[args.revision]
   if args.unseen:
-    text = "\n".join(table(args.title, _workdir_scores(args.unseen, climb=climb)))
+    text = "\n".join(table(args.title, _workdir_scores(args.unseen, **kwargs)))
     print(text)
     if args.write:
       logs.replace_doc_block(args.write, args.block or "unseen", text)
     return
-  design = [(n, recorded_scores(n, climb)) for n in DESIGN]
-  held = ([(n, recorded_scores(n, climb)) for n in HELD_OUT]
-          + _workdir_scores(args.runs, climb=climb))
-  held_title = ("Held-out runs" if args.revision1 else
+  design = [(n, recorded_scores(n, **kwargs)) for n in DESIGN]
+  held = ([(n, recorded_scores(n, **kwargs)) for n in HELD_OUT]
+          + _workdir_scores(args.runs, **kwargs))
+  held_title = ("Held-out runs" if args.revision == 1 else
                 "Runs held out from revision 1 (seen while revision 2 was chosen)")
   lines = table("Design runs (tests/data)", design) + table(held_title, held)
   if args.fresh:
     lines += table("Fresh held-out runs (trained after the last revision)",
-                   _workdir_scores(args.fresh, climb=climb))
+                   _workdir_scores(args.fresh, **kwargs))
   text = "\n".join(lines)
   print(text)
   if args.write:

@@ -692,6 +692,11 @@ MUTATIONS = [
         "tests/test_generic_groups.py -k group_changes",
         "the SI-group re-check rescales by 1: every group seems to hold"),
     Mutation(
+        "forecast_prior_of_revision_2", "si_jax/analysis/forecast.py",
+        "PRIOR_SPREAD = 0.25", "PRIOR_SPREAD = 0.5",
+        "tests/test_forecast.py -k fixed_critical_level",
+        "the forecast keeps revision 2's wide prior: late where a run's levels are tight"),
+    Mutation(
         "checkpoint_files_not_checked", "si_jax/engine/checkpoint.py",
         "        _on_process_0(_check_files, path)\n", "",
         "tests/test_checkpoint.py -k refused_before_orbax",

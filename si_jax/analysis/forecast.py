@@ -2,7 +2,7 @@
 
 The time for Eq. (3), iterated from the current rho, to carry the effective LR to the
 next *critical level* (log-t over the levels at the onsets so far, lowered by the loss's
-climb in phase B), unless it settles first (Remark 3). Entry points:
+climb in phase B; revision 3's prior spread 0.25), unless it settles first (Remark 3). Entry points:
 ``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_workdir``.
 Method and measured scores: docs/forecast.md."""
 
@@ -21,6 +21,7 @@ from si_jax.analysis import detector as detector_lib
 from si_jax.analysis import phases
 
 FIELDS = ("forecast_onset", "forecast_low", "forecast_high")
+PRIOR_SPREAD = 0.25  # revision 3; revisions 1 and 2 had 0.5 (docs/forecast.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,8 @@ class OnlineForecaster:
     wd: lambda (``optim.wd``); None: the growth rate of the effective LR is measured.
     steps_per_sample: optimizer steps between records (None: from 'step', else 1).
     coverage: the interval's probability.
-    prior_spread: the spread of ln(critical level) before the run shows its own (one level).
+    prior_spread: the spread of ln(critical level) before the run shows its own (one
+      pseudo-level).
     horizon: samples beyond which a level is out of reach.
     x_key: 'epoch' or 'step'; None: 'epoch' if present.
     loss_key: the loss the detector reads ('train_loss' or 'loss'); None: 'train_loss'
@@ -55,7 +57,7 @@ class OnlineForecaster:
     ValueError: ``coverage`` outside (0, 1), or a non-positive number."""
 
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
-               coverage: float = 0.8, prior_spread: float = 0.5, horizon: int = 10_000,
+               coverage: float = 0.8, prior_spread: float = PRIOR_SPREAD, horizon: int = 10_000,
                x_key: str | None = None, loss_key: str | None = None, climb: bool = True):
     if not 0 < coverage < 1:
       raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
