@@ -63,8 +63,8 @@ def _options(options) -> dict:
 def forecaster_scores(records, options) -> dict[bool, list[forecast.Score]]:
   """The forecaster's scores at 50% of phase B without and with the loss's climb."""
   return {climb: [s for s in forecast.score(forecast.replay(
-      records, detector_options=_options(options), climb=climb, prior_spread=0.5))
-      if s.point == 0.5]
+      records, detector_options=_options(options),
+      **forecast_scores.REVISIONS[2 if climb else 1])) if s.point == 0.5]
       for climb in (False, True)}
 
 

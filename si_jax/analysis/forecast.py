@@ -2,7 +2,7 @@
 
 The time for Eq. (3), iterated from the current rho, to carry the effective LR to the
 next *critical level* (log-t over the levels at the onsets so far, lowered by the loss's
-climb in phase B; revision 3's prior spread 0.25), unless it settles first (Remark 3). Entry points:
+climb in phase B), unless it settles first (Remark 3). Entry points:
 ``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_workdir``.
 Method and measured scores: docs/forecast.md."""
 

@@ -239,11 +239,12 @@ def load_weights(workdir: str, epoch: int | None = None) -> tuple[dict, dict, in
     epoch = epochs[-1] if epoch is None else int(epoch)
     if epoch not in epochs:
       raise CheckpointError(f"no checkpoint of epoch {epoch} in {directory}; it has {epochs}")
+    path = os.path.join(directory, str(epoch))
     try:
-      _check_files(os.path.join(directory, str(epoch)))
+      _check_files(path)
     except OSError as e:
-      raise CheckpointError(f"checkpoint {os.path.join(directory, str(epoch))} is damaged "
-                            f"({e.strerror or e}); choose another of {epochs}") from None
+      raise CheckpointError(f"checkpoint {path} is damaged ({e.strerror or e}); choose "
+                            f"another of {epochs}") from None
     tree = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   state = jax.device_get(tree["state"])
   return state["params"], state["batch_stats"], epoch
