@@ -70,3 +70,15 @@ def test_an_unexplained_difference_fails():
 def test_differences_are_listed_once_with_every_figure():
   diffs = [("wd", "1", "2", "why", "Fig. 1 (main): a"), ("wd", "1", "2", "why", "Fig. 2: b")]
   assert ps.difference_list(diffs)[-1] == "* **wd** (appendix 1, ours 2) in Fig. 1, Fig. 2: why"
+
+
+def test_the_last_layer_norm_matches_on_the_member_nearest_pytorchs_init(figures):
+  fig19 = next(f for f in figures if "Fig. 19" in f.title and "cifar100" in f.title)
+  row = next(r for r in fig19.rows if r.computed)
+  init = ps.init_last_layer_norm(**fig19.init_norm)
+  assert init == pytest.approx(5.77, abs=0.05)
+  near = ps.with_init_norm(row, fig19, "1, 3, 5.77, 10, 30")
+  assert near.matched and near.note.endswith("ours has one at 5.77 and, below the lowest the "
+                                             "figure presents, 1, 3")
+  far = ps.with_init_norm(row, fig19, "1, 20, 30")
+  assert not far.matched and "the nearest, 20, is 3.5x above it" in far.note

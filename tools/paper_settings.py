@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import math
 import os
 import sys
 from typing import Any, Callable
@@ -136,7 +137,8 @@ def make_row(spec: dict) -> Row:
   spec = dict(spec)
   if "ours_from" in spec:
     spec["ours"] = spec.pop("ours_format").format(**defaults_of(spec.pop("ours_from")))
-  computed = {k: spec.pop(k) for k in ("paper_format", "note_format", "note_if_far") if k in spec}
+  computed = {k: spec.pop(k) for k in ("paper_format", "note_format", "note_if_far",
+                                       "note_if_lower") if k in spec}
   return Row(**spec, computed=computed or None)
 
 
@@ -175,15 +177,20 @@ def init_last_layer_norm(model: str, width: int, classes: int, seed: int = 0) ->
 def with_init_norm(row: Row, fig: Figure, value: str) -> Row:
   """``row`` with its appendix value and note computed from the initial last-layer norm."""
   init = init_last_layer_norm(**fig.init_norm)
-  lowest = min(map(float, value.split(", ")))
+  norms = sorted(map(float, value.split(", ")))
+  nearest = min(norms, key=lambda n: abs(math.log(n / init)))
   config, variant, _ = fig.runs[0]
-  fields = dict(init=init, classes=fig.init_norm["classes"], lowest=lowest,
-                expected=(fig.init_norm["classes"] / 3) ** 0.5, below=init / lowest,
-                config=config, variant=variant)
-  matched = 0.5 < lowest / init < 2
+  fields = dict(init=init, classes=fig.init_norm["classes"], nearest=nearest,
+                factor=max(init / nearest, nearest / init),
+                side="below" if nearest < init else "above",
+                lower=", ".join(f"{n:g}" for n in norms if n < nearest),
+                expected=(fig.init_norm["classes"] / 3) ** 0.5, config=config, variant=variant)
+  matched = 0.5 < nearest / init < 2
   note = row.computed["note_format"].format(**fields)
   if not matched:
     note += row.computed["note_if_far"].format(**fields)
+  elif fields["lower"]:
+    note += row.computed["note_if_lower"].format(**fields)
   return dataclasses.replace(row, paper=row.computed["paper_format"].format(**fields),
                              note=note, matched=matched)
 
