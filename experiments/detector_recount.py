@@ -2,19 +2,24 @@
 
   python experiments/detector_recount.py --runs=runs/s3 [--data=docs/data/recount]
   python experiments/detector_recount.py [--write=docs/reproduction.md]
+  python experiments/detector_recount.py --figures=docs/figures lr_sweep wd_sweep
 
 With --runs, first keeps what the recount reads of each family under RUNS (lr_sweep,
 wd_sweep, lr_wd_product, last_layer_norm, practical, gd; those present) in DATA/<family>.json.gz.
 Then renders every family in DATA: ``si_jax.analysis.recount`` (tables and verdicts) and
 ``si_jax.analysis.claims`` (each claim's criterion, quoted beside its verdict); --write
-replaces the recount block of the given Markdown file.
+replaces the recount block of the given Markdown file; --figures draws each named family's
+(or every family's) seeds as DIR/<family>_seeds.png.
 """
 
 import argparse
 import os
 
+import matplotlib.pyplot as plt
+
 from si_jax import logs
 from si_jax.analysis import claims, recount
+from si_jax.plots import family as family_plots
 
 
 def main():
@@ -22,6 +27,8 @@ def main():
   parser.add_argument("--runs", help="the folder holding the trained families, to export")
   parser.add_argument("--data", default="docs/data/recount", help="the exported families")
   parser.add_argument("--write", help="markdown file whose recount block to replace")
+  parser.add_argument("--figures", help="folder to draw <family>_seeds.png into")
+  parser.add_argument("families", nargs="*", help="families to draw (default: all in DATA)")
   args = parser.parse_args()
   if args.runs:
     os.makedirs(args.data, exist_ok=True)
@@ -34,6 +41,14 @@ def main():
   print(text)
   if args.write:
     logs.replace_doc_block(args.write, "recount", text)
+  for name in args.families or sorted(f[:-len(".json.gz")] for f in os.listdir(args.data)):
+    if args.figures:
+      family, members = recount.load(os.path.join(args.data, f"{name}.json.gz"))
+      out = os.path.join(args.figures, f"{family}_seeds.png")
+      fig = family_plots.figure_seeds(family, members)
+      fig.savefig(out, dpi=110)  # PNG only: docs/figures keeps no PDFs
+      plt.close(fig)
+      print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from si_jax.analysis import phases
-from si_jax.plots import period_steps, plotting
+from si_jax.analysis import claims, phases, recount
+from si_jax.plots import family, period_steps, plotting
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -156,6 +156,27 @@ def test_seeds_of_a_member_share_its_colour_and_one_legend_entry():
   curves = panels(fig)["Train loss"].get_lines()[:3]
   assert [rgb(c.get_color()) for c in curves] == [rgb(plotting.run_style(g)[0]) for g in (0, 0, 1)]
   assert [c.get_linewidth() for c in curves] == [1.0, 0.4, 1.0]
+  plt.close(fig)
+
+
+def test_a_recounted_familys_seeds_figure_marks_each_seeds_confirmed_onsets():
+  options = {"reference": float(np.log(10)), "norm": "auto", "loss_key": "train_loss"}
+  seeds = [run_series(), run_series(onsets=(50, 90, 120), seed=1)]
+  members = [claims.Member("lr_0p1", {"optim.lr": 0.1}, tuple(
+                 recount.Run(f"lr_0p1_s{k}", k, options, s) for k, s in enumerate(seeds))),
+             claims.Member("lr_0p0333", {"optim.lr": 1 / 30}, (
+                 recount.Run("lr_0p0333_s0", 0, options, run_series(onsets=(), seed=2)),))]
+  fig = family.figure_seeds("lr_sweep", members)
+  loss, rho, elr = fig.axes[:3]
+  assert legend_labels(fig) == ["lr 0.1 (2 seeds)", "lr 0.0333 (1 seed)"]
+  assert [line.get_linewidth() for line in loss.get_lines()] == [1.0, 0.4, 1.0]
+  assert [rgb(line.get_color()) for line in rho.get_lines()] == [
+      rgb(plotting.run_style(k)[0]) for k in (0, 0, 1)]
+  np.testing.assert_allclose(elr.get_lines()[1].get_ydata(), seeds[1]["effective_lr"])
+  dots = [c.get_offsets()[:, 0] for c in loss.collections]
+  expected = [members[0].runs[k].analyze().onsets for k in (0, 1)]
+  assert [list(d) for d in dots] == [list(np.asarray(e) + 1.0) for e in expected] + [[]]
+  assert [len(e) for e in expected] == [len(ONSETS), 3]
   plt.close(fig)
 
 

@@ -274,8 +274,9 @@ FAMILIES = {
         "The weight decay swept at lr 0.1 on 2,048 CIFAR-10-proxy images, 120 epochs "
         "(`configs/wd_sweep.py:cifar_cpu`).", (MIDDLE_RANGE, MORE_FREQUENT), key="optim.wd"),
     "lr_wd_product": Family(
-        "Products 0.001 and 0.003 at lr 0.3, 0.1, 0.03 (ratio members) and Proposition 4's "
-        "rescaled inits (`configs/lr_wd_product.py:cpu`).",
+        "Products 0.001 and 0.003 at lr 0.3, 0.1, 0.03 (ratio members; Proposition 4's "
+        "rescaled inits are compared run against run, not recounted) "
+        "(`configs/lr_wd_product.py:cpu`).",
         (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
         columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
     "cifar_lr_wd_product": Family(

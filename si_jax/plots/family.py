@@ -104,3 +104,40 @@ def figure_forecast(scored: list[tuple[str, list[dict[str, Any]]]]):
   ax.legend(fontsize=7)
   fig.tight_layout()
   return fig
+
+
+SEED_PANELS = (("train loss", True), (r"$\rho$ (SI weight norm)", True), ("effective LR", True))
+
+
+def _member_label(member) -> str:
+  """'lr 0.3' for overrides {'optim.lr': 0.3}; the member's name where it has none."""
+  parts = [f"{key.rsplit('.', 1)[-1]} {value:.3g}" if isinstance(value, (int, float))
+           else f"{key.rsplit('.', 1)[-1]} {value}" for key, value in member.overrides.items()]
+  return ", ".join(parts) or member.name
+
+
+def figure_seeds(family: str, members) -> plt.Figure:
+  """A recounted family's seeds (``recount.load``): train loss, rho and effective LR.
+
+  One colour per member, its first seed bold and labelled, the others thin; a dot on the
+  loss at each onset the causal detector confirms with its default constants."""
+  fig, axes = plt.subplots(1, len(SEED_PANELS), figsize=(15, 4.2), constrained_layout=True)
+  for k, member in enumerate(members):
+    color, _ = plotting.run_style(k)
+    for i, run in enumerate(member.runs):
+      s = run.series
+      loss = s[run.options.get("loss_key", "loss")] if run.options.get(
+          "loss_key") in s else s["loss"]
+      x = s["epoch"]
+      n = len(member.runs)
+      label = f"{_member_label(member)} ({n} seed{'s' if n > 1 else ''})" if i == 0 else None
+      for ax, y in zip(axes, (loss, s["weight_norm"], s["effective_lr"])):
+        ax.plot(x, y, color=color, lw=1.0 if i == 0 else 0.4, label=label)
+      onsets = run.analyze().onsets
+      axes[0].scatter(x[onsets], loss[onsets], color=color, s=14 if i == 0 else 7, zorder=3,
+                      edgecolors="black", linewidths=0.3)
+  for ax, (ylabel, log) in zip(axes, SEED_PANELS):
+    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log" if log else "linear")
+  axes[0].legend(fontsize=7, title="first seed bold; dots: onsets", title_fontsize=7)
+  fig.suptitle(f"{family}: every seed of every member (data: docs/data/recount)")
+  return fig
