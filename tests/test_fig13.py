@@ -183,3 +183,15 @@ def test_live_phases_equal_the_offline_detector(run):
   first = next(i for i, r in enumerate(records) if r["destabilizations"])
   assert forecasts >= 5 and all("forecast_onset" not in r for r in records[:first])
   assert all(r["phase"] == "B" for r in records if "forecast_onset" in r)
+
+
+def test_t0_is_the_first_step_of_the_epoch_the_period_starts_in(run, analysis):
+  """Appendix D: t0 is 'the first iteration of the considered training period', the first
+  step of the epoch whose destabilization starts period 1 (not the end of that epoch)."""
+  epochs = phases.load_series(run)
+  onset = phases.analyze_run(run, series=epochs).destabilizations[0]
+  per_epoch = int(epochs["step"][0])
+  assert analysis["t0"] == (onset - 1) * per_epoch
+  steps = phases.load_series(run, steps=True)  # 0-based step and epoch indices
+  at = {int(t): int(e) for t, e in zip(steps["step"], steps["epoch"])}
+  assert at[analysis["t0"]] == onset - 1 and at[analysis["t0"] - 1] == onset - 2
