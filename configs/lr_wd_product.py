@@ -5,7 +5,9 @@
 Expected (appendix F.1): the same product, the same effective-LR range and period length; a
 larger product, a larger effective LR and more frequent periods; the init x sqrt(lr / lr_ref)
 repeats the product's reference (Proposition 4). Variants: ``cpu``, ``cifar_cpu``, ''
-(paper), ``cifar100``, ``resnet``. docs/reproduction.md; the products: docs/paper_settings.md.
+(paper), ``cifar100``, ``resnet``; ``prop4_cpu``: ``cpu``'s references and rescaled runs
+alone, three seeds (the family ``lr_wd_product_prop4``). docs/reproduction.md; the
+products: docs/paper_settings.md.
 """
 
 import math
@@ -36,14 +38,18 @@ def ratio_settings(scale: str) -> list[tuple[float, list[tuple[float, float]]]]:
 
 
 def add_product(config, product: float, pairs: list[tuple[float, float]],
-                rescaled_epochs: int | None = None, rescaled: bool = True) -> None:
+                rescaled_epochs: int | None = None, rescaled: bool = True,
+                only_reference: bool = False) -> None:
   """Adds ``<tag>_ratio_<i>`` at each (lr, wd), then (``rescaled``) Proposition 4's members.
 
   ``<tag>_rescaled_<i>`` repeats a non-reference (lr, wd) with the init's SI weights x
   sqrt(lr / lr_ref), lr_ref the middle pair's, for ``rescaled_epochs`` (default: all).
+  ``only_reference``: of the ratio members, only the reference (the middle pair).
   """
   tag, lr_ref = product_tag(product), pairs[len(pairs) // 2][0]
   for i, (lr, wd) in enumerate(pairs):
+    if only_reference and lr != lr_ref:
+      continue
     add_member(config, f"{tag}_ratio_{i}", f"product {product:g}: lr {lr:g}, wd {wd:.3g}",
                {"optim.lr": lr, "optim.wd": wd})
   for i, (lr, wd) in enumerate(pairs):
@@ -56,12 +62,16 @@ def add_product(config, product: float, pairs: list[tuple[float, float]],
 
 
 def get_config(arg: str | None = None):
-  config, scale = scaled_base(arg, allowed=("cpu", "cifar_cpu", "paper", "cifar100", "resnet"))
-  config = experiment_config(config, "lr_wd_product", figure="product")
+  prop4 = arg == "prop4_cpu"  # Proposition 4 alone: the references and their rescaled runs
+  config, scale = scaled_base("cpu" if prop4 else arg,
+                              allowed=("cpu", "cifar_cpu", "paper", "cifar100", "resnet"))
+  config = experiment_config(config, "lr_wd_product_prop4" if prop4 else "lr_wd_product",
+                             figure="product")
+  config.experiment.seeds = 3 if prop4 else 1
   # on CIFAR only the first product has rescaled members, and they stop after the
   # reference's first destabilizations (the time budget of 2 CPU cores)
   cifar = scale == "cifar_cpu"
   for k, (product, pairs) in enumerate(ratio_settings(scale)):
     add_product(config, product, pairs, RESCALED_EPOCHS_CIFAR if cifar else None,
-                rescaled=not (cifar and k))
+                rescaled=not (cifar and k), only_reference=prop4)
   return config

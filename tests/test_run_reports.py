@@ -65,6 +65,31 @@ def _run(seed, loss, elr=None):
   return recount.Run(f"r_s{seed}", seed, {}, series)
 
 
+
+def test_rescaled_init_claim_compares_each_seed_with_its_reference_before_any_onset():
+  elr = 0.002 * 1.02 ** np.arange(60.0)
+  ref = claims.Member("p1_ratio_1", {"optim.lr": 0.1, "optim.wd": 0.01},
+                      (_run(0, [1] * 60, elr), _run(1, [1] * 60, 1.1 * elr)))
+
+  def rescaled(*factors):  # lr 0.4 at init x2: lr_ref = 0.4 / 4 = 0.1
+    return claims.Member("p1_rescaled_0", {"optim.lr": 0.4, "optim.wd": 0.0025,
+                                           "model.init_scale": 2.0},
+                         tuple(_run(k, [1] * 60, f * (1.0 + k / 10) * elr)
+                               for k, f in enumerate(factors)))
+
+  onsets = {"p1_ratio_1": [_found(True, onsets=[40]), _found(True, onsets=[30])]}
+  close = rescaled(1.009, 0.991)  # within 1% of its own seed's reference
+  assert claims.RESCALED_INIT.test([ref, close], {**onsets, close.name: onsets["p1_ratio_1"]})
+  off = rescaled(1.0, np.where(np.arange(60) < 25, 1.0, 1.02))  # seed 1 parts at epoch 26
+  assert not claims.RESCALED_INIT.test([ref, off], {**onsets, off.name: onsets["p1_ratio_1"]})
+  after = rescaled(1.0, np.where(np.arange(60) < 30, 1.0, 1.5))  # parts at seed 1's onset
+  assert claims.RESCALED_INIT.test([ref, after], {**onsets, after.name: onsets["p1_ratio_1"]})
+  early = {**onsets, close.name: [_found(True, onsets=[40]), _found(True, onsets=[9])]}
+  assert not claims.RESCALED_INIT.test([ref, close], early)  # 9 epochs: too few to compare
+  other_ref = claims.Member("p1_ratio_1", {"optim.lr": 0.2, "optim.wd": 0.005}, ref.runs)
+  no_ref = {**onsets, close.name: onsets["p1_ratio_1"]}
+  assert not claims.RESCALED_INIT.test([other_ref, close], no_ref)  # none at lr_ref 0.1
+
 def test_effective_lr_and_last_layer_claims():
   elr = np.concatenate([np.full(101, 9.0), np.linspace(1.0, 2.0, 101)])  # 2nd half: 1..2
   a = claims.Member("p1_ratio_0", {"optim.lr": 0.1, "optim.wd": 0.01}, (_run(0, [1], elr),))

@@ -155,6 +155,34 @@ LARGER_PRODUCT = Claim(
     _larger_product_faster)
 
 
+
+def _rescaled_like_reference(members: Sequence[Member], found: Found) -> bool:
+  rescaled = [m for m in members if "model.init_scale" in m.overrides]
+  if not rescaled:
+    return False
+  for m in rescaled:
+    lr_ref = round(m.overrides["optim.lr"] / m.overrides["model.init_scale"] ** 2, 9)
+    ref = [r for r in members if "_ratio_" in r.name and _product(r) == _product(m)
+           and round(r.overrides["optim.lr"], 9) == lr_ref]
+    if len(ref) != 1 or len(m.runs) != len(ref[0].runs):
+      return False
+    for seed, (run, ref_run) in enumerate(zip(m.runs, ref[0].runs)):
+      first = min([len(run.series["epoch"]), len(ref_run.series["epoch"]),
+                   *found[m.name][seed].onsets[:1], *found[ref[0].name][seed].onsets[:1]])
+      ratio = run.series["effective_lr"][:first] / ref_run.series["effective_lr"][:first]
+      if first < 10 or not np.all(np.abs(ratio - 1) <= 0.01):
+        return False
+  return True
+
+
+RESCALED_INIT = Claim(
+    "The init x sqrt(lr / lr_ref) repeats the reference run (Proposition 4, F.1)",
+    "in every seed, each rescaled member's effective LR lies within 1% of its reference's "
+    "(the same product at lr_ref = lr / c^2, the same seed) at every epoch before the "
+    "earlier of the two runs' first destabilizations, and there are at least 10 such epochs "
+    "(written 2026-12-05, before `configs/lr_wd_product.py:prop4_cpu` was trained).",
+    _rescaled_like_reference)
+
 def _last_layer(members: Sequence[Member], found: Found) -> bool:
   small, large = members[0], members[-1]
   seeds = min(len(m.runs) for m in members)
@@ -285,6 +313,10 @@ FAMILIES = {
         "(`configs/lr_wd_product.py:cifar_cpu`).",
         (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
         columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
+    "lr_wd_product_prop4": Family(
+        "Proposition 4 alone: each product's reference (lr 0.1) and its two rescaled inits "
+        "(lr 0.3 at init x1.73, lr 0.03 at init x0.548), three seeds "
+        "(`configs/lr_wd_product.py:prop4_cpu`).", (RESCALED_INIT,)),
     "last_layer_norm": Family("The fixed last layer's norm (`configs/last_layer_norm.py:cpu`).",
                               (SMALL_LAST_LAYER,), key="model.last_layer_norm",
                               columns=(("lowest train loss per seed", _min_loss_column),)),
