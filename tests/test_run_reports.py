@@ -10,7 +10,15 @@ import types
 import numpy as np
 import pytest
 
-from si_jax.analysis import claims, period_steps, phases, recount, reproduction, sphere_bridge
+from si_jax.analysis import (
+  claims,
+  period_steps,
+  phases,
+  recount,
+  reproduction,
+  sphere_bridge,
+  theory_claims,
+)
 
 
 def _found(periodic, lengths=(), onsets=None):
@@ -268,3 +276,26 @@ def test_period_lines_per_phase():
 def test_phase_b_analysis_rejects_a_fit_fraction_outside_zero_one(tmp_path):
   with pytest.raises(ValueError, match="fit_fraction must be in"):
     period_steps.phase_b_analysis(str(tmp_path), fit_fraction=0.0)
+
+
+def test_the_report_theory_claims_block_is_rendered_by_code():
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "docs", "reproduction.md")) as f:
+    doc = f.read()
+  block = doc.split("<!-- theory_claims:start -->\n", 1)[1].split(
+      "\n<!-- theory_claims:end -->", 1)[0]
+  assert block == theory_claims.render()
+  assert block.count("**held**") == 2
+
+
+def test_theory_claims_fail_where_their_criteria_do():
+  fig9 = theory_claims.fig9_numbers()
+  assert (fig9["enter"], fig9["bounded"]) == (18, True)
+  assert fig9["low"] == pytest.approx(10 ** 0.5) and fig9["high"] == pytest.approx(10.0)
+  assert not theory_claims.fig9_claim({**fig9, "enter": 50})[2]
+  assert not theory_claims.fig9_claim({**fig9, "bounded": False})[2]
+  toy = theory_claims.toy_numbers()
+  assert toy["final_loss"] < 1e-18 and toy["elr_rises"] == 0 and toy["minima"] == 22
+  assert not theory_claims.toy_claim({**toy, "elr_rises": 1})[2]
+  assert not theory_claims.toy_claim({**toy, "gap_max": 34})[2]  # 34 > 1.2 x 28
+  assert not theory_claims.toy_claim({**toy, "least_rise": 9.0})[2]
