@@ -24,7 +24,8 @@ def get_config(arg: str | None = None):
     config.train.mode = "gd"
     config.data.train_size = 512
     config.optim.lr, config.optim.wd = 0.5, 0.01
-    config.train.epochs, config.train.eval_every = 1500, 10
+    # 3,000 steps: two confirmed destabilizations (856, 1713) for period 1 (measured 2026-12-05)
+    config.train.epochs, config.train.eval_every = 3000, 10
     config.checkpoint.every_epochs = 250
   elif arg in ("gd", "gd13"):
     config.train.mode = "gd"
