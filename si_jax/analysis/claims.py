@@ -317,6 +317,9 @@ FAMILIES = {
         "Proposition 4 alone: each product's reference (lr 0.1) and its two rescaled inits "
         "(lr 0.3 at init x1.73, lr 0.03 at init x0.548), three seeds "
         "(`configs/lr_wd_product.py:prop4_cpu`).", (RESCALED_INIT,)),
+    "transformer_wd": Family(
+        "A pre-LN transformer on modular addition (SGD, lr 1 on its SI groups), the weight "
+        "decay swept (`configs/transformer.py:wd_cpu`).", (MIDDLE_RANGE,), key="optim.wd"),
     "last_layer_norm": Family("The fixed last layer's norm (`configs/last_layer_norm.py:cpu`).",
                               (SMALL_LAST_LAYER,), key="model.last_layer_norm",
                               columns=(("lowest train loss per seed", _min_loss_column),)),
