@@ -125,11 +125,8 @@ def figure_seeds(family: str, members) -> plt.Figure:
   for k, member in enumerate(members):
     color, _ = plotting.run_style(k)
     for i, run in enumerate(member.runs):
-      s = run.series
-      loss = s[run.options.get("loss_key", "loss")] if run.options.get(
-          "loss_key") in s else s["loss"]
-      x = s["epoch"]
-      n = len(member.runs)
+      s, n = run.series, len(member.runs)
+      loss, x = phases.loss_series(s), s["epoch"]  # the loss the detector reads
       label = f"{_member_label(member)} ({n} seed{'s' if n > 1 else ''})" if i == 0 else None
       for ax, y in zip(axes, (loss, s["weight_norm"], s["effective_lr"])):
         ax.plot(x, y, color=color, lw=1.0 if i == 0 else 0.4, label=label)
