@@ -707,6 +707,36 @@ MUTATIONS = [
         "tests/test_checkpoint.py -k without_room",
         "a save without room starts orbax's writer threads, which fail after the error"),
     Mutation(
+        "rescaled_claim_compares_after_onsets", "si_jax/analysis/claims.py",
+        "*found[m.name][seed].onsets[:1], *found[ref[0].name][seed].onsets[:1]])",
+        "])",
+        "tests/test_run_reports.py -k rescaled_init_claim",
+        "Proposition 4's claim compares the runs past their first destabilization"),
+    Mutation(
+        "rescaled_claim_any_reference", "si_jax/analysis/claims.py",
+        "and round(r.overrides[\"optim.lr\"], 9) == lr_ref]",
+        "]",
+        "tests/test_run_reports.py -k rescaled_init_claim",
+        "a rescaled run is compared with a member of its product at another lr"),
+    Mutation(
+        "fig9_claim_ignores_lemma2", "si_jax/analysis/theory_claims.py",
+        'return criterion, measured, n["enter"] < 50 and n["bounded"]',
+        'return criterion, measured, n["enter"] < 50',
+        "tests/test_run_reports.py -k theory_claims_fail",
+        "Fig. 9's claim holds whether or not Lemma 2's sequences bound x_t"),
+    Mutation(
+        "seeds_figure_onsets_of_first_seed", "si_jax/plots/family.py",
+        "      onsets = run.analyze().onsets\n",
+        "      onsets = member.runs[0].analyze().onsets\n",
+        "tests/test_figures.py -k recounted",
+        "every seed's curve is dotted at the first seed's onsets"),
+    Mutation(
+        "init_norm_matched_on_lowest", "tools/paper_settings.py",
+        "nearest = min(norms, key=lambda n: abs(math.log(n / init)))",
+        "nearest = norms[0]",
+        "tests/test_paper_settings.py -k nearest_pytorchs_init",
+        "the last-layer norm row compares the appendix's init norm with our lowest member only"),
+    Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
         "tests/test_models.py -k compiles_faster",
@@ -714,7 +744,7 @@ MUTATIONS = [
 ]
 
 # What a private copy holds (the tests read configs/, experiments/ and benchmarks/).
-COPIED = ("si_jax", "tests", "configs", "experiments", "benchmarks", "pyproject.toml")
+COPIED = ("si_jax", "tests", "configs", "experiments", "benchmarks", "tools", "pyproject.toml")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
 
