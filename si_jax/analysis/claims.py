@@ -183,6 +183,7 @@ RESCALED_INIT = Claim(
     "(written 2026-12-05, before `configs/lr_wd_product.py:prop4_cpu` was trained).",
     _rescaled_like_reference)
 
+
 def _last_layer(members: Sequence[Member], found: Found) -> bool:
   small, large = members[0], members[-1]
   seeds = min(len(m.runs) for m in members)
