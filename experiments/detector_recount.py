@@ -30,6 +30,8 @@ def main():
   parser.add_argument("--figures", help="folder to draw <family>_seeds.png into")
   parser.add_argument("families", nargs="*", help="families to draw (default: all in DATA)")
   args = parser.parse_args()
+  if args.families and not args.figures:
+    parser.error("families name what --figures draws; give --figures=DIR")
   if args.runs:
     os.makedirs(args.data, exist_ok=True)
     for family in claims.FAMILIES:
@@ -41,14 +43,17 @@ def main():
   print(text)
   if args.write:
     logs.replace_doc_block(args.write, "recount", text)
-  for name in args.families or sorted(f[:-len(".json.gz")] for f in os.listdir(args.data)):
-    if args.figures:
-      family, members = recount.load(os.path.join(args.data, f"{name}.json.gz"))
-      out = os.path.join(args.figures, f"{family}_seeds.png")
-      fig = family_plots.figure_seeds(family, members)
-      fig.savefig(out, dpi=110)  # PNG only: docs/figures keeps no PDFs
-      plt.close(fig)
-      print(f"wrote {out}")
+  exported = sorted(f[:-len(".json.gz")] for f in os.listdir(args.data) if f.endswith(".json.gz"))
+  if set(args.families) - set(exported):
+    parser.error(f"no export of {sorted(set(args.families) - set(exported))} in {args.data}")
+  for name in (args.families or exported) if args.figures else ():
+    os.makedirs(args.figures, exist_ok=True)
+    family, members = recount.load(os.path.join(args.data, f"{name}.json.gz"))
+    out = os.path.join(args.figures, f"{family}_seeds.png")
+    fig = family_plots.figure_seeds(family, members)
+    fig.savefig(out, dpi=110)  # PNG only: docs/figures keeps no PDFs
+    plt.close(fig)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -708,10 +708,21 @@ MUTATIONS = [
         "a save without room starts orbax's writer threads, which fail after the error"),
     Mutation(
         "rescaled_claim_compares_after_onsets", "si_jax/analysis/claims.py",
-        "*found[m.name][seed].onsets[:1], *found[ref[0].name][seed].onsets[:1]])",
+        "*found[m.name][k].onsets[:1], *found[ref[0].name][k].onsets[:1]])",
         "])",
         "tests/test_run_reports.py -k rescaled_init_claim",
         "Proposition 4's claim compares the runs past their first destabilization"),
+    Mutation(
+        "rescaled_claim_ignores_reference_onset", "si_jax/analysis/claims.py",
+        ", *found[ref[0].name][k].onsets[:1]])", "])",
+        "tests/test_run_reports.py -k rescaled_init_claim",
+        "Proposition 4's claim compares past the reference's first destabilization"),
+    Mutation(
+        "rescaled_claim_any_seed", "si_jax/analysis/claims.py",
+        "[r.seed for r in m.runs] != [r.seed for r in ref[0].runs]",
+        "len(m.runs) != len(ref[0].runs)",
+        "tests/test_run_reports.py -k rescaled_init_claim",
+        "a rescaled run is compared with another seed of its reference"),
     Mutation(
         "rescaled_claim_any_reference", "si_jax/analysis/claims.py",
         "and round(r.overrides[\"optim.lr\"], 9) == lr_ref]",

@@ -77,8 +77,9 @@ def test_the_last_layer_norm_matches_on_the_member_nearest_pytorchs_init(figures
   row = next(r for r in fig19.rows if r.computed)
   init = ps.init_last_layer_norm(**fig19.init_norm)
   assert init == pytest.approx(5.77, abs=0.05)
-  near = ps.with_init_norm(row, fig19, "1, 3, 5.77, 10, 30")
-  assert near.matched and near.note.endswith("ours has one at 5.77 and, below the lowest the "
-                                             "figure presents, 1, 3")
+  near = ps.with_init_norm(row, fig19, "1, 3, 5.77, 10, 30")  # the lowest, 1, is not near
+  assert not near.matched and near.note.endswith("ours has one at 5.77 and, below the lowest "
+                                                 "the figure presents, 1, 3")
+  assert ps.with_init_norm(row, fig19, "5.77, 10, 30").matched
   far = ps.with_init_norm(row, fig19, "1, 20, 30")
   assert not far.matched and "the nearest, 20, is 3.5x above it" in far.note

@@ -155,7 +155,6 @@ LARGER_PRODUCT = Claim(
     _larger_product_faster)
 
 
-
 def _rescaled_like_reference(members: Sequence[Member], found: Found) -> bool:
   rescaled = [m for m in members if "model.init_scale" in m.overrides]
   if not rescaled:
@@ -164,11 +163,11 @@ def _rescaled_like_reference(members: Sequence[Member], found: Found) -> bool:
     lr_ref = round(m.overrides["optim.lr"] / m.overrides["model.init_scale"] ** 2, 9)
     ref = [r for r in members if "_ratio_" in r.name and _product(r) == _product(m)
            and round(r.overrides["optim.lr"], 9) == lr_ref]
-    if len(ref) != 1 or len(m.runs) != len(ref[0].runs):
-      return False
-    for seed, (run, ref_run) in enumerate(zip(m.runs, ref[0].runs)):
+    if len(ref) != 1 or [r.seed for r in m.runs] != [r.seed for r in ref[0].runs]:
+      return False  # every seed against the same seed of its reference
+    for k, (run, ref_run) in enumerate(zip(m.runs, ref[0].runs)):
       first = min([len(run.series["epoch"]), len(ref_run.series["epoch"]),
-                   *found[m.name][seed].onsets[:1], *found[ref[0].name][seed].onsets[:1]])
+                   *found[m.name][k].onsets[:1], *found[ref[0].name][k].onsets[:1]])
       ratio = run.series["effective_lr"][:first] / ref_run.series["effective_lr"][:first]
       if first < 10 or not np.all(np.abs(ratio - 1) <= 0.01):
         return False
