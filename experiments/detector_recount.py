@@ -46,8 +46,9 @@ def main():
   exported = sorted(f[:-len(".json.gz")] for f in os.listdir(args.data) if f.endswith(".json.gz"))
   if set(args.families) - set(exported):
     parser.error(f"no export of {sorted(set(args.families) - set(exported))} in {args.data}")
-  for name in (args.families or exported) if args.figures else ():
+  if args.figures:
     os.makedirs(args.figures, exist_ok=True)
+  for name in (args.families or exported) if args.figures else ():
     family, members = recount.load(os.path.join(args.data, f"{name}.json.gz"))
     out = os.path.join(args.figures, f"{family}_seeds.png")
     fig = family_plots.figure_seeds(family, members)

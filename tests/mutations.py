@@ -725,7 +725,7 @@ MUTATIONS = [
         "a rescaled run is compared with another seed of its reference"),
     Mutation(
         "rescaled_claim_any_reference", "si_jax/analysis/claims.py",
-        "and round(r.overrides[\"optim.lr\"], 9) == lr_ref]",
+        "\n           if round(r.overrides[\"optim.lr\"], 9) == lr_ref]",
         "]",
         "tests/test_run_reports.py -k rescaled_init_claim",
         "a rescaled run is compared with a member of its product at another lr"),

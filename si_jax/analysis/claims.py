@@ -161,8 +161,8 @@ def _rescaled_like_reference(members: Sequence[Member], found: Found) -> bool:
     return False
   for m in rescaled:
     lr_ref = round(m.overrides["optim.lr"] / m.overrides["model.init_scale"] ** 2, 9)
-    ref = [r for r in members if "_ratio_" in r.name and _product(r) == _product(m)
-           and round(r.overrides["optim.lr"], 9) == lr_ref]
+    ref = [r for r in _ratio_members(members).get(_product(m), [])
+           if round(r.overrides["optim.lr"], 9) == lr_ref]
     if len(ref) != 1 or [r.seed for r in m.runs] != [r.seed for r in ref[0].runs]:
       return False  # every seed against the same seed of its reference
     for k, (run, ref_run) in enumerate(zip(m.runs, ref[0].runs)):

@@ -17,16 +17,23 @@ FIG9 = dict(alpha=0.1, a=1.0, b=10.0, x0=40.0, steps=150, seed=0)  # Fig. 9's ca
 TOY_STEPS, TOY_WD = 600, 0.01  # the appendix's w0 (0.01, 1) and lr 1; its wd is not stated
 
 
+def fig9_sequences(alpha: float, a: float, b: float, x0: float, steps: int, seed: int):
+  """What Fig. 9 draws, in this order.
+
+  x_t of Eq. (10) with beta_t ~ U(a, b), Lemma 2's x_{a,t} and x_{b,t}, and Proposition 5's
+  interval."""
+  betas = np.random.default_rng(seed).uniform(a, b, steps)
+  return (theory.beta_sequence(x0, alpha, betas),
+          *theory.lemma2_bounding_sequences(x0, alpha, a, b, steps),
+          theory.proposition5_interval(alpha, a, b))
+
+
 def fig9_numbers() -> dict[str, float]:
   """Eq. (10) with beta_t ~ U(a, b) (Fig. 9).
 
   When x_t enters Proposition 5's interval for good, its range after, and whether Lemma 2's
   sequences bound it at every t."""
-  p = FIG9
-  betas = np.random.default_rng(p["seed"]).uniform(p["a"], p["b"], p["steps"])
-  x = theory.beta_sequence(p["x0"], p["alpha"], betas)
-  xa, xb = theory.lemma2_bounding_sequences(p["x0"], p["alpha"], p["a"], p["b"], p["steps"])
-  band = theory.proposition5_interval(p["alpha"], p["a"], p["b"])
+  x, xa, xb, band = fig9_sequences(**FIG9)
   inside = (x >= band.low) & (x <= band.high)
   outside = np.flatnonzero(~inside)
   enter = int(outside[-1]) + 1 if len(outside) else 0  # inside from here to the end
@@ -34,7 +41,7 @@ def fig9_numbers() -> dict[str, float]:
   return {"low": band.low, "high": band.high, "enter": enter,
           "min_after": float(after.min()), "max_after": float(after.max()),
           "bounded": bool(np.all((xa <= x * (1 + 1e-12)) & (x <= xb * (1 + 1e-12)))),
-          "steps": p["steps"]}
+          "steps": FIG9["steps"]}
 
 
 def _rise(loss: np.ndarray) -> float:
@@ -47,8 +54,7 @@ def toy_numbers() -> dict[str, float]:
   """GD on f(x, y) = x^2 / (x^2 + y^2) without and with weight decay (Fig. 14)."""
   plain = toy.gradient_descent(wd=0.0, steps=TOY_STEPS)
   decayed = toy.gradient_descent(wd=TOY_WD, steps=TOY_STEPS)
-  rho = decayed["weight_norm"]
-  minima = [t for t in range(1, len(rho) - 1) if rho[t] < rho[t - 1] and rho[t] <= rho[t + 1]]
+  minima = toy.norm_minima(decayed["weight_norm"])
   gaps = np.diff(minima) if len(minima) >= 2 else np.array([0])
   rises = [_rise(decayed["loss"][i:j]) for i, j in zip(minima, minima[1:])] or [1.0]
   return {"final_loss": float(plain["loss"][-1]),

@@ -43,3 +43,9 @@ def gradient_descent(w0=(0.01, 1.0), lr: float = 1.0, wd: float = 0.0,
       "effective_lr": lr / rho[:-1] ** 2,
       "cosine_distance": np.sum((unit[1:] - unit[:-1]) ** 2, axis=-1) / 2,
   }
+
+
+def norm_minima(rho) -> list[int]:
+  """The steps where the weight norm has a local minimum: the ends of the toy's phases B."""
+  rho = np.asarray(rho, np.float64)
+  return [t for t in range(1, len(rho) - 1) if rho[t] < rho[t - 1] and rho[t] <= rho[t + 1]]

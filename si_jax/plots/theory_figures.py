@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from si_jax.analysis import theory, toy  # noqa: E402
+from si_jax.analysis import theory, theory_claims, toy  # noqa: E402
 from si_jax.plots import plotting  # noqa: E402
 
 
@@ -41,10 +41,7 @@ def figure8(out: str, alpha: float = 0.1) -> str:
 
 def figure9(out: str, alpha=0.1, a=1.0, b=10.0, x0=40.0, steps=150, seed=0) -> str:
   """Fig. 9 into ``out``: Eq. (10) with beta_t ~ U(a, b), Lemma 2's and Prop. 5's bounds."""
-  betas = np.random.default_rng(seed).uniform(a, b, steps)
-  x = theory.beta_sequence(x0, alpha, betas)
-  xa, xb = theory.lemma2_bounding_sequences(x0, alpha, a, b, steps)
-  band = theory.proposition5_interval(alpha, a, b)
+  x, xa, xb, band = theory_claims.fig9_sequences(alpha, a, b, x0, steps, seed)
   fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
   ax.axhspan(band.low, band.high, edgecolor="0.3", hatch="//", zorder=0, label="Prop. 5 interval",
              **plotting.THEORY_BAND)
@@ -77,7 +74,7 @@ def figure14(out: str, steps: int = 600) -> str:
   # of phase B) to the next; C: the norm jumps up, A: until the loss minimum, B: after.
   r = runs["weight decay 0.01"]
   rho = r["weight_norm"]
-  minima = [t for t in range(1, len(rho) - 1) if rho[t] < rho[t - 1] and rho[t] <= rho[t + 1]]
+  minima = toy.norm_minima(rho)
   start, end = minima[-3], minima[-2]
   peak = start + int(np.argmax(rho[start:end]))
   low = peak + int(np.argmin(r["loss"][peak:end]))
