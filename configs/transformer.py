@@ -2,16 +2,19 @@
 
   python -m si_jax.main --config=configs/transformer.py:cpu --workdir=/tmp/si_transformer
   python experiments/run_family.py --config=configs/transformer.py:wd_cpu --workdir=runs/tr_wd
+  python experiments/run_family.py --config=configs/transformer.py:variants_cpu \
+      --workdir=runs/transformer_variants
 
 Modular addition (``si_jax.data.sequence``); the SI groups (embeddings, output projections)
-at lr 1, the rest at 0.1; ``wd_cpu`` varies weight decay; ``model.name='transformer_qknorm'``
-adds the query and key projections as SI groups. What the runs show: docs/reproduction.md.
+at lr 1, the rest at 0.1; ``wd_cpu`` varies weight decay; ``variants_cpu`` has QK-norm
+(``model.name='transformer_qknorm'``: the query and key projections as SI groups too) and
+the SI norm held fixed. What the runs show: docs/reproduction.md.
 """
 
 from si_jax.config import base_config
 from si_jax.engine.experiment import add_member, experiment_config
 
-VARIANTS = ("cpu", "wd_cpu")
+VARIANTS = ("cpu", "wd_cpu", "variants_cpu")
 WDS = (0.01, 0.003, 0.001)  # wd_cpu's members
 
 
@@ -39,4 +42,8 @@ def get_config(arg: str | None = None):
     config = experiment_config(config, "transformer_wd")
     for wd in WDS:
       add_member(config, "wd_" + f"{wd:g}".replace(".", "p"), f"wd {wd:g}", {"optim.wd": wd})
+  elif arg == "variants_cpu":
+    config = experiment_config(config, "transformer_variants")
+    add_member(config, "qk_norm", "QK-norm", {"model.name": "transformer_qknorm"})
+    add_member(config, "fixed_norm", "SI norm fixed", {"optim.fix_si_norm": True})
   return config

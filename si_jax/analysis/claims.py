@@ -232,6 +232,39 @@ FIXED_NORM = Claim(
     _fixed_norm)
 
 
+def _schedules_hide(members: Sequence[Member], found: Found) -> bool:
+  by_name = {m.name: found.get(m.name) for m in members}
+  constant = by_name.get("constant")
+  decaying = [by_name.get(name) for name in ("cosine", "linear", "step")]
+  if not constant or not all(decaying):
+    return False
+  for seed, base in enumerate(constant):
+    last_quarter = 0.75 * base.x[-1]
+    if not any(e > last_quarter for e in base.destabilizations):
+      return False
+    for runs in decaying:
+      if seed >= len(runs):
+        return False
+      a = runs[seed]
+      if any(e > last_quarter for e in a.destabilizations) or len(a.onsets) >= len(base.onsets):
+        return False
+  return True
+
+
+SCHEDULES_HIDE = Claim(
+    "A learning-rate schedule ends or thins the periodic behavior (J)",
+    "in every seed, the constant schedule destabilizes in the last quarter of training, and "
+    "each decaying schedule (cosine, linear, step) does not and has fewer destabilizations "
+    "than the constant schedule (written 2026-12-05, before `configs/schedules.py:cpu` was "
+    "trained with three seeds; one seed of each schedule had been run).", _schedules_hide)
+QK_NORM = Claim(
+    "A transformer with QK-norm is periodic too (our question, not the paper's)",
+    "member qk_norm is periodic in every seed (written 2026-12-05, before "
+    "`configs/transformer.py:variants_cpu` was trained; seed 0 had been run alone).",
+    lambda members, found: bool(found.get("qk_norm")) and all(
+        a.periodic for a in found["qk_norm"]))
+
+
 def regime(run) -> str:
   """A sphere run's regime (``regimes.classify`` of its kept series, reference ln 10)."""
   return regimes.classify(run.series, math.log(10)).name
@@ -320,6 +353,19 @@ FAMILIES = {
     "transformer_wd": Family(
         "A pre-LN transformer on modular addition (SGD, lr 1 on its SI groups), the weight "
         "decay swept (`configs/transformer.py:wd_cpu`).", (MIDDLE_RANGE,), key="optim.wd"),
+    "transformer_variants": Family(
+        "The transformer of `transformer_wd` at wd 0.003 with QK-norm, and with its SI norm "
+        "held fixed (`configs/transformer.py:variants_cpu`).", (QK_NORM, FIXED_NORM),
+        columns=(("lowest train loss per seed", _min_loss_column),)),
+    "schedules": Family(
+        "The quickstart's run with the released code's learning-rate schedules "
+        "(`configs/schedules.py:cpu`).", (SCHEDULES_HIDE,),
+        columns=(("lowest train loss per seed", _min_loss_column),)),
+    "weight_norm": Family(
+        "Weight normalization instead of batch norm at the quickstart's settings "
+        "(`configs/weight_norm.py:cpu`); no claim judged: the batch-norm run of these "
+        "settings is `lr_sweep`'s lr_0p1.", (),
+        columns=(("lowest train loss per seed", _min_loss_column),)),
     "last_layer_norm": Family("The fixed last layer's norm (`configs/last_layer_norm.py:cpu`).",
                               (SMALL_LAST_LAYER,), key="model.last_layer_norm",
                               columns=(("lowest train loss per seed", _min_loss_column),)),
