@@ -52,3 +52,18 @@ COS_GROWS = PeriodClaim(
     "in every seed, the median 1 - cos of the second half of period 1's phase B is above "
     "the first half's.", lambda n: n["cos_ratio"] > 1)
 CLAIMS = (THREE_PHASES, BOUNDS_HELD_OUT, COS_GROWS)
+
+
+def _minima_apart(result: Numbers) -> bool:
+  near, far = result["adjacent"], result["apart"]
+  return bool(near and far and result["independent"]) and (
+      sum(far) / len(far) < sum(near) / len(near) and max(result["independent"]) < 0.1)
+
+
+MINIMA_APART = PeriodClaim(
+    "Minima of different periods are far apart, neighbouring periods closer (H, Figs. 6, 20)",
+    "with each of seeds 0, 1 and 2 as the reference run, the mean cosine of the SI weights "
+    "of its minima three or more periods apart is below the mean of adjacent periods' "
+    "(Fig. 6's block structure), and its minima's cosines with the independent run's "
+    "same periods are all below 0.1 (written 2026-12-05, before `configs/"
+    "minima_similarity.py:cpu_seed1` and `:cpu_seed2` were trained).", _minima_apart)
