@@ -195,3 +195,33 @@ def test_t0_is_the_first_step_of_the_epoch_the_period_starts_in(run, analysis):
   steps = phases.load_series(run, steps=True)  # 0-based step and epoch indices
   at = {int(t): int(e) for t, e in zip(steps["step"], steps["epoch"])}
   assert at[analysis["t0"]] == onset - 1 and at[analysis["t0"] - 1] == onset - 2
+
+
+def test_period_numbers_are_the_analysis_and_survive_the_export(run, analysis, tmp_path):
+  from si_jax.analysis import period_claims
+  numbers = period_steps.period_numbers(run, 1)
+  held, steps = analysis["held"], phases.load_series(run, steps=True)
+  assert (numbers["c"], numbers["C"], numbers["inside"], numbers["n_check"]) == (
+      held.fit.c, held.fit.C, held.gradient_inside, held.n_check)
+  assert numbers["b"] == (analysis["b_start"], analysis["b_end"])
+  assert numbers["t0"] == analysis["t0"]
+  assert numbers["cos_ratio"] == analysis["trends"]["1 - cos"].median_ratio
+  b = numbers["phases"]["B"]  # phase B's first and last step, as logged
+  assert b["steps"] == (analysis["b_start"], analysis["b_end"])
+  in_b = (steps["step"] >= analysis["b_start"]) & (steps["step"] <= analysis["b_end"])
+  assert b["rho"] == (analysis["rho"][0], analysis["rho"][-1])
+  assert b["cos"] == pytest.approx(np.median(steps["cosine_distance"][in_b]), rel=1e-12)
+  # C, A, B tile the period's steps in order
+  c, a = numbers["phases"]["C"], numbers["phases"]["A"]
+  assert c["steps"][0] == analysis["t0"] and a["steps"][0] == c["steps"][1] + 1
+  assert b["steps"][0] == a["steps"][1] + 1
+  out = str(tmp_path / "one_period.json.gz")
+  period_claims.export([run], out)
+  (loaded,) = period_claims.load(out)
+  again = period_steps.period_numbers(loaded, 1)
+  assert again["b"] == numbers["b"] and again["n_check"] == numbers["n_check"]
+  assert (again["c"], again["C"]) == pytest.approx((numbers["c"], numbers["C"]), rel=1e-5)
+  assert abs(again["inside"] - numbers["inside"]) <= 1 / numbers["n_check"]
+  text = "\n".join(period_claims.section_lines("one_period", [loaded]))
+  assert f"| 0 | {b['steps'][0]}-{held.t_split - 1:.0f} / {held.t_split:.0f}-" in text
+  assert text.count("Criterion:") == len(period_claims.CLAIMS)

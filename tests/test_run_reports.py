@@ -2,6 +2,7 @@
 sphere bridge's regime boundaries, the reproduction report's claim lines and one period's
 per-phase lines, on inputs built by hand."""
 
+import itertools
 import json
 import os
 import pathlib
@@ -12,6 +13,7 @@ import pytest
 
 from si_jax.analysis import (
   claims,
+  period_claims,
   period_steps,
   phases,
   recount,
@@ -316,3 +318,93 @@ def test_theory_claims_that_never_settle_are_not_shown_rather_than_errors(monkey
   n = theory_claims.fig9_numbers()
   assert n["enter"] == 151 and np.isnan(n["min_after"])
   assert not theory_claims.fig9_claim(n)[2]
+
+
+def _period(phases_values, inside=0.9, cos_ratio=1.5):
+  return {"phases": phases_values, "inside": inside, "cos_ratio": cos_ratio}
+
+
+def test_period_claims_fail_where_their_criteria_do():
+  good = {"C": {"rho": (1.0, 6.0), "elr": (0.05, 0.003), "cos": 6e-4},
+          "A": {"rho": (6.0, 5.0), "elr": (0.003, 0.004), "cos": 2e-4},
+          "B": {"rho": (5.0, 3.0), "elr": (0.004, 0.01), "cos": 3e-6}}
+  assert period_claims.THREE_PHASES.holds([_period(good)] * 3)
+  for phase, key, value in (("C", "rho", (6.0, 1.0)), ("C", "elr", (0.003, 0.05)),
+                            ("B", "rho", (3.0, 5.0)), ("B", "elr", (0.01, 0.004)),
+                            ("B", "cos", 3e-4)):
+    bad = {**good, phase: {**good[phase], key: value}}
+    assert not period_claims.THREE_PHASES.holds([_period(good), _period(bad)])
+  assert not period_claims.THREE_PHASES.holds([_period({"C": good["C"], "B": good["B"]})])
+  assert not period_claims.THREE_PHASES.holds([])
+  assert period_claims.BOUNDS_HELD_OUT.holds([_period(good, inside=0.8)])
+  assert not period_claims.BOUNDS_HELD_OUT.holds([_period(good), _period(good, inside=0.79)])
+  assert not period_claims.COS_GROWS.holds([_period(good), _period(good, cos_ratio=0.99)])
+
+
+def test_minima_claim_reads_the_reference_runs_periods():
+  # the reference run's minima at periods 0-4, then the independent run's at 0-1
+  runs = [("seed_2", k) for k in range(5)] + [("seed_0", 0), ("seed_0", 1)]
+  n = len(runs)
+  cosine = np.eye(n)
+  for i, j in itertools.combinations(range(5), 2):
+    cosine[i, j] = cosine[j, i] = 0.9 - 0.2 * abs(runs[i][1] - runs[j][1])
+  result = {"checkpoints": [{"run": r, "period": k, "epoch": 10 * k, "test_error": 0.01}
+                            for r, k in runs],
+            "cosine": cosine.tolist(), "independent_cosine": [0.01, 0.02]}
+  numbers = period_claims.minima_numbers(result)
+  assert (numbers["reference"], numbers["other"], numbers["minima"]) == ("seed_2", "seed_0", 7)
+  # periods 1-4 (the warm-up left out): adjacent pairs 3 at 0.7, three apart 1 at 0.3
+  assert numbers["adjacent"] == pytest.approx([0.7] * 3)
+  assert numbers["apart"] == pytest.approx([0.3])
+  assert period_claims.MINIMA_APART.holds([numbers])
+  assert not period_claims.MINIMA_APART.holds([{**numbers, "apart": [0.8]}])
+  assert not period_claims.MINIMA_APART.holds([{**numbers, "independent": [0.01, 0.1]}])
+  assert not period_claims.MINIMA_APART.holds([{**numbers, "apart": []}])
+
+
+def _onsets(*epochs, last=300):
+  return types.SimpleNamespace(x=np.arange(1.0, last + 1), destabilizations=list(epochs),
+                               onsets=[int(e) - 1 for e in epochs], periodic=len(epochs) >= 2)
+
+
+def test_schedules_claim_needs_a_late_constant_run_and_quiet_decaying_ones():
+  members = _members("constant", "cosine", "linear", "step")
+  found = {"constant": [_onsets(45, 120, 277), _onsets(50, 230)],
+           "cosine": [_onsets(45, 81), _onsets(50)], "linear": [_onsets(45, 216), _onsets()],
+           "step": [_onsets(45, 67), _onsets(50)]}
+  assert claims.SCHEDULES_HIDE.test(members, found)
+  # the constant run quiet after epoch 225 (0.75 of 300) in seed 1
+  assert not claims.SCHEDULES_HIDE.test(members, {**found, "constant": [
+      found["constant"][0], _onsets(50, 225)]})
+  # a decaying schedule destabilizing in the last quarter, or as often as the constant one
+  assert not claims.SCHEDULES_HIDE.test(members, {**found, "linear": [_onsets(45, 226),
+                                                                      _onsets()]})
+  assert not claims.SCHEDULES_HIDE.test(members, {**found, "cosine": [_onsets(1, 2, 3),
+                                                                      _onsets(50)]})
+  # a missing member or seed
+  assert not claims.SCHEDULES_HIDE.test(members, {k: v for k, v in found.items() if k != "step"})
+  assert not claims.SCHEDULES_HIDE.test(members, {**found, "step": [_onsets(45)]})
+
+
+def test_transformer_variant_claims():
+  members = [claims.Member("qk_norm", {"model.name": "transformer_qknorm"}, ()),
+             claims.Member("fixed_norm", {"optim.fix_si_norm": True}, ())]
+  found = {"qk_norm": [_onsets(100, 160), _onsets(110, 200)],
+           "fixed_norm": [_onsets(), _onsets()]}
+  assert claims.QK_NORM.test(members, found) and claims.FIXED_NORM.test(members, found)
+  assert not claims.QK_NORM.test(members, {**found, "qk_norm": [_onsets(100, 160), _onsets(9)]})
+  assert not claims.FIXED_NORM.test(members, {**found, "fixed_norm": [_onsets(), _onsets(50)]})
+
+
+def test_small_product_columns_read_each_onsets_norm_jump():
+  rho = np.array([4.0, 3.0, 2.0, 2.2, 2.1, 1.5, 1.0, 1.0, 1.01])
+  run = recount.Run("p1em4", 0, {}, {"epoch": np.arange(1.0, 10.0), "weight_norm": rho})
+  member = claims.Member("p1em4", {"optim.lr": 0.01, "optim.wd": 0.01}, (run,))
+  found = [_onsets(3, 8)]
+  found[0].onsets = [2, 7]  # the samples of epochs 3 and 8
+  columns = dict(claims.FAMILIES["lr_wd_small_products"].columns)
+  assert columns["lr x wd"](member, found) == "0.0001"
+  assert columns["epochs run"](member, found) == "9"
+  assert columns["first destabilization"](member, found) == "3"
+  # epoch 3: max(2, 2.2, 2.1) / 3 - 1 = -27%; epoch 8: max(1, 1.01) / 1 - 1 = 1%
+  assert columns["norm jump at each onset"](member, found) == "-27%, 1%"

@@ -312,6 +312,27 @@ def _min_loss_column(member: Member, found: list) -> str:
   return ", ".join(f"{np.nanmin(phases.loss_series(r.series)):.2g}" for r in member.runs)
 
 
+def _product_column(member: Member, found: list) -> str:
+  return f"{member.overrides['optim.lr'] * member.overrides['optim.wd']:.2g}"
+
+
+def _epochs_column(member: Member, found: list) -> str:
+  return ", ".join(f"{r.series['epoch'][-1]:,.0f}" for r in member.runs)
+
+
+def _first_onset_column(member: Member, found: list) -> str:
+  return ", ".join(f"{a.destabilizations[0]:g}" if a.onsets else "-" for a in found)
+
+
+def _jumps_column(member: Member, found: list) -> str:
+  """Each onset's norm jump: the largest rise of the SI norm within two epochs after it."""
+  out = []
+  for run, a in zip(member.runs, found):
+    rho = run.series["weight_norm"]
+    out += [f"{100 * (np.nanmax(rho[i:i + 3]) / rho[i - 1] - 1):.2g}%" for i in a.onsets if i]
+  return ", ".join(out) or "-"
+
+
 def _sphere_family(description: str) -> Family:
   """A sphere family: the two regime claims over the ELR, each seed's regimes shown."""
   return Family(description, (THREE_REGIMES, REGIMES_ORDERED), key="optim.lr",
@@ -346,6 +367,13 @@ FAMILIES = {
         "(`configs/lr_wd_product.py:cifar_cpu`).",
         (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
         columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
+    "lr_wd_small_products": Family(
+        "Towards the paper's lr x wd (1e-5): single runs of the quickstart's config at smaller "
+        "products (`python -m si_jax.main --config=configs/quickstart.py` with the member's "
+        "lr, wd, train.epochs and model.init_scale; one seed each: observations, no claim).",
+        (), columns=(("lr x wd", _product_column), ("epochs run", _epochs_column),
+                     ("first destabilization", _first_onset_column),
+                     ("norm jump at each onset", _jumps_column))),
     "lr_wd_product_prop4": Family(
         "Proposition 4 alone: each product's reference (lr 0.1) and its two rescaled inits "
         "(lr 0.3 at init x1.73, lr 0.03 at init x0.548), three seeds "

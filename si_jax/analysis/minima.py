@@ -43,7 +43,7 @@ def similarity(names: list[tuple[int, int, int]], vectors: list[np.ndarray],
     member_names: the runs' names, by run index.
 
   Returns:
-    The JSON-able result: ``checkpoints`` (run, period, epoch, test error), the
+    The JSON-able result: ``test_examples``, ``checkpoints`` (run, period, epoch, test error), the
     ``cosine`` matrix, and the cosines and ensemble errors of pairs of periods > 0 of
     run 0 (``within_run_*``) and of the same period of runs 0 and 1 (``independent_*``).
   """
@@ -57,6 +57,7 @@ def similarity(names: list[tuple[int, int, int]], vectors: list[np.ndarray],
   across = [(index[(0, k)], index[(1, k)]) for (r, k, _) in names if r == 0 and (1, k) in index]
   ensemble = lambda pairs: [error((probs[i] + probs[j]) / 2) for i, j in pairs]
   return {
+      "test_examples": int(len(test_y)),
       "checkpoints": [{"run": member_names[r], "period": k, "epoch": e, "test_error": s}
                       for (r, k, e), s in zip(names, single)],
       "cosine": cosine.tolist(),

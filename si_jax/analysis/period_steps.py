@@ -13,6 +13,7 @@ destabilization), and t_valid is its first step.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -24,24 +25,49 @@ from si_jax.analysis import phases, theory
 PHASE_NAMES = ("C", "A", "B")
 
 
-def phase_b_steps(workdir: str, period: int) -> tuple[int, int, int]:
+@dataclasses.dataclass(frozen=True)
+class LoggedRun:
+  """A run logged per step: its per-epoch and per-step series and its config (a dict)."""
+  name: str
+  epochs: dict[str, np.ndarray]
+  steps: dict[str, np.ndarray]
+  config: dict[str, Any]
+
+  @classmethod
+  def read(cls, workdir: str) -> LoggedRun:
+    """The run in ``workdir`` (its config.json first: a missing run names that file)."""
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = json.load(f)
+    return cls(workdir, phases.load_series(workdir), phases.load_series(workdir, steps=True),
+               config)
+
+  def analyze(self, **constants) -> phases.Analysis:
+    """The detector on the per-epoch logs (``constants``: a variant of its constants)."""
+    return phases.analyze_with_config(self.epochs, self.config, **constants)
+
+
+def _logged(run: str | LoggedRun) -> LoggedRun:
+  return run if isinstance(run, LoggedRun) else LoggedRun.read(run)
+
+
+def phase_b_steps(run: str | LoggedRun, period: int, **constants) -> tuple[int, int, int]:
   """(t0, first step of phase B, last step of phase B), from the per-epoch logs.
 
   t0 is the first iteration of the period (appendix D): the first step of the epoch in
-  which the destabilization starts.
+  which the destabilization starts. ``constants``: a variant of the detector's.
   """
-  epochs = phases.load_series(workdir)
-  analysis = phases.analyze_run(workdir, series=epochs)
+  run = _logged(run)
+  analysis = run.analyze(**constants)
   if not 1 <= period <= len(analysis.onsets) or not analysis.periods[period].complete:
-    raise ValueError(f"{workdir}: destabilizations at epochs {analysis.destabilizations}; "
+    raise ValueError(f"{run.name}: destabilizations at epochs {analysis.destabilizations}; "
                      f"period {period} needs two of them. Train longer or pick another --period.")
   p = analysis.periods[period]
-  done = epochs["step"].astype(int)  # steps completed at the end of each epoch
+  done = run.epochs["step"].astype(int)  # steps completed at the end of each epoch
   return int(done[p.start - 1]), int(done[p.b[0] - 1]), int(done[p.end - 1] - 1)
 
 
-def phase_b_analysis(run: str, period: int = 1, lower_power: float = 1.0,
-                     fit_fraction: float = 0.5) -> dict[str, Any]:
+def phase_b_analysis(run: str | LoggedRun, period: int = 1, lower_power: float = 1.0,
+                     fit_fraction: float = 0.5, **constants) -> dict[str, Any]:
   """Phase B of ``period``: envelopes fitted on its first part, checked on the rest.
 
   The envelopes are fitted on the first ``fit_fraction`` of phase B's steps; the trends
@@ -54,11 +80,10 @@ def phase_b_analysis(run: str, period: int = 1, lower_power: float = 1.0,
   """
   if not 0 < fit_fraction < 1:
     raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction!r}")
-  with open(os.path.join(run, "config.json")) as f:  # first: a missing run names this file
-    optim = json.load(f)["optim"]
-  lr, wd = float(optim["lr"]), float(optim["wd"])
-  steps = phases.load_series(run, steps=True)
-  t0, b_start, b_end = phase_b_steps(run, period)
+  run = _logged(run)
+  lr, wd = float(run.config["optim"]["lr"]), float(run.config["optim"]["wd"])
+  steps = run.steps
+  t0, b_start, b_end = phase_b_steps(run, period, **constants)
   sel = (steps["step"] >= b_start) & (steps["step"] <= b_end)
   t, g, rho, cd = (steps[k][sel] for k in ("step", "effective_grad_norm", "weight_norm",
                                           "cosine_distance"))
@@ -121,18 +146,55 @@ def phase_b_report(a: dict[str, Any], out: str) -> list[str]:
   return lines
 
 
+def phase_values(steps: dict[str, np.ndarray], p: phases.Period,
+                 done: np.ndarray) -> dict[str, dict[str, Any]]:
+  """{phase: its numbers} for each phase of period ``p`` that has steps.
+
+  The numbers: its first and last step ``steps``, median ``loss``, ``rho`` and effective LR
+  ``elr`` at its first and last step, median 1 - cos ``cos``. ``done``: the steps completed
+  before each epoch index."""
+  out = {}
+  for name, (a, b) in zip(PHASE_NAMES, (p.c, p.a, p.b)):
+    m = (steps["step"] >= done[a]) & (steps["step"] < done[b])
+    if m.any():
+      rho, elr = steps["weight_norm"][m], steps["effective_lr"][m]
+      out[name] = {"steps": (int(done[a]), int(done[b] - 1)),
+                   "loss": float(np.median(steps["loss"][m])),
+                   "rho": (float(rho[0]), float(rho[-1])), "elr": (float(elr[0]), float(elr[-1])),
+                   "cos": float(np.median(steps["cosine_distance"][m]))}
+  return out
+
+
 def phase_lines(steps: dict[str, np.ndarray], p: phases.Period, done: np.ndarray) -> list[str]:
   """Each phase of period ``p``: its steps, median loss, rho, effective LR, median 1 - cos.
 
   ``done``: the steps completed before each epoch index.
   """
-  out = []
-  for name, (a, b) in zip(PHASE_NAMES, (p.c, p.a, p.b)):
-    m = (steps["step"] >= done[a]) & (steps["step"] < done[b])
-    if m.any():
-      rho, elr = steps["weight_norm"][m], steps["effective_lr"][m]
-      out.append(f"phase {name}: steps {done[a]}..{done[b] - 1}: loss "
-                 f"{np.median(steps['loss'][m]):.3g} (median), rho {rho[0]:.3g} -> "
-                 f"{rho[-1]:.3g}, effective LR {elr[0]:.3g} -> {elr[-1]:.3g}, "
-                 f"median 1-cos {np.median(steps['cosine_distance'][m]):.3g}")
-  return out
+  return [f"phase {name}: steps {v['steps'][0]}..{v['steps'][1]}: loss {v['loss']:.3g} "
+          f"(median), rho {v['rho'][0]:.3g} -> {v['rho'][1]:.3g}, effective LR "
+          f"{v['elr'][0]:.3g} -> {v['elr'][1]:.3g}, median 1-cos {v['cos']:.3g}"
+          for name, v in phase_values(steps, p, done).items()]
+
+
+def period_numbers(run: str | LoggedRun, period: int = 1, lower_power: float = 1.0,
+                   **constants) -> dict[str, Any]:
+  """What the report reads of ``period``: its epochs, ``phase_values`` and Fig. 13's numbers.
+
+  Fig. 13's: the envelopes' ``c``, ``C`` fitted on the first half of phase B, the share of
+  the second half's steps with g~ inside them (``inside``, of ``n_check``), 1 - cos's
+  ``cos_ratio`` (median of the second half over the first) and the ``rise`` of 1 - cos and
+  of both bounds across the second half (``theory.half_trend``). ValueError where the run
+  has no complete ``period``. ``constants``: a variant of the detector's.
+  """
+  run = _logged(run)
+  analysis = run.analyze(**constants)
+  a = phase_b_analysis(run, period, lower_power, **constants)
+  p = analysis.periods[period]
+  done = np.r_[0, run.epochs["step"].astype(int)]
+  held = a["held"]
+  return {"epochs": (float(p.stats["x_start"]), float(p.stats["x_end"])),
+          "phases": phase_values(run.steps, p, done),
+          "t0": a["t0"], "b": (a["b_start"], a["b_end"]), "split": int(held.t_split),
+          "c": float(held.fit.c), "C": float(held.fit.C), "inside": float(held.gradient_inside),
+          "n_check": int(held.n_check), "cos_ratio": float(a["trends"]["1 - cos"].median_ratio),
+          "rise": [float(t.growth) for t in a["trends"].values()]}

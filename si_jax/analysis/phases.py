@@ -255,7 +255,13 @@ def analyze_run(workdir: str, steps: bool = False, series: dict[str, np.ndarray]
                 **kwargs) -> Analysis:
   """``analyze`` of a run directory's logs with its config's ``detector_options``; kwargs win."""
   series = load_series(workdir, steps=steps) if series is None else series
-  options = detector_options(read_config(workdir) or {})
+  return analyze_with_config(series, read_config(workdir) or {}, steps, **kwargs)
+
+
+def analyze_with_config(series: dict[str, np.ndarray], config: Mapping[str, Any],
+                        steps: bool = False, **kwargs) -> Analysis:
+  """``analyze`` of logged ``series`` with ``config``'s ``detector_options``; kwargs win."""
+  options = detector_options(config)
   if steps or options["loss_key"] not in series:
     del options["loss_key"]
   options["reference_loss"] = options.pop("reference")

@@ -119,14 +119,17 @@ def analyze_family(members: list[claims_lib.Member]) -> dict[str, claims_lib.Fou
 
 def verdict(claim: claims_lib.Claim, members, by_variant: dict[str, claims_lib.Found]) -> str:
   """'held' / 'not shown', with the variants of the constants under which it flips."""
-  base = claim.test(members, by_variant["default"])
-  flips = [name for name, found in by_variant.items()
-           if name != "default" and claim.test(members, found) != base]
+  return say_verdict({name: claim.test(members, found) for name, found in by_variant.items()})
+
+
+def say_verdict(held: dict[str, bool]) -> str:
+  """The verdict of the 'default' variant, with the variants under which it flips."""
+  base = held["default"]
+  flips = [name for name, value in held.items() if name != "default" and value != base]
   word = "held" if base else "not shown"
   if not flips:
-    return f"**{word}** (under all {len(by_variant) - 1} variants)"
-  return (f"**{word}, fragile**: flips with {', '.join(flips)} "
-          f"({len(flips)} of {len(by_variant) - 1})")
+    return f"**{word}** (under all {len(held) - 1} variants)"
+  return f"**{word}, fragile**: flips with {', '.join(flips)} ({len(flips)} of {len(held) - 1})"
 
 
 def _spread(values: list[float], digits: str = ".3g") -> str:
