@@ -748,6 +748,49 @@ MUTATIONS = [
         "tests/test_paper_settings.py -k nearest_pytorchs_init",
         "the last-layer norm row compares the appendix's init norm with our lowest member only"),
     Mutation(
+        "three_phases_ignores_phase_b_cos", "si_jax/analysis/period_claims.py",
+        "\n          and b[\"cos\"] < a[\"cos\"])", ")",
+        "tests/test_run_reports.py -k period_claims_fail",
+        "the three-phase claim holds whether or not phase B's angular updates are the smallest"),
+    Mutation(
+        "bounds_claim_strict_80", "si_jax/analysis/period_claims.py",
+        'lambda n: n["inside"] >= 0.8)', 'lambda n: n["inside"] > 0.8)',
+        "tests/test_run_reports.py -k period_claims_fail",
+        "Fig. 13's claim refuses a seed with exactly 80% of held-out steps inside"),
+    Mutation(
+        "period_claim_one_seed", "si_jax/analysis/period_claims.py",
+        "return bool(seeds) and all(self.test(n) for n in seeds)",
+        "return bool(seeds) and self.test(seeds[0])",
+        "tests/test_run_reports.py -k period_claims_fail",
+        "a period claim is judged on seed 0 alone"),
+    Mutation(
+        "minima_apart_includes_warmup", "si_jax/analysis/period_claims.py",
+        'p["run"] == reference and p["period"]]', 'p["run"] == reference]',
+        "tests/test_run_reports.py -k minima_claim",
+        "the minima claim counts the warm-up's minimum among the periods"),
+    Mutation(
+        "schedules_claim_ignores_last_quarter", "si_jax/analysis/claims.py",
+        "      if any(e > last_quarter for e in a.destabilizations) or ", "      if ",
+        "tests/test_run_reports.py -k schedules_claim",
+        "a decaying schedule that destabilizes late still counts as hiding the periods"),
+    Mutation(
+        "schedules_claim_constant_need_not_be_late", "si_jax/analysis/claims.py",
+        "    if not any(e > last_quarter for e in base.destabilizations):\n      return False\n",
+        "",
+        "tests/test_run_reports.py -k schedules_claim",
+        "the constant schedule need not keep destabilizing to the end"),
+    Mutation(
+        "period_numbers_phase_b_from_default_detector", "si_jax/analysis/period_steps.py",
+        "  t0, b_start, b_end = phase_b_steps(run, period, **constants)\n",
+        "  t0, b_start, b_end = phase_b_steps(run, period)\n",
+        "tests/test_run_reports.py -k periods_block",
+        "a variant's verdict reads phase B of the default detector's period"),
+    Mutation(
+        "minima_of_warmup_without_phase_a", "si_jax/analysis/minima.py",
+        "    if p.a[1] > p.a[0] and p.b[1] > p.b[0]:", "    if p.b[1] > p.b[0]:",
+        "tests/test_minima.py -k end_of_phase_a",
+        "the causal detector's warm-up, all phase B, gives its first epoch as a minimum"),
+    Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
         "tests/test_models.py -k compiles_faster",

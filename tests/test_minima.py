@@ -67,12 +67,16 @@ def test_describe(result):
 
 
 def test_end_of_phase_a_takes_the_checkpoint_nearest_each_phase_b(monkeypatch):
-  period = lambda index, b: types.SimpleNamespace(index=index, b=b)
+  period = lambda index, a, b: types.SimpleNamespace(index=index, a=a, b=b)
   analysis = types.SimpleNamespace(x=np.arange(1, 31), periods=[
-      period(0, (6, 9)), period(1, (12, 12)), period(2, (21, 30))])  # period 1: no phase B
+      period(0, (2, 6), (6, 9)), period(1, (10, 12), (12, 12)),  # period 1: no phase B
+      period(2, (14, 21), (21, 30))])
   monkeypatch.setattr(phases, "analyze_run", lambda workdir: analysis)
   # first phase-B epochs 7 and 22; checkpoints every 5 epochs
   assert analysis_minima.end_of_phase_a("w", [5, 10, 15, 20, 25, 30]) == [(0, 5), (2, 20)]
+  # the causal detector's warm-up: all phase B, no phase A; its first epoch is no minimum
+  analysis.periods[0] = period(0, (0, 0), (0, 9))
+  assert analysis_minima.end_of_phase_a("w", [1, 5, 10, 15, 20, 25, 30]) == [(2, 20)]
 
 
 def test_figure_is_written(result, tmp_path):

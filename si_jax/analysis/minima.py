@@ -16,15 +16,17 @@ from si_jax.analysis import phases
 
 
 def end_of_phase_a(workdir: str, available: list[int]) -> list[tuple[int, int]]:
-  """[(period, checkpoint epoch)] of every period of the run that has a phase B.
+  """[(period, checkpoint epoch)] of every period of the run with a phase A and a phase B.
 
-  The epoch is the one in ``available`` nearest the period's first phase-B epoch; the
-  warm-up (period 0) counts.
+  The epoch is the one in ``available`` nearest the period's first phase-B epoch. The
+  warm-up (period 0) counts where the detector splits it; where its phase A is empty
+  (the causal detector's warm-up is all phase B) its "minimum" would be the first
+  epoch's checkpoint, and it is left out.
   """
   analysis = phases.analyze_run(workdir)
   out = []
   for p in analysis.periods:
-    if p.b[1] > p.b[0]:
+    if p.a[1] > p.a[0] and p.b[1] > p.b[0]:
       epoch = analysis.x[p.b[0]]
       out.append((p.index, min(available, key=lambda e: abs(e - epoch))))
   return out

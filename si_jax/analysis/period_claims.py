@@ -232,8 +232,8 @@ def minima_numbers(result: dict) -> Numbers:
 def _mean(values: Sequence[float], spread: str) -> str:
   if not values:
     return "-"
-  extra = f"{min(values):.2f}-{max(values):.2f}" if spread == "range" else f"max {max(values):.2f}"
-  return f"{np.mean(values):.2f} ({extra})"
+  extra = f"{min(values):.2g}-{max(values):.2g}" if spread == "range" else f"max {max(values):.2g}"
+  return f"{np.mean(values):.2g} ({extra})"
 
 
 def minima_lines(data: dict) -> list[str]:
