@@ -791,6 +791,25 @@ MUTATIONS = [
         "tests/test_minima.py -k end_of_phase_a",
         "the causal detector's warm-up, all phase B, gives its first epoch as a minimum"),
     Mutation(
+        "forecast_not_truncated_at_equilibrium", "si_jax/analysis/forecast.py",
+        "    if self.equilibrium and self.wd is not None and g > 0",
+        "    if False and self.wd is not None and g > 0",
+        "tests/test_forecast.py -k truncates",
+        "revision 4 keeps the mass of levels above Eq. (3)'s equilibrium"),
+    Mutation(
+        "forecast_angular_always", "si_jax/analysis/forecast.py",
+        "    if self.angular and usable and (self._distribution(self.angular_levels)[1]\n"
+        "                                    < self._distribution(self.levels)[1]):",
+        "    if self.angular and usable:",
+        "tests/test_forecast.py -k angular",
+        "revision 4 takes the angular level even where the effective LR's levels agree better"),
+    Mutation(
+        "forecast_angular_g_after_onset", "si_jax/analysis/forecast.py",
+        "g = [g for i, g in self._g_history if i < onset]",
+        "g = [g for i, g in self._g_history]",
+        "tests/test_forecast.py -k angular_level_uses",
+        "an onset's angular level reads phase B's g~ after the onset"),
+    Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
         "tests/test_models.py -k compiles_faster",

@@ -118,7 +118,7 @@ def test_survival_moves_the_forecast_past_the_levels_already_crossed():
   f._phase_b = [{"effective_grad_norm": 0.0}]
   made = f._forecast({"epoch": 100, "effective_lr": 0.03, "weight_norm": math.sqrt(LR / 0.03)})
   assert made.low >= 101 and made.onset > made.low and made.high > made.onset
-  mean, spread = f._distribution()
+  mean, spread = f._distribution(f.levels)
   assert spread == pytest.approx(math.sqrt((0.25**2 + 2 * (math.log(2)) ** 2) / 2))
 
 
@@ -228,3 +228,56 @@ def test_per_step_logs_forecast_in_steps():
   scores = forecast.score(run)
   assert scores and all(math.isfinite(s.predicted) for s in scores)
   assert all(abs(s.error) <= (2 if s.destabilization >= 3 else 3) * STEPS for s in scores)
+
+
+def test_revision_4_truncates_the_level_at_eq3s_equilibrium():
+  """Levels at 0.1 and 0.2; with g~ = 1.6 Eq. (3) settles at an effective LR of
+  sqrt(1 - (1 - eta lambda)^2) / g~ = 0.0484: every quantile of the truncated level lies
+  below it, so the forecast exists; revision 3 puts the median level out of reach."""
+  rho = math.sqrt(LR / 0.01)  # an effective LR of 0.01 now
+  record = {"epoch": 100, "effective_lr": 0.01, "weight_norm": rho}
+  top = math.sqrt(1 - (1 - LR * WD) ** 2) / 1.6
+  assert top == pytest.approx(0.0484, abs=1e-4)
+  made = {}
+  for revision, kwargs in ((4, {}), (3, {"angular": False, "equilibrium": False})):
+    f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, **kwargs)
+    f.levels = [math.log(0.1), math.log(0.2)]
+    f._phase_b = [{"effective_grad_norm": 1.6}] * 3
+    dist = f._predictive(0.0, 1.6, LR)
+    made[revision] = (f._forecast(record), [math.exp(dist.ppf(p)) for p in (0.1, 0.5, 0.9)])
+  forecast_4, quantiles_4 = made[4]
+  assert forecast_4 is not None and all(q <= top * (1 + 1e-9) for q in quantiles_4)
+  assert quantiles_4 == sorted(quantiles_4) and quantiles_4[0] < quantiles_4[2]
+  forecast_3, quantiles_3 = made[3]
+  assert forecast_3 is None and quantiles_3[1] > top
+
+
+def test_revision_4_takes_the_angular_level_where_the_runs_onsets_agree_on_it():
+  """Effective-LR levels 0.01 and 0.09 (ln mean: 0.03) at onsets where the phase-B g~ was
+  5 and 5/9: their angular levels (effective LR x g~) are both 0.05, the tighter set, so
+  with today's g~ = 2 the level's centre is 0.05 / 2 = 0.025 (revision 3: 0.03)."""
+  for angular, centre in ((True, 0.025), (False, 0.03)):
+    f = forecast.OnlineForecaster(wd=None, angular=angular, equilibrium=False)
+    f.levels = [math.log(0.01), math.log(0.09)]
+    f.angular_levels = [math.log(0.05), math.log(0.05)]
+    assert math.exp(f._predictive(0.0, 2.0).ppf(0.5)) == pytest.approx(centre, rel=1e-9)
+  # an unknown g~ at one onset, or none today: the effective LR's levels
+  f.angular, f.angular_levels = True, [math.log(0.05), math.nan]
+  assert math.exp(f._predictive(0.0, 2.0).ppf(0.5)) == pytest.approx(0.03, rel=1e-9)
+  f.angular_levels = [math.log(0.05)] * 2
+  assert math.exp(f._predictive(0.0, math.nan).ppf(0.5)) == pytest.approx(0.03, rel=1e-9)
+  # effective-LR levels that agree (0.03 twice) and angular ones that do not: the former
+  f.levels, f.angular_levels = [math.log(0.03)] * 2, [math.log(0.01), math.log(0.09)]
+  assert math.exp(f._predictive(0.0, 2.0).ppf(0.5)) == pytest.approx(0.03, rel=1e-9)
+
+
+def test_an_onsets_angular_level_uses_the_phase_b_g_of_the_sample_before_it():
+  """Phase B's median g~ over its records up to the sample before the onset (not after)."""
+  f = forecast.OnlineForecaster(wd=WD)
+  gs = [1.0, 3.0, 2.0, 8.0]  # phase-B medians as of samples 0-3: 1, 2, 2, 2.5
+  for i, g in enumerate(gs):
+    f.update({"epoch": i + 1, "effective_lr": 0.01 * (i + 1), "weight_norm": 1.0,
+              "effective_grad_norm": g, "train_loss": 1e-3}, [], "B")
+  f._add_level(3)  # the onset at sample 3: the level is sample 2's effective LR and g~
+  assert f.levels == [pytest.approx(math.log(0.03))]
+  assert f.angular_levels == [pytest.approx(math.log(0.03 * 2.0))]

@@ -2,7 +2,9 @@
 
 The time for Eq. (3), iterated from the current rho, to carry the effective LR to the
 next *critical level* (log-t over the levels at the onsets so far, lowered by the loss's
-climb in phase B), unless it settles first (Remark 3). Entry points:
+climb in phase B, truncated at Eq. (3)'s equilibrium), unless it settles first (Remark
+3); the level is the effective LR's or, where the run's own onsets agree better on it,
+the angular step's (effective LR x g~, Proposition 1). Entry points:
 ``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_workdir``.
 Method and measured scores: docs/forecast.md."""
 
@@ -21,7 +23,7 @@ from si_jax.analysis import detector as detector_lib
 from si_jax.analysis import phases
 
 FIELDS = ("forecast_onset", "forecast_low", "forecast_high")
-PRIOR_SPREAD = 0.25  # revision 3; revisions 1 and 2 had 0.5 (docs/forecast.md)
+PRIOR_SPREAD = 0.25  # since revision 3; revisions 1 and 2 had 0.5 (docs/forecast.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +54,18 @@ class OnlineForecaster:
     loss_key: the loss the detector reads ('train_loss' or 'loss'); None: 'train_loss'
       if the first record has it, else 'loss'.
     climb: lower the level by the loss's climb in phase B (revision 2); False: revision 1.
+    angular: where the levels of effective LR x g~ are tighter than the effective LR's, the
+      next level is theirs over today's g~ (revision 4); False: revision 3.
+    equilibrium: truncate the level's distribution at Eq. (3)'s equilibrium effective LR
+      (revision 4); False: revision 3.
 
   Raises:
     ValueError: ``coverage`` outside (0, 1), or a non-positive number."""
 
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
                coverage: float = 0.8, prior_spread: float = PRIOR_SPREAD, horizon: int = 10_000,
-               x_key: str | None = None, loss_key: str | None = None, climb: bool = True):
+               x_key: str | None = None, loss_key: str | None = None, climb: bool = True,
+               angular: bool = True, equilibrium: bool = True):
     if not 0 < coverage < 1:
       raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     for name, value in (("prior_spread", prior_spread), ("wd", wd),
@@ -68,7 +75,10 @@ class OnlineForecaster:
     self.wd, self.steps_per_sample = wd, steps_per_sample
     self.coverage, self.prior_spread, self.horizon = coverage, prior_spread, horizon
     self.x_key, self.loss_key, self.climb = x_key, loss_key, climb
+    self.angular, self.equilibrium = angular, equilibrium
     self.levels: list[float] = []        # ln of the critical levels
+    self.angular_levels: list[float] = []  # ln(level x the phase-B g~ then); nan: unknown
+    self._g_history: collections.deque = collections.deque(maxlen=64)  # (index, g~ then)
     self._recent: collections.deque = collections.deque(maxlen=64)  # (index, record)
     self._index = 0
     self._phase_b: list[dict] = []       # the current phase B's records
@@ -94,6 +104,7 @@ class OnlineForecaster:
       self._phase_b = [] if phase != "B" else self._phase_b
       return None
     self._phase_b.append(record)
+    self._g_history.append((index, self._phase_b_g()))
     if not self.levels:
       return None
     return self._forecast(record)
@@ -119,30 +130,55 @@ class OnlineForecaster:
       self._last_step = step
 
   def _add_level(self, onset: int) -> None:
-    """The effective LR of the sample before ``onset``, if it is still held and valid."""
+    """The effective LR of the sample before ``onset``, if it is still held and valid.
+
+    With it, its angular level: times the median g~ of phase B as of that sample."""
     before = [r for i, r in self._recent if i == onset - 1]
     lr = _number(before[0].get("effective_lr")) if before else math.nan
     if math.isfinite(lr) and lr > 0:
       self.levels.append(math.log(lr))
+      g = [g for i, g in self._g_history if i < onset]
+      ok = g and math.isfinite(g[-1]) and g[-1] > 0
+      self.angular_levels.append(math.log(lr * g[-1]) if ok else math.nan)
 
-  def _distribution(self) -> tuple[float, float]:
+  def _distribution(self, levels: list[float]) -> tuple[float, float]:
     """(mean, spread) of ln(critical level): the spread shrunk towards the prior."""
-    k = len(self.levels)
-    mean = sum(self.levels) / k
-    squares = sum((v - mean) ** 2 for v in self.levels)
+    k = len(levels)
+    mean = sum(levels) / k
+    squares = sum((v - mean) ** 2 for v in levels)
     return mean, math.sqrt((self.prior_spread ** 2 + squares) / k)
 
-  def _predictive(self, rise: float = 0.0):
+  def _predictive(self, rise: float = 0.0, g: float = math.nan, eta: float = math.nan):
     """The predictive distribution of the next level's ln, from the k levels so far.
 
     Student's t with k degrees of freedom (k - 1 from the levels, 1 from the prior) and
     scale spread x sqrt(1 + 1/k) (the mean's own uncertainty); a plug-in normal makes the
     interval too narrow while there are few levels. Its centre is lowered by ``rise``,
     the ln of the factor the loss has climbed above its lowest value since the last onset:
-    a loss that climbs in phase B is the instability beginning, below the usual level."""
-    mean, spread = self._distribution()
-    k = len(self.levels)
-    return stats.t(df=k, loc=mean - rise, scale=spread * math.sqrt(1 + 1 / k))
+    a loss that climbs in phase B is the instability beginning, below the usual level.
+
+    Revision 4, with today's phase-B g~ ``g`` and lr ``eta``: (1) where the angular levels
+    (effective LR x g~ at each onset: the angular step that Proposition 1's delta-jump
+    needs) have the smaller shrunk spread, they are this run's critical quantity, and the
+    level is theirs over ``g``; (2) the distribution is truncated at Eq. (3)'s equilibrium
+    effective LR sqrt(1 - (1 - eta lambda)^2) / g (Remark 3, Proposition 3): the effective
+    LR never passes it, so a level above it cannot be the next one."""
+    levels, shift = self.levels, 0.0
+    usable = (g > 0 and len(self.angular_levels) == len(levels)
+              and all(math.isfinite(v) for v in self.angular_levels))
+    if self.angular and usable and (self._distribution(self.angular_levels)[1]
+                                    < self._distribution(self.levels)[1]):
+      levels, shift = self.angular_levels, -math.log(g)
+    mean, spread = self._distribution(levels)
+    k = len(levels)
+    dist = stats.t(df=k, loc=mean + shift - rise, scale=spread * math.sqrt(1 + 1 / k))
+    if self.equilibrium and self.wd is not None and g > 0 and 0 < eta * self.wd < 1:
+      return _Truncated(dist, math.log(math.sqrt(1 - (1 - eta * self.wd) ** 2) / g))
+    return dist
+
+  def _phase_b_g(self) -> float:
+    """The median effective gradient norm g~ of phase B so far (nan: none logged)."""
+    return _median([_number(r.get("effective_grad_norm")) for r in self._phase_b])
 
   def _forecast(self, record) -> Forecast | None:
     key = self.x_key or ("epoch" if "epoch" in record else "step")
@@ -152,7 +188,8 @@ class OnlineForecaster:
     if not (math.isfinite(now) and now > 0 and math.isfinite(rho) and rho > 0):
       return None
     rise = self._log_loss(record) - self._floor if self.climb else 0.0
-    dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0)
+    dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0,
+                            self._phase_b_g(), now * rho ** 2)
     survived = float(dist.cdf(math.log(now)))
     tail = (1 - self.coverage) / 2
     targets = [math.exp(float(dist.ppf(min(1 - 1e-12, survived + p * (1 - survived)))))
@@ -171,7 +208,7 @@ class OnlineForecaster:
       return [self._by_growth_rate(level, now) for level in levels]
     steps = self.steps_per_sample or self._per_sample
     eta = now * rho ** 2
-    g = _median([_number(r.get("effective_grad_norm")) for r in self._phase_b])
+    g = self._phase_b_g()
     g = g if math.isfinite(g) else 0.0
     decay = (1 - eta * self.wd) ** 2
     found: dict[int, float] = {i: 0.0 for i, level in enumerate(levels) if now >= level}
@@ -202,6 +239,19 @@ class OnlineForecaster:
       return None
     samples = (math.log(level) - math.log(now)) / slope
     return samples if samples <= self.horizon else None
+
+
+class _Truncated:
+  """A distribution of ln(level) truncated to (-inf, top]: its cdf and ppf, renormalized."""
+
+  def __init__(self, dist, top: float):
+    self.dist, self.top, self.mass = dist, top, float(dist.cdf(top))
+
+  def cdf(self, value: float) -> float:
+    return min(1.0, float(self.dist.cdf(value)) / self.mass) if self.mass > 0 else 1.0
+
+  def ppf(self, p: float) -> float:
+    return float(self.dist.ppf(p * self.mass)) if self.mass > 0 else self.top
 
 
 def _number(value) -> float:
