@@ -1,13 +1,14 @@
-"""Collects the CPU-scale figure families into the numbers of docs/reproduction.md.
+"""Collects one-seed CPU-scale figure families into tables (docs/reproduction_history.md's).
 
   python experiments/reproduction_report.py runs/cpu --figures=docs/figures
   python experiments/reproduction_report.py runs/cifar_cpu --figures=docs/figures --prefix=cifar_
 
-Expects the workdirs of the commands in docs/reproduction.md under RUNS (lr_sweep,
-wd_sweep, lr_wd_product, last_layer_norm, practical, gd, one_period, minima); prints
-for each family its table and the claim checks, and writes down-scaled copies of the
-figures (PNG, at most 1100 px wide) into --figures. Families not run yet are skipped
-(``si_jax.plots.reproduction``).
+Expects the workdirs of the commands in docs/reproduction_history.md under RUNS
+(lr_sweep, wd_sweep, lr_wd_product, last_layer_norm, practical, gd, one_period, minima);
+prints for each family its table and the one-seed claim checks, and writes down-scaled
+copies of the figures (PNG, at most 1100 px wide) into --figures. Families not run yet
+are skipped (``si_jax.plots.reproduction``). The report's verdicts over seeds are
+``experiments/detector_recount.py``'s and ``experiments/period_report.py``'s.
 """
 
 from absl import flags

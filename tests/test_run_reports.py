@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import pathlib
+import re
 import types
 
 import numpy as np
@@ -318,6 +319,26 @@ def test_theory_claims_that_never_settle_are_not_shown_rather_than_errors(monkey
   n = theory_claims.fig9_numbers()
   assert n["enter"] == 151 and np.isnan(n["min_after"])
   assert not theory_claims.fig9_claim(n)[2]
+
+
+def test_the_report_periods_block_is_rendered_from_the_committed_data():
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "docs", "reproduction.md")) as f:
+    doc = f.read()
+  block = doc.split("<!-- periods:start -->\n", 1)[1].split("\n<!-- periods:end -->", 1)[0]
+  assert block == period_claims.render(os.path.join(root, "docs", "data", "periods"))
+
+
+def test_the_report_types_no_table_and_no_verdict_outside_its_blocks():
+  """Every table and verdict of docs/reproduction.md is between a block's markers."""
+  root = os.path.join(os.path.dirname(__file__), "..")
+  with open(os.path.join(root, "docs", "reproduction.md")) as f:
+    doc = f.read()
+  outside = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", doc, flags=re.S)
+  assert {"recount", "periods", "theory_claims"} <= set(re.findall(r"<!-- (\w+):start", doc))
+  tables = [line for line in outside.splitlines() if line.lstrip().startswith("|")]
+  verdicts = re.findall(r"\*\*(held|not shown|partly)[^*]*\*\*", outside)
+  assert not tables and not verdicts, (tables[:3], verdicts[:3])
 
 
 def _period(phases_values, inside=0.9, cos_ratio=1.5):

@@ -159,8 +159,8 @@ def _verdict(claim: PeriodClaim, by_variant: dict[str, list]) -> str:
 
 
 def _phase_rows(numbers: list[Numbers | None]) -> list[str]:
-  rows = ["| seed | period 1 (epochs) | phase | steps | batch loss (median) | rho | effective LR "
-          "| median 1 - cos |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  rows = ["| seed | period 1 (epochs; GD: steps) | phase | steps | batch loss (median) | rho "
+          "| effective LR | median 1 - cos |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for seed, n in enumerate(numbers):
     if n is None:
       rows.append(f"| {seed} | no complete period 1 | | | | | | |")
