@@ -474,8 +474,8 @@ MUTATIONS = [
         "the projection drops Eq. (3)'s effective-gradient term"),
     Mutation(
         "forecast_ignores_loss_rise", "si_jax/analysis/forecast.py",
-        "    dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0)",
-        "    dist = self._predictive(0.0)",
+        "    dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0,",
+        "    dist = self._predictive(0.0,",
         "tests/test_forecast.py -k climbing",
         "a loss climbing in phase B does not lower the forecast's critical level"),
     Mutation(
