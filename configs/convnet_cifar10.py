@@ -5,7 +5,7 @@
 
 Expected: after a warm-up, destabilizations (a loss spike answered by a weight-norm jump)
 a few hundred epochs apart (hours on a GPU); ``:cpu`` (2,048 images) shows several within
-150 epochs on 2 CPU cores. Measured: docs/reproduction.md, Part 2.
+150 epochs on 2 CPU cores. Measured: docs/reproduction_history.md (Part 2), docs/detector.md.
 """
 
 from si_jax.config import base_config

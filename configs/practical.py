@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
     return config
   # the released code trains non-SI parameters from PyTorch's init of the last layer
   # (not rescaled) with the SI lr; at CPU scale the rescaled layer is kept, at wd 0.01 (the
-  # measured periodic regime of docs/reproduction.md)
+  # measured periodic regime of docs/reproduction_history.md)
   non_si = {"model.train_non_si": True,
             **({"optim.wd": 0.01} if cpu else {"model.last_layer_norm": None})}
   momentum = {"optim.momentum": 0.9, **({"optim.lr": 0.01} if cpu else {})}
