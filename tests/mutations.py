@@ -805,10 +805,20 @@ MUTATIONS = [
         "revision 4 takes the angular level even where the effective LR's levels agree better"),
     Mutation(
         "forecast_angular_g_after_onset", "si_jax/analysis/forecast.py",
-        "g = [g for i, g in self._g_history if i < onset]",
-        "g = [g for i, g in self._g_history]",
+        "g = [g for i, g in self._g_history if self._last_onset <= i < onset]",
+        "g = [g for i, g in self._g_history if self._last_onset <= i]",
         "tests/test_forecast.py -k angular_level_uses",
         "an onset's angular level reads phase B's g~ after the onset"),
+    Mutation(
+        "forecast_truncated_below_now", "si_jax/analysis/forecast.py",
+        "      if not now > 0 or top > math.log(now):", "      if True:",
+        "tests/test_forecast.py -k below_todays",
+        "revision 4 truncates below today's effective LR: a zero-width forecast at the next sample"),
+    Mutation(
+        "forecast_angular_g_of_previous_period", "si_jax/analysis/forecast.py",
+        "if self._last_onset <= i < onset]", "if i < onset]",
+        "tests/test_forecast.py -k of_its_own_period",
+        "an onset's angular level reads the previous period's g~"),
     Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',

@@ -243,7 +243,7 @@ def test_revision_4_truncates_the_level_at_eq3s_equilibrium():
     f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, **kwargs)
     f.levels = [math.log(0.1), math.log(0.2)]
     f._phase_b = [{"effective_grad_norm": 1.6}] * 3
-    dist = f._predictive(0.0, 1.6, LR)
+    dist = f._predictive(0.0, 1.6, LR, 0.01)
     made[revision] = (f._forecast(record), [math.exp(dist.ppf(p)) for p in (0.1, 0.5, 0.9)])
   forecast_4, quantiles_4 = made[4]
   assert forecast_4 is not None and all(q <= top * (1 + 1e-9) for q in quantiles_4)
@@ -281,3 +281,35 @@ def test_an_onsets_angular_level_uses_the_phase_b_g_of_the_sample_before_it():
   f._add_level(3)  # the onset at sample 3: the level is sample 2's effective LR and g~
   assert f.levels == [pytest.approx(math.log(0.03))]
   assert f.angular_levels == [pytest.approx(math.log(0.03 * 2.0))]
+
+
+def test_revision_4_does_not_truncate_below_todays_effective_lr():
+  """g~ = 20 puts the equilibrium (0.0039) below today's effective LR of 0.006: the estimate
+  is off (g~ has fallen), so the level is not truncated and the forecast is revision 3's,
+  not a zero-width interval at the next sample."""
+  record = {"epoch": 100, "effective_lr": 0.006, "weight_norm": math.sqrt(LR / 0.006)}
+  assert math.sqrt(1 - (1 - LR * WD) ** 2) / 20 < 0.006
+  made = []
+  for kwargs in ({}, {"angular": False, "equilibrium": False}):
+    f = forecast.OnlineForecaster(wd=WD, steps_per_sample=STEPS, **kwargs)
+    f.levels = [math.log(0.01), math.log(0.02)]
+    f._phase_b = [{"effective_grad_norm": 20.0}] * 3
+    made.append(f._forecast(record))
+  assert made[0] == made[1]
+  assert made[0] is None or made[0].high > made[0].low
+
+
+def test_an_onsets_angular_level_needs_a_phase_b_g_of_its_own_period():
+  """An onset whose period logged no phase-B sample before it gets no angular level (nan),
+  rather than the previous period's g~."""
+  f = forecast.OnlineForecaster(wd=WD)
+  for i in range(3):
+    f.update({"epoch": i + 1, "effective_lr": 0.01, "weight_norm": 1.0,
+              "effective_grad_norm": 2.0, "train_loss": 1e-3}, [], "B")
+  f._add_level(3)
+  assert f.angular_levels == [pytest.approx(math.log(0.01 * 2.0))]
+  for i in range(3, 6):  # the next period: no phase B before its onset at sample 5
+    f.update({"epoch": i + 1, "effective_lr": 0.02, "weight_norm": 1.0,
+              "effective_grad_norm": 4.0, "train_loss": 1e-3}, [], "A")
+  f._add_level(5)
+  assert len(f.levels) == 2 and math.isnan(f.angular_levels[1])

@@ -79,6 +79,7 @@ class OnlineForecaster:
     self.levels: list[float] = []        # ln of the critical levels
     self.angular_levels: list[float] = []  # ln(level x the phase-B g~ then); nan: unknown
     self._g_history: collections.deque = collections.deque(maxlen=64)  # (index, g~ then)
+    self._last_onset = -1                # the sample index of the latest onset
     self._recent: collections.deque = collections.deque(maxlen=64)  # (index, record)
     self._index = 0
     self._phase_b: list[dict] = []       # the current phase B's records
@@ -132,14 +133,16 @@ class OnlineForecaster:
   def _add_level(self, onset: int) -> None:
     """The effective LR of the sample before ``onset``, if it is still held and valid.
 
-    With it, its angular level: times the median g~ of phase B as of that sample."""
+    With it, its angular level: times the median g~ of phase B as of that sample (nan
+    where this period logged no phase-B g~ before its onset)."""
     before = [r for i, r in self._recent if i == onset - 1]
     lr = _number(before[0].get("effective_lr")) if before else math.nan
     if math.isfinite(lr) and lr > 0:
       self.levels.append(math.log(lr))
-      g = [g for i, g in self._g_history if i < onset]
+      g = [g for i, g in self._g_history if self._last_onset <= i < onset]
       ok = g and math.isfinite(g[-1]) and g[-1] > 0
       self.angular_levels.append(math.log(lr * g[-1]) if ok else math.nan)
+    self._last_onset = max(self._last_onset, onset)
 
   def _distribution(self, levels: list[float]) -> tuple[float, float]:
     """(mean, spread) of ln(critical level): the spread shrunk towards the prior."""
@@ -148,7 +151,8 @@ class OnlineForecaster:
     squares = sum((v - mean) ** 2 for v in levels)
     return mean, math.sqrt((self.prior_spread ** 2 + squares) / k)
 
-  def _predictive(self, rise: float = 0.0, g: float = math.nan, eta: float = math.nan):
+  def _predictive(self, rise: float = 0.0, g: float = math.nan, eta: float = math.nan,
+                  now: float = math.nan):
     """The predictive distribution of the next level's ln, from the k levels so far.
 
     Student's t with k degrees of freedom (k - 1 from the levels, 1 from the prior) and
@@ -157,12 +161,15 @@ class OnlineForecaster:
     the ln of the factor the loss has climbed above its lowest value since the last onset:
     a loss that climbs in phase B is the instability beginning, below the usual level.
 
-    Revision 4, with today's phase-B g~ ``g`` and lr ``eta``: (1) where the angular levels
-    (effective LR x g~ at each onset: the angular step that Proposition 1's delta-jump
-    needs) have the smaller shrunk spread, they are this run's critical quantity, and the
-    level is theirs over ``g``; (2) the distribution is truncated at Eq. (3)'s equilibrium
-    effective LR sqrt(1 - (1 - eta lambda)^2) / g (Remark 3, Proposition 3): the effective
-    LR never passes it, so a level above it cannot be the next one."""
+    Revision 4, with today's phase-B g~ ``g``, lr ``eta`` and effective LR ``now``:
+    (1) where the angular levels (effective LR x g~ at each onset: the angular step that
+    Proposition 1's delta-jump needs) have the smaller shrunk spread, they are this run's
+    critical quantity, and the level is theirs over ``g``; (2) the distribution is
+    truncated at Eq. (3)'s equilibrium effective LR sqrt(1 - (1 - eta lambda)^2) / g
+    (Remark 3, Proposition 3): the effective LR approaches it and does not pass it while
+    g~ holds, so a level above it cannot be the next one. Where today's effective LR is
+    already above it (g~ has fallen below phase B's median) the estimate is off, and the
+    distribution is not truncated."""
     levels, shift = self.levels, 0.0
     usable = (g > 0 and len(self.angular_levels) == len(levels)
               and all(math.isfinite(v) for v in self.angular_levels))
@@ -173,7 +180,9 @@ class OnlineForecaster:
     k = len(levels)
     dist = stats.t(df=k, loc=mean + shift - rise, scale=spread * math.sqrt(1 + 1 / k))
     if self.equilibrium and self.wd is not None and g > 0 and 0 < eta * self.wd < 1:
-      return _Truncated(dist, math.log(math.sqrt(1 - (1 - eta * self.wd) ** 2) / g))
+      top = math.log(math.sqrt(1 - (1 - eta * self.wd) ** 2) / g)
+      if not now > 0 or top > math.log(now):
+        return _Truncated(dist, top)
     return dist
 
   def _phase_b_g(self) -> float:
@@ -189,7 +198,7 @@ class OnlineForecaster:
       return None
     rise = self._log_loss(record) - self._floor if self.climb else 0.0
     dist = self._predictive(rise if math.isfinite(rise) and rise > 0 else 0.0,
-                            self._phase_b_g(), now * rho ** 2)
+                            self._phase_b_g(), now * rho ** 2, now)
     survived = float(dist.cdf(math.log(now)))
     tail = (1 - self.coverage) / 2
     targets = [math.exp(float(dist.ppf(min(1 - 1e-12, survived + p * (1 - survived)))))
