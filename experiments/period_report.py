@@ -8,7 +8,8 @@ With --runs, first keeps what the report reads of RUNS/<section>/s0, s1, s2 (eac
 ``si_jax.analysis.period_claims.SECTIONS``: one_period, one_period_gd, one_period_cifar,
 trained by ``experiments/one_period.py --config.seed=K``) and of RUNS/minima/s0, s1, s2
 (``experiments/minima_similarity.py`` with ``:cpu``, ``:cpu_seed1``, ``:cpu_seed2``) in DATA.
-Then renders from DATA alone; --write replaces the ``periods`` block of the given file.
+Then renders from DATA alone; --write replaces the ``periods`` block of the given file;
+with --runs and --figures, seed 0's figures (``FIGURES``) go down-scaled into that folder.
 """
 
 import argparse
@@ -16,6 +17,16 @@ import os
 
 from si_jax import logs
 from si_jax.analysis import period_claims
+from si_jax.plots import reproduction
+
+FIGURES = {  # what seed 0's run folder draws -> the report's figure
+    "one_period": (("one_period.png", "one_period.png"), ("fig13.png", "fig13_held_out_sgd.png")),
+    "one_period_gd": (("one_period.png", "one_period_gd.png"),
+                      ("fig13.png", "fig13_held_out_gd.png")),
+    "one_period_cifar": (("one_period.png", "cifar_one_period.png"),
+                         ("fig13.png", "cifar_fig13.png")),
+    "minima": (("minima_similarity.png", "minima_similarity.png"),),
+}
 
 
 def _seed_dirs(folder: str) -> list[str]:
@@ -30,6 +41,7 @@ def main():
   parser.add_argument("--runs", help="the folder holding the trained sections, to export")
   parser.add_argument("--data", default="docs/data/periods", help="the exported sections")
   parser.add_argument("--write", help="markdown file whose periods block to replace")
+  parser.add_argument("--figures", help="with --runs: folder for seed 0's figures")
   args = parser.parse_args()
   if args.runs:
     os.makedirs(args.data, exist_ok=True)
@@ -40,6 +52,11 @@ def main():
     if dirs := _seed_dirs(os.path.join(args.runs, "minima")):
       period_claims.export_minima(dirs, os.path.join(args.data, period_claims.MINIMA))
       print(f"minima: {len(dirs)} reference seeds exported")
+  for section, pairs in FIGURES.items() if args.runs and args.figures else ():
+    for src, name in pairs:
+      out = reproduction.shrink(os.path.join(args.runs, section, "s0", src), args.figures,
+                                name=name)
+      print(f"figure: {out}" if out else f"no {section}/s0/{src}")
   text = period_claims.render(args.data)
   print(text)
   if args.write:

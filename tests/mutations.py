@@ -813,7 +813,7 @@ MUTATIONS = [
         "forecast_truncated_below_now", "si_jax/analysis/forecast.py",
         "      if not now > 0 or top > math.log(now):", "      if True:",
         "tests/test_forecast.py -k below_todays",
-        "revision 4 truncates below today's effective LR: a zero-width forecast at the next sample"),
+        "revision 4 truncates below today's effective LR: a zero-width forecast, next sample"),
     Mutation(
         "forecast_angular_g_of_previous_period", "si_jax/analysis/forecast.py",
         "if self._last_onset <= i < onset]", "if i < onset]",

@@ -383,7 +383,8 @@ FAMILIES = {
         "decay swept (`configs/transformer.py:wd_cpu`).", (MIDDLE_RANGE,), key="optim.wd"),
     "transformer_variants": Family(
         "The transformer of `transformer_wd` at wd 0.003 with QK-norm, and with its SI norm "
-        "held fixed (`configs/transformer.py:variants_cpu`).", (QK_NORM, FIXED_NORM),
+        "held fixed (`configs/transformer.py:variants_cpu`); the free-norm control of the "
+        "fixed-norm claim is `transformer_wd`'s wd_0p003, the same config.", (QK_NORM, FIXED_NORM),
         columns=(("lowest train loss per seed", _min_loss_column),)),
     "schedules": Family(
         "The quickstart's run with the released code's learning-rate schedules "

@@ -22,11 +22,12 @@ FAMILIES = ("lr_sweep", "wd_sweep", "lr_wd_product", "last_layer_norm", "practic
 SWEEPS = ("lr_sweep", "wd_sweep", "last_layer_norm")
 
 
-def shrink(src: str, dst_dir: str, prefix: str = "", width: int = 1100) -> str | None:
+def shrink(src: str, dst_dir: str, prefix: str = "", width: int = 1100,
+           name: str | None = None) -> str | None:
   """Copies the PNG ``src``, at most ``width`` px wide in 256 colours, into ``dst_dir``.
 
-  The copy is named ``prefix`` + the source's name; returns its path (None where ``src``
-  does not exist).
+  The copy is named ``prefix`` + ``name`` (default: the source's name); returns its path
+  (None where ``src`` does not exist).
   """
   if not os.path.exists(src):
     return None
@@ -34,7 +35,7 @@ def shrink(src: str, dst_dir: str, prefix: str = "", width: int = 1100) -> str |
   image = Image.open(src)
   if image.width > width:
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
-  dst = os.path.join(dst_dir, prefix + os.path.basename(src))
+  dst = os.path.join(dst_dir, prefix + (name or os.path.basename(src)))
   image = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
   image.save(dst, optimize=True)
   return dst
