@@ -183,6 +183,7 @@ def _bound_rows(numbers: list[Numbers | None]) -> list[str]:
           "bound with L |", "| --- | --- | --- | --- | --- | --- |"]
   for seed, n in enumerate(numbers):
     if n is None:
+      rows.append(f"| {seed} | no complete period 1 | | | | |")
       continue
     (b0, b1), split, inside = n["b"], n["split"], round(n["inside"] * n["n_check"])
     rise = ", ".join(f"x{r:.3g}" for r in n["rise"])
