@@ -368,9 +368,10 @@ FAMILIES = {
         (SIMILAR_PERIODS, SIMILAR_ELR, LARGER_PRODUCT),
         columns=(("effective LR 5-95%, 2nd half (seed median)", _elr_column),)),
     "lr_wd_small_products": Family(
-        "Towards the paper's lr x wd (1e-5): single runs of the quickstart's config at smaller "
+        "Towards the paper's lr x wd (1e-5): runs of the quickstart's config at smaller "
         "products (`python -m si_jax.main --config=configs/quickstart.py` with the member's "
-        "lr, wd, train.epochs and model.init_scale; one seed each: observations, no claim).",
+        "lr, wd, train.epochs and model.init_scale; three seeds at 3e-4, one at 1e-4 and "
+        "1e-5, whose runs take 11 and 50 minutes: observations, no claim).",
         (), columns=(("lr x wd", _product_column), ("epochs run", _epochs_column),
                      ("first destabilization", _first_onset_column),
                      ("norm jump at each onset", _jumps_column))),
