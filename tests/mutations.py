@@ -781,8 +781,8 @@ MUTATIONS = [
         "the constant schedule need not keep destabilizing to the end"),
     Mutation(
         "period_numbers_phase_b_from_default_detector", "si_jax/analysis/period_steps.py",
-        "  t0, b_start, b_end = phase_b_steps(run, period, **constants)\n",
-        "  t0, b_start, b_end = phase_b_steps(run, period)\n",
+        "  p = complete_period(run, period, **constants)\n",
+        "  p = complete_period(run, period)\n",
         "tests/test_run_reports.py -k periods_block",
         "a variant's verdict reads phase B of the default detector's period"),
     Mutation(

@@ -23,6 +23,8 @@ from si_jax.analysis import (
   theory_claims,
 )
 
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
 
 def _found(periodic, lengths=(), onsets=None):
   onsets = list(range(len(lengths) + 2 if periodic else 0)) if onsets is None else onsets
@@ -213,12 +215,18 @@ def test_export_keeps_what_the_recount_reads_and_renders_it(tmp_path):
   assert "Periodic behavior for a middle range" in text and "**not shown** (under all 14" in text
 
 
+def _report() -> str:
+  with open(os.path.join(ROOT, "docs", "reproduction.md")) as f:
+    return f.read()
+
+
+def _report_block(tag: str) -> str:
+  """The text between docs/reproduction.md's markers of ``tag`` (``logs.replace_doc_block``'s)."""
+  return _report().split(f"<!-- {tag}:start -->\n", 1)[1].split(f"\n<!-- {tag}:end -->", 1)[0]
+
+
 def test_the_report_recount_block_is_rendered_from_the_committed_data():
-  root = os.path.join(os.path.dirname(__file__), "..")
-  with open(os.path.join(root, "docs", "reproduction.md")) as f:
-    doc = f.read()
-  block = doc.split("<!-- recount:start -->\n", 1)[1].split("\n<!-- recount:end -->", 1)[0]
-  assert block == recount.render(os.path.join(root, "docs", "data", "recount"))
+  assert _report_block("recount") == recount.render(os.path.join(ROOT, "docs", "data", "recount"))
 
 
 def test_sphere_bridge_boundaries_and_rows(tmp_path, monkeypatch):
@@ -292,12 +300,7 @@ def test_phase_b_analysis_rejects_a_fit_fraction_outside_zero_one(tmp_path):
 
 
 def test_the_report_theory_claims_block_is_rendered_by_code():
-  root = os.path.join(os.path.dirname(__file__), "..")
-  with open(os.path.join(root, "docs", "reproduction.md")) as f:
-    doc = f.read()
-  block = doc.split("<!-- theory_claims:start -->\n", 1)[1].split(
-      "\n<!-- theory_claims:end -->", 1)[0]
-  assert block == theory_claims.render()
+  assert _report_block("theory_claims") == theory_claims.render()
 
 
 def test_theory_claims_fail_where_their_criteria_do():
@@ -322,18 +325,13 @@ def test_theory_claims_that_never_settle_are_not_shown_rather_than_errors(monkey
 
 
 def test_the_report_periods_block_is_rendered_from_the_committed_data():
-  root = os.path.join(os.path.dirname(__file__), "..")
-  with open(os.path.join(root, "docs", "reproduction.md")) as f:
-    doc = f.read()
-  block = doc.split("<!-- periods:start -->\n", 1)[1].split("\n<!-- periods:end -->", 1)[0]
-  assert block == period_claims.render(os.path.join(root, "docs", "data", "periods"))
+  assert _report_block("periods") == period_claims.render(
+      os.path.join(ROOT, "docs", "data", "periods"))
 
 
 def test_the_report_types_no_table_and_no_verdict_outside_its_blocks():
   """Every table and verdict of docs/reproduction.md is between a block's markers."""
-  root = os.path.join(os.path.dirname(__file__), "..")
-  with open(os.path.join(root, "docs", "reproduction.md")) as f:
-    doc = f.read()
+  doc = _report()
   outside = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", doc, flags=re.S)
   assert {"recount", "periods", "theory_claims"} <= set(re.findall(r"<!-- (\w+):start", doc))
   tables = [line for line in outside.splitlines() if line.lstrip().startswith("|")]

@@ -202,12 +202,15 @@ SMALL_LAST_LAYER = Claim(
     _last_layer)
 
 
+def periodic_in_every_seed(name: str) -> Callable[[Sequence[Member], Found], bool]:
+  """The test that member ``name`` was run and is periodic in every seed."""
+  return lambda members, found: bool(found.get(name)) and all(a.periodic for a in found[name])
+
+
 def keeps_periodic(name: str, what: str) -> Claim:
   """The claim that member ``name`` (a practical modification) stays periodic in every seed."""
   return Claim(f"{what} keeps the periodic behavior (Sec. 7, I)",
-               f"member {name} is periodic in every seed.",
-               lambda members, found: bool(found.get(name)) and all(
-                   a.periodic for a in found[name]))
+               f"member {name} is periodic in every seed.", periodic_in_every_seed(name))
 
 
 def _gd_periodic(members: Sequence[Member], found: Found) -> bool:
@@ -233,9 +236,8 @@ FIXED_NORM = Claim(
 
 
 def _schedules_hide(members: Sequence[Member], found: Found) -> bool:
-  by_name = {m.name: found.get(m.name) for m in members}
-  constant = by_name.get("constant")
-  decaying = [by_name.get(name) for name in ("cosine", "linear", "step")]
+  constant = found.get("constant")
+  decaying = [found.get(name) for name in ("cosine", "linear", "step")]
   if not constant or not all(decaying):
     return False
   for seed, base in enumerate(constant):
@@ -261,8 +263,7 @@ QK_NORM = Claim(
     "A transformer with QK-norm is periodic too (our question, not the paper's)",
     "member qk_norm is periodic in every seed (written 2026-12-05, before "
     "`configs/transformer.py:variants_cpu` was trained; seed 0 had been run alone).",
-    lambda members, found: bool(found.get("qk_norm")) and all(
-        a.periodic for a in found["qk_norm"]))
+    periodic_in_every_seed("qk_norm"))
 
 
 def regime(run) -> str:

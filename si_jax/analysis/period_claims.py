@@ -18,7 +18,6 @@ import dataclasses
 import gzip
 import itertools
 import json
-import math
 import os
 from typing import Any, Callable, Sequence
 
@@ -114,16 +113,6 @@ def render(data_dir: str) -> str:
   return "\n".join(lines)
 
 
-def _compact(values) -> list[float | None]:
-  return [None if not math.isfinite(v) else float(f"{v:.7g}") for v in np.asarray(values, float)]
-
-
-def _write(out_path: str, data) -> None:
-  text = json.dumps(data, separators=(",", ":")).encode()
-  with open(out_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-    f.write(text)  # mtime 0: the same runs export to the same bytes
-
-
 def export(run_dirs: Sequence[str], out_path: str) -> None:
   """Keeps what the report reads of ``run_dirs`` (one per seed, in seed order) in ``out_path``.
 
@@ -134,18 +123,19 @@ def export(run_dirs: Sequence[str], out_path: str) -> None:
     runs.append({
         "seed": seed,
         "config": {k: run.config[k] for k in ("data", "optim", "train")},
-        "epochs": {k: _compact(run.epochs[k]) for k in EPOCH_COLUMNS if k in run.epochs},
-        "steps": {k: _compact(run.steps[k]) for k in STEP_COLUMNS}})
-  _write(out_path, {"runs": runs})
+        "epochs": {k: recount.rounded(run.epochs[k], 7) for k in EPOCH_COLUMNS
+                   if k in run.epochs},
+        "steps": {k: recount.rounded(run.steps[k], 7) for k in STEP_COLUMNS}})
+  recount.write_json_gz(out_path, {"runs": runs})
 
 
 def load(path: str) -> list[period_steps.LoggedRun]:
   """The runs of an ``export`` file, in seed order."""
   with gzip.open(path, "rt") as f:
     data = json.load(f)
-  array = lambda v: np.asarray([np.nan if x is None else x for x in v], np.float64)
-  return [period_steps.LoggedRun(f"seed {r['seed']}", {k: array(v) for k, v in r["epochs"].items()},
-                                 {k: array(v) for k, v in r["steps"].items()}, r["config"])
+  series = lambda columns: {k: recount.floats(v) for k, v in columns.items()}
+  return [period_steps.LoggedRun(f"seed {r['seed']}", series(r["epochs"]), series(r["steps"]),
+                                 r["config"])
           for r in data["runs"]]
 
 
@@ -211,7 +201,7 @@ def export_minima(workdirs: Sequence[str], out_path: str) -> None:
   for path in workdirs:
     with open(os.path.join(path, "similarity.json")) as f:
       result = json.load(f)
-    result["cosine"] = [_compact(row) for row in result["cosine"]]
+    result["cosine"] = [recount.rounded(row, 7) for row in result["cosine"]]
     results.append(result)
   with open(out_path, "w") as f:
     json.dump({"results": results}, f, separators=(",", ":"))

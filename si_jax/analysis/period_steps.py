@@ -50,18 +50,23 @@ def _logged(run: str | LoggedRun) -> LoggedRun:
   return run if isinstance(run, LoggedRun) else LoggedRun.read(run)
 
 
-def phase_b_steps(run: str | LoggedRun, period: int, **constants) -> tuple[int, int, int]:
-  """(t0, first step of phase B, last step of phase B), from the per-epoch logs.
+def complete_period(run: LoggedRun, period: int, **constants) -> phases.Period:
+  """Period ``period`` of the run's per-epoch logs; ValueError where it is not complete.
 
-  t0 is the first iteration of the period (appendix D): the first step of the epoch in
-  which the destabilization starts. ``constants``: a variant of the detector's.
-  """
-  run = _logged(run)
+  ``constants``: a variant of the detector's."""
   analysis = run.analyze(**constants)
   if not 1 <= period <= len(analysis.onsets) or not analysis.periods[period].complete:
     raise ValueError(f"{run.name}: destabilizations at epochs {analysis.destabilizations}; "
                      f"period {period} needs two of them. Train longer or pick another --period.")
-  p = analysis.periods[period]
+  return analysis.periods[period]
+
+
+def phase_b_steps(run: LoggedRun, p: phases.Period) -> tuple[int, int, int]:
+  """(t0, first step of phase B, last step of phase B) of period ``p``.
+
+  t0 is the first iteration of the period (appendix D): the first step of the epoch in
+  which the destabilization starts.
+  """
   done = run.epochs["step"].astype(int)  # steps completed at the end of each epoch
   return int(done[p.start - 1]), int(done[p.b[0] - 1]), int(done[p.end - 1] - 1)
 
@@ -76,14 +81,16 @@ def phase_b_analysis(run: str | LoggedRun, period: int = 1, lower_power: float =
 
   Returns the per-step arrays (t, g, rho, cd, the envelopes low/high, the bounds
   cd_low/cd_high, Eq. (8)'s ``predicted`` 1 - cos from the measured g~, all ``steps``) and
-  the numbers (lr, wd, t0, b_start, b_end, ``held``: the ``HeldOutBounds``, ``trends``).
+  the numbers (lr, wd, the ``period``, t0, b_start, b_end, ``held``: the ``HeldOutBounds``,
+  ``trends``).
   """
   if not 0 < fit_fraction < 1:
     raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction!r}")
   run = _logged(run)
   lr, wd = float(run.config["optim"]["lr"]), float(run.config["optim"]["wd"])
   steps = run.steps
-  t0, b_start, b_end = phase_b_steps(run, period, **constants)
+  p = complete_period(run, period, **constants)
+  t0, b_start, b_end = phase_b_steps(run, p)
   sel = (steps["step"] >= b_start) & (steps["step"] <= b_end)
   t, g, rho, cd = (steps[k][sel] for k in ("step", "effective_grad_norm", "weight_norm",
                                           "cosine_distance"))
@@ -95,7 +102,8 @@ def phase_b_analysis(run: str | LoggedRun, period: int = 1, lower_power: float =
   trends = {name: theory.half_trend(t, v, t_split)
             for name, v in (("1 - cos", cd), ("bound with l(t)", cd_low),
                             ("bound with L(t)", cd_high))}
-  return {"lr": lr, "wd": wd, "t0": t0, "b_start": b_start, "b_end": b_end, "held": held,
+  return {"lr": lr, "wd": wd, "period": p, "t0": t0, "b_start": b_start, "b_end": b_end,
+          "held": held,
           "trends": trends, "t": t, "g": g, "rho": rho, "cd": cd, "low": low, "high": high,
           "cd_low": cd_low, "cd_high": cd_high,
           "predicted": theory.cosine_distance(rho, g, lr, wd), "steps": steps}
@@ -187,9 +195,8 @@ def period_numbers(run: str | LoggedRun, period: int = 1, lower_power: float = 1
   has no complete ``period``. ``constants``: a variant of the detector's.
   """
   run = _logged(run)
-  analysis = run.analyze(**constants)
   a = phase_b_analysis(run, period, lower_power, **constants)
-  p = analysis.periods[period]
+  p = a["period"]
   done = np.r_[0, run.epochs["step"].astype(int)]
   held = a["held"]
   return {"epochs": (float(p.stats["x_start"]), float(p.stats["x_end"])),

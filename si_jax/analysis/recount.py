@@ -50,8 +50,22 @@ def _member_name(run_name: str) -> tuple[str, int]:
   return (match[1], int(match[2])) if match else (run_name, 0)
 
 
-def _rounded(values: np.ndarray) -> list[float | None]:
-  return [None if not math.isfinite(v) else float(f"{v:.6g}") for v in values]
+def rounded(values, digits: int = 6) -> list[float | None]:
+  """``values`` to ``digits`` significant digits for JSON (None for NaN and inf)."""
+  return [None if not math.isfinite(v) else float(f"{v:.{digits}g}")
+          for v in np.asarray(values, np.float64)]
+
+
+def floats(values) -> np.ndarray:
+  """The float64 array of ``rounded``'s list (NaN for None)."""
+  return np.asarray([np.nan if v is None else v for v in values], np.float64)
+
+
+def write_json_gz(out_path: str, data) -> None:
+  """``data`` as compact JSON, gzipped with mtime 0: the same data gives the same bytes."""
+  text = json.dumps(data, separators=(",", ":")).encode()
+  with open(out_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    f.write(text)
 
 
 def export(family_dir: str, out_path: str) -> int:
@@ -81,11 +95,8 @@ def export(family_dir: str, out_path: str) -> int:
     entry = members.setdefault(name, {"name": name, "overrides": overrides, "runs": []})
     entry["runs"].append({
         "name": m["name"], "seed": seed,
-        "options": options, "series": {k: _rounded(series[k]) for k in keep if k in series}})
-  out = {"family": family, "members": list(members.values())}
-  text = json.dumps(out, separators=(",", ":")).encode()
-  with open(out_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-    f.write(text)  # mtime 0: the same runs export to the same bytes
+        "options": options, "series": {k: rounded(series[k]) for k in keep if k in series}})
+  write_json_gz(out_path, {"family": family, "members": list(members.values())})
   return sum(len(m["runs"]) for m in members.values())
 
 
@@ -96,8 +107,7 @@ def load(path: str) -> tuple[str, list[claims_lib.Member]]:
   members = []
   for m in data["members"]:
     runs = tuple(Run(r["name"], r["seed"], r["options"],
-                     {k: np.asarray([np.nan if v is None else v for v in vals], np.float64)
-                      for k, vals in r["series"].items()})
+                     {k: floats(vals) for k, vals in r["series"].items()})
                  for r in sorted(m["runs"], key=lambda r: r["seed"]))
     members.append(claims_lib.Member(m["name"], m["overrides"], runs))
   return data["family"], members
