@@ -208,11 +208,54 @@ def test_the_program_scores_runs_and_says_when_there_are_too_few_periods(tmp_pat
   out = capsys.readouterr().out
   assert f"destabilization 3 at {onsets[2]:g} (period {onsets[2] - onsets[1]:g})" in out
   assert "at 50% of phase B: 4 forecasts" in out and "80% interval held 100%" in out
-  assert f"{tmp_path / 'short'}: too few periods to score" in out
-  assert "all 2 runs:" in out
+  assert f"{tmp_path / 'short'}: 2 destabilizations in {onsets[1] + 8} epochs: too few periods" in out
+  assert "all 2 runs (1 scored):" in out
   summary = forecast.summary(forecast.score_workdir(str(tmp_path / "long")))
   assert summary["50%"]["forecasts"] == 4 and summary["50%"]["coverage"] == 1.0
   assert [r["actual"] for r in summary["at_50%"]] == onsets[2:]
+
+
+def test_the_program_scores_every_good_directory_and_fails_at_the_end_on_bad_ones(
+    tmp_path, capsys):
+  """A bad directory gets its one-line reason on stderr and exit status 1 after the others
+  were scored; a log re-written after a resume (an epoch repeated) is refused, not scored;
+  a family's directory stands for its members, each directory is scored once."""
+  from si_jax.programs import forecast as program
+  records, onsets = periodic_records()
+  family = tmp_path / "family"
+  family.mkdir()
+  (family / "family.json").write_text("{}")
+  _write_run(family / "a", records)
+  _write_run(tmp_path / "resumed", records[:60] + records[50:])
+  _write_run(tmp_path / "listed", records)
+  (tmp_path / "listed" / "metrics.jsonl").write_text("[1, 2]\n")
+  _write_run(tmp_path / "held", records)
+  (tmp_path / "held" / "config.json").write_text(json.dumps({"optim": {"fix_si_norm": True}}))
+  args = [str(family), str(tmp_path / "resumed"), str(tmp_path / "missing"),
+          str(tmp_path / "listed"), str(family / "a"), str(tmp_path / "held")]
+  with pytest.raises(SystemExit) as stop:
+    program.main(args)
+  assert stop.value.code == 1
+  out, err = capsys.readouterr()
+  assert out.count(f"{family / 'a'}:") == 1 and "at 50% of phase B: 4 forecasts" in out
+  assert f"{tmp_path / 'held'}: the SI norm is held" in out
+  assert "all 5 runs (1 scored):" in out
+  lines = err.strip().splitlines()
+  assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+  assert "record 61 has epoch 51 after 60" in lines[0]
+  assert f"{tmp_path / 'missing'}" in lines[1] and "not found" in lines[1]
+  assert "line 1: a JSON list, not a record" in lines[2]
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[1]", "a JSON list, not a config"), ('{"optim": "sgd"}', "'optim' is a str, not a section"),
+    ("{'optim': 1}", "config.json: not JSON")])
+def test_a_damaged_config_is_named_not_scored_with_defaults(tmp_path, text, reason):
+  records, _ = periodic_records()
+  _write_run(tmp_path / "run", records)
+  (tmp_path / "run" / "config.json").write_text(text)
+  with pytest.raises(ValueError, match=reason):
+    forecast.score_run(str(tmp_path / "run"))
 
 
 def test_per_step_logs_forecast_in_steps():

@@ -5,7 +5,7 @@ next *critical level* (log-t over the levels at the onsets so far, lowered by th
 climb in phase B, truncated at Eq. (3)'s equilibrium), unless it settles first (Remark
 3); the level is the effective LR's or, where the run's own onsets agree better on it,
 the angular step's (effective LR x g~, Proposition 1). Entry points:
-``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_workdir``.
+``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_run``.
 Method and measured scores: docs/forecast.md."""
 
 from __future__ import annotations
@@ -404,19 +404,57 @@ def live_for_config(config: Mapping[str, Any], detector_options: Mapping[str, An
   return Live(detector_options, wd=wd if plain and wd > 0 else None, forecast=free)
 
 
-def score_workdir(workdir: str, steps: bool = False, **kwargs) -> list[Score]:
-  """The scores of a finished run directory replayed causally with its config ([]: fixed norm).
+@dataclasses.dataclass(frozen=True)
+class RunScores:
+  """A run directory's scores, with what a reader needs when there are none."""
+  scores: list[Score]
+  records: int
+  destabilizations: int  # onsets the causal detector confirmed
+  forecasts: int         # records that carried a forecast
+  fixed_norm: bool       # no forecaster: the SI norm is held
+  config: bool           # whether a config.json was read (else the defaults)
 
-  ``kwargs``: ``OnlineForecaster``'s (e.g. ``climb=False``, revision 1)."""
-  config = phases.read_config(workdir) or {}
-  options = dict(phases.detector_options(config), x_key="step" if steps else "epoch")
-  if steps:
-    options.pop("loss_key")
-  live = live_for_config(config, options)
+
+def score_run(workdir: str, steps: bool = False, **kwargs) -> RunScores:
+  """A finished run directory replayed causally with its config and scored.
+
+  ``kwargs``: ``OnlineForecaster``'s (e.g. ``climb=False``, revision 1).
+
+  Raises:
+    FileNotFoundError: no log. ValueError: a damaged log or config, or a record whose x
+      ('epoch', or 'step' with ``steps``) is missing or does not increase."""
+  config = phases.read_config(workdir)
+  options = dict(phases.detector_options(config or {}), x_key="step" if steps else "epoch")
+  records = logs.read_run(workdir, steps=steps)
+  if steps or not any(options["loss_key"] in r for r in records):
+    options.pop("loss_key")  # the detector's own choice, as phases.analyze_with_config
+  _check_x(records, options["x_key"], workdir)
+  live = live_for_config(config or {}, options)
   if live.forecaster is None:
-    return []
-  return score(replay(logs.read_run(workdir, steps=steps), wd=live.forecaster.wd,
-                      detector_options=options, **kwargs))
+    return RunScores([], len(records), 0, 0, True, config is not None)
+  run = replay(records, wd=live.forecaster.wd, detector_options=options, **kwargs)
+  return RunScores(score(run), len(records), len(run.onsets),
+                   sum(f is not None for f in run.forecasts), False, config is not None)
+
+
+def _check_x(records: list[Mapping[str, Any]], key: str, workdir: str) -> None:
+  """ValueError at the first record whose ``key`` is not finite or does not increase."""
+  previous = -math.inf
+  for number, record in enumerate(records, 1):
+    x = _number(record.get(key))
+    if not math.isfinite(x):
+      raise ValueError(f"{workdir}: record {number} has no finite {key!r} "
+                       f"({record.get(key)!r}): it cannot be placed in time")
+    if x <= previous:
+      raise ValueError(f"{workdir}: record {number} has {key} {x:g} after {previous:g} (a "
+                       "log re-written after a resume?): the records must increase in "
+                       f"{key}")
+    previous = x
+
+
+def score_workdir(workdir: str, steps: bool = False, **kwargs) -> list[Score]:
+  """``score_run``'s scores ([]: a fixed norm, or too few periods)."""
+  return score_run(workdir, steps, **kwargs).scores
 
 
 def summary(scores: list[Score]) -> dict[str, Any]:

@@ -224,12 +224,22 @@ CLASSES = data_lib.NUM_CLASSES  # classes per dataset name: ln(classes) is the c
 
 
 def read_config(workdir: str) -> dict | None:
-  """A run's config.json as a dict (None where there is none)."""
+  """A run's config.json as a dict (None where there is none; ValueError: not a JSON object)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    return json.load(f)
+    try:
+      config = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not JSON ({e})") from None
+  if not isinstance(config, dict):
+    raise ValueError(f"{path}: a JSON {type(config).__name__}, not a config (an object)")
+  for name, section in config.items():
+    if name in ("data", "model", "optim", "train") and not isinstance(section, (dict, type(None))):
+      raise ValueError(f"{path}: {name!r} is a {type(section).__name__}, not a section (an "
+                       "object)")
+  return config
 
 
 def chance_loss(workdir: str) -> float | None:

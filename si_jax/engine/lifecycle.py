@@ -211,7 +211,7 @@ def write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-FAMILY_FILE = "family.json"  # a family's identity at its top folder (si_jax.engine.experiment)
+FAMILY_FILE = logs.FAMILY_FILE
 
 
 def _check_file(path: str, what: str) -> None:

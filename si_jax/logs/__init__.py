@@ -21,6 +21,7 @@ METRICS_FILE = "metrics.jsonl"
 STEPS_FILE = "steps.bin"
 STEPS_JSONL_FILE = "steps.jsonl"  # the per-step logs of runs begun before steps.bin
 DIVERGED_FILE = "diverged.json"  # written when a run stops on a non-finite loss
+FAMILY_FILE = "family.json"  # a family's identity at its top folder (si_jax.engine.experiment)
 
 _RECORD_MARK = 0x1E
 _VERSION = 2  # what the writer writes; the reader reads 1 (no CRC) and 2
@@ -390,17 +391,21 @@ def replace_doc_block(path: str, tag: str, text: str) -> None:
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """The records of a JSON-lines file; ValueError naming the line that is not JSON."""
+  """The records of a JSON-lines file; ValueError naming the line that is not a JSON object."""
   records = []
   with open(path) as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError:
         raise ValueError(f"{path}, line {number}: not a JSON record (a log cut by a crash "
                          "or a partial copy?)") from None
+      if not isinstance(record, dict):
+        raise ValueError(f"{path}, line {number}: a JSON {type(record).__name__}, not a "
+                         "record (an object of named values)")
+      records.append(record)
   return records
 
 

@@ -4,17 +4,27 @@ Each run is replayed causally (its detector and forecaster fed its log, as durin
 training); for each destabilization after the first two it prints the forecasts made at
 25%, 50% and 75% of the phase B before it (error in epochs, or steps for per-step logs,
 and as a fraction of the period; whether the 80% interval held the onset) beside the
-naive forecast (the previous period's length), then a summary over all runs.
+naive forecast (the previous period's length), then a summary over all runs. A family's
+directory stands for its members. A directory that cannot be scored gets a one-line
+error and the others are still scored; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import traceback
 
 import numpy as np
 
+from si_jax import logs
 from si_jax.analysis import forecast
 from si_jax.programs import cli
+
+
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def summary_lines(scores: list[forecast.Score]) -> list[str]:
@@ -22,50 +32,92 @@ def summary_lines(scores: list[forecast.Score]) -> list[str]:
   lines = []
   for point in forecast.POINTS:
     rows = [s for s in scores if s.point == point and math.isfinite(s.predicted)]
+    missing = sum(s.point == point for s in scores) - len(rows)
     if not rows:
       continue
     ours = np.median([abs(s.error) / s.period for s in rows])
     naive = np.median([abs(s.naive_error) / s.period for s in rows])
     covered = np.mean([s.covered for s in rows])
-    lines.append(f"  at {point:.0%} of phase B: {len(rows)} forecasts, median |error| "
+    lines.append(f"  at {point:.0%} of phase B: {_count(len(rows), 'forecast')}"
+                 f"{f' ({missing} points without one)' if missing else ''}, median |error| "
                  f"{ours:.1%} of the period (naive {naive:.1%}), 80% interval held "
                  f"{covered:.0%}")
+  if scores and not lines:
+    lines.append("  no forecast was made at any point: phase B's records lack a positive, "
+                 "finite effective_lr and weight_norm")
   return lines
 
 
-def report(workdir: str, scores: list[forecast.Score]) -> str:
+def report(workdir: str, run: forecast.RunScores, unit: str = "epoch") -> str:
   """A run's lines: each scored forecast, then its summary (or why there is none)."""
-  if not scores:
-    return (f"{workdir}: too few periods to score (a forecast is scored from the third "
-            "destabilization on), or a fixed norm: no forecast")
+  if run.fixed_norm:
+    return (f"{workdir}: the SI norm is held (fix_si_norm, fixed_effective_lr or a sphere): "
+            "no destabilization forecast")
+  if not run.records:
+    return f"{workdir}: no records yet"
+  if not run.scores:
+    return (f"{workdir}: {_count(run.destabilizations, 'destabilization')} in "
+            f"{_count(run.records, unit)}: too few periods to score (forecasts are scored "
+            "from the third destabilization on)")
   rows = [f"{workdir}:"]
-  for s in scores:
+  if not run.config:
+    rows.append("  (no config.json: scored without its weight decay, so the level is timed "
+                "by the effective LR's growth rate, and without its dataset's chance loss)")
+  for s in run.scores:
     made = "none" if not math.isfinite(s.predicted) else (
         f"{s.predicted:.1f} [{s.low:.1f}, {s.high:.1f}]")
     rows.append(f"  destabilization {s.destabilization + 1} at {s.actual:g} (period "
                 f"{s.period:g}), at {s.point:.0%} of phase B: forecast {made}, naive "
                 f"{s.naive:g}")
-  return "\n".join(rows + summary_lines(scores))
+  return "\n".join(rows + summary_lines(run.scores))
+
+
+def run_directories(paths: list[str]) -> list[str]:
+  """``paths`` with each family's directory replaced by its members', each once."""
+  out, seen = [], set()
+  for path in paths:
+    family = (os.path.isfile(os.path.join(path, logs.FAMILY_FILE))
+              and not os.path.isfile(os.path.join(path, logs.METRICS_FILE)))
+    members = sorted(os.path.join(path, name) for name in os.listdir(path)
+                     if os.path.isfile(os.path.join(path, name, logs.METRICS_FILE))
+                     ) if family else [path]
+    for member in members:
+      key = os.path.realpath(member)
+      if key not in seen:
+        seen.add(key)
+        out.append(member)
+  return out
 
 
 def main(argv=None) -> None:
   """The ``si-jax-forecast`` program (``argv``: the arguments, default sys.argv)."""
   parser = cli.ArgumentParser(description="Scores the destabilization forecast on finished runs.")
-  parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl)")
+  parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl) or families")
   parser.add_argument("--steps", action="store_true",
                       help="replay the per-step log (steps.bin) instead of the epochs")
   args = parser.parse_args(argv)
   verbose = args.verbose or cli.verbose_requested()
-  everything = []
-  try:
-    for workdir in args.runs:
-      scores = forecast.score_workdir(workdir, args.steps)
-      everything += scores
-      print(report(workdir, scores))
-  except cli.user_errors() as e:
-    cli.fail(e, verbose=verbose)
-  if len(args.runs) > 1 and everything:
-    print("\n".join([f"all {len(args.runs)} runs:"] + summary_lines(everything)))
+  directories = run_directories(args.runs)
+  everything, scored, failed = [], 0, 0
+  for workdir in directories:
+    try:
+      run = forecast.score_run(workdir, args.steps)
+    except cli.user_errors() as e:
+      failed += 1
+      if verbose:
+        traceback.print_exc()
+      message = logs.one_line(e)
+      print(f"error: {message if workdir in message else f'{workdir}: {message}'}",
+            file=sys.stderr)
+      continue
+    everything += run.scores
+    scored += bool(run.scores)
+    print(report(workdir, run, "step" if args.steps else "epoch"))
+  if len(directories) > 1 and everything:
+    print("\n".join([f"all {len(directories)} runs ({scored} scored):"]
+                    + summary_lines(everything)))
+  if failed:
+    sys.exit(1)
 
 
 if __name__ == "__main__":
