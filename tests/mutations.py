@@ -820,6 +820,23 @@ MUTATIONS = [
         "tests/test_forecast.py -k of_its_own_period",
         "an onset's angular level reads the previous period's g~"),
     Mutation(
+        "forecast_scores_a_resumed_log", "si_jax/analysis/forecast.py",
+        "    if x <= previous:", "    if x < previous:",
+        "tests/test_forecast.py -k fails_at_the_end",
+        "a log that repeats epochs after a resume is scored: a negative period, a spurious "
+        "onset"),
+    Mutation(
+        "forecast_program_stops_at_a_bad_directory", "si_jax/programs/forecast.py",
+        "            file=sys.stderr)\n      continue", "            file=sys.stderr)\n      break",
+        "tests/test_forecast.py -k fails_at_the_end",
+        "one bad directory ends the scoring: the runs after it are never scored"),
+    Mutation(
+        "forecast_config_sections_unchecked", "si_jax/analysis/phases.py",
+        "    if name in (\"data\", \"model\", \"optim\", \"train\") and not",
+        "    if False and not",
+        "tests/test_forecast.py -k damaged_config",
+        "a config whose optim is a string crashes the scorer with an AttributeError"),
+    Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
         "tests/test_models.py -k compiles_faster",

@@ -226,7 +226,7 @@ def test_the_program_scores_every_good_directory_and_fails_at_the_end_on_bad_one
   family.mkdir()
   (family / "family.json").write_text("{}")
   _write_run(family / "a", records)
-  _write_run(tmp_path / "resumed", records[:60] + records[50:])
+  _write_run(tmp_path / "resumed", records[:60] + records[59:])
   _write_run(tmp_path / "listed", records)
   (tmp_path / "listed" / "metrics.jsonl").write_text("[1, 2]\n")
   _write_run(tmp_path / "held", records)
@@ -242,7 +242,7 @@ def test_the_program_scores_every_good_directory_and_fails_at_the_end_on_bad_one
   assert "all 5 runs (1 scored):" in out
   lines = err.strip().splitlines()
   assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
-  assert "record 61 has epoch 51 after 60" in lines[0]
+  assert "record 61 has epoch 60 after 60" in lines[0]
   assert f"{tmp_path / 'missing'}" in lines[1] and "not found" in lines[1]
   assert "line 1: a JSON list, not a record" in lines[2]
 
