@@ -2,7 +2,7 @@
 
   python -m benchmarks.forecast_scores [RUN_DIR ...] [--write docs/forecast.md]
   python -m benchmarks.forecast_scores --unseen RUN_DIR [...] [--write docs/forecast.md]
-      [--title TITLE --block NAME] [--revision N]
+      [--title TITLE --block NAME] [--revision N] [--figure PNG]
 
 The method (Eq. (3) projection to the run's critical effective LR, log-t levels with
 a prior spread of 0.5, 80% intervals) was fixed on the two DESIGN runs of tests/data;
@@ -108,14 +108,21 @@ def main():
                       help="the --unseen table's title")
   parser.add_argument("--block", help="the block to replace (default: 'unseen' with --unseen, "
                       "else 'scores')")
+  parser.add_argument("--figure", metavar="PNG", help="with --unseen: predicted against "
+                      "actual onsets half-way through phase B, per run")
   parser.add_argument("--revision", type=int, choices=sorted(REVISIONS), default=4,
                       help="1: the level not lowered by the loss's climb; 2: prior spread "
                       "0.5; 3: the effective LR's levels, not truncated; 4: today's")
   args = parser.parse_args()
   kwargs = REVISIONS[args.revision]
   if args.unseen:
-    text = "\n".join(table(args.title, _workdir_scores(args.unseen, **kwargs)))
+    scored = _workdir_scores(args.unseen, **kwargs)
+    text = "\n".join(table(args.title, scored))
     print(text)
+    if args.figure:
+      from si_jax.plots import family, plotting
+      plotting.save_figure(family.figure_forecast(
+          [(name, forecast.summary(scores)["at_50%"]) for name, scores in scored]), args.figure)
     if args.write:
       logs.replace_doc_block(args.write, args.block or "unseen", text)
     return
