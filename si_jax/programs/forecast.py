@@ -80,8 +80,8 @@ def run_directories(paths: list[str]) -> list[str]:
               and not os.path.isfile(os.path.join(path, logs.METRICS_FILE)))
     members = sorted(os.path.join(path, name) for name in os.listdir(path)
                      if os.path.isfile(os.path.join(path, name, logs.METRICS_FILE))
-                     ) if family else [path]
-    for member in members:
+                     ) if family else []
+    for member in members or [path]:  # a family without a finished member: its own error
       key = os.path.realpath(member)
       if key not in seen:
         seen.add(key)
