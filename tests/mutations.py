@@ -837,6 +837,19 @@ MUTATIONS = [
         "tests/test_forecast.py -k damaged_config",
         "a config whose optim is a string crashes the scorer with an AttributeError"),
     Mutation(
+        "forecast_angular_not_widened_by_g", "si_jax/analysis/forecast.py",
+        "scale=math.sqrt(spread ** 2 * (1 + 1 / k) + g_variance))",
+        "scale=math.sqrt(spread ** 2 * (1 + 1 / k)))",
+        "tests/test_forecast.py -k revision_5",
+        "revision 5's angular level is not widened by g~'s spread in phase B (revision 4's "
+        "intervals: too narrow on the digits)"),
+    Mutation(
+        "forecast_g_spread_of_all_levels", "si_jax/analysis/forecast.py",
+        "      g_variance = self._phase_b_log_g_variance() if self.g_spread else 0.0\n",
+        "      pass\n    g_variance = self._phase_b_log_g_variance() if self.g_spread else 0.0\n",
+        "tests/test_forecast.py -k revision_5",
+        "g~'s spread widens the effective LR's levels too, which do not pass through g~"),
+    Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
         "tests/test_models.py -k compiles_faster",

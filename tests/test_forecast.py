@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from si_jax.analysis import detector as detector_lib
 from si_jax.analysis import forecast
@@ -208,7 +209,8 @@ def test_the_program_scores_runs_and_says_when_there_are_too_few_periods(tmp_pat
   out = capsys.readouterr().out
   assert f"destabilization 3 at {onsets[2]:g} (period {onsets[2] - onsets[1]:g})" in out
   assert "at 50% of phase B: 4 forecasts" in out and "80% interval held 100%" in out
-  assert f"{tmp_path / 'short'}: 2 destabilizations in {onsets[1] + 8} epochs: too few periods" in out
+  short = f"{tmp_path / 'short'}: 2 destabilizations in {onsets[1] + 8} epochs: too few periods"
+  assert short in out
   assert "all 2 runs (1 scored):" in out
   summary = forecast.summary(forecast.score_workdir(str(tmp_path / "long")))
   assert summary["50%"]["forecasts"] == 4 and summary["50%"]["coverage"] == 1.0
@@ -312,6 +314,26 @@ def test_revision_4_takes_the_angular_level_where_the_runs_onsets_agree_on_it():
   # effective-LR levels that agree (0.03 twice) and angular ones that do not: the former
   f.levels, f.angular_levels = [math.log(0.03)] * 2, [math.log(0.01), math.log(0.09)]
   assert math.exp(f._predictive(0.0, 2.0).ppf(0.5)) == pytest.approx(0.03, rel=1e-9)
+
+
+def test_revision_5_widens_the_angular_level_by_the_spread_of_ln_g_in_phase_b():
+  """Angular levels 0.05 twice (shrunk spread sqrt(0.25^2 / 2)), phase B's g~ at e^-0.3 and
+  e^0.3 (variance of ln g~ 0.09): the t's scale is sqrt(0.25^2 / 2 x 1.5 + 0.09), revision
+  4's without the 0.09; the effective LR's levels, where chosen, are not widened."""
+  q = 0.9
+  for g_spread, scale in ((True, math.sqrt(0.0625 / 2 * 1.5 + 0.09)),
+                          (False, math.sqrt(0.0625 / 2 * 1.5))):
+    f = forecast.OnlineForecaster(wd=None, equilibrium=False, g_spread=g_spread)
+    f.levels = [math.log(0.01), math.log(0.09)]
+    f.angular_levels = [math.log(0.05)] * 2
+    f._phase_b = [{"effective_grad_norm": math.exp(v)} for v in (-0.3, 0.3)]
+    dist = f._predictive(0.0, 2.0)
+    width = dist.ppf(q) - dist.ppf(0.5)
+    assert width == pytest.approx(scale * stats.t(df=2).ppf(q), rel=1e-9)
+  f.levels, f.angular_levels = [math.log(0.03)] * 2, [math.log(0.01), math.log(0.09)]
+  dist = f._predictive(0.0, 2.0)
+  f.g_spread = True
+  assert f._predictive(0.0, 2.0).ppf(q) == pytest.approx(dist.ppf(q), rel=1e-12)
 
 
 def test_an_onsets_angular_level_uses_the_phase_b_g_of_the_sample_before_it():

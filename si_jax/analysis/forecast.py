@@ -4,7 +4,8 @@ The time for Eq. (3), iterated from the current rho, to carry the effective LR t
 next *critical level* (log-t over the levels at the onsets so far, lowered by the loss's
 climb in phase B, truncated at Eq. (3)'s equilibrium), unless it settles first (Remark
 3); the level is the effective LR's or, where the run's own onsets agree better on it,
-the angular step's (effective LR x g~, Proposition 1). Entry points:
+the angular step's (effective LR x g~, Proposition 1), widened then by g~'s own spread in
+phase B. Entry points:
 ``OnlineForecaster``, ``Live`` (the loop's), ``replay``, ``score``, ``score_run``.
 Method and measured scores: docs/forecast.md."""
 
@@ -58,6 +59,8 @@ class OnlineForecaster:
       next level is theirs over today's g~ (revision 4); False: revision 3.
     equilibrium: truncate the level's distribution at Eq. (3)'s equilibrium effective LR
       (revision 4); False: revision 3.
+    g_spread: with the angular level, widen the level's distribution by the spread of ln g~
+      over phase B so far (revision 5); False: revision 4.
 
   Raises:
     ValueError: ``coverage`` outside (0, 1), or a non-positive number."""
@@ -65,7 +68,7 @@ class OnlineForecaster:
   def __init__(self, wd: float | None = None, steps_per_sample: float | None = None,
                coverage: float = 0.8, prior_spread: float = PRIOR_SPREAD, horizon: int = 10_000,
                x_key: str | None = None, loss_key: str | None = None, climb: bool = True,
-               angular: bool = True, equilibrium: bool = True):
+               angular: bool = True, equilibrium: bool = True, g_spread: bool = True):
     if not 0 < coverage < 1:
       raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     for name, value in (("prior_spread", prior_spread), ("wd", wd),
@@ -75,7 +78,7 @@ class OnlineForecaster:
     self.wd, self.steps_per_sample = wd, steps_per_sample
     self.coverage, self.prior_spread, self.horizon = coverage, prior_spread, horizon
     self.x_key, self.loss_key, self.climb = x_key, loss_key, climb
-    self.angular, self.equilibrium = angular, equilibrium
+    self.angular, self.equilibrium, self.g_spread = angular, equilibrium, g_spread
     self.levels: list[float] = []        # ln of the critical levels
     self.angular_levels: list[float] = []  # ln(level x the phase-B g~ then); nan: unknown
     self._g_history: collections.deque = collections.deque(maxlen=64)  # (index, g~ then)
@@ -169,21 +172,36 @@ class OnlineForecaster:
     (Remark 3, Proposition 3): the effective LR approaches it and does not pass it while
     g~ holds, so a level above it cannot be the next one. Where today's effective LR is
     already above it (g~ has fallen below phase B's median) the estimate is off, and the
-    distribution is not truncated."""
-    levels, shift = self.levels, 0.0
+    distribution is not truncated.
+
+    Revision 5: the angular level is an effective-LR level only over g~ *at the onset*,
+    which today's median g~ stands for; where g~ moves within phase B that is uncertain,
+    so the variance of ln g~ over phase B so far is added to the scale's square."""
+    levels, shift, g_variance = self.levels, 0.0, 0.0
     usable = (g > 0 and len(self.angular_levels) == len(levels)
               and all(math.isfinite(v) for v in self.angular_levels))
     if self.angular and usable and (self._distribution(self.angular_levels)[1]
                                     < self._distribution(self.levels)[1]):
       levels, shift = self.angular_levels, -math.log(g)
+      g_variance = self._phase_b_log_g_variance() if self.g_spread else 0.0
     mean, spread = self._distribution(levels)
     k = len(levels)
-    dist = stats.t(df=k, loc=mean + shift - rise, scale=spread * math.sqrt(1 + 1 / k))
+    dist = stats.t(df=k, loc=mean + shift - rise,
+                   scale=math.sqrt(spread ** 2 * (1 + 1 / k) + g_variance))
     if self.equilibrium and self.wd is not None and g > 0 and 0 < eta * self.wd < 1:
       top = math.log(math.sqrt(1 - (1 - eta * self.wd) ** 2) / g)
       if not now > 0 or top > math.log(now):
         return _Truncated(dist, top)
     return dist
+
+  def _phase_b_log_g_variance(self) -> float:
+    """The variance of ln g~ over phase B's records so far (0 with fewer than two)."""
+    logs_g = [math.log(g) for g in (_number(r.get("effective_grad_norm")) for r in self._phase_b)
+              if math.isfinite(g) and g > 0]
+    if len(logs_g) < 2:
+      return 0.0
+    mean = sum(logs_g) / len(logs_g)
+    return sum((v - mean) ** 2 for v in logs_g) / len(logs_g)
 
   def _phase_b_g(self) -> float:
     """The median effective gradient norm g~ of phase B so far (nan: none logged)."""
