@@ -116,12 +116,14 @@ def main():
                       "0.5; 3: the effective LR's levels, not truncated; 4: the angular level "
                       "not widened by g~'s spread; 5: today's")
   args = parser.parse_args()
+  if args.figure and not args.unseen:
+    parser.error("--figure draws the --unseen runs: give them")
   kwargs = REVISIONS[args.revision]
   if args.unseen:
     scored = _workdir_scores(args.unseen, **kwargs)
     text = "\n".join(table(args.title, scored))
     print(text)
-    if args.figure:
+    if args.figure and any(forecast.summary(scores)["at_50%"] for _, scores in scored):
       from si_jax.plots import family, plotting
       plotting.save_figure(family.figure_forecast(
           [(name, forecast.summary(scores)["at_50%"]) for name, scores in scored]), args.figure)

@@ -850,6 +850,12 @@ MUTATIONS = [
         "tests/test_forecast.py -k revision_5",
         "g~'s spread widens the effective LR's levels too, which do not pass through g~"),
     Mutation(
+        "forecast_scores_loss_key_never_logged", "si_jax/analysis/forecast.py",
+        "  if steps or not any(options[\"loss_key\"] in r for r in records):",
+        "  if steps:",
+        "tests/test_forecast.py -k only_loss",
+        "a run logging only 'loss' is read for 'train_loss': no destabilization, nothing scored"),
+    Mutation(
         "init_compiled_at_level_0", "si_jax/models/__init__.py",
         '{"xla_backend_optimization_level": 2}', '{"xla_backend_optimization_level": 0}',
         "tests/test_models.py -k compiles_faster",

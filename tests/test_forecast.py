@@ -211,7 +211,7 @@ def test_the_program_scores_runs_and_says_when_there_are_too_few_periods(tmp_pat
   assert "at 50% of phase B: 4 forecasts" in out and "80% interval held 100%" in out
   short = f"{tmp_path / 'short'}: 2 destabilizations in {onsets[1] + 8} epochs: too few periods"
   assert short in out
-  assert "all 2 runs (1 scored):" in out
+  assert "all 2 directories (1 scored):" in out
   summary = forecast.summary(forecast.score_workdir(str(tmp_path / "long")))
   assert summary["50%"]["forecasts"] == 4 and summary["50%"]["coverage"] == 1.0
   assert [r["actual"] for r in summary["at_50%"]] == onsets[2:]
@@ -241,7 +241,7 @@ def test_the_program_scores_every_good_directory_and_fails_at_the_end_on_bad_one
   out, err = capsys.readouterr()
   assert out.count(f"{family / 'a'}:") == 1 and "at 50% of phase B: 4 forecasts" in out
   assert f"{tmp_path / 'held'}: the SI norm is held" in out
-  assert "all 5 runs (1 scored):" in out
+  assert "all 5 directories (1 scored, 3 failed):" in out
   lines = err.strip().splitlines()
   assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
   assert "record 61 has epoch 60 after 60" in lines[0]
@@ -258,6 +258,21 @@ def test_a_damaged_config_is_named_not_scored_with_defaults(tmp_path, text, reas
   (tmp_path / "run" / "config.json").write_text(text)
   with pytest.raises(ValueError, match=reason):
     forecast.score_run(str(tmp_path / "run"))
+
+
+def test_a_run_logging_only_loss_is_scored_on_it_and_a_record_without_epoch_is_refused(
+    tmp_path):
+  """'loss' where 'train_loss' was never logged: the same destabilizations (the detector's
+  own choice, as phases.analyze_with_config); a record with epoch null: a ValueError."""
+  records, onsets = periodic_records()
+  renamed = [{("loss" if k == "train_loss" else k): v for k, v in r.items()} for r in records]
+  _write_run(tmp_path / "loss", renamed)
+  run = forecast.score_run(str(tmp_path / "loss"))
+  assert run.destabilizations == len(onsets) and [s.actual for s in run.scores[::3]] == onsets[2:]
+  records[40] = {**records[40], "epoch": None}
+  _write_run(tmp_path / "gap", records)
+  with pytest.raises(ValueError, match="record 41 has no finite 'epoch'"):
+    forecast.score_run(str(tmp_path / "gap"))
 
 
 def test_per_step_logs_forecast_in_steps():

@@ -428,7 +428,6 @@ class RunScores:
   scores: list[Score]
   records: int
   destabilizations: int  # onsets the causal detector confirmed
-  forecasts: int         # records that carried a forecast
   fixed_norm: bool       # no forecaster: the SI norm is held
   config: bool           # whether a config.json was read (else the defaults)
 
@@ -449,10 +448,9 @@ def score_run(workdir: str, steps: bool = False, **kwargs) -> RunScores:
   _check_x(records, options["x_key"], workdir)
   live = live_for_config(config or {}, options)
   if live.forecaster is None:
-    return RunScores([], len(records), 0, 0, True, config is not None)
+    return RunScores([], len(records), 0, True, config is not None)
   run = replay(records, wd=live.forecaster.wd, detector_options=options, **kwargs)
-  return RunScores(score(run), len(records), len(run.onsets),
-                   sum(f is not None for f in run.forecasts), False, config is not None)
+  return RunScores(score(run), len(records), len(run.onsets), False, config is not None)
 
 
 def _check_x(records: list[Mapping[str, Any]], key: str, workdir: str) -> None:
@@ -471,7 +469,7 @@ def _check_x(records: list[Mapping[str, Any]], key: str, workdir: str) -> None:
 
 
 def score_workdir(workdir: str, steps: bool = False, **kwargs) -> list[Score]:
-  """``score_run``'s scores ([]: a fixed norm, or too few periods)."""
+  """``score_run``'s scores ([]: a fixed norm, or too few periods); raises as it does."""
   return score_run(workdir, steps, **kwargs).scores
 
 

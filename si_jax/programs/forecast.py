@@ -43,8 +43,8 @@ def summary_lines(scores: list[forecast.Score]) -> list[str]:
                  f"{ours:.1%} of the period (naive {naive:.1%}), 80% interval held "
                  f"{covered:.0%}")
   if scores and not lines:
-    lines.append("  no forecast was made at any point: phase B's records lack a positive, "
-                 "finite effective_lr and weight_norm")
+    lines.append("  no forecast was made at any scored point: phase B's records lack a "
+                 "positive, finite effective_lr and weight_norm, or the level was out of reach")
   return lines
 
 
@@ -55,6 +55,10 @@ def report(workdir: str, run: forecast.RunScores, unit: str = "epoch") -> str:
             "no destabilization forecast")
   if not run.records:
     return f"{workdir}: no records yet"
+  if not run.scores and run.destabilizations >= 3:
+    return (f"{workdir}: {_count(run.destabilizations, 'destabilization')} in "
+            f"{_count(run.records, unit)}, but none from the third on followed a live "
+            "phase B: nothing to score")
   if not run.scores:
     return (f"{workdir}: {_count(run.destabilizations, 'destabilization')} in "
             f"{_count(run.records, unit)}: too few periods to score (forecasts are scored "
@@ -78,10 +82,13 @@ def run_directories(paths: list[str]) -> list[str]:
   for path in paths:
     family = (os.path.isfile(os.path.join(path, logs.FAMILY_FILE))
               and not os.path.isfile(os.path.join(path, logs.METRICS_FILE)))
-    members = sorted(os.path.join(path, name) for name in os.listdir(path)
-                     if os.path.isfile(os.path.join(path, name, logs.METRICS_FILE))
-                     ) if family else []
-    for member in members or [path]:  # a family without a finished member: its own error
+    try:
+      names = os.listdir(path) if family else []
+    except OSError:  # an unreadable family: scoring it gives its one-line error
+      names = []
+    members = sorted(os.path.join(path, name) for name in names
+                     if os.path.isfile(os.path.join(path, name, logs.METRICS_FILE)))
+    for member in members or [path]:  # a family without a member's log: its own error
       key = os.path.realpath(member)
       if key not in seen:
         seen.add(key)
@@ -114,7 +121,8 @@ def main(argv=None) -> None:
     scored += bool(run.scores)
     print(report(workdir, run, "step" if args.steps else "epoch"))
   if len(directories) > 1 and everything:
-    print("\n".join([f"all {len(directories)} runs ({scored} scored):"]
+    failures = f", {failed} failed" if failed else ""
+    print("\n".join([f"all {len(directories)} directories ({scored} scored{failures}):"]
                     + summary_lines(everything)))
   if failed:
     sys.exit(1)
