@@ -16,8 +16,6 @@ import os
 import sys
 import traceback
 
-import numpy as np
-
 from si_jax import logs
 from si_jax.analysis import forecast
 from si_jax.programs import cli
@@ -29,19 +27,16 @@ def _count(n: int, noun: str) -> str:
 
 def summary_lines(scores: list[forecast.Score]) -> list[str]:
   """Per point of phase B: forecasts made, median |error| / period (ours, naive), coverage."""
-  lines = []
+  lines, summary = [], forecast.summary(scores)
   for point in forecast.POINTS:
-    rows = [s for s in scores if s.point == point and math.isfinite(s.predicted)]
-    missing = sum(s.point == point for s in scores) - len(rows)
-    if not rows:
+    if (s := summary.get(f"{point:.0%}")) is None:
       continue
-    ours = np.median([abs(s.error) / s.period for s in rows])
-    naive = np.median([abs(s.naive_error) / s.period for s in rows])
-    covered = np.mean([s.covered for s in rows])
-    lines.append(f"  at {point:.0%} of phase B: {_count(len(rows), 'forecast')}"
+    missing = sum(x.point == point for x in scores) - s["forecasts"]
+    lines.append(f"  at {point:.0%} of phase B: {_count(s['forecasts'], 'forecast')}"
                  f"{f' ({missing} points without one)' if missing else ''}, median |error| "
-                 f"{ours:.1%} of the period (naive {naive:.1%}), 80% interval held "
-                 f"{covered:.0%}")
+                 f"{s['median_error_fraction']:.1%} of the period (naive "
+                 f"{s['naive_median_error_fraction']:.1%}), 80% interval held "
+                 f"{s['coverage']:.0%}")
   if scores and not lines:
     lines.append("  no forecast was made at any scored point: phase B's records lack a "
                  "positive, finite effective_lr and weight_norm, or the level was out of reach")
